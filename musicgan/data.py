@@ -1,0 +1,345 @@
+"""Files, folders and .zip archives -> rolls -> a dataset of fixed-length windows.
+
+:func:`load` reads everything it is given, skips what it cannot use with a reason, and returns a
+:class:`Corpus` (the rolls and a :class:`Report`). Parsed files are cached by content, so
+loading the same music again is fast whatever the files are called. :class:`Windows` cuts the
+rolls into windows of a few bars, optionally transposed, for training.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import zipfile
+from dataclasses import dataclass, field, asdict
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from . import midi
+from .midi import MidiError, Roll
+
+MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar", ".rmi")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one load reads: a hostile upload must not exhaust memory or time."""
+
+    max_files: int = 20_000
+    max_file_bytes: int = midi.MAX_FILE_BYTES
+    max_zip_members: int = 5_000
+    max_zip_bytes: int = 512 * 1024 * 1024  # total uncompressed MIDI read from one archive
+    max_zip_ratio: int = 200  # a member compressed more than this is a zip bomb
+
+
+@dataclass
+class Report:
+    """What a load read and skipped, for people (:meth:`format`) and machines (:meth:`to_dict`)."""
+
+    read: list = field(default_factory=list)  # names of files that gave a roll
+    skipped: list = field(default_factory=list)  # (name, reason)
+    notes: int = 0
+    bars: float = 0.0
+    drum_notes: int = 0
+    cached: int = 0  # files served from the cache
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["skipped"] = [{"file": n, "reason": r} for n, r in self.skipped]
+        d["files_read"], d["files_skipped"] = len(self.read), len(self.skipped)
+        d["bars"] = round(self.bars, 1)
+        return d
+
+    def format(self) -> str:
+        lines = [f"{len(self.read)} file(s) read, {len(self.skipped)} skipped: "
+                 f"{self.notes:,} notes in {self.bars:,.0f} bars"
+                 + (f" ({self.drum_notes:,} drum notes left out)" if self.drum_notes else "")]
+        lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
+        return "\n".join(lines)
+
+
+@dataclass
+class Corpus:
+    rolls: list
+    report: Report
+
+
+# ------------------------------------------------------------------------------ collecting
+
+def iter_sources(paths: Iterable, limits: Limits = Limits()) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """Yield (name, data, None) for every MIDI candidate under ``paths``, or
+    (name, None, reason) for something skipped. Folders are walked recursively (symbolic links
+    are not followed); .zip archives are opened safely; other files are skipped by suffix."""
+    count = 0
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        elif path.exists():
+            files = [path]
+        else:
+            yield str(path), None, "no such file or folder"
+            continue
+        for f in files:
+            if count >= limits.max_files:
+                yield str(f), None, f"too many files (the limit is {limits.max_files:,})"
+                return
+            suffix = f.suffix.lower()
+            if suffix == ".zip":
+                for item in _iter_zip(f, limits):
+                    count += item[1] is not None
+                    yield item
+            elif suffix in MIDI_SUFFIXES or f == path:
+                count += 1
+                try:
+                    size = f.stat().st_size
+                    if size > limits.max_file_bytes:
+                        yield f.name, None, f"too large ({size / 1e6:.1f} MB; the limit is " \
+                                            f"{limits.max_file_bytes / 1e6:.0f} MB)"
+                    else:
+                        yield f.name, f.read_bytes(), None
+                except OSError as e:
+                    yield f.name, None, f"cannot be read ({e.strerror or e})"
+            # other files inside folders (.txt, .jpg ...) are ignored silently
+
+
+def _iter_zip(path: Path, limits: Limits):
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        yield path.name, None, f"not a readable zip archive ({e})"
+        return
+    with archive:
+        members = archive.infolist()
+        if len(members) > limits.max_zip_members:
+            yield path.name, None, f"zip archive has {len(members):,} entries " \
+                                   f"(the limit is {limits.max_zip_members:,})"
+            return
+        total = 0
+        for info in members:
+            label = f"{path.name}/{info.filename}"
+            if info.is_dir():
+                continue
+            reason = _unsafe_member(info, limits)
+            if reason is None and total + info.file_size > limits.max_zip_bytes:
+                reason = f"the archive holds more than {limits.max_zip_bytes / 1e6:.0f} MB of MIDI"
+            if reason:
+                yield label, None, reason
+                continue
+            try:
+                # read at most the declared size + 1: a lying header cannot make us read more
+                with archive.open(info) as fh:
+                    data = fh.read(min(info.file_size, limits.max_file_bytes) + 1)
+            except Exception as e:  # zlib.error, BadZipFile, NotImplementedError (encryption) ...
+                yield label, None, f"cannot be extracted ({type(e).__name__}: {e})"
+                continue
+            if len(data) != info.file_size:
+                yield label, None, "size does not match the archive's directory (corrupt or hostile)"
+                continue
+            total += len(data)
+            yield label, data, None
+
+
+def _unsafe_member(info: zipfile.ZipInfo, limits: Limits) -> str | None:
+    name = info.filename.replace("\\", "/")
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
+        return "unsafe path in archive (absolute or with '..'); skipped"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "symbolic link in archive; skipped"
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix == ".zip":
+        return "nested archive; ignored"
+    if suffix not in MIDI_SUFFIXES:
+        return "not a MIDI file name (.mid or .midi)"
+    if info.file_size > limits.max_file_bytes:
+        return f"too large ({info.file_size / 1e6:.1f} MB; the limit is {limits.max_file_bytes / 1e6:.0f} MB)"
+    if info.compress_size and info.file_size / info.compress_size > limits.max_zip_ratio:
+        return "compressed too much to be real MIDI (zip bomb?)"
+    return None
+
+
+# ------------------------------------------------------------------------------ the cache
+
+CACHE_FORMAT = 1
+_MAGIC = b"MGR1"
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("MUSICGAN_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "musicgan"
+    return Path(root) / "rolls"
+
+
+def _cache_key(data: bytes, steps_per_beat: int, keep_drums: bool) -> str:
+    h = hashlib.blake2b(data, digest_size=20)
+    h.update(f"|v{CACHE_FORMAT}|spb{steps_per_beat}|drums{int(keep_drums)}|max{midi.MAX_STEPS}".encode())
+    return h.hexdigest()
+
+
+def _cache_get(path: Path, name: str):
+    """A Roll, a MidiError (a failure remembered) or None (not cached / unreadable)."""
+    try:
+        blob = path.read_bytes()
+        if blob[:4] != _MAGIC:
+            return None
+        header_len = int.from_bytes(blob[4:8], "little")
+        meta = json.loads(blob[8:8 + header_len])
+        if "error" in meta:
+            return MidiError(name, meta["error"])
+        notes = np.frombuffer(blob[8 + header_len:], dtype="<i4").reshape(-1, 4).astype(np.int32)
+        return Roll(notes=notes, steps_per_beat=meta["steps_per_beat"],
+                    tempos=tuple(tuple(t) for t in meta["tempos"]),
+                    time_signatures=tuple(tuple(t) for t in meta["time_signatures"]),
+                    program=meta["program"], drum_notes=meta["drum_notes"], name=name)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _cache_put(path: Path, result) -> None:
+    if isinstance(result, MidiError):
+        meta, body = {"error": result.reason}, b""
+    else:
+        meta = {"steps_per_beat": result.steps_per_beat, "tempos": result.tempos,
+                "time_signatures": result.time_signatures, "program": result.program,
+                "drum_notes": result.drum_notes}
+        body = result.notes.astype("<i4").tobytes()
+    header = json.dumps(meta).encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(_MAGIC + len(header).to_bytes(4, "little") + header + body)
+        os.replace(tmp, path)  # atomic: a reader never sees half an entry
+    except OSError:
+        pass  # a read-only or full cache only costs speed
+
+
+def read_cached(data: bytes, name: str, steps_per_beat: int = 4, keep_drums: bool = False,
+                cache_dir: Path | None = None) -> tuple[Roll, bool]:
+    """Parse MIDI bytes through the content cache: (roll, was_cached). Raises MidiError."""
+    entry = None
+    if cache_dir is not None:
+        key = _cache_key(data, steps_per_beat, keep_drums)
+        entry = Path(cache_dir) / key[:2] / key
+        hit = _cache_get(entry, name)
+        if isinstance(hit, MidiError):
+            raise hit
+        if hit is not None:
+            return hit, True
+    try:
+        result = midi.read(data, steps_per_beat, name=name, keep_drums=keep_drums)
+    except MidiError as e:
+        if entry is not None:
+            _cache_put(entry, e)
+        raise
+    if entry is not None:
+        _cache_put(entry, result)
+    return result, False
+
+
+def load(paths: Iterable, steps_per_beat: int = 4, *, keep_drums: bool = False,
+         cache_dir: Path | str | None | bool = True, limits: Limits = Limits()) -> Corpus:
+    """Read MIDI from files, folders and zip archives into rolls, with a report.
+
+    ``cache_dir=True`` uses :func:`default_cache_dir`; ``False``/``None`` disables the cache.
+    Never raises for bad files: they are listed in ``report.skipped`` with the reason.
+    """
+    if cache_dir is True:
+        cache_dir = default_cache_dir()
+    cache_dir = Path(cache_dir) if cache_dir else None
+    report, rolls = Report(), []
+    for name, data, reason in iter_sources(paths, limits):
+        if data is None:
+            report.skipped.append((name, reason))
+            continue
+        try:
+            roll, cached = read_cached(data, name, steps_per_beat, keep_drums, cache_dir)
+        except MidiError as e:
+            report.skipped.append((name, e.reason))
+            continue
+        rolls.append(roll)
+        report.read.append(name)
+        report.notes += len(roll.notes)
+        report.bars += roll.n_bars
+        report.drum_notes += roll.drum_notes
+        report.cached += cached
+    return Corpus(rolls, report)
+
+
+# ------------------------------------------------------------------------------ windows
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How rolls are cut into training windows.
+
+    A bar here is ``beats_per_bar`` beats (4 by default) whatever the piece's meter, so that
+    every window has the same number of steps; windows start every ``hop_bars`` bars.
+    ``transpose`` is the inclusive range of semitone shifts used for augmentation; a shifted
+    window is kept only if it stays inside ``pitch_range``.
+    """
+
+    window_bars: int = 4
+    hop_bars: int = 1
+    beats_per_bar: int = 4
+    steps_per_beat: int = 4
+    transpose: tuple = (0, 0)
+    pitch_range: tuple = (0, 127)  # inclusive MIDI pitches
+
+    @property
+    def window_steps(self) -> int:
+        return self.window_bars * self.beats_per_bar * self.steps_per_beat
+
+
+class Windows:
+    """Every usable (roll, start, transposition) window of a corpus, in a fixed order.
+
+    ``windows[i]`` is a Roll of exactly ``config.window_steps`` steps (notes cut at the window's
+    edges); the order depends only on the rolls and the config, so a seed fixes the batches.
+    """
+
+    def __init__(self, rolls: list, config: WindowConfig = WindowConfig()):
+        self.rolls, self.config = rolls, config
+        length = config.window_steps
+        hop = config.hop_bars * config.beats_per_bar * config.steps_per_beat
+        low, high = config.pitch_range
+        index = []
+        for r, roll in enumerate(rolls):
+            if roll.steps_per_beat != config.steps_per_beat:
+                raise ValueError(f"{roll.name}: {roll.steps_per_beat} steps a beat, expected {config.steps_per_beat}")
+            notes = roll.notes
+            for start in range(0, max(roll.n_steps - length, 0) + 1, hop):
+                inside = notes[(notes[:, midi.START] < start + length) & (notes[:, midi.END] > start)]
+                if len(inside) == 0:
+                    continue
+                lo, hi = inside[:, midi.PITCH].min(), inside[:, midi.PITCH].max()
+                for shift in range(config.transpose[0], config.transpose[1] + 1):
+                    if lo + shift >= low and hi + shift <= high:
+                        index.append((r, start, shift))
+        self.index = np.array(index, dtype=np.int64).reshape(-1, 3)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> Roll:
+        r, start, shift = self.index[i]
+        roll, length = self.rolls[r], self.config.window_steps
+        notes = roll.notes
+        notes = notes[(notes[:, midi.START] < start + length) & (notes[:, midi.END] > start)].copy()
+        notes[:, midi.START:midi.END + 1] = np.clip(notes[:, midi.START:midi.END + 1] - start, 0, length)
+        notes[:, midi.PITCH] += shift
+        return Roll(notes=midi._sorted_notes(notes), steps_per_beat=roll.steps_per_beat,
+                    tempos=((0, roll.tempo_bpm),), time_signatures=((0, self.config.beats_per_bar, 4),),
+                    program=roll.program, name=f"{roll.name}@{start}{shift:+d}")
+
+    def pianorolls(self, indices=None):
+        """Stacked (onset, sustain) boolean arrays of shape (n, window_steps, n_pitches)."""
+        indices = range(len(self)) if indices is None else indices
+        low, high = self.config.pitch_range
+        pairs = [self[i].pianoroll(low, high, self.config.window_steps) for i in indices]
+        n_pitches = high - low + 1
+        if not pairs:
+            empty = np.zeros((0, self.config.window_steps, n_pitches), dtype=bool)
+            return empty, empty.copy()
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
