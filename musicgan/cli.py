@@ -1,9 +1,20 @@
-"""``python -m musicgan``: a thin command-line face on the library."""
+"""``python -m musicgan``: a thin command-line face on the library.
+
+    stats PATH...                       what a set of MIDI files holds (and what was skipped)
+    train PATH... --out DIR             train a model (--steps / --minutes, --resume, --device)
+    generate [CKPT] --out FILE.mid      new music from a checkpoint (the pretrained one by default)
+    evaluate [CKPT] --reference PATH... generated vs. real music, in numbers
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
+
+
+class CliError(Exception):
+    pass
 
 
 def cmd_stats(args) -> int:
@@ -11,19 +22,109 @@ def cmd_stats(args) -> int:
 
     corpus = data.load(args.paths, cache_dir=not args.no_cache)
     report = corpus.report
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(report.format())
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     if not corpus.rolls:
-        print("error: no usable MIDI file found", file=sys.stderr)
-        return 1
+        raise CliError("no usable MIDI file found")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from . import checkpoint as ckpt, data
+    from .train import Budget, TrainConfig, Trainer, device_label, pick_device
+
+    if args.steps is None and args.minutes is None:
+        args.steps = 2000
+    device = pick_device(args.device)
+    corpus = data.load(args.paths)
+    print(corpus.report.format(), file=sys.stderr)
+    if not corpus.rolls:
+        raise CliError("no usable MIDI file found")
+    config = TrainConfig(batch_size=args.batch_size, seed=args.seed, warmup=args.warmup,
+                         window_bars=args.window_bars, transpose=args.transpose)
+    budget = Budget(steps=args.steps, minutes=args.minutes)
+    out = Path(args.out)
+    resume = None
+    if args.resume:
+        resume = ckpt.load(out, with_discriminator=True)
+        config = TrainConfig.from_dict(resume.meta.get("train", {}))
+    bar = tqdm(total=1000, unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
+               file=sys.stderr, disable=args.quiet)
+
+    def on_event(event):
+        if event["event"] == "step":
+            bar.n = int(1000 * event["progress"])
+            shown = {k: f"{event[k]:.3f}" for k in ("mle", "d_loss", "g_loss", "d_accuracy") if k in event}
+            bar.set_postfix(step=event["step"], phase=event["phase"], **shown, refresh=False)
+            bar.update(0)
+
+    trainer = Trainer(corpus.rolls, resume.model if resume else None, config, device, on_event, budget)
+    if resume:
+        trainer.restore(resume)
+    print(f"training on {device_label(device)}: {len(trainer.windows):,} windows of "
+          f"{config.window_bars} bars; model pitches {trainer.model.pitch_low}-{trainer.model.pitch_high}",
+          file=sys.stderr)
+    from .train import TrainingError
+
+    try:
+        outcome = trainer.run(budget)
+    except TrainingError as e:
+        bar.close()
+        raise CliError(str(e)) from None
+    finally:
+        bar.close()
+        if trainer.step_count:
+            trainer.save(out)  # also on Ctrl-C and on errors: nothing is lost
+    print(f"{outcome} after {trainer.step_count} steps ({trainer.elapsed_s / 60:.1f} min); "
+          f"checkpoint in {out}", file=sys.stderr)
+    return 130 if outcome == "stopped" else 0
+
+
+def cmd_generate(args) -> int:
+    from . import generate, midi
+
+    model = generate.load_model(args.checkpoint)
+    tempo, program = generate.defaults(model)
+    tempo = args.tempo or tempo
+    program = program if args.program is None else args.program
+    if not 0 <= program <= 127:
+        raise CliError("--program must be a General MIDI program number, 0-127")
+    seeds = [args.seed + i for i in range(args.num)]
+    rolls = generate.sample_rolls(model.generator, seeds, args.bars, args.temperature, tempo, program)
+    out = Path(args.out)
+    for i, roll in enumerate(rolls):
+        path = out if args.num == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        midi.write(roll, path)
+        print(f"{path}: {len(roll.notes)} notes, {args.bars} bars, seed {seeds[i]}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import data, generate, metrics
+
+    model = generate.load_model(args.checkpoint)
+    reference = data.load(args.reference)
+    if not reference.rolls:
+        raise CliError("no usable reference MIDI")
+    windows = data.Windows(reference.rolls, data.WindowConfig(window_bars=args.bars, hop_bars=args.bars))
+    clips = [windows[i] for i in range(len(windows))]
+    generated = generate.sample_rolls(model.generator, range(args.num), args.bars)
+    training = data.load(args.training).rolls if args.training else None
+    result = metrics.evaluate(generated, clips, training)
+    if args.json:
+        print(json.dumps({"rows": result.rows, "two_sample_accuracy": result.two_sample,
+                          "longest_copy_bars": result.copy_bars}, indent=2))
+    else:
+        print(f"{len(generated)} generated clips vs {len(clips)} reference clips of {args.bars} bars")
+        print(result.format())
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m musicgan",
-                                     description="Learn from MIDI files with a recurrent GAN.")
+    parser = argparse.ArgumentParser(prog="python -m musicgan", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("stats", help="report what a set of MIDI files, folders or zips contains")
@@ -31,13 +132,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-cache", action="store_true", help="parse every file again")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("train", help="train a model on MIDI files")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--out", required=True, help="checkpoint folder to write (and to resume from)")
+    p.add_argument("--steps", type=int, help="training steps in all (default 2000 when no --minutes)")
+    p.add_argument("--minutes", type=float, help="training time in all")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--window-bars", type=int, default=4)
+    p.add_argument("--transpose", type=int, default=3, help="augment with shifts of up to N semitones")
+    p.add_argument("--warmup", type=float, default=0.5,
+                   help="share of the budget for the likelihood warm-up (1 = no adversarial phase)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="write new music as MIDI")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint folder or .zip (default: the pretrained model)")
+    p.add_argument("--out", required=True, help="the .mid file to write (with --num: FILE-1.mid ...)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bars", type=int, default=16)
+    p.add_argument("--num", type=int, default=1)
+    p.add_argument("--tempo", type=float, help="beats per minute (default: the training music's)")
+    p.add_argument("--program", type=int, help="General MIDI program 0-127 (default: the training music's)")
+    p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer; above 1: wilder")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("evaluate", help="compare generated music with real music")
+    p.add_argument("checkpoint", nargs="?")
+    p.add_argument("--reference", nargs="+", required=True, help="real music to compare with (held out)")
+    p.add_argument("--training", nargs="+", help="the training music, for the copy check")
+    p.add_argument("--num", type=int, default=200, help="clips to generate")
+    p.add_argument("--bars", type=int, default=4, help="clip length")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 
 def main(argv=None) -> int:
+    from .checkpoint import CheckpointError
+    from .midi import MidiError
+    from .train import DeviceError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except (CliError, CheckpointError, MidiError, DeviceError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

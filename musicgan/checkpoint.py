@@ -1,0 +1,164 @@
+"""Checkpoints: a folder with ``model.safetensors`` (weights) and ``config.json`` (everything else).
+
+Loading never unpickles: safetensors holds only raw tensors, the JSON only plain values, and the
+config is validated before any module is built. A folder that is not ours (a pickle renamed
+model.safetensors, a config from elsewhere, wrong shapes) raises :class:`CheckpointError`.
+A ``.zip`` of such a folder (what the app offers for download) loads the same way.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors, save as save_safetensors
+
+from . import __version__
+from .models import Discriminator, Generator, ModelConfig
+
+FORMAT = "musicgan-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+MAX_WEIGHTS_BYTES = 512 * 1024 * 1024
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with the reason in plain words."""
+
+
+@dataclass
+class Checkpoint:
+    model: ModelConfig
+    generator: Generator
+    discriminator: Discriminator | None = None
+    meta: dict = field(default_factory=dict)  # data stats, training settings, steps, metrics ...
+    train_state: dict = field(default_factory=dict)  # optimiser and RNG tensors, for --resume
+    path: str = ""
+
+    @property
+    def steps(self) -> int:
+        return int(self.meta.get("steps", 0))
+
+
+def save(directory, generator: Generator, discriminator: Discriminator | None = None,
+         meta: dict | None = None, train_state: dict | None = None) -> Path:
+    """Write a checkpoint folder; refuses weights that are not finite (a NaN model is no model)."""
+    directory = Path(directory)
+    tensors = {f"generator.{k}": v for k, v in generator.state_dict().items()}
+    if discriminator is not None:
+        tensors.update({f"discriminator.{k}": v for k, v in discriminator.state_dict().items()})
+    for name, value in tensors.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"refusing to save: {name} holds NaN or infinite values")
+    tensors.update({f"train.{k}": v for k, v in (train_state or {}).items()})
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
+              "model": asdict(generator.cfg), **(meta or {})}
+    directory.mkdir(parents=True, exist_ok=True)
+    # write both files beside their final names, then swap them in: a crash leaves the old pair
+    tmp_w, tmp_c = directory / f".{WEIGHTS}.tmp", directory / f".{CONFIG}.tmp"
+    tmp_w.write_bytes(save_safetensors(tensors, metadata={"format": FORMAT}))
+    tmp_c.write_text(json.dumps(config, indent=2, sort_keys=True))
+    os.replace(tmp_w, directory / WEIGHTS)
+    os.replace(tmp_c, directory / CONFIG)
+    return directory
+
+
+def _read_pair(path: Path) -> tuple[bytes, bytes]:
+    if path.is_dir():
+        weights, config = path / WEIGHTS, path / CONFIG
+        if not config.is_file():
+            raise CheckpointError(f"{path.name}: no {CONFIG} (not a musicgan checkpoint)")
+        if not weights.is_file():
+            raise CheckpointError(f"{path.name}: no {WEIGHTS} (musicgan never reads pickled .pt/.pth files)")
+        if weights.stat().st_size > MAX_WEIGHTS_BYTES or config.stat().st_size > MAX_CONFIG_BYTES:
+            raise CheckpointError(f"{path.name}: too large to be a musicgan checkpoint")
+        return weights.read_bytes(), config.read_bytes()
+    if path.is_file() and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            found = {}
+            for info in z.infolist():
+                base = info.filename.replace("\\", "/").rsplit("/", 1)[-1]
+                if base in (WEIGHTS, CONFIG) and base not in found:
+                    limit = MAX_WEIGHTS_BYTES if base == WEIGHTS else MAX_CONFIG_BYTES
+                    if info.file_size > limit:
+                        raise CheckpointError(f"{path.name}: {base} is too large")
+                    with z.open(info) as fh:
+                        found[base] = fh.read(limit + 1)
+            if set(found) != {WEIGHTS, CONFIG}:
+                raise CheckpointError(f"{path.name}: the archive needs {WEIGHTS} and {CONFIG}")
+            return found[WEIGHTS], found[CONFIG]
+    if path.is_file():
+        raise CheckpointError(f"{path.name}: a checkpoint is a folder (or .zip) holding {WEIGHTS} and {CONFIG}")
+    raise CheckpointError(f"{path}: no such checkpoint")
+
+
+def load(path, with_discriminator: bool = False) -> Checkpoint:
+    """Load and validate a checkpoint folder or .zip. Raises CheckpointError; never runs code."""
+    path = Path(path)
+    try:
+        weights_blob, config_blob = _read_pair(path)
+    except (OSError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path.name}: cannot be read ({e})") from None
+    try:
+        config = json.loads(config_blob)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path.name}: {CONFIG} is not valid JSON") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{path.name}: {CONFIG} is not a musicgan checkpoint config")
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path.name}: made by a newer musicgan ({config.get('library_version')}); please upgrade")
+    try:
+        cfg = ModelConfig.from_dict(config.get("model") or {})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path.name}: bad model settings ({e})") from None
+    try:
+        tensors = load_safetensors(weights_blob)
+    except (SafetensorError, ValueError, RuntimeError):
+        raise CheckpointError(f"{path.name}: {WEIGHTS} is not a valid safetensors file") from None
+
+    def part(prefix):
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    generator = Generator(cfg)
+    _load_into(generator, part("generator."), path.name, "generator")
+    discriminator = None
+    d_state = part("discriminator.")
+    if with_discriminator and d_state:
+        discriminator = Discriminator(cfg)
+        _load_into(discriminator, d_state, path.name, "discriminator")
+    generator.eval()
+    meta = {k: v for k, v in config.items() if k not in ("format", "format_version", "model")}
+    return Checkpoint(cfg, generator, discriminator, meta, part("train."), str(path))
+
+
+def _load_into(module: torch.nn.Module, state: dict, name: str, what: str) -> None:
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise CheckpointError(f"{name}: the {what} weights are missing {missing[0]}"
+                              + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    for key, value in expected.items():
+        if state[key].shape != value.shape:
+            raise CheckpointError(f"{name}: {what} weight {key} has shape {tuple(state[key].shape)}, "
+                                  f"the config needs {tuple(value.shape)}")
+        if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
+            raise CheckpointError(f"{name}: {what} weight {key} holds NaN or infinite values")
+    module.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected})
+
+
+def zip_bytes(directory) -> bytes:
+    """The checkpoint folder as a .zip (for downloads)."""
+    directory = Path(directory)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in (WEIGHTS, CONFIG, "README.md"):
+            if (directory / name).exists():
+                z.write(directory / name, f"{directory.name}/{name}")
+    return buf.getvalue()

@@ -1,0 +1,139 @@
+"""Noise -> tokens -> Roll -> MIDI: seeds, length, interpolation and variations.
+
+Generation always runs on the CPU in float32: it is fast enough there (a few tens of
+milliseconds for 16 bars) and it makes the same checkpoint and seed give byte-identical MIDI on
+every machine.
+
+A seed fixes a global latent ``z`` and the per-step noise. The per-step noise is drawn bar by bar
+from generators seeded with (seed, bar), so the first 8 bars of a 16-bar piece are the 8-bar
+piece of the same seed. Interpolation moves both along great circles (slerp) between two seeds.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt, midi, voices
+from .midi import Roll
+from .models import Generator
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "bach-chorales"
+MAX_BARS = 256
+
+
+def noise_for(seed: int, n_steps: int, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z (latent_dim,), step noise (n_steps, voices, vocab)), both standard normal, for a seed."""
+    z = torch.randn(cfg.latent_dim, generator=torch.Generator().manual_seed(seed))
+    bars = []
+    for bar in range(math.ceil(n_steps / cfg.steps_per_bar)):
+        g = torch.Generator().manual_seed((seed * 1_000_003 + bar + 1) % (2 ** 63))
+        bars.append(torch.randn(cfg.steps_per_bar, cfg.voices, cfg.vocab, generator=g))
+    return z, torch.cat(bars)[:n_steps]
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation: keeps the noise's norm, so midpoints look like noise too."""
+    a_flat, b_flat = a.flatten(), b.flatten()
+    cos = torch.dot(a_flat, b_flat) / (a_flat.norm() * b_flat.norm() + 1e-12)
+    omega = torch.arccos(cos.clamp(-1, 1))
+    if omega.abs() < 1e-6:
+        return (1 - t) * a + t * b
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+@torch.no_grad()
+def sample_tokens(generator: Generator, z: torch.Tensor, step_noise: torch.Tensor,
+                  temperature: float = 1.0) -> np.ndarray:
+    tokens, _ = generator.sample(z, step_noise, temperature=temperature)
+    return tokens.numpy()
+
+
+def _roll_meta(cfg, tempo_bpm, program, name):
+    return {"steps_per_beat": cfg.steps_per_beat, "tempos": ((0, float(tempo_bpm)),),
+            "time_signatures": ((0, cfg.beats_per_bar, 4),), "program": int(program), "name": name}
+
+
+def _check(bars: int, temperature: float):
+    if not 1 <= bars <= MAX_BARS:
+        raise ValueError(f"length must be 1 to {MAX_BARS} bars (got {bars})")
+    if not 0.05 <= temperature <= 5:
+        raise ValueError(f"temperature must be between 0.05 and 5 (got {temperature})")
+
+
+def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float = 1.0,
+                 tempo_bpm: float = 100.0, program: int = 0) -> list[Roll]:
+    """One piece per seed."""
+    _check(bars, temperature)
+    cfg = generator.cfg
+    n_steps = bars * cfg.steps_per_bar
+    noise = [noise_for(int(s), n_steps, cfg) for s in seeds]
+    z = torch.stack([n[0] for n in noise])
+    step_noise = torch.stack([n[1] for n in noise])
+    tokens = sample_tokens(generator, z, step_noise, temperature)
+    return [voices.decode(t, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"seed {s}"))
+            for t, s in zip(tokens, seeds)]
+
+
+def interpolate_rolls(generator: Generator, seed_a: int, seed_b: int, n: int = 5, bars: int = 4,
+                      temperature: float = 1.0, tempo_bpm: float = 100.0, program: int = 0) -> list[Roll]:
+    """n pieces walking from seed_a to seed_b (both ends included)."""
+    _check(bars, temperature)
+    if not 2 <= n <= 32:
+        raise ValueError("interpolation needs 2 to 32 steps")
+    cfg = generator.cfg
+    n_steps = bars * cfg.steps_per_bar
+    (za, na), (zb, nb) = noise_for(seed_a, n_steps, cfg), noise_for(seed_b, n_steps, cfg)
+    ts = [i / (n - 1) for i in range(n)]
+    z = torch.stack([slerp(za, zb, t) for t in ts])
+    step_noise = torch.stack([slerp(na, nb, t) for t in ts])
+    tokens = sample_tokens(generator, z, step_noise, temperature)
+    return [voices.decode(tok, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"{seed_a}->{seed_b} {t:.2f}"))
+            for tok, t in zip(tokens, ts)]
+
+
+def variation_rolls(generator: Generator, seed: int, n: int = 4, amount: float = 0.3, bars: int = 8,
+                    temperature: float = 1.0, tempo_bpm: float = 100.0, program: int = 0) -> list[Roll]:
+    """n pieces near a seed: its noise turned by ``amount`` (0..1) towards fresh noise."""
+    _check(bars, temperature)
+    cfg = generator.cfg
+    n_steps = bars * cfg.steps_per_bar
+    z0, n0 = noise_for(seed, n_steps, cfg)
+    angle = amount * math.pi / 2
+    zs, ns = [], []
+    for i in range(1, n + 1):
+        zi, ni = noise_for(seed * 7919 + 104729 * i, n_steps, cfg)
+        zs.append(math.cos(angle) * z0 + math.sin(angle) * zi)
+        ns.append(math.cos(angle) * n0 + math.sin(angle) * ni)
+    tokens = sample_tokens(generator, torch.stack(zs), torch.stack(ns), temperature)
+    return [voices.decode(tok, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"seed {seed} variation {i}"))
+            for i, tok in enumerate(tokens, 1)]
+
+
+def concatenate(rolls: list[Roll], gap_steps: int = 0) -> Roll:
+    """Pieces one after another (each starting on a bar line) as one roll."""
+    parts, offset = [], 0
+    for roll in rolls:
+        notes = roll.notes.copy()
+        notes[:, 1:3] += offset
+        parts.append(notes)
+        length = max(roll.n_steps, 1)
+        bar = roll.steps_per_bar
+        offset += -(-length // bar) * bar + gap_steps
+    first = rolls[0]
+    return Roll(notes=midi._sorted_notes(np.concatenate(parts)), steps_per_beat=first.steps_per_beat,
+                tempos=first.tempos, time_signatures=first.time_signatures, program=first.program,
+                name=first.name)
+
+
+def load_model(path=None) -> ckpt.Checkpoint:
+    """A checkpoint for generation; ``None`` is the pretrained default."""
+    return ckpt.load(DEFAULT_CHECKPOINT if path is None else path)
+
+
+def defaults(checkpoint: ckpt.Checkpoint) -> tuple[float, int]:
+    """(tempo in bpm, General MIDI program) of the checkpoint's training data."""
+    data = checkpoint.meta.get("data", {})
+    return float(data.get("tempo_bpm", 100.0)), int(data.get("program", 0))

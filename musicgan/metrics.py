@@ -1,0 +1,251 @@
+"""Musical statistics of rolls, a comparison of two sets, a two-sample test and a copy check.
+
+The per-clip statistics follow MusPy (Dong et al. 2020) and MGEval (Yang & Lerch 2018); each is a
+small pure function of one :class:`~musicgan.midi.Roll` with its formula in the docstring.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .midi import END, PITCH, START, Roll
+
+MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
+MINOR = np.array([0, 2, 3, 5, 7, 8, 10])  # natural minor
+DURATION_BINS = (1, 2, 3, 4, 6, 8, 12, 16)  # note lengths in steps: 1/16 ... whole note and longer
+
+
+def _sounding(roll: Roll) -> np.ndarray:
+    """Number of notes sounding at each step."""
+    count = np.zeros(roll.n_steps + 1, dtype=np.int64)
+    np.add.at(count, roll.notes[:, START], 1)
+    np.add.at(count, roll.notes[:, END], -1)
+    return np.cumsum(count)[:-1]
+
+
+def pitch_range(roll: Roll) -> float:
+    """Highest minus lowest pitch, in semitones."""
+    return float(np.ptp(roll.notes[:, PITCH])) if len(roll.notes) else 0.0
+
+
+def pitch_classes_used(roll: Roll) -> float:
+    """Number of distinct pitch classes (0-12)."""
+    return float(len(np.unique(roll.notes[:, PITCH] % 12)))
+
+
+def polyphony(roll: Roll) -> float:
+    """Mean number of notes sounding, over the steps where at least one sounds."""
+    sounding = _sounding(roll)
+    sounding = sounding[sounding > 0]
+    return float(sounding.mean()) if len(sounding) else 0.0
+
+
+def pitch_class_histogram(roll: Roll) -> np.ndarray:
+    """Share of notes on each pitch class (C=0 ... B=11), weighted by note count."""
+    hist = np.bincount(roll.notes[:, PITCH] % 12, minlength=12).astype(float)
+    return hist / max(hist.sum(), 1)
+
+
+def scale_consistency(roll: Roll) -> float:
+    """max over the 24 major and natural-minor scales of the share of notes in that scale."""
+    hist = pitch_class_histogram(roll)
+    return float(max(hist[(scale + root) % 12].sum() for root in range(12) for scale in (MAJOR, MINOR)))
+
+
+def pitch_class_entropy(roll: Roll) -> float:
+    """Shannon entropy (bits) of the pitch-class histogram: H = -sum p log2 p (0 to log2 12)."""
+    p = pitch_class_histogram(roll)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def empty_beat_rate(roll: Roll) -> float:
+    """Share of beats in which no note sounds."""
+    sounding = _sounding(roll) > 0
+    spb = roll.steps_per_beat
+    n_beats = len(sounding) // spb
+    if n_beats == 0:
+        return 1.0
+    beats = sounding[:n_beats * spb].reshape(n_beats, spb).any(1)
+    return float(1 - beats.mean())
+
+
+def note_density(roll: Roll, steps: int | None = None) -> float:
+    """Notes started per bar of 4 beats."""
+    steps = steps or max(roll.n_steps, 1)
+    return float(len(roll.notes) / (steps / (4 * roll.steps_per_beat)))
+
+
+def duration_histogram(roll: Roll) -> np.ndarray:
+    """Share of notes whose length (in steps) falls in each of DURATION_BINS (the last: >= 16)."""
+    lengths = roll.notes[:, END] - roll.notes[:, START]
+    index = np.searchsorted(DURATION_BINS, lengths, side="right") - 1
+    hist = np.bincount(np.clip(index, 0, len(DURATION_BINS) - 1), minlength=len(DURATION_BINS)).astype(float)
+    return hist / max(hist.sum(), 1)
+
+
+STATISTICS = {
+    "pitch range (semitones)": pitch_range,
+    "pitch classes used": pitch_classes_used,
+    "polyphony (notes at once)": polyphony,
+    "scale consistency": scale_consistency,
+    "pitch-class entropy (bits)": pitch_class_entropy,
+    "empty-beat rate": empty_beat_rate,
+    "note density (notes/bar)": note_density,
+}
+
+
+def summary(rolls: list[Roll]) -> dict:
+    """Mean of every statistic over a set of clips, plus the mean duration histogram."""
+    out = {name: float(np.mean([fn(r) for r in rolls])) for name, fn in STATISTICS.items()}
+    out["duration histogram"] = np.mean([duration_histogram(r) for r in rolls], 0).round(3).tolist()
+    return out
+
+
+def compare(generated: list[Roll], reference: list[Roll]) -> list[dict]:
+    """Rows of (statistic, generated, reference, relative difference)."""
+    g, r = summary(generated), summary(reference)
+    rows = []
+    for name in STATISTICS:
+        rel = (g[name] - r[name]) / abs(r[name]) if r[name] else float("nan")
+        rows.append({"statistic": name, "generated": g[name], "reference": r[name], "relative_difference": rel})
+    hist_distance = 0.5 * float(np.abs(np.array(g["duration histogram"]) - np.array(r["duration histogram"])).sum())
+    rows.append({"statistic": "note lengths (total variation)", "generated": hist_distance, "reference": 0.0,
+                 "relative_difference": hist_distance})
+    return rows
+
+
+# ------------------------------------------------------------------ two-sample classifier test
+
+def features(roll: Roll, steps: int | None = None) -> np.ndarray:
+    """A fixed-length description of a clip for the two-sample test: pitch, rhythm, harmony."""
+    steps = steps or roll.n_steps
+    notes = roll.notes
+    sounding = _sounding(roll)
+    sounding = np.pad(sounding, (0, max(0, steps - len(sounding))))[:steps]
+    pitches = notes[:, PITCH].astype(float)
+    poly_hist = np.bincount(np.minimum(sounding, 5), minlength=6) / max(steps, 1)
+    onset_pos = np.bincount(notes[:, START] % roll.steps_per_beat, minlength=roll.steps_per_beat) / max(len(notes), 1)
+    # harmony: interval classes between notes sounding together at each onset step
+    harmony = np.zeros(12)
+    for step in np.unique(notes[:, START]):
+        active = notes[(notes[:, START] <= step) & (notes[:, END] > step), PITCH]
+        diffs = (active[:, None] - active[None, :])[np.triu_indices(len(active), 1)]
+        harmony += np.bincount(np.abs(diffs) % 12, minlength=12)
+    harmony /= max(harmony.sum(), 1)
+    # melody: intervals of the top line from note to note
+    top = []
+    for step in np.unique(notes[:, START]):
+        top.append(notes[notes[:, START] == step, PITCH].max())
+    leaps = np.abs(np.diff(top)) if len(top) > 1 else np.zeros(0)
+    leap_hist = np.bincount(np.minimum(leaps, 12), minlength=13)[[0, 1, 2, 3, 4, 5, 7, 12]].astype(float)
+    leap_hist /= max(len(leaps), 1)
+    return np.concatenate([
+        pitch_class_histogram(roll), duration_histogram(roll), poly_hist, onset_pos, harmony, leap_hist,
+        [pitches.mean() / 12 if len(notes) else 0, pitches.std() / 12 if len(notes) else 0,
+         pitch_range(roll) / 12, pitch_classes_used(roll) / 12, scale_consistency(roll),
+         pitch_class_entropy(roll), empty_beat_rate(roll), len(notes) / max(steps, 1)],
+    ])
+
+
+def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 25) -> np.ndarray:
+    """L2-regularised logistic regression by Newton's method; returns weights (bias last)."""
+    x = np.hstack([x, np.ones((len(x), 1))])
+    w = np.zeros(x.shape[1])
+    reg = np.full(x.shape[1], l2)
+    reg[-1] = 0
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-np.clip(x @ w, -30, 30)))
+        grad = x.T @ (p - y) + reg * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(reg + 1e-6)
+        w -= np.linalg.solve(hess, grad)
+    return w
+
+
+def two_sample_accuracy(a: list[Roll], b: list[Roll], folds: int = 5, seed: int = 0) -> float:
+    """Cross-validated accuracy of a logistic-regression classifier telling clips of ``a`` from
+    clips of ``b`` (equal numbers of each). 0.5: indistinguishable; 1.0: always told apart."""
+    n = min(len(a), len(b))
+    if n < folds:
+        raise ValueError(f"the two-sample test needs at least {folds} clips on each side")
+    rng = np.random.default_rng(seed)
+    pick_a, pick_b = rng.permutation(len(a))[:n], rng.permutation(len(b))[:n]
+    x = np.array([features(a[i]) for i in pick_a] + [features(b[i]) for i in pick_b])
+    y = np.r_[np.zeros(n), np.ones(n)]
+    order = rng.permutation(2 * n)
+    x, y = x[order], y[order]
+    correct = 0
+    for k in range(folds):
+        test = np.arange(2 * n) % folds == k
+        mean, std = x[~test].mean(0), x[~test].std(0) + 1e-6
+        w = _fit_logistic((x[~test] - mean) / std, y[~test])
+        xt = np.hstack([(x[test] - mean) / std, np.ones((test.sum(), 1))])
+        correct += ((xt @ w > 0) == y[test]).sum()
+    return float(correct / (2 * n))
+
+
+# ------------------------------------------------------------------ copy check
+
+def _blocks(roll: Roll, length: int):
+    """Transposition-invariant keys of every `length`-step block of a roll starting on a beat."""
+    notes = roll.notes
+    out = {}
+    for start in range(0, max(roll.n_steps - length, 0) + 1, roll.steps_per_beat):
+        inside = notes[(notes[:, START] < start + length) & (notes[:, END] > start)]
+        if len(inside) == 0:
+            continue
+        key = inside.copy()[:, :3]
+        key[:, 1:] = np.clip(key[:, 1:] - start, 0, length)
+        key[:, 0] -= key[:, 0].min()
+        out[start] = key[np.lexsort((key[:, 0], key[:, 1]))].tobytes()
+    return out
+
+
+def longest_copy(generated: list[Roll], training: list[Roll]) -> int:
+    """Longest run of consecutive non-empty bars of any generated piece found verbatim (in any
+    transposition, starting on any beat) in the training music; 0 when no bar is copied."""
+    if not generated:
+        return 0
+    bar = 4 * generated[0].steps_per_beat
+    known: dict = {}
+    for r, roll in enumerate(training):
+        for start, key in _blocks(roll, bar).items():
+            known.setdefault(key, set()).add((r, start))
+    best = 0
+    for roll in generated:
+        blocks = _blocks(roll, bar)
+        n_bars = roll.n_steps // bar
+        for first in range(n_bars):
+            places = known.get(blocks.get(first * bar), set())  # where this bar occurs
+            run = 0
+            while places:  # keep the places where the following bars occur too
+                run += 1
+                following = known.get(blocks.get((first + run) * bar), set())
+                places = {(r, s) for r, s in places if (r, s + run * bar) in following}
+            best = max(best, run)
+    return best
+
+
+@dataclass
+class Evaluation:
+    rows: list
+    two_sample: float
+    copy_bars: int | None = None
+
+    def format(self) -> str:
+        lines = [f"{'statistic':<32}{'generated':>11}{'reference':>11}{'diff':>8}"]
+        for row in self.rows:
+            lines.append(f"{row['statistic']:<32}{row['generated']:>11.3f}{row['reference']:>11.3f}"
+                         f"{row['relative_difference']:>+8.0%}")
+        lines.append(f"two-sample classifier accuracy: {self.two_sample:.2f} (0.50 = indistinguishable)")
+        if self.copy_bars is not None:
+            lines.append(f"longest run of bars copied from the training data: {self.copy_bars}")
+        return "\n".join(lines)
+
+
+def evaluate(generated: list[Roll], reference: list[Roll], training: list[Roll] | None = None,
+             seed: int = 0) -> Evaluation:
+    return Evaluation(compare(generated, reference), two_sample_accuracy(generated, reference, seed=seed),
+                      longest_copy(generated, training) if training is not None else None)

@@ -1,0 +1,208 @@
+"""The recurrent generator and discriminator, built from one :class:`ModelConfig`.
+
+Generator (an LSTM that walks time step by step, as in C-RNN-GAN):
+
+    input at step t   = the voices chosen at t-1 (embedded) + global latent z + position in the bar
+    LSTM state at t=0 = a linear map of z           (so z colours the whole piece)
+    output at step t  = one categorical choice per voice, highest voice first; each voice's head
+                        sees the LSTM state and the choices already made for the voices above it
+                        (the notes of one step are drawn jointly, not independently)
+
+Per-step noise is the Gumbel noise that makes each draw; it is derived from standard normal
+noise so that two seeds can be interpolated smoothly (see :mod:`musicgan.generate`).
+
+Discriminator: a bidirectional LSTM (the C-RNN-GAN choice) over the one-hot voice tokens and the
+position in the bar; its mean-pooled features serve feature matching (Salimans et al. 2016).
+It sees exactly what the generator emits: hard one-hot tokens (straight-through Gumbel-softmax,
+Jang et al. 2017), so it cannot win by telling probabilities from zeros and ones.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .voices import vocab_size
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    voices: int = 4
+    pitch_low: int = 36
+    pitch_high: int = 84
+    steps_per_beat: int = 4
+    beats_per_bar: int = 4
+    latent_dim: int = 32
+    embed_dim: int = 32
+    hidden: int = 256
+    layers: int = 2
+    d_hidden: int = 128
+    d_embed: int = 64
+
+    @property
+    def vocab(self) -> int:
+        return vocab_size(self.pitch_low, self.pitch_high)
+
+    @property
+    def steps_per_bar(self) -> int:
+        return self.steps_per_beat * self.beats_per_bar
+
+    def validate(self) -> "ModelConfig":
+        """Raise ValueError for values no sane model has (a checkpoint's config is untrusted)."""
+        bounds = {"voices": (1, 16), "pitch_low": (0, 127), "pitch_high": (0, 127),
+                  "steps_per_beat": (1, 48), "beats_per_bar": (1, 16), "latent_dim": (1, 1024),
+                  "embed_dim": (1, 1024), "hidden": (1, 4096), "layers": (1, 8),
+                  "d_hidden": (1, 4096), "d_embed": (1, 4096)}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            low, high = bounds[f.name]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"model setting {f.name}={value!r} is outside {low}..{high}")
+        if self.pitch_low >= self.pitch_high:
+            raise ValueError("pitch_low must be below pitch_high")
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
+        return cls(**d).validate()
+
+
+def position_features(n_steps: int, steps_per_bar: int, device=None) -> torch.Tensor:
+    """One-hot position of each step in its bar, shape (n_steps, steps_per_bar)."""
+    return F.one_hot(torch.arange(n_steps, device=device) % steps_per_bar, steps_per_bar).float()
+
+
+def gumbel_from_normal(noise: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise -> Gumbel(0, 1) noise, through the normal CDF."""
+    u = 0.5 * (1 + torch.erf(noise / math.sqrt(2)))
+    u = u.clamp(1e-7, 1 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        V, K, E, H = cfg.voices, cfg.vocab, cfg.embed_dim, cfg.hidden
+        self.embed = nn.Parameter(torch.randn(K, E) * 0.1)  # used as one_hot @ embed (straight-through)
+        self.init_state = nn.Linear(cfg.latent_dim, 2 * cfg.layers * H)
+        self.lstm = nn.LSTM(V * E + cfg.latent_dim + cfg.steps_per_bar, H, cfg.layers, batch_first=True)
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.Linear(H + V * E, H), nn.ReLU(), nn.Linear(H, K)) for _ in range(V))
+
+    def _state(self, z):
+        B, L, H = z.shape[0], self.cfg.layers, self.cfg.hidden
+        h, c = torch.tanh(self.init_state(z)).view(B, 2, L, H).permute(1, 2, 0, 3).contiguous()
+        return h, c
+
+    def _inputs(self, prev_embedded, z, start_step: int):
+        B, T, _ = prev_embedded.shape
+        pos = position_features(T + start_step, self.cfg.steps_per_bar, z.device)[start_step:]
+        return torch.cat([prev_embedded, z[:, None].expand(B, T, -1), pos[None].expand(B, T, -1)], -1)
+
+    def forward(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: tokens (B, T, V) -> logits (B, T, V, K) for those same tokens."""
+        B, T, V = tokens.shape
+        E = self.cfg.embed_dim
+        emb = self.embed[tokens]  # (B, T, V, E)
+        prev = torch.cat([emb.new_zeros(B, 1, V, E), emb[:, :-1]], 1).reshape(B, T, V * E)
+        h, _ = self.lstm(self._inputs(prev, z, 0), self._state(z))
+        logits = []
+        for v, head in enumerate(self.heads):
+            above = torch.cat([emb[:, :, :v], emb.new_zeros(B, T, V - v, E)], 2).reshape(B, T, V * E)
+            logits.append(head(torch.cat([h, above], -1)))
+        return torch.stack(logits, 2)
+
+    def sample(self, z: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0,
+               tau: float | None = None):
+        """Free-running generation.
+
+        z: (B, latent_dim); noise: standard normal (B, T, V, K), the per-step noise.
+        Returns (tokens (B, T, V) long, one_hot (B, T, V, K) float). With ``tau`` set the one-hot
+        is straight-through Gumbel-softmax (hard forward, soft gradient) for adversarial training;
+        without it nothing is differentiable and sampling is a plain Gumbel-max draw.
+        """
+        B, T, V, K = noise.shape
+        E = self.cfg.embed_dim
+        gumbel = gumbel_from_normal(noise)
+        if tau is None and not torch.is_grad_enabled():
+            return self._sample_fast(z, gumbel, temperature)
+        state = self._state(z)
+        prev = z.new_zeros(B, 1, V * E)
+        tokens, one_hots = [], []
+        for t in range(T):
+            h, state = self.lstm(self._inputs(prev, z, t), state)
+            h = h[:, 0]
+            chosen = []
+            for v, head in enumerate(self.heads):
+                above = torch.cat(chosen + [h.new_zeros(B, (V - v) * E)], -1)
+                logits = head(torch.cat([h, above], -1)) / temperature
+                y = logits + gumbel[:, t, v]
+                index = y.argmax(-1)
+                hard = F.one_hot(index, K).to(logits.dtype)
+                if tau is not None:
+                    soft = F.softmax(y / tau, -1)
+                    hard = hard - soft.detach() + soft
+                chosen.append(hard @ self.embed.to(hard.dtype))
+                tokens.append(index)
+                one_hots.append(hard)
+            prev = torch.cat(chosen, -1)[:, None]
+        tokens = torch.stack(tokens, 1).view(B, T, V)
+        return tokens, torch.stack(one_hots, 1).view(B, T, V, K)
+
+
+    def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, temperature: float):
+        """Gumbel-max sampling without autograd, the same draw as :meth:`sample` computed faster:
+        each head's first layer is split into a part for the LSTM state (one matmul for all heads)
+        and lookup tables for the voices above (embedding @ weight, precomputed per token)."""
+        B, T, V, K = gumbel.shape
+        E, H = self.cfg.embed_dim, self.cfg.hidden
+        first = [head[0] for head in self.heads]
+        w_state = torch.cat([f.weight[:, :H] for f in first])  # (V*H, H)
+        b_state = torch.cat([f.bias for f in first])
+        tables = [[self.embed @ f.weight[:, H + u * E:H + (u + 1) * E].T for u in range(v)]
+                  for v, f in enumerate(first)]
+        state = self._state(z)
+        prev = z.new_zeros(B, 1, V * E)
+        out = torch.empty(B, T, V, dtype=torch.long)
+        for t in range(T):
+            h, state = self.lstm(self._inputs(prev, z, t), state)
+            base = (h[:, 0] @ w_state.T + b_state).view(B, V, H)
+            chosen = []
+            for v, head in enumerate(self.heads):
+                hidden = base[:, v]
+                for u, index in enumerate(chosen):
+                    hidden = hidden + tables[v][u][index]
+                logits = head[2](torch.relu(hidden)) / temperature
+                chosen.append((logits + gumbel[:, t, v]).argmax(-1))
+            tokens = torch.stack(chosen, 1)
+            out[:, t] = tokens
+            prev = self.embed[tokens].reshape(B, 1, V * E)
+        return out, F.one_hot(out, K).float()
+
+
+class Discriminator(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        # spectral norm on D's input and output maps keeps its Lipschitz constant in check
+        # (Miyato et al. 2018); a gradient penalty would need a double backward through cuDNN's LSTM.
+        self.inp = nn.utils.parametrizations.spectral_norm(nn.Linear(cfg.voices * cfg.vocab, cfg.d_embed))
+        self.lstm = nn.LSTM(cfg.d_embed + cfg.steps_per_bar, cfg.d_hidden, batch_first=True, bidirectional=True)
+        self.out = nn.utils.parametrizations.spectral_norm(nn.Linear(2 * cfg.d_hidden, 1))
+
+    def forward(self, one_hot: torch.Tensor):
+        """one_hot (B, T, V, K) -> (logit that the clip is real (B,), features (B, 2 * d_hidden))."""
+        B, T = one_hot.shape[:2]
+        x = self.inp(one_hot.reshape(B, T, -1))
+        pos = position_features(T, self.cfg.steps_per_bar, x.device)[None].expand(B, T, -1).to(x.dtype)
+        h, _ = self.lstm(torch.cat([x, pos], -1))
+        features = h.mean(1)
+        return self.out(features).squeeze(-1), features

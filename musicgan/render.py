@@ -1,0 +1,153 @@
+"""Roll -> piano-roll PNG (matplotlib) and Roll -> audio (FluidSynth, or a numpy synth).
+
+Audio goes through FluidSynth with the General MIDI soundfont that pretty_midi ships
+(TimGM6mb.sf2) when the system library libfluidsynth is present; otherwise a small additive
+numpy synth plays the notes, and :func:`synthesize` says so in its result.
+"""
+from __future__ import annotations
+
+import io
+import os
+import wave
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .midi import END, PITCH, START, VELOCITY, Roll
+
+SAMPLE_RATE = 22050
+PEAK = 0.89  # -1 dBFS: loud enough, never clipped
+
+
+@dataclass
+class Audio:
+    samples: np.ndarray  # float32 mono in [-1, 1]
+    sample_rate: int
+    engine: str  # "fluidsynth" or "numpy synth (FluidSynth not available)"
+
+    def wav_bytes(self) -> bytes:
+        pcm = (np.clip(self.samples, -1, 1) * 32767).astype("<i2")
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(self.sample_rate)
+            w.writeframes(pcm.tobytes())
+        return buf.getvalue()
+
+
+def seconds_per_step(roll: Roll, tempo_bpm: float | None = None) -> float:
+    return 60.0 / (tempo_bpm or roll.tempo_bpm) / roll.steps_per_beat
+
+
+def step_times(roll: Roll, tempo_bpm: float | None = None) -> np.ndarray:
+    """Start time in seconds of every step 0..n_steps, following the tempo map."""
+    n = roll.n_steps + 1
+    if tempo_bpm:
+        return np.arange(n) * seconds_per_step(roll, tempo_bpm)
+    per_step = np.empty(n)
+    changes = list(roll.tempos) + [(n, None)]
+    for (step, bpm), (next_step, _) in zip(changes, changes[1:]):
+        per_step[step:next_step] = 60.0 / bpm / roll.steps_per_beat
+    return np.concatenate([[0.0], np.cumsum(per_step)[:-1]])
+
+
+def to_pretty_midi(roll: Roll, program: int | None = None, tempo_bpm: float | None = None):
+    import pretty_midi
+
+    times = step_times(roll, tempo_bpm)
+    pm = pretty_midi.PrettyMIDI(initial_tempo=tempo_bpm or roll.tempo_bpm)
+    inst = pretty_midi.Instrument(program=roll.program if program is None else program)
+    for pitch, start, end, velocity in roll.notes.tolist():
+        inst.notes.append(pretty_midi.Note(velocity=velocity, pitch=pitch, start=times[start],
+                                           end=times[min(end, len(times) - 1)]))
+    pm.instruments.append(inst)
+    return pm
+
+
+@lru_cache(maxsize=1)
+def fluidsynth_available() -> bool:
+    try:
+        import fluidsynth  # noqa: F401  (pyfluidsynth; imports only when libfluidsynth loads)
+        return True
+    except Exception:  # ImportError, OSError: the system library is missing
+        return False
+
+
+def synthesize(roll: Roll, program: int | None = None, tempo_bpm: float | None = None,
+               sample_rate: int = SAMPLE_RATE, engine: str = "auto") -> Audio:
+    """Render a roll to mono audio, peak-normalised to -1 dBFS (never clipped, never silent
+    unless the roll has no notes)."""
+    samples, used = None, "numpy synth (FluidSynth not available)"
+    if engine in ("auto", "fluidsynth") and fluidsynth_available():
+        import pretty_midi
+
+        sf2 = os.path.join(os.path.dirname(pretty_midi.__file__), "TimGM6mb.sf2")
+        samples = to_pretty_midi(roll, program, tempo_bpm).fluidsynth(fs=sample_rate, sf2_path=sf2)
+        used = "fluidsynth"
+    if samples is None:
+        samples = _numpy_synth(roll, tempo_bpm, sample_rate)
+    samples = np.asarray(samples, dtype=np.float32)
+    peak = float(np.abs(samples).max()) if len(samples) else 0.0
+    if peak > 0:
+        samples = samples * (PEAK / peak)
+    return Audio(samples, sample_rate, used)
+
+
+def _numpy_synth(roll: Roll, tempo_bpm, sample_rate) -> np.ndarray:
+    """A soft organ-like tone per note (three harmonics, short attack and release)."""
+    times = step_times(roll, tempo_bpm)
+    total = int((times[-1] + 0.5) * sample_rate) + 1
+    out = np.zeros(total, dtype=np.float32)
+    for pitch, start, end, velocity in roll.notes.tolist():
+        a, b = int(times[start] * sample_rate), int(times[min(end, len(times) - 1)] * sample_rate)
+        n = max(b - a, 1)
+        t = np.arange(n) / sample_rate
+        f = 440.0 * 2 ** ((pitch - 69) / 12)
+        tone = np.sin(2 * np.pi * f * t) + 0.3 * np.sin(4 * np.pi * f * t) + 0.1 * np.sin(6 * np.pi * f * t)
+        env = np.minimum(1, np.minimum(t / 0.01, (n / sample_rate - t) / 0.05 + 0.02))
+        out[a:a + n] += (velocity / 127) * tone * np.clip(env, 0, 1)
+    return out
+
+
+def piano_roll_png(roll: Roll, title: str = "", pitch_range: tuple | None = None,
+                   width: float = 10.0, height: float = 3.2) -> bytes:
+    """A piano-roll image (PNG bytes): time in bars across, pitch up, bar lines, note names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    notes = roll.notes
+    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
+    bar = roll.steps_per_bar
+    n_steps = max(roll.n_steps, bar)
+    if pitch_range is None:
+        lo, hi = (int(notes[:, PITCH].min()) - 2, int(notes[:, PITCH].max()) + 2) if len(notes) else (48, 72)
+    else:
+        lo, hi = pitch_range
+    x0, x1 = notes[:, START] / bar, notes[:, END] / bar
+    y = notes[:, PITCH]
+    boxes = [[(a, p - 0.42), (b - 0.02 / bar * 4, p - 0.42), (b - 0.02 / bar * 4, p + 0.42), (a, p + 0.42)]
+             for a, b, p in zip(x0, x1, y)]
+    shade = 0.35 + 0.65 * notes[:, VELOCITY] / 127 if len(notes) else []
+    ax.add_collection(PolyCollection(boxes, facecolors=matplotlib.colormaps["viridis"](shade),
+                                     edgecolors="#1b1b2f", linewidths=0.4))
+    for b in range(0, n_steps // bar + 1):
+        ax.axvline(b, color="#888", lw=0.6 if b % 4 else 1.1, zorder=0)
+    for c in range(lo - lo % 12, hi + 1, 12):
+        ax.axhspan(c - 0.5, c + 0.5, color="#eee", zorder=-1)
+    ax.set_xlim(0, n_steps / bar)
+    ax.set_ylim(lo - 0.5, hi + 0.5)
+    ticks = [p for p in range(lo, hi + 1) if p % 12 == 0]
+    ax.set_yticks(ticks, [f"C{p // 12 - 1}" for p in ticks])
+    ax.set_xlabel("bar")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

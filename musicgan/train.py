@@ -1,0 +1,348 @@
+"""The GAN trainer: one :meth:`Trainer.step` that the CLI, the app and torchrun all drive.
+
+Two phases (C-RNN-GAN and SeqGAN both pretrain):
+
+1. Maximum-likelihood warm-up: teacher forcing, cross-entropy on the next step's voice tokens.
+2. Adversarial: the generator runs free (straight-through Gumbel-softmax, so the discriminator
+   sees hard one-hot tokens exactly like real data) against a bidirectional LSTM discriminator.
+
+Every stabiliser is one named, switchable setting of :class:`TrainConfig`:
+
+* ``fm_weight``         feature matching on D's pooled features (Salimans et al. 2016)
+* ``mle_weight``        the likelihood loss kept as a regulariser in phase 2 (keeps G musical)
+* ``label_smoothing``   one-sided: real targets 0.9 (Salimans et al. 2016)
+* ``lr_g`` < ``lr_d``   two time-scale learning rates (Heusel et al. 2017)
+* ``d_accuracy_cap``    skip D's update while it already tells real from fake this well, so D
+                        cannot overpower G (DESIGN.md measured D loss -> 0.003 without it)
+* spectral norm on D's linear maps (Miyato et al. 2018; see :mod:`musicgan.models`)
+
+Events (losses, samples, progress) leave through ``callback(dict)``; nothing is printed.
+Non-finite losses or gradients are skipped, never applied, and never reach a checkpoint.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__, checkpoint as ckpt
+from .data import WindowConfig, Windows
+from .models import Discriminator, Generator, ModelConfig
+from .voices import window_tokens
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (no data, a diverged model ...), in plain words."""
+
+
+class DeviceError(ValueError):
+    pass
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then the CPU; 'cuda', 'mps', 'cpu' force one."""
+    name = (name or "auto").lower()
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError("CUDA was asked for, but no CUDA GPU is available here (use --device cpu or auto)")
+    if name == "mps" and not has_mps:
+        raise DeviceError("Apple MPS was asked for, but it is not available here (use --device cpu or auto)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {name!r} (use auto, cuda, mps or cpu)") from None
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}"
+    return "Apple GPU (MPS)" if device.type == "mps" else "CPU"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 64
+    window_bars: int = 4
+    hop_bars: int = 1
+    transpose: int = 3  # augmentation: every shift in -transpose..+transpose semitones
+    warmup: float = 0.5  # share of the budget for the likelihood warm-up (1.0: no adversarial phase)
+    lr_mle: float = 2e-3
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    fm_weight: float = 1.0
+    mle_weight: float = 1.0
+    adv_weight: float = 0.5
+    label_smoothing: float = 0.9
+    d_accuracy_cap: float = 0.8
+    gumbel_tau: float = 1.0
+    grad_clip: float = 1.0
+    max_bad_steps: int = 20  # non-finite steps in a row before training stops
+    seed: int = 0
+    amp: bool = True  # bfloat16 autocast on CUDA
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class Budget:
+    """Stop after ``steps`` steps in all or ``minutes`` of training in all, whichever comes first."""
+
+    steps: int | None = None
+    minutes: float | None = None
+
+    def progress(self, step: int, elapsed_s: float) -> float:
+        parts = [0.0]
+        if self.steps:
+            parts.append(step / self.steps)
+        if self.minutes:
+            parts.append(elapsed_s / (60 * self.minutes))
+        return min(1.0, max(parts))
+
+
+def model_config_for(rolls, voices: int = 4, transpose: int = 0, **overrides) -> ModelConfig:
+    """A model config whose pitch range covers the data (plus the transposition margin)."""
+    low = min(int(r.notes[:, 0].min()) for r in rolls) - transpose
+    high = max(int(r.notes[:, 0].max()) for r in rolls) + transpose
+    return ModelConfig(voices=voices, pitch_low=max(0, low), pitch_high=min(127, max(high, low + 12)),
+                       steps_per_beat=rolls[0].steps_per_beat, **overrides).validate()
+
+
+class Trainer:
+    def __init__(self, rolls: list, model: ModelConfig | None = None, config: TrainConfig = TrainConfig(),
+                 device: str | torch.device = "auto", callback: Callable[[dict], None] | None = None,
+                 budget: Budget | None = None):
+        if not rolls:
+            raise TrainingError("no usable music to train on")
+        self.config, self.callback = config, callback or (lambda event: None)
+        self.budget = budget or Budget(steps=1000)
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        self.model = model or model_config_for(rolls, transpose=config.transpose)
+        m = self.model
+        self.windows = Windows(rolls, WindowConfig(
+            window_bars=config.window_bars, hop_bars=config.hop_bars, beats_per_bar=m.beats_per_bar,
+            steps_per_beat=m.steps_per_beat, transpose=(-config.transpose, config.transpose),
+            pitch_range=(m.pitch_low, m.pitch_high)))
+        if len(self.windows) == 0:
+            raise TrainingError(f"the music is shorter than one {config.window_bars}-bar window")
+        self.tokens = torch.from_numpy(window_tokens(self.windows, m.pitch_low, m.voices)).to(self.device)
+        torch.manual_seed(config.seed)
+        self.G, self.D = Generator(m).to(self.device), Discriminator(m).to(self.device)
+        self.opt_mle = torch.optim.Adam(self.G.parameters(), lr=config.lr_mle)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
+        self.batch_rng = torch.Generator().manual_seed(config.seed)
+        self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1)
+        self.step_count, self.elapsed_s, self.bad_in_a_row, self.skipped = 0, 0.0, 0, 0
+        self.adversarial_from: int | None = None
+        tempos = sorted(r.tempo_bpm for r in rolls)
+        programs = np.bincount([r.program for r in rolls], minlength=128)
+        self.data_meta = {"files": len(rolls), "windows": len(self.windows),
+                          "bars": round(sum(r.n_bars for r in rolls), 1),
+                          "tempo_bpm": tempos[len(tempos) // 2], "program": int(programs.argmax())}
+
+    # ---------------------------------------------------------------- one step
+
+    @property
+    def phase(self) -> str:
+        if self.adversarial_from is not None:
+            return "adversarial"
+        if self.config.warmup >= 1 or self.budget.progress(self.step_count, self.elapsed_s) < self.config.warmup:
+            return "mle"
+        self.adversarial_from = self.step_count
+        return "adversarial"
+
+    def _autocast(self):
+        enabled = self.config.amp and self.device.type == "cuda"
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
+
+    def _batch(self) -> torch.Tensor:
+        index = torch.randint(len(self.tokens), (self.config.batch_size,), generator=self.batch_rng)
+        return self.tokens[index.to(self.device)].long()
+
+    def _noise(self, B: int, T: int):
+        m = self.model
+        z = torch.randn(B, m.latent_dim, generator=self.noise_rng, device=self.device)
+        step_noise = torch.randn(B, T, m.voices, m.vocab, generator=self.noise_rng, device=self.device)
+        return z, step_noise
+
+    def _mle_loss(self, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        logits = self.G(real, z)
+        return F.cross_entropy(logits.float().reshape(-1, self.model.vocab), real.reshape(-1))
+
+    def _apply(self, loss: torch.Tensor, opt, module) -> bool:
+        """Backward and step, unless the loss or the gradients are not finite (then skip)."""
+        opt.zero_grad(set_to_none=True)
+        if torch.isfinite(loss):
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
+            if torch.isfinite(norm):
+                opt.step()
+                return True
+            opt.zero_grad(set_to_none=True)
+        return False
+
+    def step(self) -> dict:
+        """One training step; returns its metrics (also sent to the callback as a 'step' event)."""
+        t0 = time.perf_counter()
+        real = self._batch()
+        B, T, _ = real.shape
+        z, step_noise = self._noise(B, T)
+        phase = self.phase
+        if phase == "mle":
+            with self._autocast():
+                loss = self._mle_loss(real, z)
+            ok = self._apply(loss, self.opt_mle, self.G)
+            metrics = {"mle": loss.item()}
+        else:
+            metrics, ok = self._adversarial_step(real, z, step_noise)
+        if ok:
+            self.bad_in_a_row = 0
+        else:
+            self.bad_in_a_row += 1
+            self.skipped += 1
+            if self.bad_in_a_row >= self.config.max_bad_steps:
+                raise TrainingError(f"the losses were not finite for {self.bad_in_a_row} steps in a row; "
+                                    "training stopped (the last good model is kept). Try lower learning rates.")
+        self.step_count += 1
+        self.elapsed_s += time.perf_counter() - t0
+        event = {"event": "step", "step": self.step_count, "phase": phase, "skipped": not ok,
+                 "elapsed_s": self.elapsed_s, "progress": self.budget.progress(self.step_count, self.elapsed_s),
+                 **metrics}
+        self.callback(event)
+        return event
+
+    def _adversarial_step(self, real, z, step_noise):
+        c, K = self.config, self.model.vocab
+        real_oh = F.one_hot(real, K).float()
+        with self._autocast():
+            _, fake = self.G.sample(z, step_noise, tau=c.gumbel_tau)
+
+            # -- D: real -> label_smoothing, fake -> 0 (fake detached: this step trains D only)
+            d_real, f_real = self.D(real_oh)
+            d_fake, _ = self.D(fake.detach())
+            d_real, d_fake = d_real.float(), d_fake.float()
+            loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, c.label_smoothing))
+                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        accuracy = 0.5 * ((d_real > 0).float().mean() + (d_fake < 0).float().mean()).item()
+        d_ok = True
+        if accuracy < c.d_accuracy_cap:
+            d_ok = self._apply(loss_d, self.opt_d, self.D)
+
+        # -- G: fool D (non-saturating), match D's features, stay likely under the data
+        self.D.requires_grad_(False)
+        with self._autocast():
+            d_fake_g, f_fake = self.D(fake)
+            loss_adv = F.binary_cross_entropy_with_logits(d_fake_g.float(), torch.ones_like(d_fake_g.float()))
+            loss_fm = (f_real.detach().float().mean(0) - f_fake.float().mean(0)).pow(2).mean()
+            loss_mle = self._mle_loss(real, z) if c.mle_weight else torch.zeros((), device=self.device)
+            loss_g = c.adv_weight * loss_adv + c.fm_weight * loss_fm + c.mle_weight * loss_mle
+        g_ok = self._apply(loss_g, self.opt_g, self.G)
+        self.D.requires_grad_(True)
+
+        fake_tokens = fake.detach().argmax(-1)
+        metrics = {"d_loss": loss_d.item(), "g_loss": loss_adv.item(), "fm": loss_fm.item(),
+                   "mle": loss_mle.item(), "d_accuracy": accuracy,
+                   "diversity": diversity(fake_tokens), "diversity_real": diversity(real)}
+        return metrics, d_ok and g_ok
+
+    # ---------------------------------------------------------------- whole runs
+
+    def run(self, budget: Budget | None = None, should_stop: Callable[[], bool] = lambda: False,
+            sample_every_s: float | None = None, sample_bars: int = 4) -> str:
+        """Train until the budget is spent or ``should_stop()``; returns 'done' or 'stopped'.
+        Ctrl-C (KeyboardInterrupt) counts as a stop. Sends 'sample' events every
+        ``sample_every_s`` seconds when asked."""
+        self.budget = budget or self.budget
+        last_sample = self.elapsed_s
+        try:
+            while self.budget.progress(self.step_count, self.elapsed_s) < 1.0:
+                if should_stop():
+                    return "stopped"
+                self.step()
+                if sample_every_s is not None and self.elapsed_s - last_sample >= sample_every_s:
+                    last_sample = self.elapsed_s
+                    self.callback({"event": "sample", "step": self.step_count, "roll": self.sample(bars=sample_bars)})
+        except KeyboardInterrupt:
+            return "stopped"
+        return "done"
+
+    @torch.no_grad()
+    def sample(self, seed: int = 0, bars: int = 4):
+        """A piece from the current generator (on the CPU, like :mod:`musicgan.generate`)."""
+        from .generate import sample_rolls
+
+        G = Generator(self.model)
+        G.load_state_dict({k: v.detach().float().cpu() for k, v in self.G.state_dict().items()})
+        return sample_rolls(G.eval(), [seed], bars, tempo_bpm=self.data_meta["tempo_bpm"],
+                            program=self.data_meta["program"])[0]
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def meta(self) -> dict:
+        return {"steps": self.step_count, "elapsed_s": round(self.elapsed_s, 2),
+                "adversarial_from": self.adversarial_from, "skipped_steps": self.skipped,
+                "budget": {"steps": self.budget.steps, "minutes": self.budget.minutes},
+                "train": asdict(self.config), "data": self.data_meta, "device": str(self.device)}
+
+    def train_state(self) -> dict:
+        state = {"batch_rng": self.batch_rng.get_state(), "noise_rng": self.noise_rng.get_state()}
+        for name, opt in (("opt_mle", self.opt_mle), ("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            for pid, values in opt.state_dict()["state"].items():
+                for key, value in values.items():
+                    state[f"{name}.{pid}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        return state
+
+    def save(self, directory, with_train_state: bool = True):
+        return ckpt.save(directory, self.G, self.D, self.meta(), self.train_state() if with_train_state else None)
+
+    def restore(self, checkpoint: "ckpt.Checkpoint") -> None:
+        """Continue from a checkpoint saved by :meth:`save`: weights, optimisers, RNGs, counters."""
+        if checkpoint.model != self.model:
+            raise TrainingError("the checkpoint's model settings differ from this run's; "
+                                "resume with the same data and settings")
+        if checkpoint.discriminator is None:
+            raise TrainingError("the checkpoint has no discriminator; it cannot be resumed")
+        self.G.load_state_dict(checkpoint.generator.state_dict())
+        self.D.load_state_dict(checkpoint.discriminator.state_dict())
+        self.G.train()
+        state = checkpoint.train_state
+        try:
+            self.batch_rng.set_state(state["batch_rng"])
+            self.noise_rng.set_state(state["noise_rng"].to(self.noise_rng.get_state().dtype))
+            for name, opt in (("opt_mle", self.opt_mle), ("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+                sd = opt.state_dict()
+                per_param: dict = {}
+                for key, value in state.items():
+                    if key.startswith(name + "."):
+                        _, pid, field_name = key.split(".", 2)
+                        per_param.setdefault(int(pid), {})[field_name] = value.to(self.device) \
+                            if field_name != "step" else value
+                sd["state"] = per_param
+                opt.load_state_dict(sd)
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise TrainingError(f"the checkpoint's training state is incomplete ({e}); it cannot be resumed") from None
+        meta = checkpoint.meta
+        self.step_count, self.elapsed_s = int(meta.get("steps", 0)), float(meta.get("elapsed_s", 0))
+        self.adversarial_from = meta.get("adversarial_from")
+        self.skipped = int(meta.get("skipped_steps", 0))
+
+
+def diversity(tokens: torch.Tensor) -> float:
+    """Mean pairwise Hamming distance of a batch of token sequences (0: all identical).
+    A collapsing generator shows it here long before anyone listens."""
+    flat = tokens.reshape(tokens.shape[0], -1)
+    if flat.shape[0] < 2:
+        return 0.0
+    different = (flat[:, None, :] != flat[None, :, :]).float().mean(-1)
+    n = flat.shape[0]
+    return (different.sum() / (n * (n - 1))).item()

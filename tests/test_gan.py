@@ -1,0 +1,289 @@
+"""The recurrent GAN: voices encoding, models, trainer, checkpoints, generation."""
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from musicgan import checkpoint as ckpt, data, generate, midi, voices
+from musicgan.models import Generator, ModelConfig
+from musicgan.train import Budget, DeviceError, TrainConfig, Trainer, TrainingError, pick_device
+
+from conftest import EXAMPLES
+
+TINY = dict(latent_dim=8, embed_dim=8, hidden=32, layers=1, d_hidden=16, d_embed=16)
+
+
+@pytest.fixture(scope="module")
+def rolls():
+    return data.load(EXAMPLES, cache_dir=False).rolls
+
+
+def tiny_trainer(rolls, steps=4, **config):
+    from musicgan.train import model_config_for
+
+    cfg = TrainConfig(batch_size=8, window_bars=2, transpose=1, **config)
+    model = model_config_for(rolls, transpose=cfg.transpose, **TINY)
+    return Trainer(rolls, model, cfg, device="cpu", budget=Budget(steps=steps))
+
+
+# --------------------------------------------------------------------------- voices
+
+def test_voice_tokens_round_trip_chorale_windows(rolls):
+    windows = data.Windows(rolls, data.WindowConfig(pitch_range=(36, 84), hop_bars=4))
+    onset, sustain = windows.pianorolls()
+    tokens = voices.encode(onset, sustain, 4)
+    extra = 0
+    for i in range(len(tokens)):
+        o2, s2 = voices.decode(tokens[i], 36).pianoroll(36, 84, windows.config.window_steps)
+        assert not (sustain[i] & ~s2).any() or sustain[i].sum(-1).max() > 4  # only a 5th voice is dropped
+        assert not (s2 & ~sustain[i]).any()
+        extra += (o2 & ~onset[i]).sum()
+    assert extra <= 0.03 * onset.sum()  # voice crossings re-strike a few held notes
+
+
+def test_voice_tokens_mean_rest_hold_and_onset():
+    # a held E above C, C, rest, C again: the upper voice holds, the lower re-strikes
+    roll = midi.Roll(notes=np.array([[60, 0, 1, 80], [64, 0, 4, 80], [60, 2, 4, 80]], dtype=np.int32))
+    onset, sustain = roll.pianoroll(60, 64, 4)
+    tokens = voices.encode(onset, sustain, 2)
+    c, e, H, R = voices.FIRST_PITCH, voices.FIRST_PITCH + 4, voices.HOLD, voices.REST
+    assert tokens.tolist() == [[e, c], [H, R], [H, c], [H, H]]
+    assert np.array_equal(voices.decode(tokens, 60).notes, roll.notes)
+
+
+def test_window_tokens_agree_with_direct_encoding(rolls):
+    windows = data.Windows(rolls, data.WindowConfig(transpose=(-2, 2), pitch_range=(30, 90)))
+    fast = voices.window_tokens(windows, 30, 4)
+    idx = list(range(0, len(windows), 17))
+    onset, sustain = windows.pianorolls(idx)
+    assert np.array_equal(fast[idx], voices.encode(onset, sustain, 4))
+
+
+# --------------------------------------------------------------------------- training
+
+def test_tiny_model_trains_both_phases_with_finite_losses(rolls):
+    events = []
+    trainer = tiny_trainer(rolls, steps=6)
+    trainer.callback = events.append
+    assert trainer.run() == "done"
+    steps = [e for e in events if e["event"] == "step"]
+    assert [e["phase"] for e in steps] == ["mle"] * 3 + ["adversarial"] * 3
+    for e in steps:
+        values = [v for k, v in e.items() if k in ("mle", "d_loss", "g_loss", "fm", "d_accuracy", "diversity")]
+        assert values and all(np.isfinite(values))
+    assert 0 <= steps[-1]["d_accuracy"] <= 1 and steps[-1]["diversity"] > 0
+
+
+def test_likelihood_warmup_lowers_the_loss(rolls):
+    trainer = tiny_trainer(rolls, steps=60, warmup=1.0, lr_mle=1e-2)
+    first = trainer.step()["mle"]
+    trainer.run()
+    last = np.mean([trainer.step()["mle"] for _ in range(5)])
+    assert last < 0.6 * first
+
+
+def test_resume_continues_exactly(rolls, tmp_path):
+    straight = tiny_trainer(rolls, steps=6)
+    straight.run()
+
+    first = tiny_trainer(rolls, steps=6)
+    for _ in range(4):  # stop inside the adversarial phase
+        first.step()
+    first.save(tmp_path / "run")
+    second = tiny_trainer(rolls, steps=6)
+    second.restore(ckpt.load(tmp_path / "run", with_discriminator=True))
+    assert second.step_count == 4 and second.adversarial_from == 3
+    second.run()
+    for a, b in zip(straight.G.state_dict().values(), second.G.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+    for a, b in zip(straight.D.state_dict().values(), second.D.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_nan_loss_is_skipped_and_never_applied(rolls, monkeypatch):
+    trainer = tiny_trainer(rolls, steps=10, warmup=1.0)
+    trainer.step()
+    before = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+    real_loss = Trainer._mle_loss
+    monkeypatch.setattr(Trainer, "_mle_loss", lambda self, *a: real_loss(self, *a) * float("nan"))
+    event = trainer.step()
+    assert event["skipped"] and trainer.skipped == 1
+    for k, v in trainer.G.state_dict().items():
+        assert torch.equal(v, before[k])
+    monkeypatch.setattr(Trainer, "_mle_loss", real_loss)
+    assert not trainer.step()["skipped"]
+    assert all(torch.isfinite(v).all() for v in trainer.G.state_dict().values())
+
+
+def test_training_stops_with_a_message_when_losses_stay_nan(rolls, monkeypatch):
+    trainer = tiny_trainer(rolls, steps=50, warmup=1.0, max_bad_steps=3)
+    monkeypatch.setattr(Trainer, "_mle_loss", lambda self, *a: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(TrainingError, match="not finite"):
+        trainer.run()
+
+
+def test_a_nan_model_never_reaches_a_checkpoint(rolls, tmp_path):
+    trainer = tiny_trainer(rolls)
+    with torch.no_grad():
+        next(trainer.G.parameters()).fill_(float("nan"))
+    with pytest.raises(ckpt.CheckpointError, match="NaN"):
+        trainer.save(tmp_path / "bad")
+    assert not (tmp_path / "bad" / "model.safetensors").exists()
+
+
+def test_stop_switch_stops_and_the_checkpoint_is_valid(rolls, tmp_path):
+    trainer = tiny_trainer(rolls, steps=1000)
+    calls = iter(range(100))
+    assert trainer.run(should_stop=lambda: next(calls) >= 3) == "stopped"
+    assert trainer.step_count == 3
+    trainer.save(tmp_path / "stopped")
+    assert ckpt.load(tmp_path / "stopped").steps == 3
+
+
+def test_no_data_is_a_clear_error_and_a_short_piece_is_padded(rolls):
+    with pytest.raises(TrainingError, match="no usable music"):
+        Trainer([], device="cpu")
+    short = midi.Roll(notes=np.array([[60, 0, 4, 80], [64, 4, 8, 80]], dtype=np.int32))
+    trainer = Trainer([short], device="cpu", config=TrainConfig(transpose=0))  # shorter than a window: padded
+    assert len(trainer.windows) == 1
+
+
+def test_device_selection():
+    assert pick_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert pick_device("auto").type in ("cpu", "mps")
+        with pytest.raises(DeviceError, match="no CUDA GPU"):
+            pick_device("cuda")
+    with pytest.raises(DeviceError):
+        pick_device("tpu9")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+@pytest.fixture(scope="module")
+def trained(rolls, tmp_path_factory):
+    trainer = tiny_trainer(rolls, steps=4)
+    trainer.run()
+    path = tmp_path_factory.mktemp("ck") / "tiny"
+    trainer.save(path)
+    return path
+
+
+def test_checkpoint_round_trip(trained):
+    loaded = ckpt.load(trained, with_discriminator=True)
+    config = json.loads((trained / "config.json").read_text())
+    assert config["steps"] == 4 and config["library_version"]
+    assert config["data"]["files"] == len(EXAMPLES)
+    assert loaded.model == ModelConfig.from_dict(config["model"])
+    z, noise = generate.noise_for(1, 16, loaded.model)
+    again = ckpt.load(trained)
+    with torch.no_grad():
+        a = loaded.generator.sample(z[None], noise[None])[0]
+        b = again.generator.sample(z[None], noise[None])[0]
+    assert torch.equal(a, b)
+
+
+def test_checkpoint_zip_loads_like_the_folder(trained, tmp_path):
+    archive = tmp_path / "model.zip"
+    archive.write_bytes(ckpt.zip_bytes(trained))
+    assert ckpt.load(archive).model == ckpt.load(trained).model
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_disguised_as_a_checkpoint_is_refused_without_running(trained, tmp_path):
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "config.json").write_text((trained / "config.json").read_text())
+    marker = tmp_path / "pwned"
+    boom = _Boom()
+    boom.marker = marker
+    (evil / "model.safetensors").write_bytes(pickle.dumps({"generator.embed": boom}))
+    torch.save({"x": boom}, evil / "model.pt")
+    with pytest.raises(ckpt.CheckpointError, match="not a valid safetensors"):
+        ckpt.load(evil)
+    assert not marker.exists()
+    (evil / "model.safetensors").unlink()
+    with pytest.raises(ckpt.CheckpointError, match="never reads pickled"):
+        ckpt.load(evil)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda c: c.update(format="something-else"), "not a musicgan checkpoint"),
+    (lambda c: c["model"].update(hidden=10 ** 9), "outside"),
+    (lambda c: c["model"].update(hidden=64), "shape"),
+    (lambda c: c["model"].update(evil="__import__('os')"), "unknown model settings"),
+    (lambda c: c.update(format_version=99), "newer musicgan"),
+], ids=["format", "huge", "shape", "unknown-key", "version"])
+def test_configs_that_are_not_ours_are_refused(trained, tmp_path, mutate, message):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.safetensors").write_bytes((trained / "model.safetensors").read_bytes())
+    config = json.loads((trained / "config.json").read_text())
+    mutate(config)
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ckpt.CheckpointError, match=message):
+        ckpt.load(bad)
+
+
+def test_missing_and_non_json_checkpoints(tmp_path):
+    with pytest.raises(ckpt.CheckpointError, match="no such checkpoint"):
+        ckpt.load(tmp_path / "nothing")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "config.json").write_text("{not json")
+    (tmp_path / "c" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ckpt.CheckpointError, match="not valid JSON"):
+        ckpt.load(tmp_path / "c")
+
+
+# --------------------------------------------------------------------------- generation
+
+def test_same_seed_same_midi_bytes(trained):
+    g = ckpt.load(trained).generator
+    a = midi.to_midi_bytes(generate.sample_rolls(g, [7], bars=4)[0])
+    b = midi.to_midi_bytes(generate.sample_rolls(ckpt.load(trained).generator, [7], bars=4)[0])
+    c = midi.to_midi_bytes(generate.sample_rolls(g, [8], bars=4)[0])
+    assert a == b and a != c
+
+
+def test_a_longer_piece_starts_like_the_shorter_one(trained):
+    g = ckpt.load(trained).generator
+    short, long = generate.sample_rolls(g, [3], bars=2)[0], generate.sample_rolls(g, [3], bars=4)[0]
+    o1, s1 = short.pianoroll(0, 127, 32)
+    o2, s2 = long.pianoroll(0, 127, 32)
+    assert np.array_equal(o1, o2)
+
+
+def test_generation_options(trained):
+    g = ckpt.load(trained).generator
+    roll = generate.sample_rolls(g, [1], bars=3, tempo_bpm=73, program=40)[0]
+    assert roll.n_steps <= 3 * 16 and roll.tempo_bpm == 73 and roll.program == 40
+    again = midi.read(midi.to_midi_bytes(roll))
+    assert again.program == 40 and again.tempo_bpm == 73
+    with pytest.raises(ValueError, match="bars"):
+        generate.sample_rolls(g, [1], bars=0)
+    with pytest.raises(ValueError, match="temperature"):
+        generate.sample_rolls(g, [1], temperature=0)
+
+
+def test_interpolation_ends_at_both_seeds(trained):
+    g = ckpt.load(trained).generator
+    path = generate.interpolate_rolls(g, 1, 2, n=4, bars=2)
+    a, b = generate.sample_rolls(g, [1, 2], bars=2)
+    assert len(path) == 4
+    assert np.array_equal(path[0].notes, a.notes) and np.array_equal(path[-1].notes, b.notes)
+    joined = generate.concatenate(path)
+    assert joined.n_steps > 3 * 32
+
+
+def test_variations_differ_from_each_other(trained):
+    g = ckpt.load(trained).generator
+    pieces = generate.variation_rolls(g, 5, n=3, bars=2)
+    assert len({midi.to_midi_bytes(p) for p in pieces}) == 3
