@@ -192,17 +192,15 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        # spectral norm on D's input and output maps keeps its Lipschitz constant in check
-        # (Miyato et al. 2018); a gradient penalty would need a double backward through cuDNN's LSTM.
-        self.inp = nn.utils.parametrizations.spectral_norm(nn.Linear(cfg.voices * cfg.vocab, cfg.d_embed))
+        self.inp = nn.Linear(cfg.voices * cfg.vocab, cfg.d_embed)
         self.lstm = nn.LSTM(cfg.d_embed + cfg.steps_per_bar, cfg.d_hidden, batch_first=True, bidirectional=True)
-        self.out = nn.utils.parametrizations.spectral_norm(nn.Linear(2 * cfg.d_hidden, 1))
+        self.out = nn.Linear(4 * cfg.d_hidden, 1)
 
     def forward(self, one_hot: torch.Tensor):
-        """one_hot (B, T, V, K) -> (logit that the clip is real (B,), features (B, 2 * d_hidden))."""
+        """one_hot (B, T, V, K) -> (logit that the clip is real (B,), features (B, 4 * d_hidden))."""
         B, T = one_hot.shape[:2]
         x = self.inp(one_hot.reshape(B, T, -1))
         pos = position_features(T, self.cfg.steps_per_bar, x.device)[None].expand(B, T, -1).to(x.dtype)
         h, _ = self.lstm(torch.cat([x, pos], -1))
-        features = h.mean(1)
+        features = torch.cat([h.mean(1), h.amax(1)], -1)  # what happens on average, and at its extreme
         return self.out(features).squeeze(-1), features

@@ -151,3 +151,39 @@ def piano_roll_png(roll: Roll, title: str = "", pitch_range: tuple | None = None
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def closeness_png(generated: dict, reference: dict, accuracy: float) -> bytes:
+    """Generated vs. reference side by side: pitch classes, note lengths, polyphony, notes per bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .metrics import DURATION_BINS
+
+    fig, axes = plt.subplots(1, 4, figsize=(12, 2.8), dpi=100, gridspec_kw={"width_ratios": [3, 2.4, 1, 1]})
+    colors = {"generated": "#d1495b", "real": "#00798c"}
+    names = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
+    x = np.arange(12)
+    axes[0].bar(x - 0.2, reference["pitch classes"], 0.4, label="real", color=colors["real"])
+    axes[0].bar(x + 0.2, generated["pitch classes"], 0.4, label="generated", color=colors["generated"])
+    axes[0].set_xticks(x, names, fontsize=8)
+    axes[0].set_title("pitch classes", fontsize=10)
+    axes[0].legend(fontsize=8)
+    labels = ["16th", "8th", "8th.", "qtr", "qtr.", "half", "half.", "whole+"][:len(DURATION_BINS)]
+    x = np.arange(len(DURATION_BINS))
+    axes[1].bar(x - 0.2, reference["note lengths"], 0.4, color=colors["real"])
+    axes[1].bar(x + 0.2, generated["note lengths"], 0.4, color=colors["generated"])
+    axes[1].set_xticks(x, labels, fontsize=7)
+    axes[1].set_title("note lengths", fontsize=10)
+    for ax, key in ((axes[2], "polyphony"), (axes[3], "notes per bar")):
+        ax.bar([0, 1], [reference[key], generated[key]], color=[colors["real"], colors["generated"]])
+        ax.set_xticks([0, 1], ["real", "gen."], fontsize=8)
+        ax.set_title(key, fontsize=10)
+    fig.suptitle(f"two-sample classifier accuracy {accuracy:.2f} (0.50 = indistinguishable)", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

@@ -14,7 +14,7 @@ Every stabiliser is one named, switchable setting of :class:`TrainConfig`:
 * ``lr_g`` < ``lr_d``   two time-scale learning rates (Heusel et al. 2017)
 * ``d_accuracy_cap``    skip D's update while it already tells real from fake this well, so D
                         cannot overpower G (DESIGN.md measured D loss -> 0.003 without it)
-* spectral norm on D's linear maps (Miyato et al. 2018; see :mod:`musicgan.models`)
+* ``d_warmup_steps``    D trains alone for a while when the adversarial phase starts
 
 Events (losses, samples, progress) leave through ``callback(dict)``; nothing is printed.
 Non-finite losses or gradients are skipped, never applied, and never reach a checkpoint.
@@ -75,7 +75,8 @@ class TrainConfig:
     warmup: float = 0.5  # share of the budget for the likelihood warm-up (1.0: no adversarial phase)
     lr_mle: float = 2e-3
     lr_g: float = 1e-4
-    lr_d: float = 4e-4
+    lr_d: float = 1e-3
+    d_warmup_steps: int = 100  # adversarial phase: steps that train D alone first
     fm_weight: float = 1.0
     mle_weight: float = 1.0
     adv_weight: float = 0.5
@@ -224,19 +225,24 @@ class Trainer:
     def _adversarial_step(self, real, z, step_noise):
         c, K = self.config, self.model.vocab
         real_oh = F.one_hot(real, K).float()
-        with self._autocast():
-            _, fake = self.G.sample(z, step_noise, tau=c.gumbel_tau)
+        # D starts from scratch: let it learn alone first, so G's first adversarial gradients mean something
+        d_only = self.step_count - self.adversarial_from < c.d_warmup_steps
+        with self._autocast(), torch.set_grad_enabled(not d_only):
+            _, fake = self.G.sample(z, step_noise, tau=None if d_only else c.gumbel_tau)
 
-            # -- D: real -> label_smoothing, fake -> 0 (fake detached: this step trains D only)
+        # -- D: real -> label_smoothing, fake -> 0 (fake detached: this step trains D only)
+        with self._autocast():
             d_real, f_real = self.D(real_oh)
             d_fake, _ = self.D(fake.detach())
             d_real, d_fake = d_real.float(), d_fake.float()
             loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, c.label_smoothing))
                       + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
         accuracy = 0.5 * ((d_real > 0).float().mean() + (d_fake < 0).float().mean()).item()
-        d_ok = True
-        if accuracy < c.d_accuracy_cap:
-            d_ok = self._apply(loss_d, self.opt_d, self.D)
+        ok = self._apply(loss_d, self.opt_d, self.D) if accuracy < c.d_accuracy_cap else True
+        metrics = {"d_loss": loss_d.item(), "d_accuracy": accuracy,
+                   "diversity": diversity(fake.detach().argmax(-1)), "diversity_real": diversity(real)}
+        if d_only:
+            return metrics, ok
 
         # -- G: fool D (non-saturating), match D's features, stay likely under the data
         self.D.requires_grad_(False)
@@ -246,14 +252,10 @@ class Trainer:
             loss_fm = (f_real.detach().float().mean(0) - f_fake.float().mean(0)).pow(2).mean()
             loss_mle = self._mle_loss(real, z) if c.mle_weight else torch.zeros((), device=self.device)
             loss_g = c.adv_weight * loss_adv + c.fm_weight * loss_fm + c.mle_weight * loss_mle
-        g_ok = self._apply(loss_g, self.opt_g, self.G)
+        ok = self._apply(loss_g, self.opt_g, self.G) and ok
         self.D.requires_grad_(True)
-
-        fake_tokens = fake.detach().argmax(-1)
-        metrics = {"d_loss": loss_d.item(), "g_loss": loss_adv.item(), "fm": loss_fm.item(),
-                   "mle": loss_mle.item(), "d_accuracy": accuracy,
-                   "diversity": diversity(fake_tokens), "diversity_real": diversity(real)}
-        return metrics, d_ok and g_ok
+        metrics.update(g_loss=loss_adv.item(), fm=loss_fm.item(), mle=loss_mle.item())
+        return metrics, ok
 
     # ---------------------------------------------------------------- whole runs
 

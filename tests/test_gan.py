@@ -24,6 +24,7 @@ def rolls():
 def tiny_trainer(rolls, steps=4, **config):
     from musicgan.train import model_config_for
 
+    config.setdefault("d_warmup_steps", 1)
     cfg = TrainConfig(batch_size=8, window_bars=2, transpose=1, **config)
     model = model_config_for(rolls, transpose=cfg.transpose, **TINY)
     return Trainer(rolls, model, cfg, device="cpu", budget=Budget(steps=steps))

@@ -1,0 +1,216 @@
+"""The high-level calls both faces use: compose a piece, run a training job, judge closeness.
+
+``compose(...)`` returns everything a listener needs at once (roll, MIDI bytes, PNG, audio);
+:class:`TrainingJob` runs the trainer in a thread with progress events and a stop switch. The app
+and the CLI call these instead of orchestrating the lower modules themselves.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint as ckpt, data, generate, metrics, midi, render
+from .midi import Roll
+from .train import Budget, TrainConfig, Trainer, TrainingError, device_label, pick_device
+
+
+@dataclass
+class Piece:
+    roll: Roll
+    midi: bytes
+    png: bytes
+    audio: render.Audio | None
+    description: str
+
+
+@lru_cache(maxsize=4)
+def _cached_model(path: str, mtime: float) -> ckpt.Checkpoint:
+    return ckpt.load(path)
+
+
+def load_model(path=None) -> ckpt.Checkpoint:
+    """A checkpoint (the pretrained default when ``path`` is None), cached while unchanged."""
+    p = Path(path) if path else generate.DEFAULT_CHECKPOINT
+    try:
+        mtime = max(f.stat().st_mtime for f in ([p] + list(p.iterdir()) if p.is_dir() else [p]))
+    except OSError:
+        raise ckpt.CheckpointError(f"{p}: no such checkpoint") from None
+    return _cached_model(str(p), mtime)
+
+
+def _piece(roll: Roll, description: str, program: int, tempo: float, audio: bool) -> Piece:
+    return Piece(roll=roll, midi=midi.to_midi_bytes(roll), png=render.piano_roll_png(roll, description),
+                 audio=render.synthesize(roll, program, tempo) if audio else None, description=description)
+
+
+def _defaults(model: ckpt.Checkpoint, tempo_bpm, program):
+    tempo, prog = generate.defaults(model)
+    return float(tempo_bpm or tempo), int(prog if program is None else program)
+
+
+def compose(model: ckpt.Checkpoint | None = None, seed: int = 0, bars: int = 16, tempo_bpm: float | None = None,
+            program: int | None = None, temperature: float = 1.0, audio: bool = True) -> Piece:
+    """One new piece: the same model and arguments always give the same music."""
+    model = model or load_model()
+    tempo, program = _defaults(model, tempo_bpm, program)
+    roll = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program)[0]
+    return _piece(roll, f"seed {seed} · {bars} bars · {tempo:g} bpm", program, tempo, audio)
+
+
+def compose_interpolation(model: ckpt.Checkpoint | None, seed_a: int, seed_b: int, steps: int = 5,
+                          bars: int = 4, tempo_bpm=None, program=None, temperature: float = 1.0,
+                          audio: bool = True) -> Piece:
+    """``steps`` short pieces morphing from seed_a to seed_b, played one after another."""
+    model = model or load_model()
+    tempo, program = _defaults(model, tempo_bpm, program)
+    rolls = generate.interpolate_rolls(model.generator, seed_a, seed_b, steps, bars, temperature, tempo, program)
+    return _piece(generate.concatenate(rolls), f"seed {seed_a} → {seed_b} in {steps} steps of {bars} bars",
+                  program, tempo, audio)
+
+
+def compose_variations(model: ckpt.Checkpoint | None, seed: int, n: int = 4, amount: float = 0.3,
+                       bars: int = 4, tempo_bpm=None, program=None, temperature: float = 1.0,
+                       audio: bool = True) -> Piece:
+    """The seed's piece followed by ``n`` variations of it."""
+    model = model or load_model()
+    tempo, program = _defaults(model, tempo_bpm, program)
+    original = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program)
+    rolls = original + generate.variation_rolls(model.generator, seed, n, amount, bars, temperature, tempo, program)
+    return _piece(generate.concatenate(rolls), f"seed {seed} and {n} variations", program, tempo, audio)
+
+
+# ------------------------------------------------------------------------------ closeness
+
+@dataclass
+class Closeness:
+    two_sample: float
+    verdict: str
+    generated: dict  # plot data for the generated set
+    reference: dict  # the same for the reference music
+    png: bytes
+
+
+def _profile(rolls: list[Roll]) -> dict:
+    return {
+        "pitch classes": np.mean([metrics.pitch_class_histogram(r) for r in rolls], 0),
+        "note lengths": np.mean([metrics.duration_histogram(r) for r in rolls], 0),
+        "polyphony": float(np.mean([metrics.polyphony(r) for r in rolls])),
+        "notes per bar": float(np.mean([metrics.note_density(r) for r in rolls])),
+    }
+
+
+def verdict(accuracy: float) -> str:
+    if accuracy <= 0.6:
+        return "Very close: a classifier can barely tell the generated clips from the real ones."
+    if accuracy <= 0.75:
+        return "Close: similar in pitch, rhythm and harmony, with some telling differences."
+    if accuracy <= 0.9:
+        return "Recognisably related, but clearly different in places."
+    return "Far: the generated music is easy to tell apart from the real music."
+
+
+def closeness(model: ckpt.Checkpoint, reference: list[Roll], n: int = 60, bars: int = 4) -> Closeness:
+    """Generated clips vs. clips of ``reference`` (usually the training music), for musicians."""
+    windows = data.Windows(reference, data.WindowConfig(window_bars=bars, hop_bars=bars))
+    real = [windows[i] for i in range(len(windows))]
+    if len(real) < 5:
+        raise ValueError("need at least 5 clips of real music to compare with")
+    fake = generate.sample_rolls(model.generator, range(1000, 1000 + max(n, 5)), bars)
+    accuracy = metrics.two_sample_accuracy(fake, real[: max(len(fake), 5) * 4])
+    g, r = _profile(fake), _profile(real)
+    return Closeness(accuracy, verdict(accuracy), g, r, render.closeness_png(g, r, accuracy))
+
+
+# ------------------------------------------------------------------------------ training jobs
+
+# One training job per process: a Space's CPU cannot train two models at once usefully.
+_TRAINING_SLOT = threading.Lock()
+
+
+@dataclass
+class JobState:
+    status: str = "idle"  # idle, running, done, stopped, failed
+    message: str = ""
+    history: list = field(default_factory=list)  # step events
+    sample: Roll | None = None
+    sample_step: int = 0
+    progress: float = 0.0
+    elapsed_s: float = 0.0
+    checkpoint: str | None = None
+
+
+class TrainingJob:
+    """Train in a background thread; read ``state`` at any time; ``stop()`` keeps the model."""
+
+    def __init__(self, rolls: list[Roll], out_dir, config: TrainConfig = TrainConfig(),
+                 budget: Budget = Budget(minutes=3), device: str = "auto", sample_every_s: float = 10.0):
+        self.rolls, self.out_dir, self.config, self.budget = rolls, Path(out_dir), config, budget
+        self.device = pick_device(device)
+        self.sample_every_s = sample_every_s
+        self.state = JobState()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def busy() -> bool:
+        return _TRAINING_SLOT.locked()
+
+    @property
+    def device_label(self) -> str:
+        return device_label(self.device)
+
+    def start(self) -> bool:
+        """Start training; False (and nothing started) when another job holds the slot."""
+        if not _TRAINING_SLOT.acquire(blocking=False):
+            return False
+        self.state = JobState(status="running", message="preparing the data")
+        self._thread = threading.Thread(target=self._run, name="musicgan-training", daemon=True)
+        self._thread.start()
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _on_event(self, event: dict) -> None:
+        if event["event"] == "step":
+            self.state.history.append({k: v for k, v in event.items() if k != "event"})
+            self.state.progress, self.state.elapsed_s = event["progress"], event["elapsed_s"]
+            self.state.message = f"step {event['step']} ({event['phase']})"
+        elif event["event"] == "sample":
+            self.state.sample, self.state.sample_step = event["roll"], event["step"]
+
+    def _run(self) -> None:
+        trainer = None
+        try:
+            trainer = Trainer(self.rolls, config=self.config, device=self.device, callback=self._on_event,
+                              budget=self.budget)
+            self.state.message = f"training on {device_label(self.device)}"
+            outcome = trainer.run(self.budget, should_stop=self._stop.is_set, sample_every_s=self.sample_every_s)
+            self.state.sample, self.state.sample_step = trainer.sample(), trainer.step_count
+            self.state.status = outcome
+            self.state.message = f"{'finished' if outcome == 'done' else 'stopped'} after {trainer.step_count} steps"
+        except TrainingError as e:
+            self.state.status, self.state.message = "failed", str(e)
+        except Exception as e:  # never let a thread die silently: the page must say what happened
+            self.state.status, self.state.message = "failed", f"training failed: {type(e).__name__}: {e}"
+        finally:
+            try:
+                if trainer is not None and trainer.step_count:
+                    trainer.save(self.out_dir, with_train_state=False)
+                    self.state.checkpoint = str(self.out_dir)
+            except Exception as e:
+                self.state.message += f" (the model could not be saved: {e})"
+            _TRAINING_SLOT.release()

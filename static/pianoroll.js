@@ -1,0 +1,70 @@
+// musicgan's playable piano roll: draws the notes on a canvas, plays the piece with its own
+// <audio> element, moves a playhead in step with the audio, and seeks where the roll is clicked.
+// Runs as a Gradio gr.HTML js_on_load script: `element` is the component's root element.
+(function () {
+  function setup() {
+    const root = element.querySelector(".mg-roll");
+    if (!root || !root.dataset.piece) return;
+    let piece;
+    try { piece = JSON.parse(atob(root.dataset.piece)); } catch (e) { return; }
+    const canvas = root.querySelector("canvas");
+    const audio = root.querySelector("audio");
+    const button = root.querySelector(".mg-play");
+    const clock = root.querySelector(".mg-time");
+    const ctx = canvas.getContext("2d");
+    const notes = piece.notes;  // [pitch, start_step, end_step, velocity]
+    const low = piece.low - 1, high = piece.high + 1;
+    const total = Math.max(piece.steps, 1);
+    audio.src = piece.audio;
+
+    function size() {
+      const ratio = window.devicePixelRatio || 1;
+      const w = root.clientWidth || 800, h = 260;
+      canvas.width = w * ratio; canvas.height = h * ratio;
+      canvas.style.width = w + "px"; canvas.style.height = h + "px";
+      ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+      return [w, h];
+    }
+    let [W, H] = size();
+    const x = step => step / total * W;
+    const y = pitch => H - (pitch - low + 1) / (high - low + 1) * H;
+    const rowH = H / (high - low + 1);
+
+    function draw(now) {
+      ctx.clearRect(0, 0, W, H);
+      ctx.fillStyle = "#f7f7fb"; ctx.fillRect(0, 0, W, H);
+      for (let p = low; p <= high; p++) if (p % 12 === 0) {
+        ctx.fillStyle = "#e6e6ef"; ctx.fillRect(0, y(p), W, rowH);
+      }
+      ctx.strokeStyle = "#c8c8d4"; ctx.lineWidth = 1;
+      for (let s = 0; s <= total; s += piece.steps_per_bar) {
+        ctx.beginPath(); ctx.moveTo(x(s) + 0.5, 0); ctx.lineTo(x(s) + 0.5, H); ctx.stroke();
+      }
+      const step = now / piece.seconds_per_step;
+      for (const [pitch, start, end, velocity] of notes) {
+        const playing = start <= step && step < end;
+        ctx.fillStyle = playing ? "#f6a01a" : `rgba(0, 121, 140, ${0.45 + 0.55 * velocity / 127})`;
+        ctx.fillRect(x(start) + 0.5, y(pitch), Math.max(x(end) - x(start) - 1, 1), Math.max(rowH - 1, 1));
+      }
+      ctx.strokeStyle = "#d1495b"; ctx.lineWidth = 2;
+      ctx.beginPath(); ctx.moveTo(x(step), 0); ctx.lineTo(x(step), H); ctx.stroke();
+      const fmt = s => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
+      clock.textContent = `${fmt(now)} / ${fmt(piece.steps * piece.seconds_per_step)}`;
+      root.dataset.playhead = step.toFixed(2);
+    }
+    function frame() { draw(audio.currentTime); if (!audio.paused) requestAnimationFrame(frame); }
+    button.onclick = () => { if (audio.paused) audio.play(); else audio.pause(); };
+    audio.onplay = () => { button.textContent = "❚❚ Pause"; requestAnimationFrame(frame); };
+    audio.onpause = audio.onended = () => { button.textContent = "▶ Play"; draw(audio.currentTime); };
+    audio.onseeked = () => draw(audio.currentTime);
+    canvas.onclick = event => {
+      const rect = canvas.getBoundingClientRect();
+      audio.currentTime = (event.clientX - rect.left) / rect.width * total * piece.seconds_per_step;
+      draw(audio.currentTime);
+    };
+    window.addEventListener("resize", () => { [W, H] = size(); draw(audio.currentTime); });
+    draw(0);
+  }
+  setup();
+  if (typeof watch === "function") watch("value", setup);
+})();
