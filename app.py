@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import gradio as gr
-import pandas as pd
 
 import musicgan
 from musicgan import api, checkpoint as ckpt, data, render
@@ -195,22 +194,12 @@ def read_uploads(files, session=None):
     return "\n".join(lines), gr.update(interactive=bool(corpus.rolls)), session
 
 
-def progress_html(fraction: float, elapsed_s: float, text: str) -> str:
+def progress_html(fraction: float, elapsed_s: float, text: str, done: bool = False) -> str:
     left = ""
-    if 0.02 < fraction < 1:
+    if 0.02 < fraction < 1 and not done:
         left = f" · about {max(elapsed_s / fraction - elapsed_s, 0):.0f} s left"
     return (f'<div class="mg-progress"><div class="mg-progress-fill" style="width:{100 * fraction:.1f}%"></div></div>'
             f'<div class="mg-progress-text">{100 * fraction:.0f}% · {text}{left}</div>')
-
-
-def loss_frame(history: list) -> pd.DataFrame:
-    rows = []
-    for h in history[-2000:]:
-        for key, label in (("mle", "likelihood loss"), ("d_loss", "D loss"), ("g_loss", "G loss"),
-                           ("d_accuracy", "D accuracy")):
-            if key in h:
-                rows.append({"step": h["step"], "value": h[key], "series": label})
-    return pd.DataFrame(rows, columns=["step", "value", "series"])
 
 
 def _train_config(batch_size, window_bars, lr_g, lr_d, warmup):
@@ -233,7 +222,7 @@ def train(session, minutes, batch_size, window_bars, lr_g, lr_d, warmup, poll_s:
         raise gr.Error("Another training job is running on this server. Please try again in a few minutes.")
     session.job = job
     shown_sample = -1
-    sample_png = sample_wav = None
+    sample_png = sample_wav = previous_curves = None
     while True:
         done = not job.running
         state = job.state
@@ -248,9 +237,14 @@ def train(session, minutes, batch_size, window_bars, lr_g, lr_d, warmup, poll_s:
             download = session.path(".zip")
             download.write_bytes(ckpt.zip_bytes(state.checkpoint))
         status = f"**{state.status}**: {state.message}"
+        curves = session.path(".png")
+        curves.write_bytes(render.training_curves_png(state.history))
+        if previous_curves is not None:
+            previous_curves.unlink(missing_ok=True)  # the page already has it; keep the session folder small
+        previous_curves = curves
         yield (progress_html(1.0 if done and state.status == "done" else state.progress, state.elapsed_s,
-                             state.message),
-               loss_frame(state.history), str(sample_png) if sample_png else None,
+                             state.message, done),
+               str(curves), str(sample_png) if sample_png else None,
                str(sample_wav) if sample_wav else None, status, str(download) if download else None,
                gr.update(interactive=done and bool(state.checkpoint)), session)
         if done:
@@ -300,7 +294,12 @@ def closeness(choice, session=None):
 
 # ------------------------------------------------------------------------------ layout
 
+PLACEHOLDER = ('<div class="mg-empty">Press <b>Generate</b> or pick an example below: the piano roll '
+               'appears here and plays in step with the audio (click the roll to jump).</div>')
+
 CSS = """
+.mg-empty { min-height: 260px; display: flex; align-items: center; justify-content: center; text-align: center;
+            border: 1px dashed #b8b8c8; border-radius: 8px; color: #666; padding: 16px; }
 .mg-roll canvas { width: 100%; border-radius: 8px; cursor: pointer; display: block; }
 .mg-bar { display: flex; gap: 12px; align-items: center; margin-top: 6px; }
 .mg-play { padding: 4px 14px; border-radius: 6px; border: 1px solid #00798c; background: #00798c; color: white; }
@@ -316,7 +315,7 @@ def build() -> gr.Blocks:
     device = device_label(pick_device("auto"))
     with gr.Blocks(title="musicgan") as demo:
         session = gr.State(Session, delete_callback=close_session, time_to_live=6 * 3600)
-        gr.Markdown(f"# 🎼 musicgan\nA recurrent GAN that learns from MIDI files and writes new music. "
+        gr.Markdown(f"# musicgan\nA recurrent GAN that learns from MIDI files and writes new music. "
                     f"Generate with the pretrained Bach-chorale model, or train on your own files. "
                     f"<small>v{musicgan.__version__}</small>")
         with gr.Tabs() as tabs:
@@ -329,7 +328,7 @@ def build() -> gr.Blocks:
                             ck_status = gr.Markdown()
                         with gr.Row():
                             seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, scale=3)
-                            dice = gr.Button("🎲", scale=1, min_width=50)
+                            dice = gr.Button("Random seed", scale=1, min_width=80)
                         bars = gr.Slider(1, 64, value=16, step=1, label="Length (bars)")
                         tempo = gr.Slider(40, 200, value=round(tempo_default), step=1, label="Tempo (beats per minute)")
                         instrument = gr.Dropdown(_instrument_choices(), value=-1, label="Instrument (General MIDI)")
@@ -343,8 +342,8 @@ def build() -> gr.Blocks:
                             amount = gr.Slider(0.05, 1.0, value=0.3, step=0.05, label="Variation amount")
                             vary = gr.Button("3 variations of this seed")
                     with gr.Column(scale=2):
-                        roll = gr.HTML(label="Piano roll", js_on_load=PIANOROLL_JS, elem_id="pianoroll",
-                                       min_height=300)
+                        roll = gr.HTML(PLACEHOLDER, label="Piano roll", js_on_load=PIANOROLL_JS,
+                                       elem_id="pianoroll", min_height=300)
                         status = gr.Markdown()
                         audio = gr.Audio(label="Audio", type="filepath", interactive=False)
                         with gr.Row():
@@ -361,7 +360,7 @@ def build() -> gr.Blocks:
                                api_name="upload_checkpoint")
                 gr.Examples([[PRETRAINED, 0, 8, round(tempo_default), -1, 1.0],
                              [PRETRAINED, 42, 16, 80, 19, 0.9],
-                             [PRETRAINED, 7, 8, 110, 0, 1.1]],
+                             [PRETRAINED, 7, 8, 110, 52, 1.1]],
                             [choice, seed, bars, *sound], outputs, fn=generate, run_on_click=True,
                             cache_examples=False, label="Try one (one click makes music)")
 
@@ -385,8 +384,8 @@ def build() -> gr.Blocks:
                     halt = gr.Button("Stop (keeps the model)")
                 progress = gr.HTML(progress_html(0, 0, "not started"))
                 train_status = gr.Markdown()
-                losses = gr.LinePlot(x="step", y="value", color="series", label="Losses and D accuracy",
-                                     height=280)
+                losses = gr.Image(label="Losses and D accuracy (live)", type="filepath", interactive=False,
+                                  elem_id="curves")
                 with gr.Row():
                     sample_png = gr.Image(label="Latest sample", type="filepath", interactive=False)
                     sample_audio = gr.Audio(label="Latest sample (audio)", type="filepath", interactive=False)

@@ -60,8 +60,8 @@ class MarkovChain:
         return np.array(out)
 
 
-def train_arms(train_rolls, minutes, warmup, out: Path, seed=0):
-    config = TrainConfig(seed=seed, warmup=1.0)
+def train_arms(train_rolls, minutes, warmup, out: Path, seed=0, transpose=0):
+    config = TrainConfig(seed=seed, warmup=1.0, transpose=transpose)
     t0 = time.time()
     trainer = Trainer(train_rolls, config=config, device="cpu", budget=Budget(minutes=warmup * minutes))
     trainer.run()
@@ -71,7 +71,8 @@ def train_arms(train_rolls, minutes, warmup, out: Path, seed=0):
     trainer.save(out / "ablation", with_train_state=False)
     print(f"ablation: {trainer.step_count} steps in {trainer.elapsed_s / 60:.1f} min", flush=True)
 
-    gan = Trainer(train_rolls, model=trainer.model, config=TrainConfig(seed=seed, warmup=warmup), device="cpu",
+    gan = Trainer(train_rolls, model=trainer.model, config=TrainConfig(seed=seed, warmup=warmup, transpose=transpose),
+                  device="cpu",
                   budget=Budget(minutes=minutes))
     gan.restore(ckpt.load(out / "warmup", with_discriminator=True))
     gan.adversarial_from = gan.step_count
@@ -93,6 +94,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=40.0, help="training budget B per arm")
     parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--transpose", type=int, default=0,
+                        help="augmentation (semitones); 0 keeps the chorales' key distribution")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "bach")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality")
     parser.add_argument("--num", type=int, default=200, help="generated clips per row")
@@ -107,7 +110,7 @@ def main(argv=None) -> int:
     train_rolls = data.load([args.data / "train"]).rolls
     test_rolls = data.load([args.data / "test"]).rolls
     if not args.evaluate_only:
-        train_arms(train_rolls, args.minutes, args.warmup, args.out)
+        train_arms(train_rolls, args.minutes, args.warmup, args.out, transpose=args.transpose)
 
     reference = clips_of(test_rolls)
     train_clips = clips_of(train_rolls)

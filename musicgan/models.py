@@ -25,7 +25,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .voices import vocab_size
+from .voices import FIRST_PITCH, vocab_size
 
 
 @dataclass(frozen=True)
@@ -194,13 +194,23 @@ class Discriminator(nn.Module):
         self.cfg = cfg
         self.inp = nn.Linear(cfg.voices * cfg.vocab, cfg.d_embed)
         self.lstm = nn.LSTM(cfg.d_embed + cfg.steps_per_bar, cfg.d_hidden, batch_first=True, bidirectional=True)
-        self.out = nn.Linear(4 * cfg.d_hidden, 1)
+        # token -> pitch class (rest and hold map to nothing): lets D see which pitch classes a clip
+        # uses, the statistic an LSTM finds hardest to count and listeners notice first (wrong notes)
+        to_pc = torch.zeros(cfg.vocab, 12)
+        for k in range(FIRST_PITCH, cfg.vocab):
+            to_pc[k, (cfg.pitch_low + k - FIRST_PITCH) % 12] = 1
+        self.register_buffer("to_pc", to_pc, persistent=False)
+        self.out = nn.Linear(4 * cfg.d_hidden + 24, 1)
 
     def forward(self, one_hot: torch.Tensor):
-        """one_hot (B, T, V, K) -> (logit that the clip is real (B,), features (B, 4 * d_hidden))."""
+        """one_hot (B, T, V, K) -> (logit that the clip is real (B,), features (B, 4 * d_hidden + 24))."""
         B, T = one_hot.shape[:2]
         x = self.inp(one_hot.reshape(B, T, -1))
         pos = position_features(T, self.cfg.steps_per_bar, x.device)[None].expand(B, T, -1).to(x.dtype)
         h, _ = self.lstm(torch.cat([x, pos], -1))
-        features = torch.cat([h.mean(1), h.amax(1)], -1)  # what happens on average, and at its extreme
+        pcs = one_hot @ self.to_pc.to(one_hot.dtype)  # (B, T, V, 12): pitch classes struck
+        pc_share = pcs.sum((1, 2)) / pcs.sum((1, 2, 3)).clamp(min=1)[:, None]  # pitch-class histogram
+        pc_used = pcs.amax((1, 2))  # which pitch classes occur at all
+        # what happens on average, at its extreme, and which notes are used
+        features = torch.cat([h.mean(1), h.amax(1), pc_share, pc_used], -1)
         return self.out(features).squeeze(-1), features

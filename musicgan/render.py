@@ -84,7 +84,7 @@ def synthesize(roll: Roll, program: int | None = None, tempo_bpm: float | None =
         import pretty_midi
 
         sf2 = os.path.join(os.path.dirname(pretty_midi.__file__), "TimGM6mb.sf2")
-        samples = to_pretty_midi(roll, program, tempo_bpm).fluidsynth(fs=sample_rate, sf2_path=sf2)
+        samples = to_pretty_midi(roll, program, tempo_bpm).fluidsynth(fs=sample_rate, synthesizer=sf2)
         used = "fluidsynth"
     if samples is None:
         samples = _numpy_synth(roll, tempo_bpm, sample_rate)
@@ -182,6 +182,47 @@ def closeness_png(generated: dict, reference: dict, accuracy: float) -> bytes:
         ax.set_xticks([0, 1], ["real", "gen."], fontsize=8)
         ax.set_title(key, fontsize=10)
     fig.suptitle(f"two-sample classifier accuracy {accuracy:.2f} (0.50 = indistinguishable)", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def training_curves_png(history: list[dict], width: float = 11.0, height: float = 3.0) -> bytes:
+    """Loss curves (left) and D's accuracy with sample diversity (right) from 'step' events."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(width, height), dpi=100)
+    series = {"mle": ("likelihood loss", "#00798c"), "d_loss": ("D loss", "#d1495b"),
+              "g_loss": ("G loss", "#edae49"), "d_accuracy": ("D accuracy", "#d1495b"),
+              "diversity": ("diversity of samples", "#30638e"), "diversity_real": ("diversity of real data", "#999")}
+    for key, (label, color) in series.items():
+        points = [(h["step"], h[key]) for h in history if key in h]
+        if not points:
+            continue
+        steps, values = zip(*points)
+        if len(values) > 20:  # a light moving average: GAN losses are noisy
+            k = max(1, len(values) // 50)
+            values = np.convolve(values, np.ones(k) / k, mode="same")
+        ax = right if key in ("d_accuracy", "diversity", "diversity_real") else left
+        ax.plot(steps, values, label=label, color=color, lw=1.4, ls="--" if key == "diversity_real" else "-")
+    left.set_title("losses", fontsize=10)
+    right.set_title("discriminator accuracy and sample diversity", fontsize=10)
+    right.set_ylim(0, 1)
+    for ax in (left, right):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8, loc="best")
+    if not history:
+        left.text(0.5, 0.5, "waiting for the first step", ha="center", va="center", transform=left.transAxes)
+    if not right.lines:
+        right.text(0.5, 0.5, "the discriminator joins in the adversarial phase", ha="center", va="center",
+                   transform=right.transAxes, fontsize=9, color="#666")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -249,7 +249,7 @@ class Trainer:
         with self._autocast():
             d_fake_g, f_fake = self.D(fake)
             loss_adv = F.binary_cross_entropy_with_logits(d_fake_g.float(), torch.ones_like(d_fake_g.float()))
-            loss_fm = (f_real.detach().float().mean(0) - f_fake.float().mean(0)).pow(2).mean()
+            loss_fm = (f_real.detach().float().mean(0) - f_fake.float().mean(0)).pow(2).sum()
             loss_mle = self._mle_loss(real, z) if c.mle_weight else torch.zeros((), device=self.device)
             loss_g = c.adv_weight * loss_adv + c.fm_weight * loss_fm + c.mle_weight * loss_mle
         ok = self._apply(loss_g, self.opt_g, self.G) and ok
