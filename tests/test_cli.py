@@ -1,0 +1,89 @@
+"""python -m musicgan train / generate / evaluate, as a user runs them."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from musicgan import midi
+
+from conftest import EXAMPLES, ROOT
+
+TINY = ["--steps", "4", "--batch-size", "8", "--window-bars", "2", "--quiet"]
+
+
+def run(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "musicgan", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "model"
+    result = run("train", *EXAMPLES[:3], "--out", out, *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "done after 4 steps" in result.stderr
+    return out
+
+
+def test_train_writes_a_checkpoint(trained):
+    assert (trained / "model.safetensors").exists() and (trained / "config.json").exists()
+
+
+def test_generate_twice_with_one_seed_gives_identical_bytes(trained, tmp_path):
+    a, b = tmp_path / "a.mid", tmp_path / "b.mid"
+    assert run("generate", trained, "--out", a, "--seed", 4, "--bars", 4).returncode == 0
+    assert run("generate", trained, "--out", b, "--seed", 4, "--bars", 4).returncode == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_generate_without_a_checkpoint_uses_the_pretrained_model(tmp_path):
+    a, b = tmp_path / "a.mid", tmp_path / "b.mid"
+    result = run("generate", "--out", a, "--seed", 1)
+    assert result.returncode == 0, result.stderr
+    run("generate", "--out", b, "--seed", 1)
+    roll = midi.read(a)
+    assert len(roll.notes) > 50 and roll.n_bars <= 16
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_generate_options_num_tempo_program(tmp_path):
+    out = tmp_path / "piece.mid"
+    result = run("generate", "--out", out, "--num", 2, "--tempo", 72, "--program", 19, "--bars", 2)
+    assert result.returncode == 0, result.stderr
+    rolls = [midi.read(tmp_path / f"piece-{i}.mid") for i in (1, 2)]
+    assert all(r.tempo_bpm == 72 and r.program == 19 for r in rolls)
+    assert midi.to_midi_bytes(rolls[0]) != midi.to_midi_bytes(rolls[1])
+
+
+def test_resume_continues_the_run(trained, tmp_path):
+    import shutil
+    copy = tmp_path / "model"
+    shutil.copytree(trained, copy)
+    result = run("train", *EXAMPLES[:3], "--out", copy, "--resume", "--steps", 6, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "done after 6 steps" in result.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["generate", "{tmp}/nowhere", "--out", "{tmp}/x.mid"], "no such checkpoint"),
+    (["generate", "--out", "{tmp}/x.mid", "--program", "300"], "0-127"),
+    (["generate", "--out", "{tmp}/x.mid", "--bars", "0"], "bars"),
+    (["train", "README.md", "--out", "{tmp}/x", "--steps", "1"], "no usable MIDI"),
+], ids=["missing-checkpoint", "program", "bars", "no-midi"])
+def test_mistakes_give_one_line_errors(args, message, tmp_path):
+    result = run(*[a.format(tmp=tmp_path) for a in args])
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    result = run("train", *EXAMPLES[:1], "--out", tmp_path / "m", "--device", "cuda", "--steps", "1")
+    assert result.returncode == 1 and "no CUDA GPU" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluate_prints_the_comparison():
+    result = run("evaluate", "--reference", *EXAMPLES, "--num", 20)
+    assert result.returncode == 0, result.stderr
+    assert "two-sample classifier accuracy" in result.stdout and "scale consistency" in result.stdout
