@@ -60,7 +60,7 @@ class MarkovChain:
         return np.array(out)
 
 
-def train_arms(train_rolls, minutes, warmup, out: Path, seed=0, transpose=0):
+def train_arms(train_rolls, minutes, warmup, out: Path, seed=0, transpose=3):
     config = TrainConfig(seed=seed, warmup=1.0, transpose=transpose)
     t0 = time.time()
     trainer = Trainer(train_rolls, config=config, device="cpu", budget=Budget(minutes=warmup * minutes))
@@ -94,8 +94,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=40.0, help="training budget B per arm")
     parser.add_argument("--warmup", type=float, default=0.5)
-    parser.add_argument("--transpose", type=int, default=0,
-                        help="augmentation (semitones); 0 keeps the chorales' key distribution")
+    parser.add_argument("--transpose", type=int, default=3,
+                        help="augmentation of the likelihood loss, in semitones (D sees untransposed music)")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "bach")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality")
     parser.add_argument("--num", type=int, default=200, help="generated clips per row")

@@ -136,6 +136,9 @@ class Trainer:
         if len(self.windows) == 0:
             raise TrainingError(f"the music is shorter than one {config.window_bars}-bar window")
         self.tokens = torch.from_numpy(window_tokens(self.windows, m.pitch_low, m.voices)).to(self.device)
+        # D only ever sees the music as it is: transposed copies regularise the likelihood loss
+        # (against memorising) but would teach D a flat key distribution that the real music lacks
+        self.untransposed = torch.from_numpy(np.nonzero(self.windows.index[:, 2] == 0)[0])
         torch.manual_seed(config.seed)
         self.G, self.D = Generator(m).to(self.device), Discriminator(m).to(self.device)
         self.opt_mle = torch.optim.Adam(self.G.parameters(), lr=config.lr_mle)
@@ -169,8 +172,12 @@ class Trainer:
         enabled = self.config.amp and self.device.type == "cuda" and self.phase == "mle"
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
 
-    def _batch(self) -> torch.Tensor:
-        index = torch.randint(len(self.tokens), (self.config.batch_size,), generator=self.batch_rng)
+    def _batch(self, untransposed: bool = False) -> torch.Tensor:
+        pool = self.untransposed if untransposed else None
+        n = len(pool) if pool is not None else len(self.tokens)
+        index = torch.randint(n, (self.config.batch_size,), generator=self.batch_rng)
+        if pool is not None:
+            index = pool[index]
         return self.tokens[index.to(self.device)].long()
 
     def _noise(self, B: int, T: int):
@@ -208,7 +215,7 @@ class Trainer:
             ok = self._apply(loss, self.opt_mle, self.G)
             metrics = {"mle": loss.item()}
         else:
-            metrics, ok = self._adversarial_step(real, z, step_noise)
+            metrics, ok = self._adversarial_step(real, self._batch(untransposed=True), z, step_noise)
         if ok:
             self.bad_in_a_row = 0
         else:
@@ -225,9 +232,10 @@ class Trainer:
         self.callback(event)
         return event
 
-    def _adversarial_step(self, real, z, step_noise):
+    def _adversarial_step(self, real, real_d, z, step_noise):
+        """real: a batch for the likelihood term (augmented); real_d: untransposed, for D."""
         c, K = self.config, self.model.vocab
-        real_oh = F.one_hot(real, K).float()
+        real_oh = F.one_hot(real_d, K).float()
         # D starts from scratch: let it learn alone first, so G's first adversarial gradients mean something
         d_only = self.step_count - self.adversarial_from < c.d_warmup_steps
         with self._autocast(), torch.set_grad_enabled(not d_only):
@@ -243,7 +251,7 @@ class Trainer:
         accuracy = 0.5 * ((d_real > 0).float().mean() + (d_fake < 0).float().mean()).item()
         ok = self._apply(loss_d, self.opt_d, self.D) if accuracy < c.d_accuracy_cap else True
         metrics = {"d_loss": loss_d.item(), "d_accuracy": accuracy,
-                   "diversity": diversity(fake.detach().argmax(-1)), "diversity_real": diversity(real)}
+                   "diversity": diversity(fake.detach().argmax(-1)), "diversity_real": diversity(real_d)}
         if d_only:
             return metrics, ok
 
