@@ -288,3 +288,10 @@ def test_variations_differ_from_each_other(trained):
     g = ckpt.load(trained).generator
     pieces = generate.variation_rolls(g, 5, n=3, bars=2)
     assert len({midi.to_midi_bytes(p) for p in pieces}) == 3
+
+
+def test_discriminator_sees_only_untransposed_music(rolls):
+    trainer = tiny_trainer(rolls)
+    assert len(trainer.untransposed) < len(trainer.windows)
+    assert (trainer.windows.index[trainer.untransposed.numpy(), 2] == 0).all()
+    assert set(trainer.windows.index[:, 2]) == {-1, 0, 1}
