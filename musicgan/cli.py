@@ -28,17 +28,48 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def _init_distributed(device_name: str):
+    """Under torchrun (WORLD_SIZE > 1): join the process group; NCCL on GPUs, gloo on CPUs.
+    Returns (device, rank)."""
+    import os
+
+    import torch
+    from .train import pick_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(device_name)
+    if world <= 1:
+        return device, 0
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, torch.distributed.get_rank()
+
+
 def cmd_train(args) -> int:
+    if args.steps is None and args.minutes is None:
+        args.steps = 2000
+    device, rank = _init_distributed(args.device)
+    try:
+        return _train(args, device, rank)
+    finally:
+        import torch
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(args, device, rank) -> int:
     from tqdm import tqdm
 
     from . import checkpoint as ckpt, data
-    from .train import Budget, TrainConfig, Trainer, device_label, pick_device
+    from .train import Budget, TrainConfig, Trainer, TrainingError, device_label
 
-    if args.steps is None and args.minutes is None:
-        args.steps = 2000
-    device = pick_device(args.device)
+    quiet = args.quiet or rank > 0  # one process talks and saves: rank 0
     corpus = data.load(args.paths)
-    print(corpus.report.format(), file=sys.stderr)
+    if not quiet:
+        print(corpus.report.format(), file=sys.stderr)
     if not corpus.rolls:
         raise CliError("no usable MIDI file found")
     config = TrainConfig(batch_size=args.batch_size, seed=args.seed, warmup=args.warmup,
@@ -50,7 +81,7 @@ def cmd_train(args) -> int:
         resume = ckpt.load(out, with_discriminator=True)
         config = TrainConfig.from_dict(resume.meta.get("train", {}))
     bar = tqdm(total=1000, unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
-               file=sys.stderr, disable=args.quiet)
+               file=sys.stderr, disable=quiet)
 
     def on_event(event):
         if event["event"] == "step":
@@ -62,11 +93,10 @@ def cmd_train(args) -> int:
     trainer = Trainer(corpus.rolls, resume.model if resume else None, config, device, on_event, budget)
     if resume:
         trainer.restore(resume)
-    print(f"training on {device_label(device)}: {len(trainer.windows):,} windows of "
-          f"{config.window_bars} bars; model pitches {trainer.model.pitch_low}-{trainer.model.pitch_high}",
-          file=sys.stderr)
-    from .train import TrainingError
-
+    if rank == 0:
+        print(f"training on {device_label(device)} x {trainer.world_size}: {len(trainer.windows):,} windows of "
+              f"{config.window_bars} bars; model pitches {trainer.model.pitch_low}-{trainer.model.pitch_high}",
+              file=sys.stderr)
     try:
         outcome = trainer.run(budget)
     except TrainingError as e:
@@ -74,8 +104,10 @@ def cmd_train(args) -> int:
         raise CliError(str(e)) from None
     finally:
         bar.close()
-        if trainer.step_count:
+        if trainer.step_count and rank == 0:
             trainer.save(out)  # also on Ctrl-C and on errors: nothing is lost
+    if rank > 0:
+        return 0
     print(f"{outcome} after {trainer.step_count} steps ({trainer.elapsed_s / 60:.1f} min); "
           f"checkpoint in {out}", file=sys.stderr)
     return 130 if outcome == "stopped" else 0

@@ -107,7 +107,20 @@ class Generator(nn.Module):
         pos = position_features(T + start_step, self.cfg.steps_per_bar, z.device)[start_step:]
         return torch.cat([prev_embedded, z[:, None].expand(B, T, -1), pos[None].expand(B, T, -1)], -1)
 
-    def forward(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor | None, z: torch.Tensor, noise: torch.Tensor | None = None,
+                tau: float | None = None):
+        """Teacher forcing on ``tokens`` and/or a free-running draw from ``noise``, in one call
+        (DistributedDataParallel wants one forward per backward).
+
+        Returns the logits (B, T, V, K) of :meth:`teacher_forced` when only ``tokens`` is given,
+        else (those logits or None, :meth:`sample`'s (tokens, one_hot)).
+        """
+        logits = self.teacher_forced(tokens, z) if tokens is not None else None
+        if noise is None:
+            return logits
+        return logits, self.sample(z, noise, tau=tau)
+
+    def teacher_forced(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: tokens (B, T, V) -> logits (B, T, V, K) for those same tokens."""
         B, T, V = tokens.shape
         E = self.cfg.embed_dim

@@ -124,6 +124,11 @@ class Trainer:
                  budget: Budget | None = None):
         if not rolls:
             raise TrainingError("no usable music to train on")
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.rank = torch.distributed.get_rank() if distributed else 0
+        self.world_size = torch.distributed.get_world_size() if distributed else 1
+        if config.batch_size % self.world_size:
+            raise TrainingError(f"the batch size {config.batch_size} does not split over {self.world_size} processes")
         self.config, self.callback = config, callback or (lambda event: None)
         self.budget = budget or Budget(steps=1000)
         self.device = device if isinstance(device, torch.device) else pick_device(device)
@@ -139,13 +144,24 @@ class Trainer:
         # D only ever sees the music as it is: transposed copies regularise the likelihood loss
         # (against memorising) but would teach D a flat key distribution that the real music lacks
         self.untransposed = torch.from_numpy(np.nonzero(self.windows.index[:, 2] == 0)[0])
-        torch.manual_seed(config.seed)
+        # under torchrun each rank draws from its own shard, as DistributedSampler would deal them
+        shard = torch.arange(self.rank, len(self.tokens), self.world_size)
+        self.shard = shard if len(shard) else torch.arange(len(self.tokens))
+        mine = self.untransposed[self.untransposed % self.world_size == self.rank]
+        self.untransposed = mine if len(mine) else self.untransposed
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
         self.G, self.D = Generator(m).to(self.device), Discriminator(m).to(self.device)
+        self.g_train, self.d_train = self.G, self.D
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.g_train, self.d_train = DDP(self.G, device_ids=ids), DDP(self.D, device_ids=ids)
         self.opt_mle = torch.optim.Adam(self.G.parameters(), lr=config.lr_mle)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
-        self.batch_rng = torch.Generator().manual_seed(config.seed)
-        self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1)
+        self.batch_rng = torch.Generator().manual_seed(config.seed + 7919 * self.rank)
+        self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1 + 7919 * self.rank)
         self.step_count, self.elapsed_s, self.bad_in_a_row, self.skipped = 0, 0.0, 0, 0
         self.adversarial_from: int | None = None
         tempos = sorted(r.tempo_bpm for r in rolls)
@@ -166,19 +182,16 @@ class Trainer:
         return "adversarial"
 
     def _autocast(self):
-        # bfloat16 speeds up the likelihood phase on CUDA; the adversarial phase stays in float32,
-        # since bf16 gradients through 64 steps of the straight-through sampler turned non-finite
-        # within a few hundred steps on an H100, where float32 ran clean (measured)
-        enabled = self.config.amp and self.device.type == "cuda" and self.phase == "mle"
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
+        # bfloat16 speeds up the likelihood phase on CUDA. The adversarial phase stays in float32:
+        # bf16 gradients through 64 steps of the straight-through sampler turned non-finite within
+        # a few hundred steps on an H100, where float32 ran clean (measured).
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.config.amp and self.device.type == "cuda")
 
     def _batch(self, untransposed: bool = False) -> torch.Tensor:
-        pool = self.untransposed if untransposed else None
-        n = len(pool) if pool is not None else len(self.tokens)
-        index = torch.randint(n, (self.config.batch_size,), generator=self.batch_rng)
-        if pool is not None:
-            index = pool[index]
-        return self.tokens[index.to(self.device)].long()
+        """A batch of windows (this rank's share of the global batch), drawn with replacement."""
+        pool = self.untransposed if untransposed else self.shard
+        index = torch.randint(len(pool), (self.config.batch_size // self.world_size,), generator=self.batch_rng)
+        return self.tokens[pool[index].to(self.device)].long()
 
     def _noise(self, B: int, T: int):
         m = self.model
@@ -186,14 +199,15 @@ class Trainer:
         step_noise = torch.randn(B, T, m.voices, m.vocab, generator=self.noise_rng, device=self.device)
         return z, step_noise
 
-    def _mle_loss(self, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        logits = self.G(real, z)
+    def _mle_loss(self, real: torch.Tensor, z: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.g_train(real, z) if logits is None else logits
         return F.cross_entropy(logits.float().reshape(-1, self.model.vocab), real.reshape(-1))
 
     def _apply(self, loss: torch.Tensor, opt, module) -> bool:
-        """Backward and step, unless the loss or the gradients are not finite (then skip)."""
+        """Backward and step, unless the loss or the gradients are not finite (then skip).
+        Under torchrun every rank decides alike (a rank that skipped a backward would hang the rest)."""
         opt.zero_grad(set_to_none=True)
-        if torch.isfinite(loss):
+        if self._mean_over_ranks(torch.isfinite(loss).float()) == 1.0:
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
             if torch.isfinite(norm):
@@ -202,8 +216,19 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         return False
 
+    def _mean_over_ranks(self, value: torch.Tensor) -> float:
+        if self.world_size > 1:
+            value = value.detach().float().reshape(1).to(self.device)
+            torch.distributed.all_reduce(value)
+            value = value / self.world_size
+        return float(value.item())
+
     def step(self) -> dict:
         """One training step; returns its metrics (also sent to the callback as a 'step' event)."""
+        if self.world_size > 1:  # rank 0's clock rules: every rank switches phase and stops together
+            clock = torch.tensor([self.elapsed_s], device=self.device)
+            torch.distributed.broadcast(clock, 0)
+            self.elapsed_s = float(clock.item())
         t0 = time.perf_counter()
         real = self._batch()
         B, T, _ = real.shape
@@ -235,20 +260,23 @@ class Trainer:
     def _adversarial_step(self, real, real_d, z, step_noise):
         """real: a batch for the likelihood term (augmented); real_d: untransposed, for D."""
         c, K = self.config, self.model.vocab
-        real_oh = F.one_hot(real_d, K).float()
+        B = real.shape[0]
         # D starts from scratch: let it learn alone first, so G's first adversarial gradients mean something
         d_only = self.step_count - self.adversarial_from < c.d_warmup_steps
-        with self._autocast(), torch.set_grad_enabled(not d_only):
-            _, fake = self.G.sample(z, step_noise, tau=None if d_only else c.gumbel_tau)
+        if d_only:
+            with torch.no_grad():
+                _, fake = self.G.sample(z, step_noise)
+            logits = None
+        else:  # one forward: the free-running draw (for D) and teacher forcing (for the likelihood term)
+            logits, (_, fake) = self.g_train(real if c.mle_weight else None, z, step_noise, tau=c.gumbel_tau)
 
         # -- D: real -> label_smoothing, fake -> 0 (fake detached: this step trains D only)
-        with self._autocast():
-            d_real, f_real = self.D(real_oh)
-            d_fake, _ = self.D(fake.detach())
-            d_real, d_fake = d_real.float(), d_fake.float()
-            loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, c.label_smoothing))
-                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
-        accuracy = 0.5 * ((d_real > 0).float().mean() + (d_fake < 0).float().mean()).item()
+        d_out, features = self.d_train(torch.cat([F.one_hot(real_d, K).float(), fake.detach()]))
+        d_real, d_fake = d_out.float()[:B], d_out.float()[B:]
+        f_real = features[:B].detach()
+        loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, c.label_smoothing))
+                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        accuracy = self._mean_over_ranks(0.5 * ((d_real > 0).float().mean() + (d_fake < 0).float().mean()))
         ok = self._apply(loss_d, self.opt_d, self.D) if accuracy < c.d_accuracy_cap else True
         metrics = {"d_loss": loss_d.item(), "d_accuracy": accuracy,
                    "diversity": diversity(fake.detach().argmax(-1)), "diversity_real": diversity(real_d)}
@@ -256,13 +284,12 @@ class Trainer:
             return metrics, ok
 
         # -- G: fool D (non-saturating), match D's features, stay likely under the data
-        self.D.requires_grad_(False)
-        with self._autocast():
-            d_fake_g, f_fake = self.D(fake)
-            loss_adv = F.binary_cross_entropy_with_logits(d_fake_g.float(), torch.ones_like(d_fake_g.float()))
-            loss_fm = (f_real.detach().float().mean(0) - f_fake.float().mean(0)).pow(2).sum()
-            loss_mle = self._mle_loss(real, z) if c.mle_weight else torch.zeros((), device=self.device)
-            loss_g = c.adv_weight * loss_adv + c.fm_weight * loss_fm + c.mle_weight * loss_mle
+        self.D.requires_grad_(False)  # D's plain module: its weights are not trained in this step
+        d_fake_g, f_fake = self.D(fake)
+        loss_adv = F.binary_cross_entropy_with_logits(d_fake_g.float(), torch.ones_like(d_fake_g.float()))
+        loss_fm = (f_real.float().mean(0) - f_fake.float().mean(0)).pow(2).sum()
+        loss_mle = self._mle_loss(real, z, logits) if c.mle_weight else torch.zeros((), device=self.device)
+        loss_g = c.adv_weight * loss_adv + c.fm_weight * loss_fm + c.mle_weight * loss_mle
         ok = self._apply(loss_g, self.opt_g, self.G) and ok
         self.D.requires_grad_(True)
         metrics.update(g_loss=loss_adv.item(), fm=loss_fm.item(), mle=loss_mle.item())
@@ -302,7 +329,7 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints
 
     def meta(self) -> dict:
-        return {"steps": self.step_count, "elapsed_s": round(self.elapsed_s, 2),
+        return {"steps": self.step_count, "elapsed_s": round(self.elapsed_s, 2), "world_size": self.world_size,
                 "adversarial_from": self.adversarial_from, "skipped_steps": self.skipped,
                 "budget": {"steps": self.budget.steps, "minutes": self.budget.minutes},
                 "train": asdict(self.config), "data": self.data_meta, "device": str(self.device)}
@@ -346,6 +373,9 @@ class Trainer:
             raise TrainingError(f"the checkpoint's training state is incomplete ({e}); it cannot be resumed") from None
         meta = checkpoint.meta
         self.step_count, self.elapsed_s = int(meta.get("steps", 0)), float(meta.get("elapsed_s", 0))
+        if self.rank > 0:  # the checkpoint holds rank 0's random streams; the others start fresh ones
+            self.batch_rng.manual_seed(self.config.seed + 7919 * self.rank + self.step_count)
+            self.noise_rng.manual_seed(self.config.seed + 1 + 7919 * self.rank + self.step_count)
         self.adversarial_from = meta.get("adversarial_from")
         self.skipped = int(meta.get("skipped_steps", 0))
 
