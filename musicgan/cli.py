@@ -1,6 +1,7 @@
 """``python -m musicgan``: a thin command-line face on the library.
 
     stats PATH...                       what a set of MIDI files holds (and what was skipped)
+    prepare PATH... --out CACHE         parse a large corpus in parallel into shards for training
     train PATH... --out DIR             train a model (--steps / --minutes, --resume, --device)
     generate [CKPT] --out FILE.mid      new music from a checkpoint (the pretrained one by default)
     evaluate [CKPT] --reference PATH... generated vs. real music, in numbers
@@ -9,12 +10,42 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 
 class CliError(Exception):
     pass
+
+
+def load_corpus(paths):
+    """A prepared corpus (``prepare``'s output folder) or MIDI files, folders and zips."""
+    from . import data, shards
+
+    if len(paths) == 1 and shards.is_prepared(paths[0]):
+        return shards.load(paths[0])
+    return data.load(paths)
+
+
+def cmd_prepare(args) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from . import shards
+
+    bar = tqdm(unit=" files", file=sys.stderr, disable=args.quiet)
+    t0 = time.perf_counter()
+    report = shards.prepare(args.paths, args.out, workers=args.workers, progress=lambda n: bar.update(1))
+    bar.close()
+    seconds = time.perf_counter() - t0
+    print(report.format())
+    print(f"{len(report.read) / max(seconds, 1e-9):,.0f} files/s with {args.workers} worker(s); "
+          f"train with: python -m musicgan train {args.out} --out MODEL_DIR")
+    if not report.read:
+        raise CliError("no usable MIDI file found")
+    return 0
 
 
 def cmd_stats(args) -> int:
@@ -67,7 +98,7 @@ def _train(args, device, rank) -> int:
     from .train import Budget, TrainConfig, Trainer, TrainingError, device_label
 
     quiet = args.quiet or rank > 0  # one process talks and saves: rank 0
-    corpus = data.load(args.paths)
+    corpus = load_corpus(args.paths)
     if not quiet:
         print(corpus.report.format(), file=sys.stderr)
     if not corpus.rolls:
@@ -165,7 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="parse every file again")
     p.set_defaults(func=cmd_stats)
 
-    p = sub.add_parser("train", help="train a model on MIDI files")
+    p = sub.add_parser("prepare", help="parse a large corpus once, in parallel, into shards for training")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--out", required=True, help="folder for the shards and their index")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model on MIDI files (or a prepared corpus folder)")
     p.add_argument("paths", nargs="+")
     p.add_argument("--out", required=True, help="checkpoint folder to write (and to resume from)")
     p.add_argument("--steps", type=int, help="training steps in all (default 2000 when no --minutes)")

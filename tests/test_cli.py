@@ -87,3 +87,12 @@ def test_evaluate_prints_the_comparison():
     result = run("evaluate", "--reference", *EXAMPLES, "--num", 20)
     assert result.returncode == 0, result.stderr
     assert "two-sample classifier accuracy" in result.stdout and "scale consistency" in result.stdout
+
+
+def test_prepare_then_train_from_the_prepared_corpus(tmp_path):
+    result = run("prepare", *EXAMPLES[:4], "--out", tmp_path / "cache", "--workers", 2, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "4 file(s) read" in result.stdout and "files/s with 2 worker(s)" in result.stdout
+    result = run("train", tmp_path / "cache", "--out", tmp_path / "m", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "done after 4 steps" in result.stderr

@@ -1,0 +1,30 @@
+"""musicgan.shards: a corpus prepared in parallel into memory-mapped shards."""
+import numpy as np
+
+from musicgan import data, shards
+
+from conftest import EXAMPLES
+
+
+def test_prepared_corpus_matches_a_plain_load(tmp_path, monkeypatch):
+    monkeypatch.setattr(shards, "SHARD_NOTES", 700)  # several shards from the small examples
+    bad = tmp_path / "in" / "bad.mid"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not midi")
+    report = shards.prepare(EXAMPLES + [bad], tmp_path / "cache", workers=2)
+    assert len(report.read) == len(EXAMPLES) and report.skipped[0][0] == "bad.mid"
+    assert len(list((tmp_path / "cache").glob("shard-*.npy"))) > 1
+    prepared = shards.load(tmp_path / "cache")
+    plain = data.load(EXAMPLES, cache_dir=False)
+    assert [r.name for r in prepared.rolls] == [r.name for r in plain.rolls]
+    for a, b in zip(prepared.rolls, plain.rolls):
+        assert np.array_equal(a.notes, b.notes) and a.tempos == b.tempos and a.time_signatures == b.time_signatures
+        assert isinstance(a.notes.base, np.memmap) or isinstance(a.notes, np.memmap)
+    assert prepared.report.notes == plain.report.notes and prepared.report.skipped == report.skipped
+
+
+def test_a_broken_cache_is_a_clear_error(tmp_path):
+    import pytest
+    (tmp_path / "index.json").write_text("{}")
+    with pytest.raises(ValueError, match="prepare"):
+        shards.load(tmp_path)
