@@ -24,7 +24,9 @@ def load_corpus(paths):
     from . import data, shards
 
     if len(paths) == 1 and shards.is_prepared(paths[0]):
-        return shards.load(paths[0])
+        corpus = shards.open_corpus(paths[0])  # streamed from disk while training
+        return data.Corpus(corpus, data.Report(read=[""] * len(corpus), notes=corpus.report["notes"],
+                                               bars=corpus.report["bars"]))
     return data.load(paths)
 
 

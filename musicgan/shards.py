@@ -8,8 +8,10 @@ does), parses them in a pool of worker processes, and writes
                               plus the report of what was read and skipped
 
 Results stream to disk as they arrive, so preparing needs memory for one shard, not the corpus.
-``load(out)`` returns rolls whose notes are read-only memory-mapped slices of the shards: the
-operating system pages them in as training touches them.
+``load(out)`` returns rolls whose notes are read-only memory-mapped slices of the shards, for
+analysis. Training uses ``open_corpus(out)``: a :class:`ShardedCorpus` keeps only a few numbers per
+piece in memory and reads a window's notes from disk when a batch needs it, so the trainer's
+memory does not grow with the corpus (:class:`StreamingWindows`).
 """
 from __future__ import annotations
 
@@ -77,7 +79,8 @@ def prepare(paths, out, workers: int = 2, steps_per_beat: int = 4, limits: Limit
             if buffered + len(notes) > SHARD_NOTES:
                 flush()
             pieces.append({"name": name, "shard": shard_id, "offset": buffered, "count": len(notes),
-                           "steps": int(notes[:, midi.END].max()), **meta})
+                           "steps": int(notes[:, midi.END].max()), "pitch_min": int(notes[:, midi.PITCH].min()),
+                           "pitch_max": int(notes[:, midi.PITCH].max()), **meta})
             buffer.append(notes)
             buffered += len(notes)
             report.read.append(name)
@@ -113,3 +116,94 @@ def load(path) -> Corpus:
                     notes=index["report"]["notes"], bars=index["report"]["bars"],
                     drum_notes=index["report"]["drum_notes"])
     return Corpus(rolls, report)
+
+
+class ShardedCorpus:
+    """A prepared corpus kept on disk: per piece only its place, length and pitch range in memory."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        try:
+            index = json.loads((self.path / "index.json").read_text())
+            if index.get("format") != FORMAT:
+                raise ValueError("not a musicgan prepared corpus")
+            pieces = index["pieces"]
+            self.steps_per_beat = int(index["steps_per_beat"])
+            columns = ("shard", "offset", "count", "steps", "pitch_min", "pitch_max", "program")
+            self.table = np.array([[p[c] for c in columns] for p in pieces], dtype=np.int64).reshape(-1, len(columns))
+            self.tempo_bpm = np.array([p["tempos"][0][1] for p in pieces], dtype=np.float32)
+            self.report = index["report"]
+            self._shards = []
+            for i in range(index["shards"]):
+                with open(self.path / f"shard-{i:05d}.npy", "rb") as fh:  # where the array's bytes start
+                    version = np.lib.format.read_magic(fh)
+                    (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(fh)
+                    self._shards.append((self.path / f"shard-{i:05d}.npy", fh.tell()))
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+            raise ValueError(f"{path}: not a usable prepared corpus ({e}); run `python -m musicgan prepare` again") from None
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def notes(self, i: int) -> np.ndarray:
+        """Piece i's notes, read from its shard (no memory map: nothing stays resident)."""
+        shard, offset, count = self.table[i, :3]
+        path, start = self._shards[shard]
+        return np.fromfile(path, dtype="<i4", count=int(count) * 4, offset=int(start + offset * 16)).reshape(-1, 4)
+
+
+def open_corpus(path) -> ShardedCorpus:
+    return ShardedCorpus(path)
+
+
+class StreamingWindows:
+    """Training windows drawn at random from a :class:`ShardedCorpus`, encoded when asked for.
+
+    A piece is chosen with probability proportional to its number of (start, transposition)
+    windows, then a bar-aligned start and a transposition uniformly, the same distribution as
+    sampling uniformly from :class:`musicgan.data.Windows`. Only ``pieces`` (this process's
+    share under torchrun) are drawn from.
+    """
+
+    def __init__(self, corpus: ShardedCorpus, config, voices: int, pieces: np.ndarray | None = None):
+        self.corpus, self.config, self.voices = corpus, config, voices
+        t = corpus.table
+        self.pieces = np.arange(len(t)) if pieces is None else np.asarray(pieces)
+        length, hop = config.window_steps, config.window_steps // config.window_bars * config.hop_bars
+        low, high = config.pitch_range
+        steps, pmin, pmax = t[self.pieces, 3], t[self.pieces, 4], t[self.pieces, 5]
+        self.starts = np.maximum(steps - length, 0) // hop + 1
+        self.shift_lo = np.maximum(config.transpose[0], low - pmin)
+        self.shift_hi = np.minimum(config.transpose[1], high - pmax)
+        n_shifts = np.maximum(self.shift_hi - self.shift_lo + 1, 0)
+        self.weights = self.starts * n_shifts
+        self.plain = (self.shift_lo <= 0) & (0 <= self.shift_hi)  # pieces that fit untransposed
+        self.hop = hop
+
+    def __len__(self) -> int:
+        return int(self.weights.sum())
+
+    def sample(self, n: int, generator, untransposed: bool = False) -> np.ndarray:
+        """n windows as int64 tokens (n, window_steps, voices); ``generator`` is a torch.Generator."""
+        import torch
+
+        from . import voices as vox
+
+        weights = self.starts * self.plain if untransposed else self.weights
+        if weights.sum() == 0:
+            weights = self.weights
+        picks = torch.multinomial(torch.from_numpy(weights.astype(np.float64)), n, replacement=True, generator=generator)
+        u = torch.rand(n, 2, generator=generator, dtype=torch.float64).numpy()
+        length, (low, high) = self.config.window_steps, self.config.pitch_range
+        out = np.zeros((n, length, self.voices), dtype=np.int64)
+        for k, j in enumerate(picks.tolist()):
+            start = int(u[k, 0] * self.starts[j]) * self.hop
+            shift = 0 if untransposed and self.plain[j] else \
+                int(self.shift_lo[j] + int(u[k, 1] * (self.shift_hi[j] - self.shift_lo[j] + 1)))
+            notes = self.corpus.notes(int(self.pieces[j]))
+            notes = notes[(notes[:, midi.START] < start + length) & (notes[:, midi.END] > start)].copy()
+            notes[:, midi.START:midi.END + 1] = np.clip(notes[:, midi.START:midi.END + 1] - start, 0, length)
+            notes[:, midi.PITCH] += shift
+            onset, sustain = Roll(notes=notes).pianoroll(low, high, length)
+            out[k] = vox.encode(onset, sustain, self.voices)
+        return out

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from . import __version__, checkpoint as ckpt
 from .data import WindowConfig, Windows
+from .shards import ShardedCorpus, StreamingWindows
 from .models import Discriminator, Generator, ModelConfig
 from .voices import window_tokens
 
@@ -111,18 +112,23 @@ class Budget:
 
 
 def model_config_for(rolls, voices: int = 4, transpose: int = 0, **overrides) -> ModelConfig:
-    """A model config whose pitch range covers the data (plus the transposition margin)."""
-    low = min(int(r.notes[:, 0].min()) for r in rolls) - transpose
-    high = max(int(r.notes[:, 0].max()) for r in rolls) + transpose
+    """A model config whose pitch range covers the data (plus the transposition margin).
+    ``rolls``: a list of rolls or a prepared :class:`~musicgan.shards.ShardedCorpus`."""
+    if isinstance(rolls, ShardedCorpus):
+        low, high, spb = int(rolls.table[:, 4].min()), int(rolls.table[:, 5].max()), rolls.steps_per_beat
+    else:
+        low = min(int(r.notes[:, 0].min()) for r in rolls)
+        high, spb = max(int(r.notes[:, 0].max()) for r in rolls), rolls[0].steps_per_beat
+    low, high = low - transpose, high + transpose
     return ModelConfig(voices=voices, pitch_low=max(0, low), pitch_high=min(127, max(high, low + 12)),
-                       steps_per_beat=rolls[0].steps_per_beat, **overrides).validate()
+                       steps_per_beat=spb, **overrides).validate()
 
 
 class Trainer:
     def __init__(self, rolls: list, model: ModelConfig | None = None, config: TrainConfig = TrainConfig(),
                  device: str | torch.device = "auto", callback: Callable[[dict], None] | None = None,
                  budget: Budget | None = None):
-        if not rolls:
+        if not len(rolls):
             raise TrainingError("no usable music to train on")
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         self.rank = torch.distributed.get_rank() if distributed else 0
@@ -134,21 +140,7 @@ class Trainer:
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.model = model or model_config_for(rolls, transpose=config.transpose)
         m = self.model
-        self.windows = Windows(rolls, WindowConfig(
-            window_bars=config.window_bars, hop_bars=config.hop_bars, beats_per_bar=m.beats_per_bar,
-            steps_per_beat=m.steps_per_beat, transpose=(-config.transpose, config.transpose),
-            pitch_range=(m.pitch_low, m.pitch_high)))
-        if len(self.windows) == 0:
-            raise TrainingError(f"the music is shorter than one {config.window_bars}-bar window")
-        self.tokens = torch.from_numpy(window_tokens(self.windows, m.pitch_low, m.voices)).to(self.device)
-        # D only ever sees the music as it is: transposed copies regularise the likelihood loss
-        # (against memorising) but would teach D a flat key distribution that the real music lacks
-        self.untransposed = torch.from_numpy(np.nonzero(self.windows.index[:, 2] == 0)[0])
-        # under torchrun each rank draws from its own shard, as DistributedSampler would deal them
-        shard = torch.arange(self.rank, len(self.tokens), self.world_size)
-        self.shard = shard if len(shard) else torch.arange(len(self.tokens))
-        mine = self.untransposed[self.untransposed % self.world_size == self.rank]
-        self.untransposed = mine if len(mine) else self.untransposed
+        self._setup_data(rolls)
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         self.G, self.D = Generator(m).to(self.device), Discriminator(m).to(self.device)
         self.g_train, self.d_train = self.G, self.D
@@ -164,11 +156,41 @@ class Trainer:
         self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1 + 7919 * self.rank)
         self.step_count, self.elapsed_s, self.bad_in_a_row, self.skipped = 0, 0.0, 0, 0
         self.adversarial_from: int | None = None
-        tempos = sorted(r.tempo_bpm for r in rolls)
-        programs = np.bincount([r.program for r in rolls], minlength=128)
-        self.data_meta = {"files": len(rolls), "windows": len(self.windows),
-                          "bars": round(sum(r.n_bars for r in rolls), 1),
-                          "tempo_bpm": tempos[len(tempos) // 2], "program": int(programs.argmax())}
+
+    def _setup_data(self, rolls) -> None:
+        """Windows to train on: all encoded up front (rolls in memory) or drawn from disk as
+        batches need them (a prepared corpus, whose size then does not matter)."""
+        c, m = self.config, self.model
+        window_config = WindowConfig(
+            window_bars=c.window_bars, hop_bars=c.hop_bars, beats_per_bar=m.beats_per_bar,
+            steps_per_beat=m.steps_per_beat, transpose=(-c.transpose, c.transpose),
+            pitch_range=(m.pitch_low, m.pitch_high))
+        if isinstance(rolls, ShardedCorpus):
+            # under torchrun each rank draws from its own pieces, as DistributedSampler would deal them
+            mine = np.arange(self.rank, len(rolls), self.world_size)
+            self.windows = StreamingWindows(rolls, window_config, m.voices, mine if len(mine) else None)
+            self.tokens = None
+            table = rolls.table
+            self.data_meta = {"files": len(rolls), "windows": len(self.windows), "bars": rolls.report["bars"],
+                              "tempo_bpm": float(np.median(rolls.tempo_bpm)),
+                              "program": int(np.bincount(table[:, 6], minlength=128).argmax())}
+        else:
+            self.windows = Windows(rolls, window_config)
+            self.tokens = torch.from_numpy(window_tokens(self.windows, m.pitch_low, m.voices)).to(self.device)
+            # D only ever sees the music as it is: transposed copies regularise the likelihood loss
+            # (against memorising) but would teach D a flat key distribution that the real music lacks
+            untransposed = torch.from_numpy(np.nonzero(self.windows.index[:, 2] == 0)[0])
+            # under torchrun each rank draws from its own share, as DistributedSampler would deal them
+            shard = torch.arange(self.rank, len(self.tokens), self.world_size)
+            self.shard = shard if len(shard) else torch.arange(len(self.tokens))
+            mine = untransposed[untransposed % self.world_size == self.rank]
+            self.untransposed = mine if len(mine) else untransposed
+            tempos = sorted(r.tempo_bpm for r in rolls)
+            self.data_meta = {"files": len(rolls), "windows": len(self.windows),
+                              "bars": round(sum(r.n_bars for r in rolls), 1), "tempo_bpm": tempos[len(tempos) // 2],
+                              "program": int(np.bincount([r.program for r in rolls], minlength=128).argmax())}
+        if len(self.windows) == 0:
+            raise TrainingError(f"the music is shorter than one {c.window_bars}-bar window")
 
     # ---------------------------------------------------------------- one step
 
@@ -189,8 +211,11 @@ class Trainer:
 
     def _batch(self, untransposed: bool = False) -> torch.Tensor:
         """A batch of windows (this rank's share of the global batch), drawn with replacement."""
+        n = self.config.batch_size // self.world_size
+        if self.tokens is None:
+            return torch.from_numpy(self.windows.sample(n, self.batch_rng, untransposed)).to(self.device)
         pool = self.untransposed if untransposed else self.shard
-        index = torch.randint(len(pool), (self.config.batch_size // self.world_size,), generator=self.batch_rng)
+        index = torch.randint(len(pool), (n,), generator=self.batch_rng)
         return self.tokens[pool[index].to(self.device)].long()
 
     def _noise(self, B: int, T: int):

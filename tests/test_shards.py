@@ -28,3 +28,21 @@ def test_a_broken_cache_is_a_clear_error(tmp_path):
     (tmp_path / "index.json").write_text("{}")
     with pytest.raises(ValueError, match="prepare"):
         shards.load(tmp_path)
+
+
+def test_training_streams_windows_from_a_prepared_corpus(tmp_path):
+    import torch
+    from musicgan.train import Budget, TrainConfig, Trainer, model_config_for
+
+    shards.prepare(EXAMPLES, tmp_path / "cache", workers=1)
+    corpus = shards.open_corpus(tmp_path / "cache")
+    config = TrainConfig(batch_size=8, window_bars=2, transpose=1, d_warmup_steps=1)
+    model = model_config_for(corpus, transpose=1, latent_dim=8, embed_dim=8, hidden=32, layers=1, d_hidden=16, d_embed=16)
+    in_memory = Trainer(data.load(EXAMPLES, cache_dir=False).rolls, model, config, device="cpu")
+    trainer = Trainer(corpus, model, config, device="cpu", budget=Budget(steps=6))
+    assert trainer.tokens is None and len(trainer.windows) == len(in_memory.windows)
+    assert trainer.run() == "done" and trainer.adversarial_from == 3
+    batch = trainer._batch(untransposed=True)
+    assert batch.shape == (8, 32, 4) and batch.max() < model.vocab
+    assert trainer.data_meta["files"] == len(EXAMPLES)
+    assert all(torch.isfinite(p).all() for p in trainer.G.parameters())
