@@ -25,8 +25,7 @@ def load_corpus(paths):
 
     if len(paths) == 1 and shards.is_prepared(paths[0]):
         corpus = shards.open_corpus(paths[0])  # streamed from disk while training
-        return data.Corpus(corpus, data.Report(read=[""] * len(corpus), notes=corpus.report["notes"],
-                                               bars=corpus.report["bars"]))
+        return data.Corpus(corpus, corpus.report)
     return data.load(paths)
 
 

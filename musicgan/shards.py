@@ -111,11 +111,13 @@ def load(path) -> Corpus:
                       drum_notes=p["drum_notes"], name=p["name"]) for p in index["pieces"]]
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
         raise ValueError(f"{path}: not a usable prepared corpus ({e}); run `python -m musicgan prepare` again") from None
-    report = Report(read=[p["name"] for p in index["pieces"]],
-                    skipped=[(s["file"], s["reason"]) for s in index["report"]["skipped"]],
-                    notes=index["report"]["notes"], bars=index["report"]["bars"],
-                    drum_notes=index["report"]["drum_notes"])
-    return Corpus(rolls, report)
+    return Corpus(rolls, _report(index))
+
+
+def _report(index: dict) -> Report:
+    r = index["report"]
+    return Report(read=[p["name"] for p in index["pieces"]], skipped=[(s["file"], s["reason"]) for s in r["skipped"]],
+                  notes=r["notes"], bars=r["bars"], drum_notes=r["drum_notes"])
 
 
 class ShardedCorpus:
@@ -132,7 +134,7 @@ class ShardedCorpus:
             columns = ("shard", "offset", "count", "steps", "pitch_min", "pitch_max", "program")
             self.table = np.array([[p[c] for c in columns] for p in pieces], dtype=np.int64).reshape(-1, len(columns))
             self.tempo_bpm = np.array([p["tempos"][0][1] for p in pieces], dtype=np.float32)
-            self.report = index["report"]
+            self.report = _report(index)
             self._shards = []
             for i in range(index["shards"]):
                 with open(self.path / f"shard-{i:05d}.npy", "rb") as fh:  # where the array's bytes start

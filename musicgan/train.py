@@ -171,7 +171,7 @@ class Trainer:
             self.windows = StreamingWindows(rolls, window_config, m.voices, mine if len(mine) else None)
             self.tokens = None
             table = rolls.table
-            self.data_meta = {"files": len(rolls), "windows": len(self.windows), "bars": rolls.report["bars"],
+            self.data_meta = {"files": len(rolls), "windows": len(self.windows), "bars": round(rolls.report.bars, 1),
                               "tempo_bpm": float(np.median(rolls.tempo_bpm)),
                               "program": int(np.bincount(table[:, 6], minlength=128).argmax())}
         else:
