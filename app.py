@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 import musicgan
-from musicgan import api, checkpoint as ckpt, data, render
+from musicgan import api, checkpoint as ckpt, data, generate as gen, render
 from musicgan.train import Budget, TrainConfig, pick_device, device_label
 
 ROOT = Path(__file__).resolve().parent
@@ -177,11 +177,8 @@ def read_uploads(files, session=None):
     if not files:
         session.rolls = []
         return "Upload MIDI files (or a .zip of them) to train on.", gr.update(interactive=False), session
-    paths = [f if isinstance(f, str) else f.name for f in files]
-    named = []
-    for p in paths:  # Gradio keeps original names in the temp path's last part
-        named.append(Path(p))
-    corpus = data.load(named, limits=UPLOAD_LIMITS)
+    # Gradio keeps each upload's original name as the last part of its temporary path
+    corpus = data.load([Path(f if isinstance(f, str) else f.name) for f in files], limits=UPLOAD_LIMITS)
     session.rolls = corpus.rolls
     report = corpus.report
     lines = [f"**{len(report.read)} file(s) read**, {len(report.skipped)} skipped: "
@@ -311,7 +308,7 @@ CSS = """
 
 def build() -> gr.Blocks:
     model = api.load_model()
-    tempo_default, _ = musicgan.generate.defaults(model)
+    tempo_default, _ = gen.defaults(model)
     device = device_label(pick_device("auto"))
     with gr.Blocks(title="musicgan") as demo:
         session = gr.State(Session, delete_callback=close_session, time_to_live=6 * 3600)
