@@ -65,6 +65,7 @@ class Session:
     def close(self):
         if self.job is not None:
             self.job.stop()
+            self.job.wait(60)  # it saves once more when it stops: let it, then remove everything
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

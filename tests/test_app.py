@@ -149,3 +149,29 @@ def test_fluidsynth_is_available_where_ci_installs_it():
     import shutil
     if shutil.which("fluidsynth"):
         assert render.fluidsynth_available()
+
+
+def test_closing_a_session_stops_its_job_and_frees_its_files():
+    session = app.Session()
+    app.read_uploads([str(p) for p in EXAMPLES[:2]], session)
+    updates = app.train(session, 5, 16, 2, 1e-4, 1e-3, 0.5, poll_s=0.2)
+    next(updates)
+    assert session.job.running and session.dir.exists()
+    app.close_session(session)
+    session.job.wait(30)
+    assert not session.job.running and not session.dir.exists()
+
+
+def test_a_second_training_job_waits_for_the_first(session):
+    other = app.Session()
+    try:
+        app.read_uploads([str(p) for p in EXAMPLES[:2]], session)
+        app.read_uploads([str(p) for p in EXAMPLES[:2]], other)
+        first = app.train(session, 5, 16, 2, 1e-4, 1e-3, 0.5, poll_s=0.2)
+        next(first)
+        with pytest.raises(gr.Error, match="Another training job"):
+            next(app.train(other, 1, 16, 2, 1e-4, 1e-3, 0.5))
+        app.stop(session)
+        list(first)
+    finally:
+        other.close()
