@@ -7,7 +7,6 @@ and the CLI call these instead of orchestrating the lower modules themselves.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path

@@ -95,7 +95,7 @@ def cmd_train(args) -> int:
 def _train(args, device, rank) -> int:
     from tqdm import tqdm
 
-    from . import checkpoint as ckpt, data
+    from . import checkpoint as ckpt
     from .train import Budget, TrainConfig, Trainer, TrainingError, device_label
 
     quiet = args.quiet or rank > 0  # one process talks and saves: rank 0

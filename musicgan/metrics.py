@@ -5,7 +5,6 @@ small pure function of one :class:`~musicgan.midi.Roll` with its formula in the 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import os
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Union
 

@@ -21,7 +21,6 @@ Non-finite losses or gradients are skipped, never applied, and never reach a che
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Callable
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__, checkpoint as ckpt
+from . import checkpoint as ckpt
 from .data import WindowConfig, Windows
 from .shards import ShardedCorpus, StreamingWindows
 from .models import Discriminator, Generator, ModelConfig
