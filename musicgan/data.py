@@ -69,10 +69,13 @@ class Corpus:
 
 # ------------------------------------------------------------------------------ collecting
 
-def iter_sources(paths: Iterable, limits: Limits = Limits()) -> Iterator[tuple[str, bytes | None, str | None]]:
+def iter_sources(paths: Iterable, limits: Limits = Limits(), lazy: bool = False
+                 ) -> Iterator[tuple[str, bytes | Path | None, str | None]]:
     """Yield (name, data, None) for every MIDI candidate under ``paths``, or
     (name, None, reason) for something skipped. Folders are walked recursively (symbolic links
-    are not followed); .zip archives are opened safely; other files are skipped by suffix."""
+    are not followed); .zip archives are opened safely; other files are skipped by suffix.
+    ``lazy``: plain files come as their Path (size already checked; read them with
+    :func:`read_source`), so that worker processes can do the reading."""
     count = 0
     for path in paths:
         path = Path(path)
@@ -100,10 +103,20 @@ def iter_sources(paths: Iterable, limits: Limits = Limits()) -> Iterator[tuple[s
                         yield f.name, None, f"too large ({size / 1e6:.1f} MB; the limit is " \
                                             f"{limits.max_file_bytes / 1e6:.0f} MB)"
                     else:
-                        yield f.name, f.read_bytes(), None
+                        yield (f.name, f, None) if lazy else read_source(f.name, f)
                 except OSError as e:
                     yield f.name, None, f"cannot be read ({e.strerror or e})"
             # other files inside folders (.txt, .jpg ...) are ignored silently
+
+
+def read_source(name: str, source: bytes | Path) -> tuple[str, bytes | None, str | None]:
+    """(name, bytes, None) of a source from :func:`iter_sources`, or (name, None, reason)."""
+    if isinstance(source, bytes):
+        return name, source, None
+    try:
+        return name, Path(source).read_bytes(), None
+    except OSError as e:
+        return name, None, f"cannot be read ({e.strerror or e})"
 
 
 def _iter_zip(path: Path, limits: Limits):

@@ -1,13 +1,14 @@
 """A large corpus parsed once, in parallel, into sharded arrays that training memory-maps.
 
-``prepare(paths, out, workers)`` reads files, folders and zips (safely, as :mod:`musicgan.data`
-does), parses them in a pool of worker processes, and writes
+``prepare(paths, out, workers)`` lists files, folders and zips (safely, as :mod:`musicgan.data`
+does); a pool of worker processes reads and parses them, batch by batch, and writes
 
-    out/shard-00000.npy ...   int32 notes (pitch, start, end, velocity) of many pieces, back to back
+    out/shard-00000.npy ...   int32 notes (pitch, start, end, velocity) of one batch of pieces, back to back
     out/index.json            one entry per piece (shard, offset, count, tempo map, meter, program)
                               plus the report of what was read and skipped
 
-Results stream to disk as they arrive, so preparing needs memory for one shard, not the corpus.
+Each worker writes its own shards, so the main process handles only names and a few numbers per
+piece, and preparing needs memory for one batch per worker, not the corpus.
 ``load(out)`` returns rolls whose notes are read-only memory-mapped slices of the shards, for
 analysis. Training uses ``open_corpus(out)``: a :class:`ShardedCorpus` keeps only a few numbers per
 piece in memory and reads a window's notes from disk when a batch needs it, so the trainer's
@@ -24,22 +25,39 @@ from typing import Callable
 import numpy as np
 
 from . import midi
-from .data import Corpus, Limits, Report, iter_sources
+from .data import Corpus, Limits, Report, iter_sources, read_source
 from .midi import MidiError, Roll
 
 FORMAT = "musicgan-shards"
-SHARD_NOTES = 2_000_000  # notes per shard file (32 MB)
+BATCH_FILES = 128  # files per worker task, and per shard file (about 1 MB of notes for chorales)
 
 
-def _parse(job):
-    name, blob, steps_per_beat = job
-    try:
-        roll = midi.read(blob, steps_per_beat, name=name)
-    except MidiError as e:
-        return name, None, e.reason
-    meta = {"tempos": roll.tempos, "time_signatures": roll.time_signatures, "program": roll.program,
-            "drum_notes": roll.drum_notes}
-    return name, (roll.notes, meta), None
+def _prepare_batch(job):
+    """Worker: read and parse a batch of files, write their notes as one temporary shard and
+    return only the small per-piece records (the notes never travel back through a pipe)."""
+    batch_id, items, steps_per_beat, out = job
+    results, arrays, offset = [], [], 0
+    for name, source in items:
+        name, blob, reason = read_source(name, source)
+        if blob is not None:
+            try:
+                roll = midi.read(blob, steps_per_beat, name=name)
+            except MidiError as e:
+                reason = e.reason
+        if reason is not None:
+            results.append((name, None, reason))
+            continue
+        notes = roll.notes
+        results.append((name, {"offset": offset, "count": len(notes), "steps": int(notes[:, midi.END].max()),
+                               "pitch_min": int(notes[:, midi.PITCH].min()),
+                               "pitch_max": int(notes[:, midi.PITCH].max()), "tempos": roll.tempos,
+                               "time_signatures": roll.time_signatures, "program": roll.program,
+                               "drum_notes": roll.drum_notes}, None))
+        arrays.append(notes)
+        offset += len(notes)
+    if arrays:
+        np.save(Path(out) / f"batch-{batch_id:06d}.tmp.npy", np.concatenate(arrays).astype("<i4"))
+    return results
 
 
 def is_prepared(path) -> bool:
@@ -47,48 +65,53 @@ def is_prepared(path) -> bool:
 
 
 def prepare(paths, out, workers: int = 2, steps_per_beat: int = 4, limits: Limits = Limits(max_files=10_000_000),
-            progress: Callable[[int], None] | None = None) -> Report:
-    """Parse every MIDI file under ``paths`` with ``workers`` processes into shards in ``out``."""
+            progress: Callable[[int], None] | None = None, batch_files: int = BATCH_FILES) -> Report:
+    """Parse every MIDI file under ``paths`` with ``workers`` processes into shards in ``out``.
+
+    The main process only lists the files (zip members it extracts itself, safely); each worker
+    reads and parses a batch of files and writes the batch's notes as one shard. Batches come back
+    in order, so the index (and the corpus) is the same whatever the number of workers."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    report, pieces = Report(), []
-    buffer, buffered, shard_id = [], 0, 0
+    for old in out.glob("batch-*.tmp.npy"):  # left by an interrupted run
+        old.unlink()
+    report, pieces, shard_id, done = Report(), [], 0, 0
 
-    def flush():
-        nonlocal buffer, buffered, shard_id
-        if buffer:
-            np.save(out / f"shard-{shard_id:05d}.npy", np.concatenate(buffer).astype("<i4"))
-            buffer, buffered, shard_id = [], 0, shard_id + 1
-
-    def jobs():
-        for name, blob, reason in iter_sources(paths, limits):
-            if blob is None:
-                report.skipped.append((name, reason))
-            else:
-                yield name, blob, steps_per_beat
-
-    context = mp.get_context("spawn" if os.name == "nt" else "fork")
-    with context.Pool(max(1, workers)) as pool:
-        for done, (name, result, reason) in enumerate(pool.imap(_parse, jobs(), chunksize=8), 1):
-            if progress:
-                progress(done)
-            if result is None:
+    def batches():
+        batch = []
+        for name, source, reason in iter_sources(paths, limits, lazy=True):
+            if source is None:
                 report.skipped.append((name, reason))
                 continue
-            notes, meta = result
-            if buffered + len(notes) > SHARD_NOTES:
-                flush()
-            pieces.append({"name": name, "shard": shard_id, "offset": buffered, "count": len(notes),
-                           "steps": int(notes[:, midi.END].max()), "pitch_min": int(notes[:, midi.PITCH].min()),
-                           "pitch_max": int(notes[:, midi.PITCH].max()), **meta})
-            buffer.append(notes)
-            buffered += len(notes)
-            report.read.append(name)
-            report.notes += len(notes)
-            report.drum_notes += meta["drum_notes"]
-            bar = max(1, round(meta["time_signatures"][0][1] * 4 / meta["time_signatures"][0][2] * steps_per_beat))
-            report.bars += pieces[-1]["steps"] / bar
-    flush()
+            batch.append((name, source))
+            if len(batch) == batch_files:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    jobs = ((i, batch, steps_per_beat, str(out)) for i, batch in enumerate(batches()))
+    context = mp.get_context("spawn" if os.name == "nt" else "fork")
+    with context.Pool(max(1, workers)) as pool:
+        for batch_id, results in enumerate(pool.imap(_prepare_batch, jobs)):
+            wrote = False
+            for name, piece, reason in results:
+                if piece is None:
+                    report.skipped.append((name, reason))
+                    continue
+                wrote = True
+                pieces.append({"name": name, "shard": shard_id, **piece})
+                report.read.append(name)
+                report.notes += piece["count"]
+                report.drum_notes += piece["drum_notes"]
+                _, numerator, denominator = piece["time_signatures"][0]
+                report.bars += piece["steps"] / max(1, round(numerator * 4 / denominator * steps_per_beat))
+            if wrote:  # shards are numbered without gaps, in the order of the files
+                os.replace(out / f"batch-{batch_id:06d}.tmp.npy", out / f"shard-{shard_id:05d}.npy")
+                shard_id += 1
+            done += len(results)
+            if progress:
+                progress(done)
     index = {"format": FORMAT, "steps_per_beat": steps_per_beat, "shards": shard_id, "pieces": pieces,
              "report": report.to_dict()}
     tmp = out / "index.json.tmp"

@@ -6,14 +6,16 @@ from musicgan import data, shards
 from conftest import EXAMPLES
 
 
-def test_prepared_corpus_matches_a_plain_load(tmp_path, monkeypatch):
-    monkeypatch.setattr(shards, "SHARD_NOTES", 700)  # several shards from the small examples
-    bad = tmp_path / "in" / "bad.mid"
-    bad.parent.mkdir()
-    bad.write_bytes(b"not midi")
-    report = shards.prepare(EXAMPLES + [bad], tmp_path / "cache", workers=2)
-    assert len(report.read) == len(EXAMPLES) and report.skipped[0][0] == "bad.mid"
-    assert len(list((tmp_path / "cache").glob("shard-*.npy"))) > 1
+def test_prepared_corpus_matches_a_plain_load(tmp_path):
+    (tmp_path / "in").mkdir()
+    bad = [tmp_path / "in" / f"bad{i}.mid" for i in range(3)]
+    for f in bad:
+        f.write_bytes(b"not midi")
+    # batches of 3 files: several shards from the small examples, and one batch of bad files only
+    report = shards.prepare(EXAMPLES[:3] + bad + EXAMPLES[3:], tmp_path / "cache", workers=2, batch_files=3)
+    assert len(report.read) == len(EXAMPLES) and [s[0] for s in report.skipped] == [f.name for f in bad]
+    n_shards = len(list((tmp_path / "cache").glob("shard-*.npy")))
+    assert n_shards == -(-len(EXAMPLES) // 3) and not list((tmp_path / "cache").glob("*.tmp.npy"))
     prepared = shards.load(tmp_path / "cache")
     plain = data.load(EXAMPLES, cache_dir=False)
     assert [r.name for r in prepared.rolls] == [r.name for r in plain.rolls]
@@ -21,6 +23,25 @@ def test_prepared_corpus_matches_a_plain_load(tmp_path, monkeypatch):
         assert np.array_equal(a.notes, b.notes) and a.tempos == b.tempos and a.time_signatures == b.time_signatures
         assert isinstance(a.notes.base, np.memmap) or isinstance(a.notes, np.memmap)
     assert prepared.report.notes == plain.report.notes and prepared.report.skipped == report.skipped
+
+
+def test_the_index_does_not_depend_on_the_number_of_workers(tmp_path):
+    import json
+    import zipfile
+
+    archive = tmp_path / "some.zip"  # zip members (read by the main process) among plain files
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in EXAMPLES[:2]:
+            z.writestr(f"inner/{f.name}", f.read_bytes())
+        z.writestr("inner/broken.mid", b"MThd" + bytes(3))
+    indexes = []
+    for workers in (1, 2):
+        report = shards.prepare([archive] + EXAMPLES, tmp_path / f"w{workers}", workers=workers, batch_files=4)
+        assert len(report.read) == len(EXAMPLES) + 2 and report.skipped[0][0] == "some.zip/inner/broken.mid"
+        indexes.append(json.loads((tmp_path / f"w{workers}" / "index.json").read_text()))
+    assert indexes[0] == indexes[1]
+    for i in range(indexes[0]["shards"]):
+        assert (tmp_path / "w1" / f"shard-{i:05d}.npy").read_bytes() == (tmp_path / "w2" / f"shard-{i:05d}.npy").read_bytes()
 
 
 def test_a_broken_cache_is_a_clear_error(tmp_path):
