@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from musicgan import checkpoint as ckpt, data, generate, midi, voices
-from musicgan.models import Generator, ModelConfig
+from musicgan.models import ModelConfig
 from musicgan.train import Budget, DeviceError, TrainConfig, Trainer, TrainingError, pick_device
 
 from conftest import EXAMPLES
