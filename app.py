@@ -200,13 +200,13 @@ def progress_html(fraction: float, elapsed_s: float, text: str, done: bool = Fal
             f'<div class="mg-progress-text">{100 * fraction:.0f}% · {text}{left}</div>')
 
 
-def _train_config(batch_size, window_bars, lr_g, lr_d, warmup):
+def _train_config(batch_size, window_bars, lr_g, lr_d, warmup, g_adversarial=False):
     return TrainConfig(batch_size=int(batch_size), window_bars=int(window_bars), lr_g=float(lr_g),
-                       lr_d=float(lr_d), warmup=float(warmup))
+                       lr_d=float(lr_d), warmup=float(warmup), g_adversarial=bool(g_adversarial))
 
 
 @gpu
-def train(session, minutes, batch_size, window_bars, lr_g, lr_d, warmup, poll_s: float = 1.0):
+def train(session, minutes, batch_size, window_bars, lr_g, lr_d, warmup, g_adversarial=False, poll_s: float = 1.0):
     """Start a training job and stream its progress until it ends (a generator of UI updates)."""
     session = _session(session)
     if not session.rolls:
@@ -214,7 +214,7 @@ def train(session, minutes, batch_size, window_bars, lr_g, lr_d, warmup, poll_s:
     if api.TrainingJob.busy():
         raise gr.Error("Another training job is running on this server. Please try again in a few minutes.")
     minutes = min(float(minutes), MAX_TRAIN_MINUTES)
-    job = api.TrainingJob(session.rolls, session.dir / "model", _train_config(batch_size, window_bars, lr_g, lr_d, warmup),
+    job = api.TrainingJob(session.rolls, session.dir / "model", _train_config(batch_size, window_bars, lr_g, lr_d, warmup, g_adversarial),
                           Budget(minutes=minutes), sample_every_s=max(5.0, minutes * 6))
     if not job.start():
         raise gr.Error("Another training job is running on this server. Please try again in a few minutes.")
@@ -373,9 +373,13 @@ def build() -> gr.Blocks:
                     window = gr.Slider(1, 8, value=4, step=1, label="Window (bars)")
                 with gr.Accordion("GAN settings", open=False):
                     with gr.Row():
-                        warmup = gr.Slider(0, 1, value=0.5, step=0.05,
+                        warmup = gr.Slider(0, 1, value=TrainConfig.warmup, step=0.05,
                                            label="Share of time for the likelihood warm-up (1 = no GAN phase)")
-                        lr_g = gr.Number(value=1e-4, label="Generator learning rate")
+                        g_adversarial = gr.Checkbox(
+                            False, label="Generator learns from the discriminator",
+                            info="Off: the discriminator becomes a critic that picks among the generator's drafts "
+                                 "(measured better). On: classic straight-through GAN updates.")
+                        lr_g = gr.Number(value=1e-4, label="Generator learning rate (when it learns from D)")
                         lr_d = gr.Number(value=1e-3, label="Discriminator learning rate")
                 with gr.Row():
                     start = gr.Button("Start training", variant="primary", interactive=False)
@@ -391,7 +395,7 @@ def build() -> gr.Blocks:
                     download = gr.File(label="Checkpoint (.zip: model.safetensors + config.json)", interactive=False)
                     use = gr.Button("Use this model in Generate", interactive=False)
                 uploads.change(read_uploads, [uploads, session], [report, start, session], api_name="read_uploads")
-                start.click(train, [session, minutes, batch, window, lr_g, lr_d, warmup],
+                start.click(train, [session, minutes, batch, window, lr_g, lr_d, warmup, g_adversarial],
                             [progress, losses, sample_png, sample_audio, train_status, download, use, session],
                             api_name="train", concurrency_limit=1, concurrency_id="training")
                 halt.click(stop, session, train_status, api_name="stop")

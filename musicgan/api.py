@@ -57,7 +57,7 @@ def compose(model: ckpt.Checkpoint | None = None, seed: int = 0, bars: int = 16,
     """One new piece: the same model and arguments always give the same music."""
     model = model or load_model()
     tempo, program = _defaults(model, tempo_bpm, program)
-    roll = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program)[0]
+    roll = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program, **model.sampling)[0]
     return _piece(roll, f"seed {seed} · {bars} bars · {tempo:g} bpm", program, tempo, audio)
 
 
@@ -78,6 +78,7 @@ def compose_variations(model: ckpt.Checkpoint | None, seed: int, n: int = 4, amo
     """The seed's piece followed by ``n`` variations of it."""
     model = model or load_model()
     tempo, program = _defaults(model, tempo_bpm, program)
+    # the theme without the critic's choice: the variations turn its noise, not a candidate's
     original = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program)
     rolls = original + generate.variation_rolls(model.generator, seed, n, amount, bars, temperature, tempo, program)
     return _piece(generate.concatenate(rolls), f"seed {seed} and {n} variations", program, tempo, audio)
@@ -119,7 +120,7 @@ def closeness(model: ckpt.Checkpoint, reference: list[Roll], n: int = 60, bars: 
     real = [windows[i] for i in range(len(windows))]
     if len(real) < 5:
         raise ValueError("need at least 5 clips of real music to compare with")
-    fake = generate.sample_rolls(model.generator, range(1000, 1000 + max(n, 5)), bars)
+    fake = generate.sample_rolls(model.generator, range(1000, 1000 + max(n, 5)), bars, **model.sampling)
     accuracy = metrics.two_sample_accuracy(fake, real[: max(len(fake), 5) * 4])
     g, r = _profile(fake), _profile(real)
     return Closeness(accuracy, verdict(accuracy), g, r, render.closeness_png(g, r, accuracy))

@@ -26,6 +26,7 @@ FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 MAX_WEIGHTS_BYTES = 512 * 1024 * 1024
 MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CANDIDATES = 64
 
 
 class CheckpointError(ValueError):
@@ -44,6 +45,20 @@ class Checkpoint:
     @property
     def steps(self) -> int:
         return int(self.meta.get("steps", 0))
+
+    @property
+    def candidates(self) -> int:
+        """How many candidates generation lets the critic choose from (1: no critic)."""
+        sampling = self.meta.get("sampling")
+        k = sampling.get("candidates", 1) if isinstance(sampling, dict) else 1
+        return k if isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_CANDIDATES else 1
+
+    @property
+    def sampling(self) -> dict:
+        """Keyword arguments for :func:`musicgan.generate.sample_rolls`: the critic and its candidates."""
+        if self.discriminator is None or self.candidates == 1:
+            return {}
+        return {"critic": self.discriminator, "candidates": self.candidates}
 
 
 def save(directory, generator: Generator, discriminator: Discriminator | None = None,
@@ -99,8 +114,9 @@ def _read_pair(path: Path) -> tuple[bytes, bytes]:
     raise CheckpointError(f"{path}: no such checkpoint")
 
 
-def load(path, with_discriminator: bool = False) -> Checkpoint:
-    """Load and validate a checkpoint folder or .zip. Raises CheckpointError; never runs code."""
+def load(path, with_discriminator: bool | None = None) -> Checkpoint:
+    """Load and validate a checkpoint folder or .zip. Raises CheckpointError; never runs code.
+    ``with_discriminator``: None loads it when generation uses it as a critic."""
     path = Path(path)
     try:
         weights_blob, config_blob = _read_pair(path)
@@ -130,10 +146,15 @@ def load(path, with_discriminator: bool = False) -> Checkpoint:
     _load_into(generator, part("generator."), path.name, "generator")
     discriminator = None
     d_state = part("discriminator.")
+    if with_discriminator is None:
+        sampling = config.get("sampling")
+        with_discriminator = isinstance(sampling, dict) and sampling.get("candidates", 1) != 1
     if with_discriminator and d_state:
         discriminator = Discriminator(cfg)
         _load_into(discriminator, d_state, path.name, "discriminator")
     generator.eval()
+    if discriminator is not None:
+        discriminator.eval()
     meta = {k: v for k, v in config.items() if k not in ("format", "format_version", "model")}
     return Checkpoint(cfg, generator, discriminator, meta, part("train."), str(path))
 

@@ -104,8 +104,11 @@ def _train(args, device, rank) -> int:
         print(corpus.report.format(), file=sys.stderr)
     if not corpus.rolls:
         raise CliError("no usable MIDI file found")
-    config = TrainConfig(batch_size=args.batch_size, seed=args.seed, warmup=args.warmup,
-                         window_bars=args.window_bars, transpose=args.transpose)
+    given = {k: v for k, v in (("warmup", args.warmup), ("candidates", args.candidates)) if v is not None}
+    if not 1 <= given.get("candidates", 1) <= 64:
+        raise CliError("--candidates must be 1 to 64")
+    config = TrainConfig(batch_size=args.batch_size, seed=args.seed, window_bars=args.window_bars,
+                         transpose=args.transpose, g_adversarial=args.g_adversarial, **given)
     budget = Budget(steps=args.steps, minutes=args.minutes)
     out = Path(args.out)
     resume = None
@@ -155,7 +158,8 @@ def cmd_generate(args) -> int:
     if not 0 <= program <= 127:
         raise CliError("--program must be a General MIDI program number, 0-127")
     seeds = [args.seed + i for i in range(args.num)]
-    rolls = generate.sample_rolls(model.generator, seeds, args.bars, args.temperature, tempo, program)
+    rolls = generate.sample_rolls(model.generator, seeds, args.bars, args.temperature, tempo, program,
+                                   **model.sampling)
     out = Path(args.out)
     for i, roll in enumerate(rolls):
         path = out if args.num == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
@@ -174,7 +178,7 @@ def cmd_evaluate(args) -> int:
         raise CliError("no usable reference MIDI")
     windows = data.Windows(reference.rolls, data.WindowConfig(window_bars=args.bars, hop_bars=args.bars))
     clips = [windows[i] for i in range(len(windows))]
-    generated = generate.sample_rolls(model.generator, range(args.num), args.bars)
+    generated = generate.sample_rolls(model.generator, range(args.num), args.bars, **model.sampling)
     training = data.load(args.training).rolls if args.training else None
     result = metrics.evaluate(generated, clips, training)
     if args.json:
@@ -215,8 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--window-bars", type=int, default=4)
     p.add_argument("--transpose", type=int, default=3, help="augment with shifts of up to N semitones")
-    p.add_argument("--warmup", type=float, default=0.5,
-                   help="share of the budget for the likelihood warm-up (1 = no adversarial phase)")
+    p.add_argument("--warmup", type=float,
+                   help="share of the budget for the likelihood warm-up (1 = no adversarial phase; default 0.75)")
+    p.add_argument("--g-adversarial", action="store_true",
+                   help="the generator learns from the discriminator (straight-through Gumbel); by default "
+                        "the discriminator is trained as a critic that chooses among generated candidates")
+    p.add_argument("--candidates", type=int,
+                   help="candidates per piece that the critic chooses from when generating (1: none; default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

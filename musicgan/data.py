@@ -72,15 +72,15 @@ class Corpus:
 def iter_sources(paths: Iterable, limits: Limits = Limits(), lazy: bool = False
                  ) -> Iterator[tuple[str, bytes | Path | None, str | None]]:
     """Yield (name, data, None) for every MIDI candidate under ``paths``, or
-    (name, None, reason) for something skipped. Folders are walked recursively (symbolic links
-    are not followed); .zip archives are opened safely; other files are skipped by suffix.
+    (name, None, reason) for something skipped. Folders are walked recursively; links to files
+    are read, linked folders are not walked (no loops); .zip archives are opened safely; other files are skipped by suffix.
     ``lazy``: plain files come as their Path (size already checked; read them with
     :func:`read_source`), so that worker processes can do the reading."""
     count = 0
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+            files = sorted(p for p in path.rglob("*") if p.is_file())  # rglob does not enter linked folders
         elif path.exists():
             files = [path]
         else:

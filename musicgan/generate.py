@@ -7,6 +7,13 @@ every machine.
 A seed fixes a global latent ``z`` and the per-step noise. The per-step noise is drawn bar by bar
 from generators seeded with (seed, bar), so the first 8 bars of a 16-bar piece are the 8-bar
 piece of the same seed. Interpolation moves both along great circles (slerp) between two seeds.
+
+The critic. A checkpoint whose adversarial phase trained its discriminator as a critic draws
+``candidates`` pieces per seed (the seed's own noise first, then noise from derived seeds) and
+keeps one with probability proportional to exp(D's logit), D's estimate of p_real / p_generated
+(Grover et al. 2019; Azadi et al. 2019), chosen with a random stream seeded by the seed: still
+the same music for the same seed. Interpolations and variations skip it (a choice would jump
+between candidates where they should move smoothly), and so does the prefix property above.
 """
 from __future__ import annotations
 
@@ -15,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import checkpoint as ckpt, midi, voices
 from .midi import Roll
-from .models import Generator
+from .models import Discriminator, Generator
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "bach-chorales"
 MAX_BARS = 256
@@ -63,18 +71,36 @@ def _check(bars: int, temperature: float):
         raise ValueError(f"temperature must be between 0.05 and 5 (got {temperature})")
 
 
+def candidate_seed(seed: int, j: int) -> int:
+    """The seed of a seed's j-th candidate (j = 0: the seed itself)."""
+    return seed if j == 0 else (seed * 2_654_435_761 + j * 40_503 + 12_345) % (2 ** 62)
+
+
+@torch.no_grad()
+def choose(critic: Discriminator, tokens: np.ndarray, seed: int) -> int:
+    """Index of the candidate (tokens: (k, T, V)) kept: drawn with probability softmax(D's logits)."""
+    one_hot = F.one_hot(torch.from_numpy(tokens).long(), critic.cfg.vocab).float()
+    logits, _ = critic(one_hot)
+    weights = torch.softmax(logits.double(), 0)
+    return int(torch.multinomial(weights, 1, generator=torch.Generator().manual_seed(seed % 2 ** 63)))
+
+
 def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float = 1.0,
-                 tempo_bpm: float = 100.0, program: int = 0) -> list[Roll]:
-    """One piece per seed."""
+                 tempo_bpm: float = 100.0, program: int = 0, critic: Discriminator | None = None,
+                 candidates: int = 1) -> list[Roll]:
+    """One piece per seed; with a ``critic``, each the critic's choice among ``candidates`` draws."""
     _check(bars, temperature)
     cfg = generator.cfg
     n_steps = bars * cfg.steps_per_bar
-    noise = [noise_for(int(s), n_steps, cfg) for s in seeds]
+    seeds = [int(s) for s in seeds]
+    k = candidates if critic is not None else 1
+    noise = [noise_for(candidate_seed(s, j), n_steps, cfg) for s in seeds for j in range(k)]
     z = torch.stack([n[0] for n in noise])
     step_noise = torch.stack([n[1] for n in noise])
-    tokens = sample_tokens(generator, z, step_noise, temperature)
-    return [voices.decode(t, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"seed {s}"))
-            for t, s in zip(tokens, seeds)]
+    tokens = sample_tokens(generator, z, step_noise, temperature).reshape(len(seeds), k, n_steps, cfg.voices)
+    picks = [choose(critic, t, s) if k > 1 else 0 for t, s in zip(tokens, seeds)]
+    return [voices.decode(t[j], cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"seed {s}"))
+            for t, j, s in zip(tokens, picks, seeds)]
 
 
 def interpolate_rolls(generator: Generator, seed_a: int, seed_b: int, n: int = 5, bars: int = 4,

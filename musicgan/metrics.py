@@ -205,17 +205,23 @@ def _blocks(roll: Roll, length: int):
 def longest_copy(generated: list[Roll], training: list[Roll]) -> int:
     """Longest run of consecutive non-empty bars of any generated piece found verbatim (in any
     transposition, starting on any beat) in the training music; 0 when no bar is copied."""
+    return max(copy_runs(generated, training), default=0)
+
+
+def copy_runs(generated: list[Roll], training: list[Roll]) -> list[int]:
+    """For each generated piece, its longest run of bars found verbatim in the training music."""
     if not generated:
-        return 0
+        return []
     bar = 4 * generated[0].steps_per_beat
     known: dict = {}
     for r, roll in enumerate(training):
         for start, key in _blocks(roll, bar).items():
             known.setdefault(key, set()).add((r, start))
-    best = 0
+    runs = []
     for roll in generated:
         blocks = _blocks(roll, bar)
         n_bars = roll.n_steps // bar
+        best = 0
         for first in range(n_bars):
             places = known.get(blocks.get(first * bar), set())  # where this bar occurs
             run = 0
@@ -224,7 +230,8 @@ def longest_copy(generated: list[Roll], training: list[Roll]) -> int:
                 following = known.get(blocks.get((first + run) * bar), set())
                 places = {(r, s) for r, s in places if (r, s + run * bar) in following}
             best = max(best, run)
-    return best
+        runs.append(best)
+    return runs
 
 
 @dataclass

@@ -3,10 +3,17 @@
 Two phases (C-RNN-GAN and SeqGAN both pretrain):
 
 1. Maximum-likelihood warm-up: teacher forcing, cross-entropy on the next step's voice tokens.
-2. Adversarial: the generator runs free (straight-through Gumbel-softmax, so the discriminator
-   sees hard one-hot tokens exactly like real data) against a bidirectional LSTM discriminator.
+2. Adversarial: a bidirectional LSTM discriminator D learns to tell the generator's free-running
+   draws from real music. By default G is then frozen and D becomes a *critic*: generation draws
+   several candidates and keeps one with probability proportional to D's odds that it is real,
+   exp(logit), which corrects G's distribution towards the data's (discriminator rejection
+   sampling, Azadi et al. 2019; likelihood-free importance weighting, Grover et al. 2019; see
+   :mod:`musicgan.generate`). With ``g_adversarial`` G also learns from D through
+   straight-through Gumbel-softmax (so D sees hard one-hot tokens exactly like real data), the
+   classic recurrent-GAN update; on held-out chorales it made the music worse in every setting
+   we measured (README, "What the adversarial phase adds"), so it is off by default.
 
-Every stabiliser is one named, switchable setting of :class:`TrainConfig`:
+Every stabiliser of the G-updating mode is one named, switchable setting of :class:`TrainConfig`:
 
 * ``fm_weight``         feature matching on D's pooled features (Salimans et al. 2016)
 * ``mle_weight``        the likelihood loss kept as a regulariser in phase 2 (keeps G musical)
@@ -34,6 +41,9 @@ from .data import WindowConfig, Windows
 from .shards import ShardedCorpus, StreamingWindows
 from .models import Discriminator, Generator, ModelConfig
 from .voices import window_tokens
+
+
+MIN_CRITIC_STEPS = 50  # a critic trained for fewer steps than this is not asked to choose samples
 
 
 class TrainingError(RuntimeError):
@@ -72,7 +82,9 @@ class TrainConfig:
     window_bars: int = 4
     hop_bars: int = 1
     transpose: int = 3  # augmentation: every shift in -transpose..+transpose semitones
-    warmup: float = 0.5  # share of the budget for the likelihood warm-up (1.0: no adversarial phase)
+    warmup: float = 0.75  # share of the budget for the likelihood warm-up (1.0: no adversarial phase)
+    g_adversarial: bool = False  # G also learns from D (straight-through); False: D is a critic for sampling
+    candidates: int = 8  # generation draws this many candidates per piece and lets the critic choose
     lr_mle: float = 2e-3
     lr_g: float = 1e-4
     lr_d: float = 1e-3
@@ -285,8 +297,10 @@ class Trainer:
         """real: a batch for the likelihood term (augmented); real_d: untransposed, for D."""
         c, K = self.config, self.model.vocab
         B = real.shape[0]
-        # D starts from scratch: let it learn alone first, so G's first adversarial gradients mean something
-        d_only = self.step_count - self.adversarial_from < c.d_warmup_steps
+        # D starts from scratch: let it learn alone first, so G's first adversarial gradients mean something.
+        # As a critic it always learns alone, with hard labels and no cap: its odds weigh samples later.
+        d_only = not c.g_adversarial or self.step_count - self.adversarial_from < c.d_warmup_steps
+        real_label = c.label_smoothing if c.g_adversarial else 1.0
         if d_only:
             with torch.no_grad():
                 _, fake = self.G.sample(z, step_noise)
@@ -298,10 +312,11 @@ class Trainer:
         d_out, features = self.d_train(torch.cat([F.one_hot(real_d, K).float(), fake.detach()]))
         d_real, d_fake = d_out.float()[:B], d_out.float()[B:]
         f_real = features[:B].detach()
-        loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, c.label_smoothing))
+        loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, real_label))
                   + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
         accuracy = self._mean_over_ranks(0.5 * ((d_real > 0).float().mean() + (d_fake < 0).float().mean()))
-        ok = self._apply(loss_d, self.opt_d, self.D) if accuracy < c.d_accuracy_cap else True
+        capped = c.g_adversarial and accuracy >= c.d_accuracy_cap
+        ok = True if capped else self._apply(loss_d, self.opt_d, self.D)
         metrics = {"d_loss": loss_d.item(), "d_accuracy": accuracy,
                    "diversity": diversity(fake.detach().argmax(-1)), "diversity_real": diversity(real_d)}
         if d_only:
@@ -353,8 +368,12 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints
 
     def meta(self) -> dict:
+        c = self.config
+        critic = self.adversarial_from is not None and not c.g_adversarial and c.candidates > 1 \
+            and self.step_count - self.adversarial_from >= MIN_CRITIC_STEPS
         return {"steps": self.step_count, "elapsed_s": round(self.elapsed_s, 2), "world_size": self.world_size,
                 "adversarial_from": self.adversarial_from, "skipped_steps": self.skipped,
+                "sampling": {"candidates": c.candidates if critic else 1},
                 "budget": {"steps": self.budget.steps, "minutes": self.budget.minutes},
                 "train": asdict(self.config), "data": self.data_meta, "device": str(self.device)}
 

@@ -12,7 +12,7 @@ from musicgan.train import Budget, TrainConfig, Trainer, model_config_for  # noq
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 rolls = data.load(sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.mid")), cache_dir=False).rolls
-config = TrainConfig(batch_size=8, window_bars=2, transpose=1, d_warmup_steps=1)
+config = TrainConfig(batch_size=8, window_bars=2, transpose=1, d_warmup_steps=1, warmup=0.5, g_adversarial=True)
 model = model_config_for(rolls, transpose=1, latent_dim=8, embed_dim=8, hidden=32, layers=1, d_hidden=16, d_embed=16)
 trainer = Trainer(rolls, model, config, device="cpu", budget=Budget(steps=8))
 assert trainer.world_size == 2 and len(trainer.shard) < len(trainer.windows)

@@ -31,6 +31,16 @@ def test_folders_are_walked_recursively(folder):
     assert corpus.report.notes == sum(len(r.notes) for r in corpus.rolls)
 
 
+def test_links_to_files_are_read_and_linked_folders_are_not_walked(folder, tmp_path):
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "linked.mid").symlink_to(folder / EXAMPLES[0].name)
+    (links / "loop").symlink_to(links, target_is_directory=True)  # walking it would never end
+    (links / "elsewhere").symlink_to(folder / "deep", target_is_directory=True)
+    corpus = data.load([links], cache_dir=False)
+    assert corpus.report.read == ["linked.mid"] and corpus.report.skipped == []
+
+
 def test_report_counts_bars_and_formats_in_words():
     corpus = data.load(EXAMPLES, cache_dir=False)
     report = corpus.report

@@ -25,6 +25,7 @@ def tiny_trainer(rolls, steps=4, **config):
     from musicgan.train import model_config_for
 
     config.setdefault("d_warmup_steps", 1)
+    config.setdefault("warmup", 0.5)
     cfg = TrainConfig(batch_size=8, window_bars=2, transpose=1, **config)
     model = model_config_for(rolls, transpose=cfg.transpose, **TINY)
     return Trainer(rolls, model, cfg, device="cpu", budget=Budget(steps=steps))
@@ -65,10 +66,14 @@ def test_window_tokens_agree_with_direct_encoding(rolls):
 
 # --------------------------------------------------------------------------- training
 
-def test_tiny_model_trains_both_phases_with_finite_losses(rolls):
+@pytest.mark.parametrize("g_adversarial", [False, True])
+def test_tiny_model_trains_both_phases_with_finite_losses(rolls, g_adversarial):
     events = []
-    trainer = tiny_trainer(rolls, steps=6)
+    trainer = tiny_trainer(rolls, steps=6, g_adversarial=g_adversarial)
     trainer.callback = events.append
+    for _ in range(3):
+        trainer.step()
+    g_before, d_before = ([p.detach().clone() for p in m.parameters()] for m in (trainer.G, trainer.D))
     assert trainer.run() == "done"
     steps = [e for e in events if e["event"] == "step"]
     assert [e["phase"] for e in steps] == ["mle"] * 3 + ["adversarial"] * 3
@@ -76,6 +81,10 @@ def test_tiny_model_trains_both_phases_with_finite_losses(rolls):
         values = [v for k, v in e.items() if k in ("mle", "d_loss", "g_loss", "fm", "d_accuracy", "diversity")]
         assert values and all(np.isfinite(values))
     assert 0 <= steps[-1]["d_accuracy"] <= 1 and steps[-1]["diversity"] > 0
+    assert ("g_loss" in steps[-1]) == g_adversarial  # a critic learns alone: G stays as it is
+    g_moved = any(not torch.equal(a, b) for a, b in zip(g_before, trainer.G.parameters()))
+    assert g_moved == g_adversarial
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, trainer.D.parameters()))
 
 
 def test_likelihood_warmup_lowers_the_loss(rolls):
@@ -86,15 +95,16 @@ def test_likelihood_warmup_lowers_the_loss(rolls):
     assert last < 0.6 * first
 
 
-def test_resume_continues_exactly(rolls, tmp_path):
-    straight = tiny_trainer(rolls, steps=6)
+@pytest.mark.parametrize("g_adversarial", [False, True])
+def test_resume_continues_exactly(rolls, tmp_path, g_adversarial):
+    straight = tiny_trainer(rolls, steps=6, g_adversarial=g_adversarial)
     straight.run()
 
-    first = tiny_trainer(rolls, steps=6)
+    first = tiny_trainer(rolls, steps=6, g_adversarial=g_adversarial)
     for _ in range(4):  # stop inside the adversarial phase
         first.step()
     first.save(tmp_path / "run")
-    second = tiny_trainer(rolls, steps=6)
+    second = tiny_trainer(rolls, steps=6, g_adversarial=g_adversarial)
     second.restore(ckpt.load(tmp_path / "run", with_discriminator=True))
     assert second.step_count == 4 and second.adversarial_from == 3
     second.run()
@@ -262,6 +272,27 @@ def test_a_longer_piece_starts_like_the_shorter_one(trained):
     assert np.array_equal(o1, o2)
 
 
+@pytest.mark.parametrize("layers,temperature", [(1, 1.0), (2, 0.7)])
+def test_fast_sampling_draws_what_the_step_by_step_loop_draws(layers, temperature):
+    """Generation's lean loop and the differentiable reference loop make the same Gumbel-max draw
+    (tiny float differences may flip a near-tie, after which a sequence goes its own way)."""
+    from musicgan.models import Generator
+
+    torch.manual_seed(0)
+    g = Generator(ModelConfig(pitch_low=40, pitch_high=70, **{**TINY, "layers": layers})).eval()
+    seeds = range(16)
+    noise = [generate.noise_for(s, 32, g.cfg) for s in seeds]
+    z, step_noise = torch.stack([n[0] for n in noise]), torch.stack([n[1] for n in noise])
+    with torch.no_grad():
+        fast, fast_one_hot = g.sample(z, step_noise, temperature=temperature)
+    with torch.enable_grad():
+        slow, _ = g.sample(z, step_noise, temperature=temperature)
+    assert fast.shape == slow.shape == (16, 32, g.cfg.voices)
+    assert torch.equal(fast_one_hot.argmax(-1), fast)
+    assert (fast == slow).float().mean() > 0.9
+    assert len({tuple(t.flatten().tolist()) for t in fast}) == 16
+
+
 def test_generation_options(trained):
     g = ckpt.load(trained).generator
     roll = generate.sample_rolls(g, [1], bars=3, tempo_bpm=73, program=40)[0]
@@ -272,6 +303,52 @@ def test_generation_options(trained):
         generate.sample_rolls(g, [1], bars=0)
     with pytest.raises(ValueError, match="temperature"):
         generate.sample_rolls(g, [1], temperature=0)
+
+
+class _Picky(torch.nn.Module):
+    """A critic certain that candidate ``favourite`` is the real one."""
+
+    def __init__(self, cfg, favourite):
+        super().__init__()
+        self.cfg, self.favourite = cfg, favourite
+
+    def forward(self, one_hot):
+        logits = torch.full((one_hot.shape[0],), -50.0)
+        logits[self.favourite] = 50.0
+        return logits, None
+
+
+def test_the_critic_chooses_among_the_candidates(trained):
+    g = ckpt.load(trained).generator
+    for favourite in (0, 2):
+        chosen = generate.sample_rolls(g, [5], bars=2, critic=_Picky(g.cfg, favourite), candidates=4)[0]
+        plain = generate.sample_rolls(g, [generate.candidate_seed(5, favourite)], bars=2)[0]
+        assert np.array_equal(chosen.notes, plain.notes)
+    # several seeds in one call: each chooses among its own candidates
+    both = generate.sample_rolls(g, [5, 6], bars=2, critic=_Picky(g.cfg, 0), candidates=1)
+    assert [r.notes.tolist() for r in both] == [r.notes.tolist() for r in generate.sample_rolls(g, [5, 6], bars=2)]
+
+
+def test_a_trained_critic_is_saved_loaded_and_used_deterministically(rolls, tmp_path, monkeypatch):
+    from musicgan import api, train
+
+    monkeypatch.setattr(train, "MIN_CRITIC_STEPS", 2)
+    trainer = tiny_trainer(rolls, steps=6, candidates=4)
+    trainer.run()
+    trainer.save(tmp_path / "critic")
+    model = ckpt.load(tmp_path / "critic")  # loads D because generation needs it
+    assert model.candidates == 4 and model.discriminator is not None
+    assert set(model.sampling) == {"critic", "candidates"} and not model.discriminator.training
+    pieces = [api.compose(model, seed=s, bars=2, audio=False).midi for s in (3, 3, 4)]
+    assert pieces[0] == pieces[1] != pieces[2]
+    options = [midi.to_midi_bytes(r) for r in generate.sample_rolls(
+        model.generator, [generate.candidate_seed(3, j) for j in range(4)], bars=2,
+        tempo_bpm=generate.defaults(model)[0], program=generate.defaults(model)[1])]
+    assert len(set(options)) > 1
+    # without enough critic training (or with --candidates 1) generation draws once
+    monkeypatch.setattr(train, "MIN_CRITIC_STEPS", 50)
+    trainer.save(tmp_path / "early")
+    assert ckpt.load(tmp_path / "early").sampling == {}
 
 
 def test_interpolation_ends_at_both_seeds(trained):

@@ -74,6 +74,8 @@ def test_copy_check_finds_copies_in_any_transposition(clips):
     assert metrics.longest_copy([copied], training) == 2
     fresh = roll([(40 + (7 * i) % 30, i, i + 1, 80) for i in range(32)])
     assert metrics.longest_copy([fresh], training) == 0
+    assert metrics.copy_runs([fresh, copied, fresh], training) == [0, 2, 0]
+    assert metrics.copy_runs([], training) == [] and metrics.longest_copy([], training) == 0
 
 
 def test_evaluation_table_has_every_statistic(clips):

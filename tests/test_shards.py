@@ -57,7 +57,7 @@ def test_training_streams_windows_from_a_prepared_corpus(tmp_path):
 
     shards.prepare(EXAMPLES, tmp_path / "cache", workers=1)
     corpus = shards.open_corpus(tmp_path / "cache")
-    config = TrainConfig(batch_size=8, window_bars=2, transpose=1, d_warmup_steps=1)
+    config = TrainConfig(batch_size=8, window_bars=2, transpose=1, d_warmup_steps=1, warmup=0.5)
     model = model_config_for(corpus, transpose=1, latent_dim=8, embed_dim=8, hidden=32, layers=1, d_hidden=16, d_embed=16)
     in_memory = Trainer(data.load(EXAMPLES, cache_dir=False).rolls, model, config, device="cpu")
     trainer = Trainer(corpus, model, config, device="cpu", budget=Budget(steps=6))
