@@ -49,9 +49,7 @@ class Checkpoint:
     @property
     def candidates(self) -> int:
         """How many candidates generation lets the critic choose from (1: no critic)."""
-        sampling = self.meta.get("sampling")
-        k = sampling.get("candidates", 1) if isinstance(sampling, dict) else 1
-        return k if isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_CANDIDATES else 1
+        return _candidates(self.meta)
 
     @property
     def sampling(self) -> dict:
@@ -59,6 +57,13 @@ class Checkpoint:
         if self.discriminator is None or self.candidates == 1:
             return {}
         return {"critic": self.discriminator, "candidates": self.candidates}
+
+
+def _candidates(config: dict) -> int:
+    """The ``sampling.candidates`` a config asks for, or 1 when it is missing or out of bounds."""
+    sampling = config.get("sampling")
+    k = sampling.get("candidates", 1) if isinstance(sampling, dict) else 1
+    return k if isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_CANDIDATES else 1
 
 
 def save(directory, generator: Generator, discriminator: Discriminator | None = None,
@@ -147,8 +152,7 @@ def load(path, with_discriminator: bool | None = None) -> Checkpoint:
     discriminator = None
     d_state = part("discriminator.")
     if with_discriminator is None:
-        sampling = config.get("sampling")
-        with_discriminator = isinstance(sampling, dict) and sampling.get("candidates", 1) != 1
+        with_discriminator = _candidates(config) > 1
     if with_discriminator and d_state:
         discriminator = Discriminator(cfg)
         _load_into(discriminator, d_state, path.name, "discriminator")

@@ -105,8 +105,8 @@ def _train(args, device, rank) -> int:
     if not corpus.rolls:
         raise CliError("no usable MIDI file found")
     given = {k: v for k, v in (("warmup", args.warmup), ("candidates", args.candidates)) if v is not None}
-    if not 1 <= given.get("candidates", 1) <= 64:
-        raise CliError("--candidates must be 1 to 64")
+    if not 1 <= given.get("candidates", 1) <= ckpt.MAX_CANDIDATES:
+        raise CliError(f"--candidates must be 1 to {ckpt.MAX_CANDIDATES}")
     config = TrainConfig(batch_size=args.batch_size, seed=args.seed, window_bars=args.window_bars,
                          transpose=args.transpose, g_adversarial=args.g_adversarial, **given)
     budget = Budget(steps=args.steps, minutes=args.minutes)

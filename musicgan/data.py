@@ -73,7 +73,8 @@ def iter_sources(paths: Iterable, limits: Limits = Limits(), lazy: bool = False
                  ) -> Iterator[tuple[str, bytes | Path | None, str | None]]:
     """Yield (name, data, None) for every MIDI candidate under ``paths``, or
     (name, None, reason) for something skipped. Folders are walked recursively; links to files
-    are read, linked folders are not walked (no loops); .zip archives are opened safely; other files are skipped by suffix.
+    are read, linked folders are not walked (no loops); .zip archives are opened safely; other
+    files are skipped by suffix.
     ``lazy``: plain files come as their Path (size already checked; read them with
     :func:`read_source`), so that worker processes can do the reading."""
     count = 0
