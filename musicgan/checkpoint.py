@@ -14,11 +14,12 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors, save as save_safetensors
 
-from . import __version__
+from . import __version__, copyguard
 from .models import Discriminator, Generator, ModelConfig
 
 FORMAT = "musicgan-checkpoint"
@@ -27,6 +28,7 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 MAX_WEIGHTS_BYTES = 512 * 1024 * 1024
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_CANDIDATES = 64
+COPY_INDEX = "copyguard.pairs"
 
 
 class CheckpointError(ValueError):
@@ -41,6 +43,7 @@ class Checkpoint:
     meta: dict = field(default_factory=dict)  # data stats, training settings, steps, metrics ...
     train_state: dict = field(default_factory=dict)  # optimiser and RNG tensors, for --resume
     path: str = ""
+    copy_index: np.ndarray | None = None  # the copy guard's hashes of the training music (musicgan.copyguard)
 
     @property
     def steps(self) -> int:
@@ -53,10 +56,12 @@ class Checkpoint:
 
     @property
     def sampling(self) -> dict:
-        """Keyword arguments for :func:`musicgan.generate.sample_rolls`: the critic and its candidates."""
-        if self.discriminator is None or self.candidates == 1:
-            return {}
-        return {"critic": self.discriminator, "candidates": self.candidates}
+        """Keyword arguments for :func:`musicgan.generate.sample_rolls`: the critic and its
+        candidates, and the copy guard's index."""
+        kwargs = {} if self.copy_index is None else {"avoid": self.copy_index}
+        if self.discriminator is not None and self.candidates > 1:
+            kwargs.update(critic=self.discriminator, candidates=self.candidates)
+        return kwargs
 
 
 def _candidates(config: dict) -> int:
@@ -67,12 +72,14 @@ def _candidates(config: dict) -> int:
 
 
 def save(directory, generator: Generator, discriminator: Discriminator | None = None,
-         meta: dict | None = None, train_state: dict | None = None) -> Path:
+         meta: dict | None = None, train_state: dict | None = None, copy_index: np.ndarray | None = None) -> Path:
     """Write a checkpoint folder; refuses weights that are not finite (a NaN model is no model)."""
     directory = Path(directory)
     tensors = {f"generator.{k}": v for k, v in generator.state_dict().items()}
     if discriminator is not None:
         tensors.update({f"discriminator.{k}": v for k, v in discriminator.state_dict().items()})
+    if copy_index is not None:
+        tensors[COPY_INDEX] = torch.from_numpy(np.ascontiguousarray(copy_index, dtype=np.int64))
     for name, value in tensors.items():
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise CheckpointError(f"refusing to save: {name} holds NaN or infinite values")
@@ -160,7 +167,16 @@ def load(path, with_discriminator: bool | None = None) -> Checkpoint:
     if discriminator is not None:
         discriminator.eval()
     meta = {k: v for k, v in config.items() if k not in ("format", "format_version", "model")}
-    return Checkpoint(cfg, generator, discriminator, meta, part("train."), str(path))
+    return Checkpoint(cfg, generator, discriminator, meta, part("train."), str(path),
+                      _copy_index(tensors.get(COPY_INDEX), path.name))
+
+
+def _copy_index(tensor: torch.Tensor | None, name: str) -> np.ndarray | None:
+    if tensor is None:
+        return None
+    if tensor.dtype != torch.int64 or tensor.dim() != 1 or len(tensor) > copyguard.MAX_INDEX:
+        raise CheckpointError(f"{name}: {COPY_INDEX} is not a copy-guard index")
+    return np.sort(tensor.numpy())
 
 
 def _load_into(module: torch.nn.Module, state: dict, name: str, what: str) -> None:

@@ -125,9 +125,18 @@ def _train(args, device, rank) -> int:
             bar.set_postfix(step=event["step"], phase=event["phase"], **shown, refresh=False)
             bar.update(0)
 
-    trainer = Trainer(corpus.rolls, resume.model if resume else None, config, device, on_event, budget)
+    base = None
+    if args.start_from and not resume:
+        from .generate import load_model
+
+        base = load_model(None if args.start_from == "pretrained" else args.start_from)
+        base = ckpt.load(base.path, with_discriminator=True)
+    model = resume.model if resume else base.model if base else None
+    trainer = Trainer(corpus.rolls, model, config, device, on_event, budget)
     if resume:
         trainer.restore(resume)
+    elif base:
+        trainer.start_from(base)
     if rank == 0:
         print(f"training on {device_label(device)} x {trainer.world_size}: {len(trainer.windows):,} windows of "
               f"{config.window_bars} bars; model pitches {trainer.model.pitch_low}-{trainer.model.pitch_high}",
@@ -216,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--start-from", metavar="CKPT",
+                   help="fine-tune a trained model: a checkpoint, or 'pretrained' for the default model "
+                        "(the music is read in that model's pitch range)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--window-bars", type=int, default=4)
     p.add_argument("--transpose", type=int, default=3, help="augment with shifts of up to N semitones")
@@ -254,12 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from .checkpoint import CheckpointError
     from .midi import MidiError
-    from .train import DeviceError
+    from .train import DeviceError, TrainingError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, CheckpointError, MidiError, DeviceError, ValueError) as e:
+    except (CliError, CheckpointError, MidiError, DeviceError, TrainingError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

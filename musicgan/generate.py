@@ -24,12 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt, midi, voices
+from . import checkpoint as ckpt, copyguard, midi, voices
 from .midi import Roll
 from .models import Discriminator, Generator
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "bach-chorales"
 MAX_BARS = 256
+GUARD_ROUND, GUARD_ROUNDS = 4, 3  # the copy guard's extra rounds: at least 4 candidates each, at most 3
 
 
 def noise_for(seed: int, n_steps: int, cfg) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,30 +78,64 @@ def candidate_seed(seed: int, j: int) -> int:
 
 
 @torch.no_grad()
-def choose(critic: Discriminator, tokens: np.ndarray, seed: int) -> int:
-    """Index of the candidate (tokens: (k, T, V)) kept: drawn with probability softmax(D's logits)."""
+def choose(critic: Discriminator, tokens: np.ndarray, seed: int) -> list[int]:
+    """The candidates (tokens: (k, T, V)) in the order they are offered, drawn without replacement
+    with probabilities softmax(D's logits): the first is the critic's choice, and each next one is
+    its choice among those left (when the copy guard passes over the ones before)."""
     one_hot = F.one_hot(torch.from_numpy(tokens).long(), critic.cfg.vocab).float()
     logits, _ = critic(one_hot)
     weights = torch.softmax(logits.double(), 0)
-    return int(torch.multinomial(weights, 1, generator=torch.Generator().manual_seed(seed % 2 ** 63)))
+    rng = torch.Generator().manual_seed(seed % 2 ** 63)
+    return torch.multinomial(weights, len(weights), replacement=False, generator=rng).tolist()
+
+
+def _draw(generator: Generator, seeds: list[int], first: int, k: int, n_steps: int, temperature: float) -> np.ndarray:
+    """Tokens (seeds, k, T, V) of candidates first .. first+k-1 of every seed, in one batch."""
+    cfg = generator.cfg
+    noise = [noise_for(candidate_seed(s, j), n_steps, cfg) for s in seeds for j in range(first, first + k)]
+    z = torch.stack([n[0] for n in noise])
+    step_noise = torch.stack([n[1] for n in noise])
+    return sample_tokens(generator, z, step_noise, temperature).reshape(len(seeds), k, n_steps, cfg.voices)
 
 
 def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float = 1.0,
                  tempo_bpm: float = 100.0, program: int = 0, critic: Discriminator | None = None,
-                 candidates: int = 1) -> list[Roll]:
-    """One piece per seed; with a ``critic``, each the critic's choice among ``candidates`` draws."""
+                 candidates: int = 1, avoid: np.ndarray | None = None) -> list[Roll]:
+    """One piece per seed; with a ``critic``, each the critic's choice among ``candidates`` draws.
+
+    ``avoid``: a :mod:`musicgan.copyguard` index of the training music. A candidate that copies
+    2 bars of it is passed over for the critic's next choice (or the next draw); when a whole
+    round copies, up to GUARD_ROUNDS more rounds of candidates are drawn for that seed, and if
+    every one of them copies too, the first round's choice is kept all the same."""
     _check(bars, temperature)
     cfg = generator.cfg
     n_steps = bars * cfg.steps_per_bar
     seeds = [int(s) for s in seeds]
     k = candidates if critic is not None else 1
-    noise = [noise_for(candidate_seed(s, j), n_steps, cfg) for s in seeds for j in range(k)]
-    z = torch.stack([n[0] for n in noise])
-    step_noise = torch.stack([n[1] for n in noise])
-    tokens = sample_tokens(generator, z, step_noise, temperature).reshape(len(seeds), k, n_steps, cfg.voices)
-    picks = [choose(critic, t, s) if k > 1 else 0 for t, s in zip(tokens, seeds)]
-    return [voices.decode(t[j], cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"seed {s}"))
-            for t, j, s in zip(tokens, picks, seeds)]
+
+    def offered(tokens: np.ndarray, seed: int, round_: int = 0):
+        """(first piece offered, first that does not copy or None) among one round's candidates."""
+        first = None
+        by_critic = critic is not None and len(tokens) > 1
+        for j in choose(critic, tokens, seed + round_) if by_critic else range(len(tokens)):
+            roll = voices.decode(tokens[j], cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"seed {seed}"))
+            first = roll if first is None else first
+            if avoid is None or not copyguard.copies(roll, avoid):
+                return first, roll
+        return first, None
+
+    pieces = []
+    for seed, tokens in zip(seeds, _draw(generator, seeds, 0, k, n_steps, temperature)):
+        first, kept = offered(tokens, seed)
+        size, drawn = max(k, GUARD_ROUND), k
+        for round_ in range(1, GUARD_ROUNDS + 1):
+            if kept is not None:
+                break
+            more = _draw(generator, [seed], drawn, size, n_steps, temperature)[0]
+            kept = offered(more, seed, round_)[1]
+            drawn += size
+        pieces.append(first if kept is None else kept)
+    return pieces
 
 
 def interpolate_rolls(generator: Generator, seed_a: int, seed_b: int, n: int = 5, bars: int = 4,

@@ -187,11 +187,12 @@ def two_sample_accuracy(a: list[Roll], b: list[Roll], folds: int = 5, seed: int 
 
 # ------------------------------------------------------------------ copy check
 
-def _blocks(roll: Roll, length: int):
-    """Transposition-invariant keys of every `length`-step block of a roll starting on a beat."""
+def bar_blocks(roll: Roll, length: int, every: int | None = None) -> dict:
+    """Transposition-invariant keys (bytes) of the non-empty ``length``-step blocks of a roll,
+    by start step, for starts every ``every`` steps (default: on every beat)."""
     notes = roll.notes
     out = {}
-    for start in range(0, max(roll.n_steps - length, 0) + 1, roll.steps_per_beat):
+    for start in range(0, max(roll.n_steps - length, 0) + 1, every or roll.steps_per_beat):
         inside = notes[(notes[:, START] < start + length) & (notes[:, END] > start)]
         if len(inside) == 0:
             continue
@@ -215,11 +216,11 @@ def copy_runs(generated: list[Roll], training: list[Roll]) -> list[int]:
     bar = 4 * generated[0].steps_per_beat
     known: dict = {}
     for r, roll in enumerate(training):
-        for start, key in _blocks(roll, bar).items():
+        for start, key in bar_blocks(roll, bar).items():
             known.setdefault(key, set()).add((r, start))
     runs = []
     for roll in generated:
-        blocks = _blocks(roll, bar)
+        blocks = bar_blocks(roll, bar, bar)
         n_bars = roll.n_steps // bar
         best = 0
         for first in range(n_bars):

@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt
+from . import checkpoint as ckpt, copyguard
 from .data import WindowConfig, Windows
 from .shards import ShardedCorpus, StreamingWindows
 from .models import Discriminator, Generator, ModelConfig
@@ -150,6 +151,8 @@ class Trainer:
         self.budget = budget or Budget(steps=1000)
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.model = model or model_config_for(rolls, transpose=config.transpose)
+        self.rolls = None if isinstance(rolls, ShardedCorpus) else rolls  # for the copy guard's index
+        self._copy_index = None
         m = self.model
         self._setup_data(rolls)
         torch.manual_seed(config.seed)  # the same initial weights on every rank
@@ -167,6 +170,7 @@ class Trainer:
         self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1 + 7919 * self.rank)
         self.step_count, self.elapsed_s, self.bad_in_a_row, self.skipped = 0, 0.0, 0, 0
         self.adversarial_from: int | None = None
+        self.started_from: dict | None = None  # the model this run fine-tunes (see start_from)
 
     def _setup_data(self, rolls) -> None:
         """Windows to train on: all encoded up front (rolls in memory) or drawn from disk as
@@ -201,7 +205,8 @@ class Trainer:
                               "bars": round(sum(r.n_bars for r in rolls), 1), "tempo_bpm": tempos[len(tempos) // 2],
                               "program": int(np.bincount([r.program for r in rolls], minlength=128).argmax())}
         if len(self.windows) == 0:
-            raise TrainingError(f"the music is shorter than one {c.window_bars}-bar window")
+            raise TrainingError(f"no {c.window_bars}-bar window of the music fits: it is shorter than that, or it "
+                                f"leaves the model's pitch range ({m.pitch_low}-{m.pitch_high})")
 
     # ---------------------------------------------------------------- one step
 
@@ -375,7 +380,8 @@ class Trainer:
                 "adversarial_from": self.adversarial_from, "skipped_steps": self.skipped,
                 "sampling": {"candidates": c.candidates if critic else 1},
                 "budget": {"steps": self.budget.steps, "minutes": self.budget.minutes},
-                "train": asdict(self.config), "data": self.data_meta, "device": str(self.device)}
+                "train": asdict(self.config), "data": self.data_meta, "device": str(self.device),
+                "started_from": self.started_from}
 
     def train_state(self) -> dict:
         state = {"batch_rng": self.batch_rng.get_state(), "noise_rng": self.noise_rng.get_state()}
@@ -385,8 +391,30 @@ class Trainer:
                     state[f"{name}.{pid}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
         return state
 
+    def copy_index(self):
+        """The copy guard's index of the training music (built once; None for a prepared corpus,
+        which is streamed from disk and may be too large to index)."""
+        if self._copy_index is None and self.rolls is not None:
+            self._copy_index = copyguard.build(self.rolls)
+            self.rolls = None if self._copy_index is None else self.rolls  # too large: never try again
+        return self._copy_index
+
     def save(self, directory, with_train_state: bool = True):
-        return ckpt.save(directory, self.G, self.D, self.meta(), self.train_state() if with_train_state else None)
+        return ckpt.save(directory, self.G, self.D, self.meta(), self.train_state() if with_train_state else None,
+                         self.copy_index())
+
+    def start_from(self, checkpoint: "ckpt.Checkpoint") -> None:
+        """Begin with a trained model's weights (fine-tuning): its generator, and its
+        discriminator when it has one. Steps, optimisers and the budget start afresh. Build the
+        trainer with ``model=checkpoint.model``: the music is then read in that model's pitch
+        range, and windows that do not fit it are left out."""
+        if checkpoint.model != self.model:
+            raise TrainingError("the model to start from has other settings than this run's")
+        self.G.load_state_dict(checkpoint.generator.state_dict())
+        if checkpoint.discriminator is not None:
+            self.D.load_state_dict(checkpoint.discriminator.state_dict())
+        self.G.train()
+        self.started_from = {"checkpoint": Path(checkpoint.path).name, "steps": checkpoint.steps}
 
     def restore(self, checkpoint: "ckpt.Checkpoint") -> None:
         """Continue from a checkpoint saved by :meth:`save`: weights, optimisers, RNGs, counters."""
@@ -420,6 +448,7 @@ class Trainer:
             self.batch_rng.manual_seed(self.config.seed + 7919 * self.rank + self.step_count)
             self.noise_rng.manual_seed(self.config.seed + 1 + 7919 * self.rank + self.step_count)
         self.adversarial_from = meta.get("adversarial_from")
+        self.started_from = meta.get("started_from") if isinstance(meta.get("started_from"), dict) else None
         self.skipped = int(meta.get("skipped_steps", 0))
 
 

@@ -7,7 +7,7 @@ import torch
 
 from musicgan import midi
 
-from conftest import EXAMPLES, ROOT
+from conftest import EXAMPLES, ROOT, scale_midi
 
 TINY = ["--steps", "4", "--batch-size", "8", "--window-bars", "2", "--quiet"]
 
@@ -63,6 +63,23 @@ def test_resume_continues_the_run(trained, tmp_path):
     result = run("train", *EXAMPLES[:3], "--out", copy, "--resume", "--steps", 6, "--quiet")
     assert result.returncode == 0, result.stderr
     assert "done after 6 steps" in result.stderr
+
+
+def test_fine_tuning_starts_from_a_trained_model(tmp_path):
+    import json
+
+    out = tmp_path / "tuned"
+    result = run("train", *EXAMPLES[3:5], "--out", out, "--start-from", "pretrained", *TINY)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    pretrained = json.loads((ROOT / "checkpoints" / "bach-chorales" / "config.json").read_text())
+    assert config["model"] == pretrained["model"] and config["steps"] == 4
+    assert config["started_from"] == {"checkpoint": "bach-chorales", "steps": pretrained["steps"]}
+    # music the model's pitch range cannot hold is a clear error
+    high = tmp_path / "high.mid"
+    high.write_bytes(scale_midi(n=16, first=110))
+    result = run("train", high, "--out", tmp_path / "x", "--start-from", "pretrained", *TINY)
+    assert result.returncode == 1 and "pitch range (33-93)" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("args,message", [

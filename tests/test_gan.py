@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from musicgan import checkpoint as ckpt, data, generate, midi, voices
+from musicgan import checkpoint as ckpt, copyguard, data, generate, midi, voices
 from musicgan.models import ModelConfig
 from musicgan.train import Budget, DeviceError, TrainConfig, Trainer, TrainingError, pick_device
 
@@ -112,6 +112,27 @@ def test_resume_continues_exactly(rolls, tmp_path, g_adversarial):
         assert torch.allclose(a, b, atol=1e-6)
     for a, b in zip(straight.D.state_dict().values(), second.D.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_fine_tuning_starts_from_the_weights_of_a_trained_model(rolls, tmp_path):
+    base = tiny_trainer(rolls[:5], steps=6)
+    base.run()
+    base.save(tmp_path / "base")
+    loaded = ckpt.load(tmp_path / "base", with_discriminator=True)
+    tuned = Trainer(rolls[5:], loaded.model, TrainConfig(batch_size=8, window_bars=2), device="cpu",
+                    budget=Budget(steps=2))
+    tuned.start_from(loaded)
+    for module, start in ((tuned.G, base.G), (tuned.D, base.D)):
+        for a, b in zip(module.state_dict().values(), start.state_dict().values()):
+            assert torch.equal(a, b)
+    tuned.run()
+    assert tuned.step_count == 2 and tuned.meta()["started_from"] == {"checkpoint": "base", "steps": 6}
+    import dataclasses
+
+    other = Trainer(rolls[5:], dataclasses.replace(loaded.model, hidden=16), TrainConfig(batch_size=8, window_bars=2),
+                    device="cpu")
+    with pytest.raises(TrainingError, match="other settings"):
+        other.start_from(loaded)
 
 
 def test_nan_loss_is_skipped_and_never_applied(rolls, monkeypatch):
@@ -338,7 +359,8 @@ def test_a_trained_critic_is_saved_loaded_and_used_deterministically(rolls, tmp_
     trainer.save(tmp_path / "critic")
     model = ckpt.load(tmp_path / "critic")  # loads D because generation needs it
     assert model.candidates == 4 and model.discriminator is not None
-    assert set(model.sampling) == {"critic", "candidates"} and not model.discriminator.training
+    assert set(model.sampling) == {"critic", "candidates", "avoid"} and not model.discriminator.training
+    assert np.array_equal(model.copy_index, copyguard.build(rolls))  # the copy guard knows the training music
     pieces = [api.compose(model, seed=s, bars=2, audio=False).midi for s in (3, 3, 4)]
     assert pieces[0] == pieces[1] != pieces[2]
     options = [midi.to_midi_bytes(r) for r in generate.sample_rolls(
@@ -348,7 +370,7 @@ def test_a_trained_critic_is_saved_loaded_and_used_deterministically(rolls, tmp_
     # without enough critic training (or with --candidates 1) generation draws once
     monkeypatch.setattr(train, "MIN_CRITIC_STEPS", 50)
     trainer.save(tmp_path / "early")
-    assert ckpt.load(tmp_path / "early").sampling == {}
+    assert ckpt.load(tmp_path / "early").sampling.keys() == {"avoid"}
 
 
 def test_interpolation_ends_at_both_seeds(trained):

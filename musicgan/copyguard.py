@@ -1,0 +1,59 @@
+"""The copy guard: a compact index of the training music that lets generation refuse a piece
+that quotes it verbatim.
+
+A model that learned from a few files can replay runs of them note for note, and a musician
+should not get someone else's bars back as "new" music. The index holds a 64-bit hash of every
+pair of consecutive bars of the training music (transposition-invariant, starting on any beat:
+the same bar keys as :func:`musicgan.metrics.copy_runs`). A generated piece *copies* when two of
+its consecutive bars hash to a pair in the index, i.e. when ``copy_runs`` would find a run of 2
+bars or more. The hashes cannot be played back: the checkpoint gains a few hundred kilobytes,
+not the training music.
+
+:func:`musicgan.generate.sample_rolls` uses the index to pass over candidates that copy (see
+there). The measurement in :mod:`musicgan.metrics` stays independent of it: it searches the
+training music itself, so the benches check the guard rather than trust it.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from .metrics import bar_blocks
+from .midi import Roll
+
+COPY_BARS = 2  # a run of this many consecutive bars found verbatim in the training music is a copy
+MAX_INDEX = 4_000_000  # hashes (32 MB); a corpus with more bar pairs than this is not indexed
+
+
+def _pair_hash(first: bytes, second: bytes) -> int:
+    digest = hashlib.blake2b(len(first).to_bytes(4, "little") + first + second, digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def build(rolls) -> np.ndarray | None:
+    """Sorted unique int64 hashes of every bar pair of ``rolls``; None when there would be more
+    than MAX_INDEX of them."""
+    hashes: set[int] = set()
+    for roll in rolls:
+        bar = 4 * roll.steps_per_beat
+        keys = bar_blocks(roll, bar)
+        hashes.update(_pair_hash(key, keys[start + bar]) for start, key in keys.items() if start + bar in keys)
+        if len(hashes) > MAX_INDEX:
+            return None
+    return np.array(sorted(hashes), dtype=np.int64)
+
+
+def copies(roll: Roll, index: np.ndarray) -> bool:
+    """Whether two consecutive bars of ``roll`` (from its first bar line) occur verbatim in the
+    indexed music."""
+    if index is None or not len(index):
+        return False
+    bar = 4 * roll.steps_per_beat
+    keys = bar_blocks(roll, bar, bar)
+    pairs = [_pair_hash(key, keys[start + bar]) for start, key in keys.items() if start + bar in keys]
+    if not pairs:
+        return False
+    pairs = np.array(pairs, dtype=np.int64)
+    found = np.searchsorted(index, pairs)
+    return bool((index[np.minimum(found, len(index) - 1)] == pairs).any())

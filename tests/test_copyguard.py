@@ -1,0 +1,111 @@
+"""The copy guard: its index agrees with the copy check of the metrics, and generation passes over
+candidates that copy the training music."""
+import numpy as np
+import pytest
+import torch
+
+from musicgan import checkpoint as ckpt, copyguard, data, generate, metrics, midi
+from musicgan.midi import Roll
+
+from conftest import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def rolls():
+    return data.load(EXAMPLES, cache_dir=False).rolls
+
+
+def crop(roll: Roll, start: int, length: int) -> Roll:
+    notes = roll.notes[(roll.notes[:, midi.START] < start + length) & (roll.notes[:, midi.END] > start)].copy()
+    notes[:, midi.START:midi.END + 1] = np.clip(notes[:, midi.START:midi.END + 1] - start, 0, length)
+    return Roll(notes=notes, steps_per_beat=roll.steps_per_beat)
+
+
+def probes(rolls):
+    """4-bar clips: quotes (bar-aligned, beat-shifted, transposed), pieces never trained on, and
+    bars of different pieces spliced together."""
+    bar = 4 * rolls[0].steps_per_beat
+    out = []
+    for i, roll in enumerate(rolls):
+        for start in range(0, roll.n_steps - 4 * bar, 3 * roll.steps_per_beat):
+            out.append(crop(roll, start, 4 * bar).transpose(start % 5 - 2))
+    for a, b in zip(rolls, rolls[1:]):  # one bar of a, then one bar of b, alternating
+        parts = [crop(a if j % 2 == 0 else b, (j + 2) * bar, bar).notes + [0, j * bar, j * bar, 0] for j in range(4)]
+        out.append(Roll(notes=midi._sorted_notes(np.concatenate(parts)), steps_per_beat=a.steps_per_beat))
+    return out
+
+
+def test_the_index_finds_exactly_the_runs_the_copy_check_finds(rolls):
+    training = rolls[:5]
+    index = copyguard.build(training)
+    assert index.dtype == np.int64 and np.all(np.diff(index) > 0)
+    clips = probes(rolls)
+    runs = metrics.copy_runs(clips, training)
+    guarded = [copyguard.copies(c, index) for c in clips]
+    assert guarded == [r >= copyguard.COPY_BARS for r in runs]
+    assert 20 < sum(guarded) < len(clips) - 20  # both kinds are well represented
+
+
+def test_the_index_is_empty_for_music_without_two_bars_and_refuses_huge_corpora(rolls, monkeypatch):
+    one_bar = crop(rolls[0], 0, 4 * rolls[0].steps_per_beat)
+    assert len(copyguard.build([one_bar])) == 0
+    assert not copyguard.copies(rolls[0], copyguard.build([one_bar]))
+    monkeypatch.setattr(copyguard, "MAX_INDEX", 10)
+    assert copyguard.build(rolls) is None
+
+
+@pytest.fixture(scope="module")
+def generator():
+    from musicgan.models import Generator, ModelConfig
+
+    torch.manual_seed(0)
+    return Generator(ModelConfig(latent_dim=8, embed_dim=8, hidden=32, layers=1, d_hidden=16, d_embed=16)).eval()
+
+
+def test_generation_passes_over_candidates_that_copy(generator):
+    seeds = [1, 2, 3]
+    plain = generate.sample_rolls(generator, seeds, bars=4)
+    index = copyguard.build(plain)  # as if the model had learned these very pieces
+    assert all(copyguard.copies(r, index) for r in plain)
+    guarded = generate.sample_rolls(generator, seeds, bars=4, avoid=index)
+    again = generate.sample_rolls(generator, seeds, bars=4, avoid=index)
+    for p, g, a in zip(plain, guarded, again):
+        assert not copyguard.copies(g, index)
+        assert not np.array_equal(p.notes, g.notes)
+        assert np.array_equal(g.notes, a.notes)  # still the same music for the same seed
+    # the guard changes nothing where nothing copies
+    other = generate.sample_rolls(generator, [4, 5], bars=4, avoid=index)
+    assert [r.notes.tolist() for r in other] == [r.notes.tolist() for r in generate.sample_rolls(generator, [4, 5], bars=4)]
+
+
+def test_with_a_critic_the_guard_takes_its_next_choice(generator):
+    from test_gan import _Picky
+
+    index = copyguard.build(generate.sample_rolls(generator, [generate.candidate_seed(5, 2)], bars=4))
+    chosen = generate.sample_rolls(generator, [5], bars=4, critic=_Picky(generator.cfg, 2), candidates=4, avoid=index)[0]
+    assert not copyguard.copies(chosen, index)
+    options = generate.sample_rolls(generator, [generate.candidate_seed(5, j) for j in (0, 1, 3)], bars=4)
+    assert any(np.array_equal(chosen.notes, o.notes) for o in options)
+
+
+def test_when_every_draw_copies_the_first_choice_is_kept(generator, monkeypatch):
+    monkeypatch.setattr(copyguard, "copies", lambda roll, index: True)
+    index = np.zeros(1, dtype=np.int64)
+    kept = generate.sample_rolls(generator, [9], bars=2, avoid=index)[0]
+    assert np.array_equal(kept.notes, generate.sample_rolls(generator, [9], bars=2)[0].notes)
+
+
+def test_the_index_travels_in_the_checkpoint_and_a_bad_one_is_refused(generator, rolls, tmp_path):
+    index = copyguard.build(rolls[:3])
+    ckpt.save(tmp_path / "a", generator, meta={}, copy_index=index)
+    loaded = ckpt.load(tmp_path / "a")
+    assert np.array_equal(loaded.copy_index, index) and loaded.sampling.keys() == {"avoid"}
+    ckpt.save(tmp_path / "b", generator, meta={})
+    assert ckpt.load(tmp_path / "b").copy_index is None and ckpt.load(tmp_path / "b").sampling == {}
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(tmp_path / "a" / ckpt.WEIGHTS)
+    for bad in (tensors[ckpt.COPY_INDEX].double(), tensors[ckpt.COPY_INDEX].reshape(-1, 1)):
+        save_file({**tensors, ckpt.COPY_INDEX: bad}, tmp_path / "a" / ckpt.WEIGHTS)
+        with pytest.raises(ckpt.CheckpointError, match="copy-guard"):
+            ckpt.load(tmp_path / "a")
