@@ -206,7 +206,8 @@ def _train_config(batch_size, window_bars, lr_g, lr_d, warmup, g_adversarial=Fal
 
 
 @gpu
-def train(session, minutes, batch_size, window_bars, lr_g, lr_d, warmup, g_adversarial=False, poll_s: float = 1.0):
+def train(session, minutes, batch_size, window_bars, lr_g, lr_d, warmup, g_adversarial=False, from_pretrained=False,
+          poll_s: float = 1.0):
     """Start a training job and stream its progress until it ends (a generator of UI updates)."""
     session = _session(session)
     if not session.rolls:
@@ -215,7 +216,8 @@ def train(session, minutes, batch_size, window_bars, lr_g, lr_d, warmup, g_adver
         raise gr.Error("Another training job is running on this server. Please try again in a few minutes.")
     minutes = min(float(minutes), MAX_TRAIN_MINUTES)
     job = api.TrainingJob(session.rolls, session.dir / "model", _train_config(batch_size, window_bars, lr_g, lr_d, warmup, g_adversarial),
-                          Budget(minutes=minutes), sample_every_s=max(5.0, minutes * 6))
+                          Budget(minutes=minutes), sample_every_s=max(5.0, minutes * 6),
+                          start_from=gen.DEFAULT_CHECKPOINT if from_pretrained else None)
     if not job.start():
         raise gr.Error("Another training job is running on this server. Please try again in a few minutes.")
     session.job = job
@@ -371,6 +373,9 @@ def build() -> gr.Blocks:
                     minutes = gr.Slider(0.5, MAX_TRAIN_MINUTES, value=3, step=0.5, label="Training time (minutes)")
                     batch = gr.Dropdown([16, 32, 64, 128], value=64, label="Batch size")
                     window = gr.Slider(1, 8, value=4, step=1, label="Window (bars)")
+                from_pretrained = gr.Checkbox(
+                    False, label="Start from the pretrained Bach model (fine-tune)",
+                    info="Begins with what the chorale model knows; your music is read in its pitch range (33-93).")
                 with gr.Accordion("GAN settings", open=False):
                     with gr.Row():
                         warmup = gr.Slider(0, 1, value=TrainConfig.warmup, step=0.05,
@@ -395,7 +400,7 @@ def build() -> gr.Blocks:
                     download = gr.File(label="Checkpoint (.zip: model.safetensors + config.json)", interactive=False)
                     use = gr.Button("Use this model in Generate", interactive=False)
                 uploads.change(read_uploads, [uploads, session], [report, start, session], api_name="read_uploads")
-                start.click(train, [session, minutes, batch, window, lr_g, lr_d, warmup, g_adversarial],
+                start.click(train, [session, minutes, batch, window, lr_g, lr_d, warmup, g_adversarial, from_pretrained],
                             [progress, losses, sample_png, sample_audio, train_status, download, use, session],
                             api_name="train", concurrency_limit=1, concurrency_id="training")
                 halt.click(stop, session, train_status, api_name="stop")

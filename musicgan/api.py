@@ -148,8 +148,10 @@ class TrainingJob:
     """Train in a background thread; read ``state`` at any time; ``stop()`` keeps the model."""
 
     def __init__(self, rolls: list[Roll], out_dir, config: TrainConfig = TrainConfig(),
-                 budget: Budget = Budget(minutes=3), device: str = "auto", sample_every_s: float = 10.0):
+                 budget: Budget = Budget(minutes=3), device: str = "auto", sample_every_s: float = 10.0,
+                 start_from=None):
         self.rolls, self.out_dir, self.config, self.budget = rolls, Path(out_dir), config, budget
+        self.start_from = start_from  # a checkpoint folder to fine-tune, or None to start from scratch
         self.device = pick_device(device)
         self.sample_every_s = sample_every_s
         self.state = JobState()
@@ -195,14 +197,17 @@ class TrainingJob:
     def _run(self) -> None:
         trainer = None
         try:
-            trainer = Trainer(self.rolls, config=self.config, device=self.device, callback=self._on_event,
-                              budget=self.budget)
+            base = None if self.start_from is None else ckpt.load(self.start_from, with_discriminator=True)
+            trainer = Trainer(self.rolls, base.model if base else None, config=self.config, device=self.device,
+                              callback=self._on_event, budget=self.budget)
+            if base:
+                trainer.start_from(base)
             self.state.message = f"training on {device_label(self.device)}"
             outcome = trainer.run(self.budget, should_stop=self._stop.is_set, sample_every_s=self.sample_every_s)
             self.state.sample, self.state.sample_step = trainer.sample(), trainer.step_count
             self.state.status = outcome
             self.state.message = f"{'finished' if outcome == 'done' else 'stopped'} after {trainer.step_count} steps"
-        except TrainingError as e:
+        except (TrainingError, ckpt.CheckpointError) as e:
             self.state.status, self.state.message = "failed", str(e)
         except Exception as e:  # never let a thread die silently: the page must say what happened
             self.state.status, self.state.message = "failed", f"training failed: {type(e).__name__}: {e}"

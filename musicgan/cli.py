@@ -2,7 +2,7 @@
 
     stats PATH...                       what a set of MIDI files holds (and what was skipped)
     prepare PATH... --out CACHE         parse a large corpus in parallel into shards for training
-    train PATH... --out DIR             train a model (--steps / --minutes, --resume, --device)
+    train PATH... --out DIR             train a model (--steps / --minutes, --resume, --start-from, --device)
     generate [CKPT] --out FILE.mid      new music from a checkpoint (the pretrained one by default)
     evaluate [CKPT] --reference PATH... generated vs. real music, in numbers
 """
@@ -127,10 +127,10 @@ def _train(args, device, rank) -> int:
 
     base = None
     if args.start_from and not resume:
-        from .generate import load_model
+        from .generate import DEFAULT_CHECKPOINT
 
-        base = load_model(None if args.start_from == "pretrained" else args.start_from)
-        base = ckpt.load(base.path, with_discriminator=True)
+        base = ckpt.load(DEFAULT_CHECKPOINT if args.start_from == "pretrained" else args.start_from,
+                         with_discriminator=True)
     model = resume.model if resume else base.model if base else None
     trainer = Trainer(corpus.rolls, model, config, device, on_event, budget)
     if resume:

@@ -11,7 +11,7 @@ import pytest
 import app
 from musicgan import midi, render
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, ROOT
 
 
 @pytest.fixture
@@ -103,6 +103,15 @@ def test_training_streams_progress_and_ends_with_a_checkpoint(session):
     assert session.trained
     out = app.generate(app.TRAINED, 1, 2, 100, -1, 1.0, session)
     assert midi.read(out[2]).n_steps > 0
+
+
+def test_training_can_fine_tune_the_pretrained_model(session):
+    app.read_uploads([str(p) for p in EXAMPLES[4:7]], session)
+    updates = list(app.train(session, 0.02, 16, 2, 1e-4, 1e-3, 1.0, False, True, poll_s=0.2))
+    assert "done" in updates[-1][4]
+    config = json.loads((app.Path(session.trained) / "config.json").read_text())
+    assert config["started_from"]["checkpoint"] == "bach-chorales"
+    assert config["model"] == json.loads((ROOT / "checkpoints" / "bach-chorales" / "config.json").read_text())["model"]
 
 
 def test_stop_keeps_the_model(session):
