@@ -63,7 +63,9 @@ def main(argv=None) -> int:
         print(f"{name:<34} {s:7.3f} s/step  {config.batch_size * window / s:9,.0f} sample-timesteps/s")
 
     model = generate.load_model()
-    for label, sampling in ((f"{model.candidates} candidates, critic", model.sampling), ("1 draw, no critic", {})):
+    guard = {k: v for k, v in model.sampling.items() if k == "avoid"}
+    for label, sampling in ((f"{model.candidates} candidates, critic, copy guard", model.sampling),
+                            ("1 draw, no critic, copy guard", guard)):
         generate.sample_rolls(model.generator, [0], 16, **sampling)
         latencies = []
         for seed in range(10):

@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the generator learns from the discriminator (straight-through Gumbel); by default "
                         "the discriminator is trained as a critic that chooses among generated candidates")
     p.add_argument("--candidates", type=int,
-                   help="candidates per piece that the critic chooses from when generating (1: none; default 8)")
+                   help="candidates per piece that the critic chooses from when generating (1: none; default 4)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

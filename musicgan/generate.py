@@ -14,6 +14,11 @@ keeps one with probability proportional to exp(D's logit), D's estimate of p_rea
 (Grover et al. 2019; Azadi et al. 2019), chosen with a random stream seeded by the seed: still
 the same music for the same seed. Interpolations and variations skip it (a choice would jump
 between candidates where they should move smoothly), and so does the prefix property above.
+
+The copy guard. A checkpoint carries a :mod:`musicgan.copyguard` index of its training music; a
+candidate that quotes 2 consecutive bars of it is passed over for the critic's next choice, or
+for further draws when every candidate quotes (see :func:`sample_rolls`). Interpolations and
+variations do not use it, for the same reason as above.
 """
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ class TrainConfig:
     transpose: int = 3  # augmentation: every shift in -transpose..+transpose semitones
     warmup: float = 0.75  # share of the budget for the likelihood warm-up (1.0: no adversarial phase)
     g_adversarial: bool = False  # G also learns from D (straight-through); False: D is a critic for sampling
-    candidates: int = 8  # generation draws this many candidates per piece and lets the critic choose
+    candidates: int = 4  # generation draws this many candidates per piece and lets the critic choose
     lr_mle: float = 2e-3
     lr_g: float = 1e-4
     lr_d: float = 1e-3
@@ -153,6 +153,7 @@ class Trainer:
         self.model = model or model_config_for(rolls, transpose=config.transpose)
         self.rolls = None if isinstance(rolls, ShardedCorpus) else rolls  # for the copy guard's index
         self._copy_index = None
+        self._inherited_index = None  # the index of the model this run started from or resumes
         m = self.model
         self._setup_data(rolls)
         torch.manual_seed(config.seed)  # the same initial weights on every rank
@@ -392,12 +393,14 @@ class Trainer:
         return state
 
     def copy_index(self):
-        """The copy guard's index of the training music (built once; None for a prepared corpus,
-        which is streamed from disk and may be too large to index)."""
+        """The copy guard's index of the training music (built once; a prepared corpus, streamed
+        from disk and maybe too large to index, has none), joined with the index of the model this
+        run started from: a fine-tuned model must not quote the music its base learned either."""
         if self._copy_index is None and self.rolls is not None:
             self._copy_index = copyguard.build(self.rolls)
-            self.rolls = None if self._copy_index is None else self.rolls  # too large: never try again
-        return self._copy_index
+            self.rolls = None  # built (or too large): never again
+        parts = [i for i in (self._copy_index, self._inherited_index) if i is not None]
+        return np.union1d(*parts) if len(parts) == 2 else parts[0] if parts else None
 
     def save(self, directory, with_train_state: bool = True):
         return ckpt.save(directory, self.G, self.D, self.meta(), self.train_state() if with_train_state else None,
@@ -415,6 +418,7 @@ class Trainer:
             self.D.load_state_dict(checkpoint.discriminator.state_dict())
         self.G.train()
         self.started_from = {"checkpoint": Path(checkpoint.path).name, "steps": checkpoint.steps}
+        self._inherited_index = checkpoint.copy_index
 
     def restore(self, checkpoint: "ckpt.Checkpoint") -> None:
         """Continue from a checkpoint saved by :meth:`save`: weights, optimisers, RNGs, counters."""
@@ -449,6 +453,7 @@ class Trainer:
             self.noise_rng.manual_seed(self.config.seed + 1 + 7919 * self.rank + self.step_count)
         self.adversarial_from = meta.get("adversarial_from")
         self.started_from = meta.get("started_from") if isinstance(meta.get("started_from"), dict) else None
+        self._inherited_index = checkpoint.copy_index
         self.skipped = int(meta.get("skipped_steps", 0))
 
 

@@ -127,6 +127,8 @@ def test_fine_tuning_starts_from_the_weights_of_a_trained_model(rolls, tmp_path)
             assert torch.equal(a, b)
     tuned.run()
     assert tuned.step_count == 2 and tuned.meta()["started_from"] == {"checkpoint": "base", "steps": 6}
+    # its copy guard knows both its own music and the music of the model it started from
+    assert np.array_equal(tuned.copy_index(), np.union1d(copyguard.build(rolls[:5]), copyguard.build(rolls[5:])))
     import dataclasses
 
     other = Trainer(rolls[5:], dataclasses.replace(loaded.model, hidden=16), TrainConfig(batch_size=8, window_bars=2),
