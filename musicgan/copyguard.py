@@ -26,9 +26,13 @@ COPY_BARS = 2  # a run of this many consecutive bars found verbatim in the train
 MAX_INDEX = 4_000_000  # hashes (32 MB); a corpus with more bar pairs than this is not indexed
 
 
-def _pair_hash(first: bytes, second: bytes) -> int:
-    digest = hashlib.blake2b(len(first).to_bytes(4, "little") + first + second, digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
+def _pair_hashes(roll: Roll, every: int | None) -> list[int]:
+    """Hashes of each block of a bar (starting every ``every`` steps) joined with the bar after it."""
+    bar = 4 * roll.steps_per_beat
+    keys = bar_blocks(roll, bar, every)
+    return [int.from_bytes(hashlib.blake2b(len(key).to_bytes(4, "little") + key + keys[start + bar],
+                                           digest_size=8).digest(), "little", signed=True)
+            for start, key in keys.items() if start + bar in keys]
 
 
 def build(rolls) -> np.ndarray | None:
@@ -36,9 +40,7 @@ def build(rolls) -> np.ndarray | None:
     than MAX_INDEX of them."""
     hashes: set[int] = set()
     for roll in rolls:
-        bar = 4 * roll.steps_per_beat
-        keys = bar_blocks(roll, bar)
-        hashes.update(_pair_hash(key, keys[start + bar]) for start, key in keys.items() if start + bar in keys)
+        hashes.update(_pair_hashes(roll, None))  # starting on every beat
         if len(hashes) > MAX_INDEX:
             return None
     return np.array(sorted(hashes), dtype=np.int64)
@@ -49,11 +51,8 @@ def copies(roll: Roll, index: np.ndarray) -> bool:
     indexed music."""
     if index is None or not len(index):
         return False
-    bar = 4 * roll.steps_per_beat
-    keys = bar_blocks(roll, bar, bar)
-    pairs = [_pair_hash(key, keys[start + bar]) for start, key in keys.items() if start + bar in keys]
-    if not pairs:
+    pairs = np.array(_pair_hashes(roll, 4 * roll.steps_per_beat), dtype=np.int64)  # from bar lines
+    if not len(pairs):
         return False
-    pairs = np.array(pairs, dtype=np.int64)
     found = np.searchsorted(index, pairs)
     return bool((index[np.minimum(found, len(index) - 1)] == pairs).any())
