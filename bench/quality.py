@@ -88,8 +88,7 @@ def train_arms(train_rolls, minutes, warmup, out: Path, seed=0, transpose=3, g_a
           f"in {gan.elapsed_s / 60:.1f} min; wall {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
-def generated_clips(path, seeds, bars=4, temperature=1.0, guard=True):
-    model = ckpt.load(path)
+def generated_clips(model, seeds, bars=4, temperature=1.0, guard=True):
     sampling = model.sampling if guard else {k: v for k, v in model.sampling.items() if k != "avoid"}
     return generate.sample_rolls(model.generator, seeds, bars, temperature, **sampling)
 
@@ -135,10 +134,11 @@ def main(argv=None) -> int:
             ("GAN (full)", args.out / "gan")] + [tuple(extra.split("=", 1)) for extra in args.extra]
     unguarded = {}  # the copy rate each model has without its copy guard
     for label, path in arms:
-        rows[label] = [generated_clips(path, range(k * args.num, (k + 1) * args.num)) for k in sets]
-        if ckpt.load(path).copy_index is not None:
+        model = ckpt.load(path)  # once per arm: every set below draws from it
+        rows[label] = [generated_clips(model, range(k * args.num, (k + 1) * args.num)) for k in sets]
+        if model.copy_index is not None:
             unguarded[label] = [c for k in sets for c in generated_clips(
-                path, range(k * args.num, (k + 1) * args.num), guard=False)]
+                model, range(k * args.num, (k + 1) * args.num), guard=False)]
 
     stats = list(metrics.STATISTICS)
     short = {"scale consistency": "scale", "polyphony (notes at once)": "poly",
