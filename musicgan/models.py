@@ -2,10 +2,13 @@
 
 Generator (an LSTM that walks time step by step, as in C-RNN-GAN):
 
-    input at step t   = the voices chosen at t-1 (embedded) + global latent z + position in the bar
+    input at step t   = the voices chosen at t-1 (embedded) + global latent z + position in the bar;
+                        each voice's embedding is that of its token plus that of the pitch it
+                        sounds (a held note's pitch, which the token HOLD alone does not say)
     LSTM state at t=0 = a linear map of z           (so z colours the whole piece)
     output at step t  = one categorical choice per voice, highest voice first; each voice's head
                         sees the LSTM state and the choices already made for the voices above it
+                        (again token + sounding pitch)
                         (the notes of one step are drawn jointly, not independently)
 
 Per-step noise is the Gumbel noise that makes each draw; it is derived from standard normal
@@ -25,7 +28,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .voices import FIRST_PITCH, vocab_size
+from .voices import FIRST_PITCH, HOLD, REST, vocab_size
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class ModelConfig:
     layers: int = 2
     d_hidden: int = 128
     d_embed: int = 64
+    # each voice's input also carries the pitch it sounds. With only the token, a held note's pitch
+    # must be remembered by the LSTM; models without it re-struck the pitch they held about twice
+    # as often as the music does (checkpoints from before this setting load with it off)
+    sounding_input: bool = True
 
     @property
     def vocab(self) -> int:
@@ -56,7 +63,11 @@ class ModelConfig:
                   "steps_per_beat": (1, 48), "beats_per_bar": (1, 16), "latent_dim": (1, 1024),
                   "embed_dim": (1, 1024), "hidden": (1, 4096), "layers": (1, 8),
                   "d_hidden": (1, 4096), "d_embed": (1, 4096)}
+        if not isinstance(self.sounding_input, bool):
+            raise ValueError(f"model setting sounding_input={self.sounding_input!r} is not true or false")
         for f in fields(self):
+            if f.name == "sounding_input":
+                continue
             value = getattr(self, f.name)
             low, high = bounds[f.name]
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -71,12 +82,21 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
-        return cls(**d).validate()
+        return cls(**{"sounding_input": False, **d}).validate()  # older checkpoints lack the setting
 
 
 def position_features(n_steps: int, steps_per_bar: int, device=None) -> torch.Tensor:
     """One-hot position of each step in its bar, shape (n_steps, steps_per_bar)."""
     return F.one_hot(torch.arange(n_steps, device=device) % steps_per_bar, steps_per_bar).float()
+
+
+def sounding(tokens: torch.Tensor) -> torch.Tensor:
+    """The token of the pitch each voice sounds: a new note's own token, carried through the
+    holds after it; REST where the voice is silent (a hold after a rest is a rest, as in
+    :func:`musicgan.voices.decode`). tokens (..., T, V) -> the same shape."""
+    steps = torch.arange(tokens.shape[-2], device=tokens.device)[:, None]
+    last = torch.where(tokens != HOLD, steps, -1).cummax(-2).values  # the latest step that is not a hold
+    return torch.where(last < 0, REST, tokens.gather(-2, last.clamp(min=0)))
 
 
 def gumbel_from_normal(noise: torch.Tensor) -> torch.Tensor:
@@ -92,10 +112,17 @@ class Generator(nn.Module):
         self.cfg = cfg
         V, K, E, H = cfg.voices, cfg.vocab, cfg.embed_dim, cfg.hidden
         self.embed = nn.Parameter(torch.randn(K, E) * 0.1)  # used as one_hot @ embed (straight-through)
+        # the sounding pitch's embedding (indexed like tokens; HOLD's row is never used)
+        self.pitch_embed = nn.Parameter(torch.randn(K, E) * 0.1) if cfg.sounding_input else None
         self.init_state = nn.Linear(cfg.latent_dim, 2 * cfg.layers * H)
         self.lstm = nn.LSTM(V * E + cfg.latent_dim + cfg.steps_per_bar, H, cfg.layers, batch_first=True)
         self.heads = nn.ModuleList(
             nn.Sequential(nn.Linear(H + V * E, H), nn.ReLU(), nn.Linear(H, K)) for _ in range(V))
+
+    def _embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (..., T, V) -> each voice's input embedding (..., T, V, E)."""
+        emb = self.embed[tokens]
+        return emb if self.pitch_embed is None else emb + self.pitch_embed[sounding(tokens)]
 
     def _state(self, z):
         B, L, H = z.shape[0], self.cfg.layers, self.cfg.hidden
@@ -124,7 +151,7 @@ class Generator(nn.Module):
         """Teacher forcing: tokens (B, T, V) -> logits (B, T, V, K) for those same tokens."""
         B, T, V = tokens.shape
         E = self.cfg.embed_dim
-        emb = self.embed[tokens]  # (B, T, V, E)
+        emb = self._embed_tokens(tokens)  # (B, T, V, E)
         prev = torch.cat([emb.new_zeros(B, 1, V, E), emb[:, :-1]], 1).reshape(B, T, V * E)
         h, _ = self.lstm(self._inputs(prev, z, 0), self._state(z))
         logits = []
@@ -150,6 +177,10 @@ class Generator(nn.Module):
         state = self._state(z)
         prev = z.new_zeros(B, 1, V * E)
         tokens, one_hots = [], []
+        # each voice's sounding pitch as a one-hot over tokens (all zeros: silent); a hold keeps it
+        sounds = [z.new_zeros(B, K)] * V
+        not_hold = torch.ones(K, device=z.device)
+        not_hold[HOLD] = 0
         for t in range(T):
             h, state = self.lstm(self._inputs(prev, z, t), state)
             h = h[:, 0]
@@ -163,7 +194,11 @@ class Generator(nn.Module):
                 if tau is not None:
                     soft = F.softmax(y / tau, -1)
                     hard = hard - soft.detach() + soft
-                chosen.append(hard @ self.embed.to(hard.dtype))
+                embedded = hard @ self.embed.to(hard.dtype)
+                if self.pitch_embed is not None:
+                    sounds[v] = hard * not_hold + hard[:, HOLD:HOLD + 1] * sounds[v]
+                    embedded = embedded + sounds[v] @ self.pitch_embed.to(hard.dtype)
+                chosen.append(embedded)
                 tokens.append(index)
                 one_hots.append(hard)
             prev = torch.cat(chosen, -1)[:, None]
@@ -183,8 +218,10 @@ class Generator(nn.Module):
         E, H, S = self.cfg.embed_dim, self.cfg.hidden, self.cfg.steps_per_bar
         lstm = self.lstm
         w_ih0 = lstm.weight_ih_l0  # (4H, V*E + latent + S)
-        prev_table = torch.cat([self.embed @ w_ih0[:, v * E:(v + 1) * E].T for v in range(V)])  # (V*K, 4H)
-        offsets = torch.arange(V, device=z.device) * K
+        # the token and (with sounding_input) the sounding pitch of each voice: rows of one table
+        tables = [self.embed] + ([self.pitch_embed] if self.pitch_embed is not None else [])
+        prev_table = torch.cat([table @ w_ih0[:, v * E:(v + 1) * E].T for table in tables for v in range(V)])
+        offsets = torch.arange(len(tables) * V, device=z.device) * K  # (len(tables) * V * K, 4H)
         z_part = z @ w_ih0[:, V * E:V * E + self.cfg.latent_dim].T + lstm.bias_ih_l0 + lstm.bias_hh_l0
         step_part = z_part[:, None] + w_ih0[:, V * E + self.cfg.latent_dim:].T[None]  # (B, S, 4H)
         # weights transposed once into contiguous (in, out) matrices: a third faster per product
@@ -194,16 +231,18 @@ class Generator(nn.Module):
         w_state = torch.cat([f.weight[:, :H] for f in first]).T.contiguous()  # (H, V*H)
         b_state = torch.cat([f.bias for f in first])
         # voice u's token -> its term in the first layer of every head below it: (K, (V-u-1)*H)
-        below = [torch.cat([self.embed @ first[v].weight[:, H + u * E:H + (u + 1) * E].T for v in range(u + 1, V)], -1)
-                 for u in range(V - 1)]
+        below = [[torch.cat([table @ first[v].weight[:, H + u * E:H + (u + 1) * E].T for v in range(u + 1, V)], -1)
+                  for u in range(V - 1)] for table in tables]
         heads_out = [(head[2].weight.T.contiguous(), head[2].bias) for head in self.heads]
         h0, c0 = self._state(z)
         h, c = list(h0), list(c0)
         out = torch.empty(B, T, V, dtype=torch.long, device=z.device)
+        sound = torch.zeros(B, V, dtype=torch.long, device=z.device)  # each voice's sounding pitch token
         for t in range(T):
             gates = step_part[:, t % S]
             if t:
-                gates = gates + prev_table[out[:, t - 1] + offsets].sum(1)
+                previous = out[:, t - 1] if len(tables) == 1 else torch.cat([out[:, t - 1], sound], 1)
+                gates = gates + prev_table[previous + offsets].sum(1)
             x = None
             for k, (w_ih, w_hh, bias) in enumerate(layers):
                 gates = torch.addmm(gates if k == 0 else torch.addmm(bias, x, w_ih), h[k], w_hh)
@@ -217,8 +256,12 @@ class Generator(nn.Module):
                     logits = logits / temperature
                 index = torch.argmax(logits + gumbel[:, t, v], -1)
                 out[:, t, v] = index
+                if len(tables) > 1:
+                    sound[:, v] = torch.where(index == HOLD, sound[:, v], index)
                 if v < V - 1:
-                    hidden[:, (v + 1) * H:] += below[v][index]
+                    hidden[:, (v + 1) * H:] += below[0][v][index]
+                    if len(tables) > 1:
+                        hidden[:, (v + 1) * H:] += below[1][v][sound[:, v]]
         return out, F.one_hot(out, K).float()
 
 

@@ -41,7 +41,7 @@ from . import checkpoint as ckpt, copyguard
 from .data import WindowConfig, Windows
 from .shards import ShardedCorpus, StreamingWindows
 from .models import Discriminator, Generator, ModelConfig
-from .voices import window_tokens
+from .voices import voices_needed, window_tokens
 
 
 MIN_CRITIC_STEPS = 50  # a critic trained for fewer steps than this is not asked to choose samples
@@ -123,14 +123,19 @@ class Budget:
         return min(1.0, max(parts))
 
 
-def model_config_for(rolls, voices: int = 4, transpose: int = 0, **overrides) -> ModelConfig:
-    """A model config whose pitch range covers the data (plus the transposition margin).
+def model_config_for(rolls, voices: int | None = None, transpose: int = 0, **overrides) -> ModelConfig:
+    """A model config whose pitch range covers the data (plus the transposition margin) and whose
+    voices hold all the notes of nearly every step (:func:`~musicgan.voices.voices_needed`).
     ``rolls``: a list of rolls or a prepared :class:`~musicgan.shards.ShardedCorpus`."""
     if isinstance(rolls, ShardedCorpus):
         low, high, spb = int(rolls.table[:, 4].min()), int(rolls.table[:, 5].max()), rolls.steps_per_beat
+        # counted on at most 1,000 pieces spread over the corpus, not all of them
+        pieces = (rolls.notes(int(i)) for i in np.unique(np.linspace(0, len(rolls) - 1, 1000).astype(int)))
     else:
         low = min(int(r.notes[:, 0].min()) for r in rolls)
         high, spb = max(int(r.notes[:, 0].max()) for r in rolls), rolls[0].steps_per_beat
+        pieces = (r.notes for r in rolls)
+    voices = voices or voices_needed(pieces)
     low, high = low - transpose, high + transpose
     return ModelConfig(voices=voices, pitch_low=max(0, low), pitch_high=min(127, max(high, low + 12)),
                        steps_per_beat=spb, **overrides).validate()

@@ -19,6 +19,30 @@ from .midi import Roll, _sorted_notes
 REST, HOLD, FIRST_PITCH = 0, 1, 2
 
 
+MOST_VOICES = 6  # the most voices a model gets by itself (each costs time: one more choice per step)
+COVERAGE = 0.95  # ... enough that this share of the sounding steps keep all their notes
+
+
+def voices_needed(note_arrays, coverage: float = COVERAGE, most: int = MOST_VOICES) -> int:
+    """The fewest voices (1..``most``) that keep every note of at least ``coverage`` of the steps
+    where something sounds. ``note_arrays``: notes (pitch, start, end, velocity) of each piece.
+    Four-part chorales need 4, or 5 where an instrument adds a part; piano music more."""
+    counts = np.zeros(most + 2, dtype=np.int64)
+    for notes in note_arrays:
+        notes = np.asarray(notes)
+        if not len(notes):
+            continue
+        change = np.zeros(int(notes[:, 2].max()) + 1, dtype=np.int64)
+        np.add.at(change, notes[:, 1], 1)
+        np.add.at(change, notes[:, 2], -1)
+        sounding = np.cumsum(change)
+        counts += np.bincount(np.minimum(sounding[sounding > 0], most + 1), minlength=most + 2)
+    if not counts.sum():
+        return 1
+    covered = np.cumsum(counts) / counts.sum()
+    return int(min(most, max(1, np.searchsorted(covered[1:], coverage - 1e-9) + 1)))
+
+
 def vocab_size(pitch_low: int, pitch_high: int) -> int:
     return FIRST_PITCH + pitch_high - pitch_low + 1
 

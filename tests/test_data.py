@@ -236,3 +236,17 @@ def test_cli_bad_files_give_one_line_reason_and_no_traceback(tmp_path, blob, rea
     skipped = [line for line in result.stdout.splitlines() if "skipped bad.mid" in line]
     assert len(skipped) == 1 and reason in skipped[0]
     assert "no usable MIDI" in result.stderr
+
+
+def test_the_voice_count_keeps_the_notes_of_nearly_every_step():
+    from musicgan.voices import voices_needed
+
+    def chords(sizes):  # one quarter note (4 steps) per chord, ``size`` notes each
+        return np.array([(60 + 3 * k, 4 * i, 4 * i + 4, 80) for i, size in enumerate(sizes) for k in range(size)])
+
+    assert voices_needed([chords([4] * 90 + [5] * 10)]) == 5  # a fifth part on 10% of the steps
+    assert voices_needed([chords([4] * 98 + [5] * 2)]) == 4  # ... on 2%: not worth a voice
+    assert voices_needed([chords([1] * 50), chords([2] * 50)]) == 2  # counted over all pieces
+    assert voices_needed([chords([12] * 10)]) == 6  # at most 6 by itself
+    assert voices_needed([np.zeros((0, 4))]) == 1
+    assert voices_needed(r.notes for r in data.load(EXAMPLES).rolls) == 4  # four-part chorales

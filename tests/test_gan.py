@@ -9,6 +9,7 @@ import torch
 
 from musicgan import checkpoint as ckpt, copyguard, data, generate, midi, voices
 from musicgan.models import ModelConfig
+from musicgan.voices import HOLD, REST
 from musicgan.train import Budget, DeviceError, TrainConfig, Trainer, TrainingError, pick_device
 
 from conftest import EXAMPLES
@@ -314,6 +315,36 @@ def test_fast_sampling_draws_what_the_step_by_step_loop_draws(layers, temperatur
     assert torch.equal(fast_one_hot.argmax(-1), fast)
     assert (fast == slow).float().mean() > 0.9
     assert len({tuple(t.flatten().tolist()) for t in fast}) == 16
+
+
+@pytest.mark.parametrize("sounding_input", [True, False])
+def test_teacher_forcing_sees_what_sampling_saw(sounding_input):
+    """The likelihood loss trains the model that generates: teacher forcing on a drawn piece gives
+    the logits its draw was made from, so the same Gumbel noise picks the same tokens again.
+    This holds only if both paths feed each voice the same inputs (token and sounding pitch)."""
+    from musicgan.models import Generator, gumbel_from_normal
+
+    torch.manual_seed(1)
+    g = Generator(ModelConfig(pitch_low=40, pitch_high=70, sounding_input=sounding_input, **TINY)).eval()
+    with torch.no_grad():  # large embeddings: a wrong input would change the draw
+        for table in (g.embed, g.pitch_embed):
+            if table is not None:
+                table.normal_(0, 3)
+    noise = [generate.noise_for(s, 48, g.cfg) for s in range(8)]
+    z, step_noise = torch.stack([n[0] for n in noise]), torch.stack([n[1] for n in noise])
+    with torch.no_grad():
+        tokens, _ = g.sample(z, step_noise)
+        logits = g.teacher_forced(tokens, z)
+    assert (tokens == HOLD).any() and (tokens >= 2).any()
+    redrawn = (logits + gumbel_from_normal(step_noise)).argmax(-1)
+    assert (redrawn == tokens).float().mean() > 0.99
+
+
+def test_sounding_pitch_is_carried_through_holds():
+    from musicgan.models import sounding
+
+    tokens = torch.tensor([[HOLD, 5, HOLD, REST, HOLD, 6, 6, HOLD]]).T  # (T, 1 voice)
+    assert sounding(tokens)[:, 0].tolist() == [REST, 5, 5, REST, REST, 6, 6, 6]
 
 
 def test_generation_options(trained):
