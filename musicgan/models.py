@@ -177,8 +177,8 @@ class Generator(nn.Module):
         state = self._state(z)
         prev = z.new_zeros(B, 1, V * E)
         tokens, one_hots = [], []
-        # each voice's sounding pitch as a one-hot over tokens (all zeros: silent); a hold keeps it
-        sounds = [z.new_zeros(B, K)] * V
+        # each voice's sounding pitch as a one-hot over tokens (REST: silent); a hold keeps it
+        sounds = [F.one_hot(torch.full((B,), REST, device=z.device), K).to(z.dtype)] * V
         not_hold = torch.ones(K, device=z.device)
         not_hold[HOLD] = 0
         for t in range(T):
