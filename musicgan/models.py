@@ -206,8 +206,15 @@ class Generator(nn.Module):
         return tokens, torch.stack(one_hots, 1).view(B, T, V, K)
 
 
-    @torch.no_grad()
     def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, temperature: float):
+        # inference mode makes each of the loop's many small calls cheaper (no version counters);
+        # the tokens leave it as an ordinary tensor, which a discriminator may then learn from
+        with torch.inference_mode():
+            out = self._draw_fast(z, gumbel, temperature)
+        out = out.clone()
+        return out, F.one_hot(out, self.cfg.vocab).float()
+
+    def _draw_fast(self, z: torch.Tensor, gumbel: torch.Tensor, temperature: float) -> torch.Tensor:
         """Gumbel-max sampling without autograd: the draw of :meth:`sample`, computed step by step
         with plain matrix products instead of one LSTM call per step. On the CPU each small torch
         call costs more than its arithmetic, so the loop is written to make few calls: whatever is
@@ -262,7 +269,7 @@ class Generator(nn.Module):
                     hidden[:, (v + 1) * H:] += below[0][v][index]
                     if len(tables) > 1:
                         hidden[:, (v + 1) * H:] += below[1][v][sound[:, v]]
-        return out, F.one_hot(out, K).float()
+        return out
 
 
 class Discriminator(nn.Module):
