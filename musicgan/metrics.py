@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .midi import END, PITCH, START, Roll
+from .midi import END, PITCH, START, Roll, sounding_counts
 
 MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
 MINOR = np.array([0, 2, 3, 5, 7, 8, 10])  # natural minor
@@ -18,10 +18,7 @@ DURATION_BINS = (1, 2, 3, 4, 6, 8, 12, 16)  # note lengths in steps: 1/16 ... wh
 
 def _sounding(roll: Roll) -> np.ndarray:
     """Number of notes sounding at each step."""
-    count = np.zeros(roll.n_steps + 1, dtype=np.int64)
-    np.add.at(count, roll.notes[:, START], 1)
-    np.add.at(count, roll.notes[:, END], -1)
-    return np.cumsum(count)[:-1]
+    return sounding_counts(roll.notes)
 
 
 def pitch_range(roll: Roll) -> float:

@@ -151,6 +151,18 @@ class Roll:
         return cls(notes=_sorted_notes(np.array(notes, dtype=np.int32).reshape(-1, 4)), **meta)
 
 
+def sounding_counts(notes: np.ndarray) -> np.ndarray:
+    """Number of notes sounding at each step of a note array (pitch, start, end, velocity), from
+    step 0 to the end of the last note."""
+    notes = np.asarray(notes).reshape(-1, 4)
+    if not len(notes):
+        return np.zeros(0, dtype=np.int64)
+    count = np.zeros(int(notes[:, END].max()) + 1, dtype=np.int64)
+    np.add.at(count, notes[:, START], 1)
+    np.add.at(count, notes[:, END], -1)
+    return np.cumsum(count)[:-1]
+
+
 def _sorted_notes(notes: np.ndarray) -> np.ndarray:
     if len(notes) == 0:
         return notes.reshape(0, 4).astype(np.int32)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .midi import Roll, _sorted_notes
+from .midi import Roll, _sorted_notes, sounding_counts
 
 REST, HOLD, FIRST_PITCH = 0, 1, 2
 
@@ -29,13 +29,7 @@ def voices_needed(note_arrays, coverage: float = COVERAGE, most: int = MOST_VOIC
     Four-part chorales need 4, or 5 where an instrument adds a part; piano music more."""
     counts = np.zeros(most + 2, dtype=np.int64)
     for notes in note_arrays:
-        notes = np.asarray(notes)
-        if not len(notes):
-            continue
-        change = np.zeros(int(notes[:, 2].max()) + 1, dtype=np.int64)
-        np.add.at(change, notes[:, 1], 1)
-        np.add.at(change, notes[:, 2], -1)
-        sounding = np.cumsum(change)
+        sounding = sounding_counts(notes)
         counts += np.bincount(np.minimum(sounding[sounding > 0], most + 1), minlength=most + 2)
     if not counts.sum():
         return 1
