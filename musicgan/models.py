@@ -217,18 +217,30 @@ class Generator(nn.Module):
     def _draw_fast(self, z: torch.Tensor, gumbel: torch.Tensor, temperature: float) -> torch.Tensor:
         """Gumbel-max sampling without autograd: the draw of :meth:`sample`, computed step by step
         with plain matrix products instead of one LSTM call per step. On the CPU each small torch
-        call costs more than its arithmetic, so the loop is written to make few calls: whatever is
-        fixed per token is a precomputed table (the first LSTM layer's input weights times each
-        voice's embedding, all voices in one table; each head's first layer times the embedding of
-        the voices above it, all lower heads at once), and biases ride in ``addmm``."""
+        call costs more than its arithmetic, so the loop is written to make few calls:
+
+        * whatever is fixed per token is a precomputed table: the first LSTM layer's input weights
+          times each voice's embedding (all voices in one table), and each head's first layer times
+          the embedding of the voices above it (all lower heads at once);
+        * a voice's embedding is that of its token plus (with ``sounding_input``) that of the pitch
+          it sounds, which is the token itself unless the token is HOLD. So one *key* names both:
+          the token, or K + the held pitch for a hold, and every table has a row per key;
+        * the heads' first layers write into one buffer whose per-voice views are made once;
+          biases ride in ``addmm``; the tokens are stacked once at the end."""
         B, T, V, K = gumbel.shape
         E, H, S = self.cfg.embed_dim, self.cfg.hidden, self.cfg.steps_per_bar
         lstm = self.lstm
+        if self.pitch_embed is None:
+            keyed = self.embed  # (K, E): the key is the token
+        else:  # (2K, E): token k (its own pitch), then HOLD with each sounding pitch
+            keyed = torch.cat([self.embed + self.pitch_embed, self.embed[HOLD] + self.pitch_embed])
+            # the key after key j when the next token is k: k itself, or for a hold, j's pitch held
+            held = torch.arange(2 * K, device=z.device).remainder(K) + K
+            next_key = torch.arange(K, device=z.device).repeat(2 * K, 1)
+            next_key[:, HOLD] = held
         w_ih0 = lstm.weight_ih_l0  # (4H, V*E + latent + S)
-        # the token and (with sounding_input) the sounding pitch of each voice: rows of one table
-        tables = [self.embed] + ([self.pitch_embed] if self.pitch_embed is not None else [])
-        prev_table = torch.cat([table @ w_ih0[:, v * E:(v + 1) * E].T for table in tables for v in range(V)])
-        offsets = torch.arange(len(tables) * V, device=z.device) * K  # (len(tables) * V * K, 4H)
+        prev_table = torch.cat([keyed @ w_ih0[:, v * E:(v + 1) * E].T for v in range(V)])  # (V * keys, 4H)
+        offsets = torch.arange(V, device=z.device) * len(keyed)
         z_part = z @ w_ih0[:, V * E:V * E + self.cfg.latent_dim].T + lstm.bias_ih_l0 + lstm.bias_hh_l0
         step_part = z_part[:, None] + w_ih0[:, V * E + self.cfg.latent_dim:].T[None]  # (B, S, 4H)
         # weights transposed once into contiguous (in, out) matrices: a third faster per product
@@ -237,39 +249,41 @@ class Generator(nn.Module):
         first = [head[0] for head in self.heads]
         w_state = torch.cat([f.weight[:, :H] for f in first]).T.contiguous()  # (H, V*H)
         b_state = torch.cat([f.bias for f in first])
-        # voice u's token -> its term in the first layer of every head below it: (K, (V-u-1)*H)
-        below = [[torch.cat([table @ first[v].weight[:, H + u * E:H + (u + 1) * E].T for v in range(u + 1, V)], -1)
-                  for u in range(V - 1)] for table in tables]
+        # voice u's key -> its term in the first layer of every head below it: (keys, (V-u-1)*H)
+        below = [torch.cat([keyed @ first[v].weight[:, H + u * E:H + (u + 1) * E].T for v in range(u + 1, V)], -1)
+                 for u in range(V - 1)]
         heads_out = [(head[2].weight.T.contiguous(), head[2].bias) for head in self.heads]
+        noise = [step.unbind(0) for step in gumbel.permute(1, 2, 0, 3).unbind(0)]  # [t][v]: (B, K)
+        hidden = torch.empty(B, V * H, device=z.device)  # every head's first layer, refilled each step
+        head_in = hidden.split(H, 1)
+        lower = [hidden[:, (v + 1) * H:] for v in range(V - 1)]
         h0, c0 = self._state(z)
         h, c = list(h0), list(c0)
-        out = torch.empty(B, T, V, dtype=torch.long, device=z.device)
-        sound = torch.zeros(B, V, dtype=torch.long, device=z.device)  # each voice's sounding pitch token
+        keys = [torch.full((B,), REST, dtype=torch.long, device=z.device)] * V  # a hold at t=0 holds a rest
+        tokens = []
         for t in range(T):
             gates = step_part[:, t % S]
             if t:
-                previous = out[:, t - 1] if len(tables) == 1 else torch.cat([out[:, t - 1], sound], 1)
-                gates = gates + prev_table[previous + offsets].sum(1)
+                # (index_select takes half the time of advanced indexing on these small lookups)
+                rows = prev_table.index_select(0, (torch.stack(keys, 1) + offsets).view(-1))
+                gates = gates + rows.view(B, V, -1).sum(1)
             x = None
             for k, (w_ih, w_hh, bias) in enumerate(layers):
                 gates = torch.addmm(gates if k == 0 else torch.addmm(bias, x, w_ih), h[k], w_hh)
-                i, f, g, o = gates.chunk(4, -1)
-                c[k] = torch.addcmul(torch.sigmoid(f) * c[k], torch.sigmoid(i), torch.tanh(g))
-                h[k] = x = torch.sigmoid(o) * torch.tanh(c[k])
-            hidden = torch.addmm(b_state, x, w_state)  # (B, V*H): every head's first layer
+                i, f, _, o = torch.sigmoid(gates).chunk(4, -1)  # (the cell gate's sigmoid goes unused)
+                c[k] = torch.addcmul(f * c[k], i, torch.tanh(gates[:, 2 * H:3 * H]))
+                h[k] = x = o * torch.tanh(c[k])
+            torch.addmm(b_state, x, w_state, out=hidden)
             for v, (w_out, b_out) in enumerate(heads_out):
-                logits = torch.addmm(b_out, torch.relu(hidden[:, v * H:(v + 1) * H]), w_out)
+                logits = torch.addmm(b_out, torch.relu(head_in[v]), w_out)
                 if temperature != 1:
                     logits = logits / temperature
-                index = torch.argmax(logits + gumbel[:, t, v], -1)
-                out[:, t, v] = index
-                if len(tables) > 1:
-                    sound[:, v] = torch.where(index == HOLD, sound[:, v], index)
+                index = torch.argmax(logits + noise[t][v], -1)
+                tokens.append(index)
+                keys[v] = index if self.pitch_embed is None else next_key[keys[v], index]
                 if v < V - 1:
-                    hidden[:, (v + 1) * H:] += below[0][v][index]
-                    if len(tables) > 1:
-                        hidden[:, (v + 1) * H:] += below[1][v][sound[:, v]]
-        return out
+                    lower[v] += below[v].index_select(0, keys[v])
+        return torch.stack(tokens, 1).view(B, T, V)
 
 
 class Discriminator(nn.Module):

@@ -296,14 +296,15 @@ def test_a_longer_piece_starts_like_the_shorter_one(trained):
     assert np.array_equal(o1, o2)
 
 
-@pytest.mark.parametrize("layers,temperature", [(1, 1.0), (2, 0.7)])
-def test_fast_sampling_draws_what_the_step_by_step_loop_draws(layers, temperature):
+@pytest.mark.parametrize("layers,temperature,sounding_input", [(1, 1.0, True), (2, 0.7, True), (2, 1.0, False)])
+def test_fast_sampling_draws_what_the_step_by_step_loop_draws(layers, temperature, sounding_input):
     """Generation's lean loop and the differentiable reference loop make the same Gumbel-max draw
     (tiny float differences may flip a near-tie, after which a sequence goes its own way)."""
     from musicgan.models import Generator
 
     torch.manual_seed(0)
-    g = Generator(ModelConfig(pitch_low=40, pitch_high=70, **{**TINY, "layers": layers})).eval()
+    cfg = ModelConfig(pitch_low=40, pitch_high=70, sounding_input=sounding_input, **{**TINY, "layers": layers})
+    g = Generator(cfg).eval()
     seeds = range(16)
     noise = [generate.noise_for(s, 32, g.cfg) for s in seeds]
     z, step_noise = torch.stack([n[0] for n in noise]), torch.stack([n[1] for n in noise])
@@ -330,12 +331,14 @@ def test_teacher_forcing_sees_what_sampling_saw(sounding_input):
         for table in (g.embed, g.pitch_embed):
             if table is not None:
                 table.normal_(0, 3)
+        for head in g.heads:  # and many holds (as in music), whose sounding pitch must be carried
+            head[2].bias[HOLD] += 4
     noise = [generate.noise_for(s, 48, g.cfg) for s in range(8)]
     z, step_noise = torch.stack([n[0] for n in noise]), torch.stack([n[1] for n in noise])
     with torch.no_grad():
         tokens, _ = g.sample(z, step_noise)
         logits = g.teacher_forced(tokens, z)
-    assert (tokens == HOLD).any() and (tokens >= 2).any()
+    assert (tokens == HOLD).float().mean() > 0.3 and (tokens >= 2).any()
     redrawn = (logits + gumbel_from_normal(step_noise)).argmax(-1)
     assert (redrawn == tokens).float().mean() > 0.99
 
