@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 import musicgan
-from musicgan import api, checkpoint as ckpt, data, generate as gen, render
+from musicgan import api, checkpoint as ckpt, data, generate as gen, keys, render
 from musicgan.train import Budget, TrainConfig, pick_device, device_label
 
 ROOT = Path(__file__).resolve().parent
@@ -22,6 +22,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.mid"))
 PIANOROLL_JS = (ROOT / "static" / "pianoroll.js").read_text()
 
 PRETRAINED, TRAINED, UPLOADED = "Pretrained: Bach chorales", "My trained model", "Uploaded checkpoint"
+KEY_AUTO = "From the seed"
 UPLOAD_LIMITS = data.Limits(max_files=200, max_file_bytes=4 * 1024 * 1024, max_zip_members=1000,
                             max_zip_bytes=64 * 1024 * 1024)
 MAX_UPLOAD = "32mb"
@@ -122,31 +123,44 @@ def _program(instrument):
     return None if instrument in (None, -1, "-1") else int(instrument)
 
 
-def generate(choice, seed, bars, tempo, instrument, temperature, session=None):
+def _key(model, choice):
+    """The key chosen in the dropdown, or None (the seed's; and for models trained without keys)."""
+    if choice in (None, KEY_AUTO):
+        return None
+    if not model.model.key_input:
+        gr.Warning("This model was trained without keys, so it cannot be asked for one.")
+        return None
+    return keys.parse(choice)
+
+
+def generate(choice, seed, bars, tempo, instrument, temperature, key=KEY_AUTO, session=None):
     session = _session(session)
     try:
-        piece = api.compose(_model(choice, session), int(seed), int(bars), float(tempo), _program(instrument),
-                            float(temperature))
+        model = _model(choice, session)
+        piece = api.compose(model, int(seed), int(bars), float(tempo), _program(instrument),
+                            float(temperature), key=_key(model, key))
     except ValueError as e:
         raise gr.Error(str(e))
     return (*_outputs(piece, session), session)
 
 
-def interpolate(choice, seed, seed_b, steps, tempo, instrument, temperature, session=None):
+def interpolate(choice, seed, seed_b, steps, tempo, instrument, temperature, key=KEY_AUTO, session=None):
     session = _session(session)
     try:
-        piece = api.compose_interpolation(_model(choice, session), int(seed), int(seed_b), int(steps), 4,
-                                          float(tempo), _program(instrument), float(temperature))
+        model = _model(choice, session)
+        piece = api.compose_interpolation(model, int(seed), int(seed_b), int(steps), 4, float(tempo),
+                                          _program(instrument), float(temperature), key=_key(model, key))
     except ValueError as e:
         raise gr.Error(str(e))
     return (*_outputs(piece, session), session)
 
 
-def variations(choice, seed, amount, tempo, instrument, temperature, session=None):
+def variations(choice, seed, amount, tempo, instrument, temperature, key=KEY_AUTO, session=None):
     session = _session(session)
     try:
-        piece = api.compose_variations(_model(choice, session), int(seed), 3, float(amount), 4, float(tempo),
-                                       _program(instrument), float(temperature))
+        model = _model(choice, session)
+        piece = api.compose_variations(model, int(seed), 3, float(amount), 4, float(tempo),
+                                       _program(instrument), float(temperature), key=_key(model, key))
     except ValueError as e:
         raise gr.Error(str(e))
     return (*_outputs(piece, session), session)
@@ -334,6 +348,9 @@ def build() -> gr.Blocks:
                         instrument = gr.Dropdown(_instrument_choices(), value=-1, label="Instrument (General MIDI)")
                         temperature = gr.Slider(0.5, 1.5, value=1.0, step=0.05,
                                                 label="Temperature (lower: safer, higher: wilder)")
+                        key = gr.Dropdown([KEY_AUTO, *keys.NAMES], value=KEY_AUTO, label="Key",
+                                          info="Models trained with this version take a key; the seed "
+                                               "picks one from the training music's keys.")
                         go = gr.Button("Generate", variant="primary")
                         with gr.Accordion("Interpolate and vary", open=False):
                             seed_b = gr.Number(value=1, precision=0, label="Second seed", minimum=0)
@@ -350,7 +367,7 @@ def build() -> gr.Blocks:
                             midi_file = gr.File(label="MIDI", interactive=False)
                             png_file = gr.File(label="Piano roll image", interactive=False)
                 outputs = [roll, audio, midi_file, png_file, status, session]
-                sound = [tempo, instrument, temperature]
+                sound = [tempo, instrument, temperature, key]
                 go.click(generate, [choice, seed, bars, *sound, session], outputs, api_name="generate")
                 interp.click(interpolate, [choice, seed, seed_b, steps, *sound, session], outputs,
                              api_name="interpolate")
@@ -358,9 +375,9 @@ def build() -> gr.Blocks:
                 dice.click(roll_dice, None, seed, api_name=False)
                 ck_file.upload(upload_checkpoint, [ck_file, session], [choice, ck_status, session],
                                api_name="upload_checkpoint")
-                gr.Examples([[PRETRAINED, 0, 8, round(tempo_default), -1, 1.0],
-                             [PRETRAINED, 42, 16, 80, 19, 0.9],
-                             [PRETRAINED, 7, 8, 110, 52, 1.1]],
+                gr.Examples([[PRETRAINED, 0, 8, round(tempo_default), -1, 1.0, KEY_AUTO],
+                             [PRETRAINED, 42, 16, 80, 19, 0.9, KEY_AUTO],
+                             [PRETRAINED, 7, 8, 110, 52, 1.1, KEY_AUTO]],
                             [choice, seed, bars, *sound], outputs, fn=generate, run_on_click=True,
                             cache_examples=False, label="Try one (one click makes music)")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint as ckpt, data, generate, metrics, midi, render
+from . import checkpoint as ckpt, data, generate, keys, metrics, midi, render
 from .midi import Roll
 from .train import Budget, TrainConfig, Trainer, TrainingError, device_label, pick_device
 
@@ -53,34 +53,40 @@ def _defaults(model: ckpt.Checkpoint, tempo_bpm, program):
 
 
 def compose(model: ckpt.Checkpoint | None = None, seed: int = 0, bars: int = 16, tempo_bpm: float | None = None,
-            program: int | None = None, temperature: float = 1.0, audio: bool = True) -> Piece:
-    """One new piece: the same model and arguments always give the same music."""
+            program: int | None = None, temperature: float = 1.0, audio: bool = True, key: int | None = None) -> Piece:
+    """One new piece: the same model and arguments always give the same music. ``key``: see
+    :func:`musicgan.generate.sample_rolls` (models that take a key; None: the seed's)."""
     model = model or load_model()
     tempo, program = _defaults(model, tempo_bpm, program)
-    roll = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program, **model.sampling)[0]
-    return _piece(roll, f"seed {seed} · {bars} bars · {tempo:g} bpm", program, tempo, audio)
+    roll = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program, key=key,
+                                 **model.sampling)[0]
+    in_key = generate.key_for(seed, model.generator) if key is None else key
+    key_text = "" if in_key is None else f" · {keys.name(in_key)}"
+    return _piece(roll, f"seed {seed} · {bars} bars · {tempo:g} bpm{key_text}", program, tempo, audio)
 
 
 def compose_interpolation(model: ckpt.Checkpoint | None, seed_a: int, seed_b: int, steps: int = 5,
                           bars: int = 4, tempo_bpm=None, program=None, temperature: float = 1.0,
-                          audio: bool = True) -> Piece:
+                          audio: bool = True, key: int | None = None) -> Piece:
     """``steps`` short pieces morphing from seed_a to seed_b, played one after another."""
     model = model or load_model()
     tempo, program = _defaults(model, tempo_bpm, program)
-    rolls = generate.interpolate_rolls(model.generator, seed_a, seed_b, steps, bars, temperature, tempo, program)
+    rolls = generate.interpolate_rolls(model.generator, seed_a, seed_b, steps, bars, temperature, tempo, program,
+                                       key=key)
     return _piece(generate.concatenate(rolls), f"seed {seed_a} → {seed_b} in {steps} steps of {bars} bars",
                   program, tempo, audio)
 
 
 def compose_variations(model: ckpt.Checkpoint | None, seed: int, n: int = 4, amount: float = 0.3,
                        bars: int = 4, tempo_bpm=None, program=None, temperature: float = 1.0,
-                       audio: bool = True) -> Piece:
+                       audio: bool = True, key: int | None = None) -> Piece:
     """The seed's piece followed by ``n`` variations of it."""
     model = model or load_model()
     tempo, program = _defaults(model, tempo_bpm, program)
     # the theme without the critic's choice: the variations turn its noise, not a candidate's
-    original = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program)
-    rolls = original + generate.variation_rolls(model.generator, seed, n, amount, bars, temperature, tempo, program)
+    original = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program, key=key)
+    rolls = original + generate.variation_rolls(model.generator, seed, n, amount, bars, temperature, tempo, program,
+                                                key=key)
     return _piece(generate.concatenate(rolls), f"seed {seed} and {n} variations", program, tempo, audio)
 
 

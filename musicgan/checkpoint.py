@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors, save as save_safetensors
 
 from . import __version__, copyguard
+from .keys import KEYS
 from .models import Discriminator, Generator, ModelConfig
 
 FORMAT = "musicgan-checkpoint"
@@ -29,6 +30,7 @@ MAX_WEIGHTS_BYTES = 512 * 1024 * 1024
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_CANDIDATES = 64
 COPY_INDEX = "copyguard.pairs"
+ONSET_BIAS = "sampling.onset_bias"  # Generator.onset_bias: not a weight, saved beside them
 
 
 class CheckpointError(ValueError):
@@ -80,6 +82,8 @@ def save(directory, generator: Generator, discriminator: Discriminator | None = 
         tensors.update({f"discriminator.{k}": v for k, v in discriminator.state_dict().items()})
     if copy_index is not None:
         tensors[COPY_INDEX] = torch.from_numpy(np.ascontiguousarray(copy_index, dtype=np.int64))
+    if generator.onset_bias.any():
+        tensors[ONSET_BIAS] = generator.onset_bias
     for name, value in tensors.items():
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise CheckpointError(f"refusing to save: {name} holds NaN or infinite values")
@@ -156,6 +160,14 @@ def load(path, with_discriminator: bool | None = None) -> Checkpoint:
 
     generator = Generator(cfg)
     _load_into(generator, part("generator."), path.name, "generator")
+    if cfg.key_input:
+        generator.key_weights.copy_(_key_weights(config, path.name))
+    bias = tensors.get(ONSET_BIAS)
+    if bias is not None:
+        if bias.shape != generator.onset_bias.shape or bias.dtype != torch.float32 or \
+                not torch.isfinite(bias).all() or bias.abs().max() > 10:
+            raise CheckpointError(f"{path.name}: {ONSET_BIAS} is not an onset bias for this model")
+        generator.onset_bias.copy_(bias)
     discriminator = None
     d_state = part("discriminator.")
     if with_discriminator is None:
@@ -169,6 +181,20 @@ def load(path, with_discriminator: bool | None = None) -> Checkpoint:
     meta = {k: v for k, v in config.items() if k not in ("format", "format_version", "model")}
     return Checkpoint(cfg, generator, discriminator, meta, part("train."), str(path),
                       _copy_index(tensors.get(COPY_INDEX), path.name))
+
+
+def _key_weights(config: dict, name: str) -> torch.Tensor:
+    """How often each of the 24 keys occurs in the training music (``data.keys``); all alike
+    when the config does not say."""
+    data = config.get("data")
+    counts = data.get("keys") if isinstance(data, dict) else None
+    if counts is None:
+        return torch.ones(KEYS)
+    ok = isinstance(counts, list) and len(counts) == KEYS and all(
+        isinstance(c, (int, float)) and not isinstance(c, bool) and 0 <= c < 1e12 for c in counts)
+    if not ok or sum(counts) <= 0:
+        raise CheckpointError(f"{name}: data.keys is not a count for each of the {KEYS} keys")
+    return torch.tensor(counts, dtype=torch.float32)
 
 
 def _copy_index(tensor: torch.Tensor | None, name: str) -> np.ndarray | None:

@@ -158,7 +158,7 @@ def _train(args, device, rank) -> int:
 
 
 def cmd_generate(args) -> int:
-    from . import generate, midi
+    from . import generate, keys, midi
 
     model = generate.load_model(args.checkpoint)
     tempo, program = generate.defaults(model)
@@ -167,14 +167,21 @@ def cmd_generate(args) -> int:
     if not 0 <= program <= 127:
         raise CliError("--program must be a General MIDI program number, 0-127")
     seeds = [args.seed + i for i in range(args.num)]
+    key = None
+    if args.key:
+        if not model.model.key_input:
+            raise CliError("this model was trained without keys; --key needs a model trained with this version")
+        key = keys.parse(args.key)
     rolls = generate.sample_rolls(model.generator, seeds, args.bars, args.temperature, tempo, program,
-                                   **model.sampling)
+                                   key=key, **model.sampling)
     out = Path(args.out)
     for i, roll in enumerate(rolls):
         path = out if args.num == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
         midi.write(roll, path)
-        print(f"{path}: {len(roll.notes)} notes, {args.bars} bars, seed {seeds[i]}")
+        in_key = generate.key_for(seeds[i], model.generator) if key is None else key
+        key_text = "" if in_key is None else f", {keys.name(in_key)}"
+        print(f"{path}: {len(roll.notes)} notes, {args.bars} bars, seed {seeds[i]}{key_text}")
     return 0
 
 
@@ -250,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tempo", type=float, help="beats per minute (default: the training music's)")
     p.add_argument("--program", type=int, help="General MIDI program 0-127 (default: the training music's)")
     p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer; above 1: wilder")
+    p.add_argument("--key", help="e.g. 'D major' or 'F# minor' (default: drawn for each seed from the "
+                                 "keys of the training music; models trained with key input only)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("evaluate", help="compare generated music with real music")

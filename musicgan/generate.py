@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt, copyguard, midi, voices
+from .keys import KEYS
 from .midi import Roll
 from .models import Discriminator, Generator
 
@@ -46,6 +47,26 @@ def noise_for(seed: int, n_steps: int, cfg) -> tuple[torch.Tensor, torch.Tensor]
         g = torch.Generator().manual_seed((seed * 1_000_003 + bar + 1) % (2 ** 63))
         bars.append(torch.randn(cfg.steps_per_bar, cfg.voices, cfg.vocab, generator=g))
     return z, torch.cat(bars)[:n_steps]
+
+
+def key_for(seed: int, generator: Generator) -> int | None:
+    """The key of a seed's piece (:mod:`musicgan.keys`), drawn from the keys of the model's
+    training music with a stream of its own; None for a model that does not take a key."""
+    if not generator.cfg.key_input:
+        return None
+    rng = torch.Generator().manual_seed((seed * 998_244_353 + 4_242) % (2 ** 63))
+    return int(torch.multinomial(generator.key_weights.double().cpu(), 1, generator=rng))
+
+
+def _conditioned(generator: Generator, z: torch.Tensor, key) -> torch.Tensor:
+    """z (B, latent) with the key appended where the model takes one: key is one int for all rows,
+    a list of ints, or (B, 24) weights."""
+    if not generator.cfg.key_input:
+        return z
+    if isinstance(key, torch.Tensor) and key.dim() == 2:
+        return generator.condition(z, key)
+    key = torch.tensor(key if isinstance(key, list) else [key] * len(z), dtype=torch.long)
+    return generator.condition(z, key)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -94,19 +115,24 @@ def choose(critic: Discriminator, tokens: np.ndarray, seed: int) -> list[int]:
     return torch.multinomial(weights, len(weights), replacement=False, generator=rng).tolist()
 
 
-def _draw(generator: Generator, seeds: list[int], first: int, k: int, n_steps: int, temperature: float) -> np.ndarray:
-    """Tokens (seeds, k, T, V) of candidates first .. first+k-1 of every seed, in one batch."""
+def _draw(generator: Generator, seeds: list[int], first: int, k: int, n_steps: int, temperature: float,
+          seed_keys: list) -> np.ndarray:
+    """Tokens (seeds, k, T, V) of candidates first .. first+k-1 of every seed, in one batch
+    (every candidate of a seed in that seed's key)."""
     cfg = generator.cfg
     noise = [noise_for(candidate_seed(s, j), n_steps, cfg) for s in seeds for j in range(first, first + k)]
-    z = torch.stack([n[0] for n in noise])
+    z = _conditioned(generator, torch.stack([n[0] for n in noise]), [key for key in seed_keys for _ in range(k)])
     step_noise = torch.stack([n[1] for n in noise])
     return sample_tokens(generator, z, step_noise, temperature).reshape(len(seeds), k, n_steps, cfg.voices)
 
 
 def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float = 1.0,
                  tempo_bpm: float = 100.0, program: int = 0, critic: Discriminator | None = None,
-                 candidates: int = 1, avoid: np.ndarray | None = None) -> list[Roll]:
+                 candidates: int = 1, avoid: np.ndarray | None = None, key: int | None = None) -> list[Roll]:
     """One piece per seed; with a ``critic``, each the critic's choice among ``candidates`` draws.
+
+    ``key`` (:mod:`musicgan.keys`, for a model that takes one): the key of every piece; None
+    draws each seed's key from the keys of the training music (:func:`key_for`).
 
     ``avoid``: a :mod:`musicgan.copyguard` index of the training music. A candidate that copies
     2 bars of it is passed over for the critic's next choice (or the next draw); when a whole
@@ -130,13 +156,14 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
         return first, None
 
     pieces = []
-    for seed, tokens in zip(seeds, _draw(generator, seeds, 0, k, n_steps, temperature)):
+    seed_keys = [key_for(s, generator) if key is None else key for s in seeds]
+    for seed, seed_key, tokens in zip(seeds, seed_keys, _draw(generator, seeds, 0, k, n_steps, temperature, seed_keys)):
         first, kept = offered(tokens, seed)
         size, drawn = max(k, GUARD_ROUND), k
         for round_ in range(1, GUARD_ROUNDS + 1):
             if kept is not None:
                 break
-            more = _draw(generator, [seed], drawn, size, n_steps, temperature)[0]
+            more = _draw(generator, [seed], drawn, size, n_steps, temperature, [seed_key])[0]
             kept = offered(more, seed, round_)[1]
             drawn += size
         pieces.append(first if kept is None else kept)
@@ -144,8 +171,10 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
 
 
 def interpolate_rolls(generator: Generator, seed_a: int, seed_b: int, n: int = 5, bars: int = 4,
-                      temperature: float = 1.0, tempo_bpm: float = 100.0, program: int = 0) -> list[Roll]:
-    """n pieces walking from seed_a to seed_b (both ends included)."""
+                      temperature: float = 1.0, tempo_bpm: float = 100.0, program: int = 0,
+                      key: int | None = None) -> list[Roll]:
+    """n pieces walking from seed_a to seed_b (both ends included). The key walks with them (the
+    model is given a blend of the two seeds' keys) unless ``key`` fixes it."""
     _check(bars, temperature)
     if not 2 <= n <= 32:
         raise ValueError("interpolation needs 2 to 32 steps")
@@ -154,6 +183,10 @@ def interpolate_rolls(generator: Generator, seed_a: int, seed_b: int, n: int = 5
     (za, na), (zb, nb) = noise_for(seed_a, n_steps, cfg), noise_for(seed_b, n_steps, cfg)
     ts = [i / (n - 1) for i in range(n)]
     z = torch.stack([slerp(za, zb, t) for t in ts])
+    if cfg.key_input:
+        ka, kb = (key_for(seed_a, generator), key_for(seed_b, generator)) if key is None else (key, key)
+        one_hot = F.one_hot(torch.tensor([ka, kb]), KEYS).float()
+        z = _conditioned(generator, z, torch.stack([(1 - t) * one_hot[0] + t * one_hot[1] for t in ts]))
     step_noise = torch.stack([slerp(na, nb, t) for t in ts])
     tokens = sample_tokens(generator, z, step_noise, temperature)
     return [voices.decode(tok, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"{seed_a}->{seed_b} {t:.2f}"))
@@ -161,8 +194,10 @@ def interpolate_rolls(generator: Generator, seed_a: int, seed_b: int, n: int = 5
 
 
 def variation_rolls(generator: Generator, seed: int, n: int = 4, amount: float = 0.3, bars: int = 8,
-                    temperature: float = 1.0, tempo_bpm: float = 100.0, program: int = 0) -> list[Roll]:
-    """n pieces near a seed: its noise turned by ``amount`` (0..1) towards fresh noise."""
+                    temperature: float = 1.0, tempo_bpm: float = 100.0, program: int = 0,
+                    key: int | None = None) -> list[Roll]:
+    """n pieces near a seed: its noise turned by ``amount`` (0..1) towards fresh noise; all in
+    the seed's key (or ``key``)."""
     _check(bars, temperature)
     cfg = generator.cfg
     n_steps = bars * cfg.steps_per_bar
@@ -173,7 +208,8 @@ def variation_rolls(generator: Generator, seed: int, n: int = 4, amount: float =
         zi, ni = noise_for(seed * 7919 + 104729 * i, n_steps, cfg)
         zs.append(math.cos(angle) * z0 + math.sin(angle) * zi)
         ns.append(math.cos(angle) * n0 + math.sin(angle) * ni)
-    tokens = sample_tokens(generator, torch.stack(zs), torch.stack(ns), temperature)
+    z = _conditioned(generator, torch.stack(zs), key_for(seed, generator) if key is None else key)
+    tokens = sample_tokens(generator, z, torch.stack(ns), temperature)
     return [voices.decode(tok, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"seed {seed} variation {i}"))
             for i, tok in enumerate(tokens, 1)]
 

@@ -2,10 +2,11 @@
 
 Generator (an LSTM that walks time step by step, as in C-RNN-GAN):
 
-    input at step t   = the voices chosen at t-1 (embedded) + global latent z + position in the bar;
+    input at step t   = the voices chosen at t-1 (embedded) + global latent z + the key of the
+                        piece (one-hot, :mod:`musicgan.keys`) + position in the bar;
                         each voice's embedding is that of its token plus that of the pitch it
                         sounds (a held note's pitch, which the token HOLD alone does not say)
-    LSTM state at t=0 = a linear map of z           (so z colours the whole piece)
+    LSTM state at t=0 = a linear map of z and the key (so z colours the whole piece)
     output at step t  = one categorical choice per voice, highest voice first; each voice's head
                         sees the LSTM state and the choices already made for the voices above it
                         (again token + sounding pitch)
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .keys import KEYS
 from .voices import FIRST_PITCH, HOLD, REST, vocab_size
 
 
@@ -48,6 +50,9 @@ class ModelConfig:
     # must be remembered by the LSTM; models without it re-struck the pitch they held about twice
     # as often as the music does (checkpoints from before this setting load with it off)
     sounding_input: bool = True
+    # the generator is told the key of the music (musicgan.keys): without it, models trained on a
+    # few files drifted from key to key within 4 bars (checkpoints from before load with it off)
+    key_input: bool = True
 
     @property
     def vocab(self) -> int:
@@ -57,16 +62,22 @@ class ModelConfig:
     def steps_per_bar(self) -> int:
         return self.steps_per_beat * self.beats_per_bar
 
+    @property
+    def cond_dim(self) -> int:
+        """The generator's conditioning vector: the latent z, then (with key_input) the key one-hot."""
+        return self.latent_dim + (KEYS if self.key_input else 0)
+
     def validate(self) -> "ModelConfig":
         """Raise ValueError for values no sane model has (a checkpoint's config is untrusted)."""
         bounds = {"voices": (1, 16), "pitch_low": (0, 127), "pitch_high": (0, 127),
                   "steps_per_beat": (1, 48), "beats_per_bar": (1, 16), "latent_dim": (1, 1024),
                   "embed_dim": (1, 1024), "hidden": (1, 4096), "layers": (1, 8),
                   "d_hidden": (1, 4096), "d_embed": (1, 4096)}
-        if not isinstance(self.sounding_input, bool):
-            raise ValueError(f"model setting sounding_input={self.sounding_input!r} is not true or false")
+        for flag in ("sounding_input", "key_input"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"model setting {flag}={getattr(self, flag)!r} is not true or false")
         for f in fields(self):
-            if f.name == "sounding_input":
+            if f.name in ("sounding_input", "key_input"):
                 continue
             value = getattr(self, f.name)
             low, high = bounds[f.name]
@@ -82,7 +93,7 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
-        return cls(**{"sounding_input": False, **d}).validate()  # older checkpoints lack the setting
+        return cls(**{"sounding_input": False, "key_input": False, **d}).validate()  # older checkpoints lack these
 
 
 def position_features(n_steps: int, steps_per_bar: int, device=None) -> torch.Tensor:
@@ -114,10 +125,35 @@ class Generator(nn.Module):
         self.embed = nn.Parameter(torch.randn(K, E) * 0.1)  # used as one_hot @ embed (straight-through)
         # the sounding pitch's embedding (indexed like tokens; HOLD's row is never used)
         self.pitch_embed = nn.Parameter(torch.randn(K, E) * 0.1) if cfg.sounding_input else None
-        self.init_state = nn.Linear(cfg.latent_dim, 2 * cfg.layers * H)
-        self.lstm = nn.LSTM(V * E + cfg.latent_dim + cfg.steps_per_bar, H, cfg.layers, batch_first=True)
+        self.init_state = nn.Linear(cfg.cond_dim, 2 * cfg.layers * H)
+        # how often each key occurs in the training music: generation draws a seed's key from it
+        # (set from the checkpoint or the trainer's data; not a weight, so not saved with them)
+        self.register_buffer("key_weights", torch.ones(KEYS), persistent=False)
+        # sampling only: added to the logits of every new note, by position in the bar and voice.
+        # Fitted after training (Trainer.calibrate) so that free-running draws strike new notes as
+        # often as the training music does; teacher forcing does not use it
+        self.register_buffer("onset_bias", torch.zeros(cfg.steps_per_bar, V), persistent=False)
+        self.lstm = nn.LSTM(V * E + cfg.cond_dim + cfg.steps_per_bar, H, cfg.layers, batch_first=True)
         self.heads = nn.ModuleList(
             nn.Sequential(nn.Linear(H + V * E, H), nn.ReLU(), nn.Linear(H, K)) for _ in range(V))
+
+    def condition(self, z: torch.Tensor, key: torch.Tensor | None = None) -> torch.Tensor:
+        """The vector every method here takes as ``z``: the latent z (B, latent_dim), followed
+        (with key_input) by the key: (B,) key indices, or (B, 24) weights (a one-hot; a blend
+        when interpolating between keys). Without key_input the key is ignored."""
+        if not self.cfg.key_input:
+            return z
+        if key is None:
+            raise ValueError("this model needs the key of the music")
+        if key.dim() == 1:
+            key = F.one_hot(key.long(), KEYS)
+        return torch.cat([z, key.to(z.dtype)], -1)
+
+    def _onset_bias(self, t: int, v: int) -> torch.Tensor:
+        """(K,) the onset bias of voice v at step t, on the tokens that strike a note."""
+        bias = torch.zeros(self.cfg.vocab, device=self.onset_bias.device, dtype=self.onset_bias.dtype)
+        bias[FIRST_PITCH:] = self.onset_bias[t % self.cfg.steps_per_bar, v]
+        return bias
 
     def _embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (..., T, V) -> each voice's input embedding (..., T, V, E)."""
@@ -135,7 +171,7 @@ class Generator(nn.Module):
         return torch.cat([prev_embedded, z[:, None].expand(B, T, -1), pos[None].expand(B, T, -1)], -1)
 
     def forward(self, tokens: torch.Tensor | None, z: torch.Tensor, noise: torch.Tensor | None = None,
-                tau: float | None = None):
+                tau: float | None = None, z_sample: torch.Tensor | None = None):
         """Teacher forcing on ``tokens`` and/or a free-running draw from ``noise``, in one call
         (DistributedDataParallel wants one forward per backward).
 
@@ -145,7 +181,7 @@ class Generator(nn.Module):
         logits = self.teacher_forced(tokens, z) if tokens is not None else None
         if noise is None:
             return logits
-        return logits, self.sample(z, noise, tau=tau)
+        return logits, self.sample(z if z_sample is None else z_sample, noise, tau=tau)
 
     def teacher_forced(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: tokens (B, T, V) -> logits (B, T, V, K) for those same tokens."""
@@ -164,7 +200,7 @@ class Generator(nn.Module):
                tau: float | None = None):
         """Free-running generation.
 
-        z: (B, latent_dim); noise: standard normal (B, T, V, K), the per-step noise.
+        z: (B, cond_dim), see :meth:`condition`; noise: standard normal (B, T, V, K), the per-step noise.
         Returns (tokens (B, T, V) long, one_hot (B, T, V, K) float). With ``tau`` set the one-hot
         is straight-through Gumbel-softmax (hard forward, soft gradient) for adversarial training;
         without it nothing is differentiable and sampling is a plain Gumbel-max draw.
@@ -187,7 +223,7 @@ class Generator(nn.Module):
             chosen = []
             for v, head in enumerate(self.heads):
                 above = torch.cat(chosen + [h.new_zeros(B, (V - v) * E)], -1)
-                logits = head(torch.cat([h, above], -1)) / temperature
+                logits = (head(torch.cat([h, above], -1)) + self._onset_bias(t, v)) / temperature
                 y = logits + gumbel[:, t, v]
                 index = y.argmax(-1)
                 hard = F.one_hot(index, K).to(logits.dtype)
@@ -241,8 +277,8 @@ class Generator(nn.Module):
         w_ih0 = lstm.weight_ih_l0  # (4H, V*E + latent + S)
         prev_table = torch.cat([keyed @ w_ih0[:, v * E:(v + 1) * E].T for v in range(V)])  # (V * keys, 4H)
         offsets = torch.arange(V, device=z.device) * len(keyed)
-        z_part = z @ w_ih0[:, V * E:V * E + self.cfg.latent_dim].T + lstm.bias_ih_l0 + lstm.bias_hh_l0
-        step_part = z_part[:, None] + w_ih0[:, V * E + self.cfg.latent_dim:].T[None]  # (B, S, 4H)
+        z_part = z @ w_ih0[:, V * E:V * E + self.cfg.cond_dim].T + lstm.bias_ih_l0 + lstm.bias_hh_l0
+        step_part = z_part[:, None] + w_ih0[:, V * E + self.cfg.cond_dim:].T[None]  # (B, S, 4H)
         # weights transposed once into contiguous (in, out) matrices: a third faster per product
         layers = [(getattr(lstm, f"weight_ih_l{k}").T.contiguous(), getattr(lstm, f"weight_hh_l{k}").T.contiguous(),
                    getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")) for k in range(lstm.num_layers)]
@@ -252,7 +288,9 @@ class Generator(nn.Module):
         # voice u's key -> its term in the first layer of every head below it: (keys, (V-u-1)*H)
         below = [torch.cat([keyed @ first[v].weight[:, H + u * E:H + (u + 1) * E].T for v in range(u + 1, V)], -1)
                  for u in range(V - 1)]
-        heads_out = [(head[2].weight.T.contiguous(), head[2].bias) for head in self.heads]
+        # each head's output bias at each position in the bar (with the onset bias in it)
+        heads_out = [(head[2].weight.T.contiguous(), head[2].bias + torch.stack([self._onset_bias(s, v) for s in range(S)]))
+                     for v, head in enumerate(self.heads)]
         noise = [step.unbind(0) for step in gumbel.permute(1, 2, 0, 3).unbind(0)]  # [t][v]: (B, K)
         hidden = torch.empty(B, V * H, device=z.device)  # every head's first layer, refilled each step
         head_in = hidden.split(H, 1)
@@ -275,7 +313,7 @@ class Generator(nn.Module):
                 h[k] = x = o * torch.tanh(c[k])
             torch.addmm(b_state, x, w_state, out=hidden)
             for v, (w_out, b_out) in enumerate(heads_out):
-                logits = torch.addmm(b_out, torch.relu(head_in[v]), w_out)
+                logits = torch.addmm(b_out[t % S], torch.relu(head_in[v]), w_out)
                 if temperature != 1:
                     logits = logits / temperature
                 index = torch.argmax(logits + noise[t][v], -1)

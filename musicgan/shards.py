@@ -208,11 +208,12 @@ class StreamingWindows:
     def __len__(self) -> int:
         return int(self.weights.sum())
 
-    def sample(self, n: int, generator, untransposed: bool = False) -> np.ndarray:
-        """n windows as int64 tokens (n, window_steps, voices); ``generator`` is a torch.Generator."""
+    def sample(self, n: int, generator, untransposed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """n windows as int64 tokens (n, window_steps, voices) and the key of each (n,)
+        (:mod:`musicgan.keys`: its piece's, transposed with it); ``generator`` is a torch.Generator."""
         import torch
 
-        from . import voices as vox
+        from . import keys, voices as vox
 
         weights = self.starts * self.plain if untransposed else self.weights
         if weights.sum() == 0:
@@ -221,14 +222,16 @@ class StreamingWindows:
         u = torch.rand(n, 2, generator=generator, dtype=torch.float64).numpy()
         length, (low, high) = self.config.window_steps, self.config.pitch_range
         out = np.zeros((n, length, self.voices), dtype=np.int64)
+        out_keys = np.zeros(n, dtype=np.int64)
         for k, j in enumerate(picks.tolist()):
             start = int(u[k, 0] * self.starts[j]) * self.hop
             shift = 0 if untransposed and self.plain[j] else \
                 int(self.shift_lo[j] + int(u[k, 1] * (self.shift_hi[j] - self.shift_lo[j] + 1)))
             notes = self.corpus.notes(int(self.pieces[j]))
+            out_keys[k] = keys.transpose(keys.estimate(notes), shift)
             notes = notes[(notes[:, midi.START] < start + length) & (notes[:, midi.END] > start)].copy()
             notes[:, midi.START:midi.END + 1] = np.clip(notes[:, midi.START:midi.END + 1] - start, 0, length)
             notes[:, midi.PITCH] += shift
             onset, sustain = Roll(notes=notes).pianoroll(low, high, length)
             out[k] = vox.encode(onset, sustain, self.voices)
-        return out
+        return out, out_keys

@@ -37,11 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt, copyguard
+from . import checkpoint as ckpt, copyguard, keys
 from .data import WindowConfig, Windows
 from .shards import ShardedCorpus, StreamingWindows
 from .models import Discriminator, Generator, ModelConfig
-from .voices import voices_needed, window_tokens
+from .voices import FIRST_PITCH, voices_needed, window_tokens
 
 
 MIN_CRITIC_STEPS = 50  # a critic trained for fewer steps than this is not asked to choose samples
@@ -141,6 +141,17 @@ def model_config_for(rolls, voices: int | None = None, transpose: int = 0, **ove
                        steps_per_beat=spb, **overrides).validate()
 
 
+def _onset_rates(tokens: np.ndarray, steps_per_bar: int) -> np.ndarray:
+    """tokens (N, T, V) -> (steps_per_bar, V): the share of steps that strike a new note."""
+    onsets = np.asarray(tokens) >= FIRST_PITCH
+    return np.stack([onsets[:, s::steps_per_bar].mean((0, 1)) for s in range(steps_per_bar)])
+
+
+def _log_odds(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-3, 1 - 1e-3)
+    return np.log(p / (1 - p))
+
+
 class Trainer:
     def __init__(self, rolls: list, model: ModelConfig | None = None, config: TrainConfig = TrainConfig(),
                  device: str | torch.device = "auto", callback: Callable[[dict], None] | None = None,
@@ -163,6 +174,8 @@ class Trainer:
         self._setup_data(rolls)
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         self.G, self.D = Generator(m).to(self.device), Discriminator(m).to(self.device)
+        if m.key_input:
+            self.G.key_weights.copy_(torch.tensor(self.data_meta["keys"], dtype=torch.float32))
         self.g_train, self.d_train = self.G, self.D
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -177,6 +190,7 @@ class Trainer:
         self.step_count, self.elapsed_s, self.bad_in_a_row, self.skipped = 0, 0.0, 0, 0
         self.adversarial_from: int | None = None
         self.started_from: dict | None = None  # the model this run fine-tunes (see start_from)
+        self._calibrated_for: int | None = None  # the step of the last calibration
 
     def _setup_data(self, rolls) -> None:
         """Windows to train on: all encoded up front (rolls in memory) or drawn from disk as
@@ -192,6 +206,9 @@ class Trainer:
             self.windows = StreamingWindows(rolls, window_config, m.voices, mine if len(mine) else None)
             self.tokens = None
             table = rolls.table
+            if m.key_input:  # counted on at most 1,000 pieces spread over the corpus
+                spread = np.unique(np.linspace(0, len(rolls) - 1, min(len(rolls), 1000)).astype(int))
+                key_counts = np.bincount([keys.estimate(rolls.notes(int(i))) for i in spread], minlength=keys.KEYS)
             self.data_meta = {"files": len(rolls), "windows": len(self.windows), "bars": round(rolls.report.bars, 1),
                               "tempo_bpm": float(np.median(rolls.tempo_bpm)),
                               "program": int(np.bincount(table[:, 6], minlength=128).argmax())}
@@ -206,10 +223,18 @@ class Trainer:
             self.shard = shard if len(shard) else torch.arange(len(self.tokens))
             mine = untransposed[untransposed % self.world_size == self.rank]
             self.untransposed = mine if len(mine) else untransposed
+            # the key of each window: its piece's, moved with the window's transposition
+            piece_keys = np.array([keys.estimate(r.notes) for r in rolls], dtype=np.int64)
+            index = self.windows.index
+            window_keys = keys.transpose(piece_keys[index[:, 0]], index[:, 2]) if len(index) else np.zeros(0, np.int64)
+            self.window_keys = torch.from_numpy(window_keys).to(self.device)
+            key_counts = np.bincount(piece_keys, minlength=keys.KEYS)  # pieces in each key
             tempos = sorted(r.tempo_bpm for r in rolls)
             self.data_meta = {"files": len(rolls), "windows": len(self.windows),
                               "bars": round(sum(r.n_bars for r in rolls), 1), "tempo_bpm": tempos[len(tempos) // 2],
                               "program": int(np.bincount([r.program for r in rolls], minlength=128).argmax())}
+        if m.key_input:
+            self.data_meta["keys"] = [int(k) for k in key_counts]
         if len(self.windows) == 0:
             raise TrainingError(f"no {c.window_bars}-bar window of the music fits: it is shorter than that, or it "
                                 f"leaves the model's pitch range ({m.pitch_low}-{m.pitch_high})")
@@ -223,6 +248,7 @@ class Trainer:
         if self.config.warmup >= 1 or self.budget.progress(self.step_count, self.elapsed_s) < self.config.warmup:
             return "mle"
         self.adversarial_from = self.step_count
+        self.calibrate(share=True)  # the critic then learns from the draws that generation makes
         return "adversarial"
 
     def _autocast(self):
@@ -231,14 +257,16 @@ class Trainer:
         # a few hundred steps on an H100, where float32 ran clean (measured).
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.config.amp and self.device.type == "cuda")
 
-    def _batch(self, untransposed: bool = False) -> torch.Tensor:
-        """A batch of windows (this rank's share of the global batch), drawn with replacement."""
+    def _batch(self, untransposed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of windows (this rank's share of the global batch), drawn with replacement:
+        tokens (n, T, V) and the key of each window (n,)."""
         n = self.config.batch_size // self.world_size
         if self.tokens is None:
-            return torch.from_numpy(self.windows.sample(n, self.batch_rng, untransposed)).to(self.device)
+            tokens, window_keys = self.windows.sample(n, self.batch_rng, untransposed)
+            return torch.from_numpy(tokens).to(self.device), torch.from_numpy(window_keys).to(self.device)
         pool = self.untransposed if untransposed else self.shard
-        index = torch.randint(len(pool), (n,), generator=self.batch_rng)
-        return self.tokens[pool[index].to(self.device)].long()
+        index = pool[torch.randint(len(pool), (n,), generator=self.batch_rng)].to(self.device)
+        return self.tokens[index].long(), self.window_keys[index]
 
     def _noise(self, B: int, T: int):
         m = self.model
@@ -277,17 +305,20 @@ class Trainer:
             torch.distributed.broadcast(clock, 0)
             self.elapsed_s = float(clock.item())
         t0 = time.perf_counter()
-        real = self._batch()
+        real, real_keys = self._batch()
         B, T, _ = real.shape
         z, step_noise = self._noise(B, T)
         phase = self.phase
         if phase == "mle":
             with self._autocast():
-                loss = self._mle_loss(real, z)
+                loss = self._mle_loss(real, self.G.condition(z, real_keys))
             ok = self._apply(loss, self.opt_mle, self.G)
             metrics = {"mle": loss.item()}
         else:
-            metrics, ok = self._adversarial_step(real, self._batch(untransposed=True), z, step_noise)
+            real_d, d_keys = self._batch(untransposed=True)
+            # the fakes get the keys of D's real batch, so the two differ in nothing but the music
+            metrics, ok = self._adversarial_step(real, real_d, self.G.condition(z, real_keys),
+                                                 self.G.condition(z, d_keys), step_noise)
         if ok:
             self.bad_in_a_row = 0
         else:
@@ -304,8 +335,9 @@ class Trainer:
         self.callback(event)
         return event
 
-    def _adversarial_step(self, real, real_d, z, step_noise):
-        """real: a batch for the likelihood term (augmented); real_d: untransposed, for D."""
+    def _adversarial_step(self, real, real_d, z, z_fake, step_noise):
+        """real: a batch for the likelihood term (augmented), z: its conditioning; real_d:
+        untransposed, for D; z_fake: the conditioning of the fakes D sees."""
         c, K = self.config, self.model.vocab
         B = real.shape[0]
         # D starts from scratch: let it learn alone first, so G's first adversarial gradients mean something.
@@ -314,10 +346,11 @@ class Trainer:
         real_label = c.label_smoothing if c.g_adversarial else 1.0
         if d_only:
             with torch.no_grad():
-                _, fake = self.G.sample(z, step_noise)
+                _, fake = self.G.sample(z_fake, step_noise)
             logits = None
         else:  # one forward: the free-running draw (for D) and teacher forcing (for the likelihood term)
-            logits, (_, fake) = self.g_train(real if c.mle_weight else None, z, step_noise, tau=c.gumbel_tau)
+            logits, (_, fake) = self.g_train(real if c.mle_weight else None, z, step_noise, tau=c.gumbel_tau,
+                                            z_sample=z_fake)
 
         # -- D: real -> label_smoothing, fake -> 0 (fake detached: this step trains D only)
         d_out, features = self.d_train(torch.cat([F.one_hot(real_d, K).float(), fake.detach()]))
@@ -367,12 +400,57 @@ class Trainer:
         return "done"
 
     @torch.no_grad()
+    def calibrate(self, rounds: int = 4, clips: int = 256, share: bool = False) -> float:
+        """Fit the generator's onset bias (see :class:`~musicgan.models.Generator`): how often
+        free-running draws strike a new note, at each position in the bar and in each voice, is
+        brought to how often the training music does. Under teacher forcing the model predicts
+        the music's rate, but drawing from its own output it struck fewer notes off the beat
+        (0.117 against 0.171 a voice on the half beats, measured on 50 chorales): exposure bias.
+        Starting from no bias, each round draws ``clips`` windows and moves the bias by the gap in
+        log-odds (damped). Returns the mean absolute gap in rate before the last move. The same
+        weights always give the same bias. Runs at the switch to the adversarial phase (so the
+        critic learns from the draws generation makes), and on saving before it. ``share``: every
+        rank calls this together and takes rank 0's bias (under torchrun)."""
+        from .generate import _draw, key_for
+
+        m, S = self.model, self.model.steps_per_bar
+        T = self.config.window_bars * S
+        if self.tokens is not None:
+            real = self.tokens.cpu().numpy()
+        else:
+            real = self.windows.sample(512, torch.Generator().manual_seed(self.config.seed + 31))[0]
+        target = _onset_rates(real, S)
+        G = Generator(m)
+        G.load_state_dict({k: v.detach().float().cpu() for k, v in self.G.state_dict().items()})
+        G.key_weights.copy_(self.G.key_weights.cpu())
+        G.eval()
+        G.onset_bias.zero_()
+        gap = 0.0
+        for r in range(rounds):
+            seeds = [10 ** 9 + r * clips + i for i in range(clips)]
+            drawn = _draw(G, seeds, 0, 1, T, 1.0, [key_for(s, G) for s in seeds])[:, 0]
+            rates = _onset_rates(drawn, S)
+            gap = float(np.abs(rates - target).mean())
+            move = 0.7 * (_log_odds(target) - _log_odds(rates))
+            G.onset_bias.add_(torch.from_numpy(move).float().clamp(-1, 1)).clamp_(-4, 4)
+        if share and self.world_size > 1:  # every rank generates with rank 0's bias
+            bias = G.onset_bias.to(self.device)
+            torch.distributed.broadcast(bias, 0)
+            G.onset_bias.copy_(bias.cpu())
+        self.G.onset_bias.copy_(G.onset_bias)
+        self._calibrated_for = self.step_count
+        self.callback({"event": "calibrated", "step": self.step_count, "gap": gap})
+        return gap
+
+    @torch.no_grad()
     def sample(self, seed: int = 0, bars: int = 4):
         """A piece from the current generator (on the CPU, like :mod:`musicgan.generate`)."""
         from .generate import sample_rolls
 
         G = Generator(self.model)
         G.load_state_dict({k: v.detach().float().cpu() for k, v in self.G.state_dict().items()})
+        G.key_weights.copy_(self.G.key_weights.cpu())
+        G.onset_bias.copy_(self.G.onset_bias.cpu())
         return sample_rolls(G.eval(), [seed], bars, tempo_bpm=self.data_meta["tempo_bpm"],
                             program=self.data_meta["program"])[0]
 
@@ -408,6 +486,9 @@ class Trainer:
         return np.union1d(*parts) if len(parts) == 2 else parts[0] if parts else None
 
     def save(self, directory, with_train_state: bool = True):
+        # after the switch G's bias stays the one the critic learned from (for an exact resume)
+        if self.adversarial_from is None and self._calibrated_for != self.step_count:
+            self.calibrate()
         return ckpt.save(directory, self.G, self.D, self.meta(), self.train_state() if with_train_state else None,
                          self.copy_index())
 
@@ -434,6 +515,7 @@ class Trainer:
             raise TrainingError("the checkpoint has no discriminator; it cannot be resumed")
         self.G.load_state_dict(checkpoint.generator.state_dict())
         self.D.load_state_dict(checkpoint.discriminator.state_dict())
+        self.G.onset_bias.copy_(checkpoint.generator.onset_bias)
         self.G.train()
         state = checkpoint.train_state
         try:

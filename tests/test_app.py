@@ -23,7 +23,7 @@ def session():
 
 
 def test_generate_gives_roll_audio_midi_and_image(session):
-    html, wav, mid, png, status, _ = app.generate(app.PRETRAINED, 5, 4, 90, -1, 1.0, session)
+    html, wav, mid, png, status, _ = app.generate(app.PRETRAINED, 5, 4, 90, -1, 1.0, app.KEY_AUTO, session)
     payload = json.loads(base64.b64decode(re.search(r'data-piece="([^"]+)"', html).group(1)))
     assert payload["notes"] and payload["audio"].startswith("data:audio/wav;base64,")
     assert payload["seconds_per_step"] == pytest.approx(60 / 90 / 4)
@@ -36,28 +36,28 @@ def test_generate_gives_roll_audio_midi_and_image(session):
 
 
 def test_same_inputs_same_music(session):
-    first = app.generate(app.PRETRAINED, 11, 4, 100, 0, 1.0, session)
-    second = app.generate(app.PRETRAINED, 11, 4, 100, 0, 1.0, session)
-    other = app.generate(app.PRETRAINED, 12, 4, 100, 0, 1.0, session)
+    first = app.generate(app.PRETRAINED, 11, 4, 100, 0, 1.0, app.KEY_AUTO, session)
+    second = app.generate(app.PRETRAINED, 11, 4, 100, 0, 1.0, app.KEY_AUTO, session)
+    other = app.generate(app.PRETRAINED, 12, 4, 100, 0, 1.0, app.KEY_AUTO, session)
     read = lambda out: open(out[2], "rb").read()
     assert read(first) == read(second) != read(other)
 
 
 def test_instrument_choice_is_written_to_the_midi(session):
-    out = app.generate(app.PRETRAINED, 1, 2, 100, 40, 1.0, session)
+    out = app.generate(app.PRETRAINED, 1, 2, 100, 40, 1.0, app.KEY_AUTO, session)
     assert midi.read(out[2]).program == 40
 
 
 def test_interpolation_and_variations(session):
-    out = app.interpolate(app.PRETRAINED, 1, 2, 3, 100, -1, 1.0, session)
+    out = app.interpolate(app.PRETRAINED, 1, 2, 3, 100, -1, 1.0, app.KEY_AUTO, session)
     assert midi.read(out[2]).n_bars > 8
-    out = app.variations(app.PRETRAINED, 1, 0.3, 100, -1, 1.0, session)
+    out = app.variations(app.PRETRAINED, 1, 0.3, 100, -1, 1.0, app.KEY_AUTO, session)
     assert midi.read(out[2]).n_bars > 12
 
 
 def test_trained_model_is_required_before_use(session):
     with pytest.raises(gr.Error, match="train one"):
-        app.generate(app.TRAINED, 1, 4, 100, -1, 1.0, session)
+        app.generate(app.TRAINED, 1, 4, 100, -1, 1.0, app.KEY_AUTO, session)
 
 
 def test_bad_checkpoint_upload_gives_a_message(session, tmp_path):
@@ -68,7 +68,7 @@ def test_bad_checkpoint_upload_gives_a_message(session, tmp_path):
     with pytest.raises(gr.Error, match="cannot be used"):
         app.upload_checkpoint(str(bad), session)
     with pytest.raises(gr.Error, match="No checkpoint uploaded"):
-        app.generate(app.UPLOADED, 1, 4, 100, -1, 1.0, session)
+        app.generate(app.UPLOADED, 1, 4, 100, -1, 1.0, app.KEY_AUTO, session)
 
 
 def test_good_checkpoint_upload_is_used(session, tmp_path):
@@ -77,8 +77,8 @@ def test_good_checkpoint_upload_is_used(session, tmp_path):
     archive.write_bytes(ckpt.zip_bytes(app.ROOT / "checkpoints" / "bach-chorales"))
     choice, message, _ = app.upload_checkpoint(str(archive), session)
     assert "Loaded" in message
-    out = app.generate(app.UPLOADED, 3, 2, 100, -1, 1.0, session)
-    expected = app.generate(app.PRETRAINED, 3, 2, 100, -1, 1.0, session)
+    out = app.generate(app.UPLOADED, 3, 2, 100, -1, 1.0, app.KEY_AUTO, session)
+    expected = app.generate(app.PRETRAINED, 3, 2, 100, -1, 1.0, app.KEY_AUTO, session)
     assert open(out[2], "rb").read() == open(expected[2], "rb").read()
 
 
@@ -102,8 +102,10 @@ def test_training_streams_progress_and_ends_with_a_checkpoint(session):
     assert download.endswith(".zip") and zipfile.ZipFile(download).namelist()
     assert sample_png and sample_wav and use["interactive"] is True
     assert session.trained
-    out = app.generate(app.TRAINED, 1, 2, 100, -1, 1.0, session)
+    out = app.generate(app.TRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, session)
     assert midi.read(out[2]).n_steps > 0
+    in_d_minor = app.generate(app.TRAINED, 1, 2, 100, -1, 1.0, "D minor", session)
+    assert "D minor" in in_d_minor[4] and midi.read(in_d_minor[2]).n_steps > 0
 
 
 def test_training_can_fine_tune_the_pretrained_model(session):

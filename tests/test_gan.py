@@ -213,11 +213,13 @@ def test_checkpoint_round_trip(trained):
     assert config["steps"] == 4 and config["library_version"]
     assert config["data"]["files"] == len(EXAMPLES)
     assert loaded.model == ModelConfig.from_dict(config["model"])
+    assert config["data"]["keys"] == loaded.generator.key_weights.tolist() and sum(config["data"]["keys"]) > 0
     z, noise = generate.noise_for(1, 16, loaded.model)
+    z = loaded.generator.condition(z[None], torch.tensor([3]))
     again = ckpt.load(trained)
     with torch.no_grad():
-        a = loaded.generator.sample(z[None], noise[None])[0]
-        b = again.generator.sample(z[None], noise[None])[0]
+        a = loaded.generator.sample(z, noise[None])[0]
+        b = again.generator.sample(z, noise[None])[0]
     assert torch.equal(a, b)
 
 
@@ -256,7 +258,10 @@ def test_a_pickle_disguised_as_a_checkpoint_is_refused_without_running(trained, 
     (lambda c: c["model"].update(hidden=64), "shape"),
     (lambda c: c["model"].update(evil="__import__('os')"), "unknown model settings"),
     (lambda c: c.update(format_version=99), "newer musicgan"),
-], ids=["format", "huge", "shape", "unknown-key", "version"])
+    (lambda c: c["data"].update(keys=[1] * 23), "count for each of the 24 keys"),
+    (lambda c: c["data"].update(keys=["C major"] * 24), "count for each of the 24 keys"),
+    (lambda c: c["model"].update(key_input="yes"), "not true or false"),
+], ids=["format", "huge", "shape", "unknown-key", "version", "keys-short", "keys-text", "key-flag"])
 def test_configs_that_are_not_ours_are_refused(trained, tmp_path, mutate, message):
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -305,9 +310,11 @@ def test_fast_sampling_draws_what_the_step_by_step_loop_draws(layers, temperatur
     torch.manual_seed(0)
     cfg = ModelConfig(pitch_low=40, pitch_high=70, sounding_input=sounding_input, **{**TINY, "layers": layers})
     g = Generator(cfg).eval()
+    g.onset_bias.normal_(0, 1)  # the calibrated bias is part of the draw on both paths
     seeds = range(16)
     noise = [generate.noise_for(s, 32, g.cfg) for s in seeds]
     z, step_noise = torch.stack([n[0] for n in noise]), torch.stack([n[1] for n in noise])
+    z = g.condition(z, torch.arange(len(z)) % 24)
     with torch.no_grad():
         fast, fast_one_hot = g.sample(z, step_noise, temperature=temperature)
     with torch.enable_grad():
@@ -335,6 +342,7 @@ def test_teacher_forcing_sees_what_sampling_saw(sounding_input):
             head[2].bias[HOLD] += 4
     noise = [generate.noise_for(s, 48, g.cfg) for s in range(8)]
     z, step_noise = torch.stack([n[0] for n in noise]), torch.stack([n[1] for n in noise])
+    z = g.condition(z, torch.arange(len(z)) % 24)
     with torch.no_grad():
         tokens, _ = g.sample(z, step_noise)
         logits = g.teacher_forced(tokens, z)
@@ -379,7 +387,8 @@ def test_the_critic_chooses_among_the_candidates(trained):
     g = ckpt.load(trained).generator
     for favourite in (0, 2):
         chosen = generate.sample_rolls(g, [5], bars=2, critic=_Picky(g.cfg, favourite), candidates=4)[0]
-        plain = generate.sample_rolls(g, [generate.candidate_seed(5, favourite)], bars=2)[0]
+        # every candidate of a seed is in the seed's key
+        plain = generate.sample_rolls(g, [generate.candidate_seed(5, favourite)], bars=2, key=generate.key_for(5, g))[0]
         assert np.array_equal(chosen.notes, plain.notes)
     # several seeds in one call: each chooses among its own candidates
     both = generate.sample_rolls(g, [5, 6], bars=2, critic=_Picky(g.cfg, 0), candidates=1)
@@ -430,3 +439,85 @@ def test_discriminator_sees_only_untransposed_music(rolls):
     assert len(trainer.untransposed) < len(trainer.windows)
     assert (trainer.windows.index[trainer.untransposed.numpy(), 2] == 0).all()
     assert set(trainer.windows.index[:, 2]) == {-1, 0, 1}
+
+
+# --------------------------------------------------------------------------- keys
+
+def test_key_estimates_of_scales_and_chorales(rolls):
+    from musicgan import keys
+
+    def notes(pitches):
+        return np.array([[p, 2 * i, 2 * i + 2, 80] for i, p in enumerate(pitches)], dtype=np.int32)
+
+    assert keys.estimate(notes([60, 62, 64, 65, 67, 69, 71, 72, 67, 64, 60])) == keys.parse("C major")
+    assert keys.estimate(notes([57, 59, 60, 62, 64, 65, 68, 69, 64, 60, 57])) == keys.parse("A minor")
+    assert keys.estimate(np.zeros((0, 4), dtype=np.int32)) == 0
+    for roll in rolls[:3]:  # moving the music moves its key
+        key = keys.estimate(roll.notes)
+        for shift in (-5, 1, 7):
+            moved = roll.notes.copy()
+            moved[:, 0] += shift
+            assert keys.estimate(moved) == keys.transpose(key, shift)
+    assert [keys.parse(keys.name(k)) for k in range(24)] == list(range(24))
+    assert keys.parse("f# minor") == keys.parse("Gb minor") == 18 and keys.parse("Bb") == 10
+    for bad in ("H major", "C dorian", "", "C major minor"):
+        with pytest.raises(ValueError, match="not a key"):
+            keys.parse(bad)
+
+
+def test_the_key_is_drawn_from_the_training_music_and_can_be_chosen(trained):
+    g = ckpt.load(trained).generator
+    counts = json.loads((trained / "config.json").read_text())["data"]["keys"]
+    drawn = [generate.key_for(seed, g) for seed in range(200)]
+    assert all(counts[k] > 0 for k in drawn)  # only keys the music has
+    assert drawn == [generate.key_for(seed, g) for seed in range(200)]
+    a = generate.sample_rolls(g, [3], bars=2, key=0)[0]
+    assert np.array_equal(a.notes, generate.sample_rolls(g, [3], bars=2, key=0)[0].notes)
+    in_c, in_c_sharp_minor = (generate.sample_rolls(g, range(8), bars=4, key=k) for k in (0, 13))
+    assert any(not np.array_equal(x.notes, y.notes) for x, y in zip(in_c, in_c_sharp_minor))
+    own = generate.sample_rolls(g, [3], bars=2, key=generate.key_for(3, g))[0]
+    assert np.array_equal(own.notes, generate.sample_rolls(g, [3], bars=2)[0].notes)
+    walk = generate.interpolate_rolls(g, 3, 4, n=3, bars=2)
+    assert np.array_equal(walk[0].notes, own.notes)
+
+
+# --------------------------------------------------------------------------- calibration
+
+def test_calibration_brings_free_running_onsets_to_the_musics_rate(rolls):
+    from musicgan.train import _onset_rates
+
+    trainer = tiny_trainer(rolls, steps=30, warmup=1.0, lr_mle=1e-2)
+    trainer.run()
+    S, T = trainer.model.steps_per_bar, trainer.tokens.shape[1]
+    target = _onset_rates(trainer.tokens.numpy(), S)
+    seeds = list(range(500, 756))
+
+    def gap():
+        g = trainer.G.eval()
+        drawn = generate._draw(g, seeds, 0, 1, T, 1.0, [generate.key_for(s, g) for s in seeds])[:, 0]
+        return np.abs(_onset_rates(drawn, S) - target).mean()
+
+    before = gap()
+    trainer.calibrate()
+    bias = trainer.G.onset_bias.clone()
+    assert bias.abs().max() > 0.1 and gap() < 0.5 * before
+    trainer.calibrate()
+    assert torch.equal(trainer.G.onset_bias, bias)  # the same weights give the same bias
+
+
+def test_the_onset_bias_is_saved_loaded_and_checked(trained, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    loaded = ckpt.load(trained)
+    assert loaded.generator.onset_bias.abs().max() > 0  # the trained fixture passed the switch
+    tensors = load_file(trained / "model.safetensors")
+    assert torch.equal(tensors[ckpt.ONSET_BIAS], loaded.generator.onset_bias)
+    for bad in (torch.zeros(3, 3), torch.full_like(tensors[ckpt.ONSET_BIAS], 1e6),
+                torch.full_like(tensors[ckpt.ONSET_BIAS], float("nan"))):
+        copy = tmp_path / f"bad{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(trained, copy)
+        save_file({**tensors, ckpt.ONSET_BIAS: bad}, copy / "model.safetensors")
+        with pytest.raises(ckpt.CheckpointError, match="not an onset bias"):
+            ckpt.load(copy)

@@ -63,7 +63,10 @@ def test_training_streams_windows_from_a_prepared_corpus(tmp_path):
     trainer = Trainer(corpus, model, config, device="cpu", budget=Budget(steps=6))
     assert trainer.tokens is None and len(trainer.windows) == len(in_memory.windows)
     assert trainer.run() == "done" and trainer.adversarial_from == 3
-    batch = trainer._batch(untransposed=True)
+    batch, batch_keys = trainer._batch(untransposed=True)
     assert batch.shape == (8, 32, 4) and batch.max() < model.vocab
+    # untransposed windows carry their piece's key, as the in-memory windows do
+    assert set(batch_keys.tolist()) <= {k for k, n in enumerate(in_memory.data_meta["keys"]) if n}
     assert trainer.data_meta["files"] == len(EXAMPLES)
+    assert trainer.data_meta["keys"] == in_memory.data_meta["keys"]  # pieces in each key
     assert all(torch.isfinite(p).all() for p in trainer.G.parameters())
