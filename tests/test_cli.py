@@ -37,6 +37,18 @@ def test_generate_twice_with_one_seed_gives_identical_bytes(trained, tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
+def test_generate_in_a_chosen_key(trained, tmp_path):
+    result = run("generate", trained, "--out", tmp_path / "a.mid", "--seed", 4, "--bars", 4, "--key", "f# minor")
+    assert result.returncode == 0 and "F# minor" in result.stdout
+    drawn = run("generate", trained, "--out", tmp_path / "b.mid", "--seed", 4, "--bars", 4)
+    assert drawn.returncode == 0 and ("major" in drawn.stdout or "minor" in drawn.stdout)
+    bad = run("generate", trained, "--out", tmp_path / "c.mid", "--key", "H major")
+    assert bad.returncode == 1 and "not a key" in bad.stderr and "Traceback" not in bad.stderr
+    # the pretrained model predates key input: a clear message, not a key it ignores
+    old = run("generate", "--out", tmp_path / "d.mid", "--key", "C major")
+    assert old.returncode == 1 and "trained without keys" in old.stderr
+
+
 def test_generate_without_a_checkpoint_uses_the_pretrained_model(tmp_path):
     a, b = tmp_path / "a.mid", tmp_path / "b.mid"
     result = run("generate", "--out", a, "--seed", 1)
