@@ -259,24 +259,24 @@ class Generator(nn.Module):
           times each voice's embedding (all voices in one table), and each head's first layer times
           the embedding of the voices above it (all lower heads at once);
         * a voice's embedding is that of its token plus (with ``sounding_input``) that of the pitch
-          it sounds, which is the token itself unless the token is HOLD. So one *key* names both:
-          the token, or K + the held pitch for a hold, and every table has a row per key;
+          it sounds, which is the token itself unless the token is HOLD. So one *code* names both:
+          the token, or K + the held pitch for a hold, and every table has a row per code;
         * the heads' first layers write into one buffer whose per-voice views are made once;
           biases ride in ``addmm``; the tokens are stacked once at the end."""
         B, T, V, K = gumbel.shape
         E, H, S = self.cfg.embed_dim, self.cfg.hidden, self.cfg.steps_per_bar
         lstm = self.lstm
         if self.pitch_embed is None:
-            keyed = self.embed  # (K, E): the key is the token
+            coded = self.embed  # (K, E): the code is the token
         else:  # (2K, E): token k (its own pitch), then HOLD with each sounding pitch
-            keyed = torch.cat([self.embed + self.pitch_embed, self.embed[HOLD] + self.pitch_embed])
-            # the key after key j when the next token is k: k itself, or for a hold, j's pitch held
+            coded = torch.cat([self.embed + self.pitch_embed, self.embed[HOLD] + self.pitch_embed])
+            # the code after code j when the next token is k: k itself, or for a hold, j's pitch held
             held = torch.arange(2 * K, device=z.device).remainder(K) + K
-            next_key = torch.arange(K, device=z.device).repeat(2 * K, 1)
-            next_key[:, HOLD] = held
+            next_code = torch.arange(K, device=z.device).repeat(2 * K, 1)
+            next_code[:, HOLD] = held
         w_ih0 = lstm.weight_ih_l0  # (4H, V*E + latent + S)
-        prev_table = torch.cat([keyed @ w_ih0[:, v * E:(v + 1) * E].T for v in range(V)])  # (V * keys, 4H)
-        offsets = torch.arange(V, device=z.device) * len(keyed)
+        prev_table = torch.cat([coded @ w_ih0[:, v * E:(v + 1) * E].T for v in range(V)])  # (V * codes, 4H)
+        offsets = torch.arange(V, device=z.device) * len(coded)
         z_part = z @ w_ih0[:, V * E:V * E + self.cfg.cond_dim].T + lstm.bias_ih_l0 + lstm.bias_hh_l0
         step_part = z_part[:, None] + w_ih0[:, V * E + self.cfg.cond_dim:].T[None]  # (B, S, 4H)
         # weights transposed once into contiguous (in, out) matrices: a third faster per product
@@ -285,8 +285,8 @@ class Generator(nn.Module):
         first = [head[0] for head in self.heads]
         w_state = torch.cat([f.weight[:, :H] for f in first]).T.contiguous()  # (H, V*H)
         b_state = torch.cat([f.bias for f in first])
-        # voice u's key -> its term in the first layer of every head below it: (keys, (V-u-1)*H)
-        below = [torch.cat([keyed @ first[v].weight[:, H + u * E:H + (u + 1) * E].T for v in range(u + 1, V)], -1)
+        # voice u's code -> its term in the first layer of every head below it: (codes, (V-u-1)*H)
+        below = [torch.cat([coded @ first[v].weight[:, H + u * E:H + (u + 1) * E].T for v in range(u + 1, V)], -1)
                  for u in range(V - 1)]
         # each head's output bias at each position in the bar (with the onset bias in it)
         heads_out = [(head[2].weight.T.contiguous(), head[2].bias + torch.stack([self._onset_bias(s, v) for s in range(S)]))
@@ -297,13 +297,13 @@ class Generator(nn.Module):
         lower = [hidden[:, (v + 1) * H:] for v in range(V - 1)]
         h0, c0 = self._state(z)
         h, c = list(h0), list(c0)
-        keys = [torch.full((B,), REST, dtype=torch.long, device=z.device)] * V  # a hold at t=0 holds a rest
+        codes = [torch.full((B,), REST, dtype=torch.long, device=z.device)] * V  # a hold at t=0 holds a rest
         tokens = []
         for t in range(T):
             gates = step_part[:, t % S]
             if t:
                 # (index_select takes half the time of advanced indexing on these small lookups)
-                rows = prev_table.index_select(0, (torch.stack(keys, 1) + offsets).view(-1))
+                rows = prev_table.index_select(0, (torch.stack(codes, 1) + offsets).view(-1))
                 gates = gates + rows.view(B, V, -1).sum(1)
             x = None
             for k, (w_ih, w_hh, bias) in enumerate(layers):
@@ -318,9 +318,9 @@ class Generator(nn.Module):
                     logits = logits / temperature
                 index = torch.argmax(logits + noise[t][v], -1)
                 tokens.append(index)
-                keys[v] = index if self.pitch_embed is None else next_key[keys[v], index]
+                codes[v] = index if self.pitch_embed is None else next_code[codes[v], index]
                 if v < V - 1:
-                    lower[v] += below[v].index_select(0, keys[v])
+                    lower[v] += below[v].index_select(0, codes[v])
         return torch.stack(tokens, 1).view(B, T, V)
 
 
