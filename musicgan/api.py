@@ -60,7 +60,7 @@ def compose(model: ckpt.Checkpoint | None = None, seed: int = 0, bars: int = 16,
     tempo, program = _defaults(model, tempo_bpm, program)
     roll = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program, key=key,
                                  **model.sampling)[0]
-    in_key = generate.key_for(seed, model.generator) if key is None else key
+    in_key = generate.piece_key(seed, model.generator, key)
     key_text = "" if in_key is None else f" · {keys.name(in_key)}"
     return _piece(roll, f"seed {seed} · {bars} bars · {tempo:g} bpm{key_text}", program, tempo, audio)
 

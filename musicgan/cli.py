@@ -179,7 +179,7 @@ def cmd_generate(args) -> int:
         path = out if args.num == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
         midi.write(roll, path)
-        in_key = generate.key_for(seeds[i], model.generator) if key is None else key
+        in_key = generate.piece_key(seeds[i], model.generator, key)
         key_text = "" if in_key is None else f", {keys.name(in_key)}"
         print(f"{path}: {len(roll.notes)} notes, {args.bars} bars, seed {seeds[i]}{key_text}")
     return 0

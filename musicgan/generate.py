@@ -58,14 +58,19 @@ def key_for(seed: int, generator: Generator) -> int | None:
     return int(torch.multinomial(generator.key_weights.double().cpu(), 1, generator=rng))
 
 
+def piece_key(seed: int, generator: Generator, key: int | None = None) -> int | None:
+    """The key a seed's piece is in: ``key`` when the caller chose one, else the seed's own
+    (:func:`key_for`)."""
+    return key_for(seed, generator) if key is None else key
+
+
 def _conditioned(generator: Generator, z: torch.Tensor, key) -> torch.Tensor:
-    """z (B, latent) with the key appended where the model takes one: key is one int for all rows,
-    a list of ints, or (B, 24) weights."""
+    """z (B, latent) with the key appended where the model takes one (:meth:`Generator.condition`):
+    key is one int for all rows, a list of ints, or (B, 24) weights; None for a model without keys."""
     if not generator.cfg.key_input:
         return z
-    if isinstance(key, torch.Tensor) and key.dim() == 2:
-        return generator.condition(z, key)
-    key = torch.tensor(key if isinstance(key, list) else [key] * len(z), dtype=torch.long)
+    if not isinstance(key, torch.Tensor):
+        key = torch.tensor(key if isinstance(key, list) else [key] * len(z), dtype=torch.long)
     return generator.condition(z, key)
 
 
@@ -156,7 +161,7 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
         return first, None
 
     pieces = []
-    seed_keys = [key_for(s, generator) if key is None else key for s in seeds]
+    seed_keys = [piece_key(s, generator, key) for s in seeds]
     for seed, seed_key, tokens in zip(seeds, seed_keys, _draw(generator, seeds, 0, k, n_steps, temperature, seed_keys)):
         first, kept = offered(tokens, seed)
         size, drawn = max(k, GUARD_ROUND), k
@@ -184,7 +189,7 @@ def interpolate_rolls(generator: Generator, seed_a: int, seed_b: int, n: int = 5
     ts = [i / (n - 1) for i in range(n)]
     z = torch.stack([slerp(za, zb, t) for t in ts])
     if cfg.key_input:
-        ka, kb = (key_for(seed_a, generator), key_for(seed_b, generator)) if key is None else (key, key)
+        ka, kb = piece_key(seed_a, generator, key), piece_key(seed_b, generator, key)
         one_hot = F.one_hot(torch.tensor([ka, kb]), KEYS).float()
         z = _conditioned(generator, z, torch.stack([(1 - t) * one_hot[0] + t * one_hot[1] for t in ts]))
     step_noise = torch.stack([slerp(na, nb, t) for t in ts])
@@ -208,7 +213,7 @@ def variation_rolls(generator: Generator, seed: int, n: int = 4, amount: float =
         zi, ni = noise_for(seed * 7919 + 104729 * i, n_steps, cfg)
         zs.append(math.cos(angle) * z0 + math.sin(angle) * zi)
         ns.append(math.cos(angle) * n0 + math.sin(angle) * ni)
-    z = _conditioned(generator, torch.stack(zs), key_for(seed, generator) if key is None else key)
+    z = _conditioned(generator, torch.stack(zs), piece_key(seed, generator, key))
     tokens = sample_tokens(generator, z, torch.stack(ns), temperature)
     return [voices.decode(tok, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"seed {seed} variation {i}"))
             for i, tok in enumerate(tokens, 1)]

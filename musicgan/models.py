@@ -149,10 +149,11 @@ class Generator(nn.Module):
             key = F.one_hot(key.long(), KEYS)
         return torch.cat([z, key.to(z.dtype)], -1)
 
-    def _onset_bias(self, t: int, v: int) -> torch.Tensor:
-        """(K,) the onset bias of voice v at step t, on the tokens that strike a note."""
-        bias = torch.zeros(self.cfg.vocab, device=self.onset_bias.device, dtype=self.onset_bias.dtype)
-        bias[FIRST_PITCH:] = self.onset_bias[t % self.cfg.steps_per_bar, v]
+    def _onset_logits(self) -> torch.Tensor:
+        """(steps_per_bar, V, K): the onset bias as a term of each voice's logits at each position
+        in the bar, on the tokens that strike a note."""
+        bias = self.onset_bias.new_zeros(self.cfg.steps_per_bar, self.cfg.voices, self.cfg.vocab)
+        bias[..., FIRST_PITCH:] = self.onset_bias[..., None]
         return bias
 
     def _embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -217,13 +218,14 @@ class Generator(nn.Module):
         sounds = [F.one_hot(torch.full((B,), REST, device=z.device), K).to(z.dtype)] * V
         not_hold = torch.ones(K, device=z.device)
         not_hold[HOLD] = 0
+        onset = self._onset_logits()
         for t in range(T):
             h, state = self.lstm(self._inputs(prev, z, t), state)
             h = h[:, 0]
             chosen = []
             for v, head in enumerate(self.heads):
                 above = torch.cat(chosen + [h.new_zeros(B, (V - v) * E)], -1)
-                logits = (head(torch.cat([h, above], -1)) + self._onset_bias(t, v)) / temperature
+                logits = (head(torch.cat([h, above], -1)) + onset[t % self.cfg.steps_per_bar, v]) / temperature
                 y = logits + gumbel[:, t, v]
                 index = y.argmax(-1)
                 hard = F.one_hot(index, K).to(logits.dtype)
@@ -289,8 +291,8 @@ class Generator(nn.Module):
         below = [torch.cat([coded @ first[v].weight[:, H + u * E:H + (u + 1) * E].T for v in range(u + 1, V)], -1)
                  for u in range(V - 1)]
         # each head's output bias at each position in the bar (with the onset bias in it)
-        heads_out = [(head[2].weight.T.contiguous(), head[2].bias + torch.stack([self._onset_bias(s, v) for s in range(S)]))
-                     for v, head in enumerate(self.heads)]
+        onset = self._onset_logits()
+        heads_out = [(head[2].weight.T.contiguous(), head[2].bias + onset[:, v]) for v, head in enumerate(self.heads)]
         noise = [step.unbind(0) for step in gumbel.permute(1, 2, 0, 3).unbind(0)]  # [t][v]: (B, K)
         hidden = torch.empty(B, V * H, device=z.device)  # every head's first layer, refilled each step
         head_in = hidden.split(H, 1)

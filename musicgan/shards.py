@@ -204,6 +204,7 @@ class StreamingWindows:
         self.weights = self.starts * n_shifts
         self.plain = (self.shift_lo <= 0) & (0 <= self.shift_hi)  # pieces that fit untransposed
         self.hop = hop
+        self.piece_keys = np.full(len(self.pieces), -1, dtype=np.int64)  # estimated when first drawn
 
     def __len__(self) -> int:
         return int(self.weights.sum())
@@ -228,7 +229,9 @@ class StreamingWindows:
             shift = 0 if untransposed and self.plain[j] else \
                 int(self.shift_lo[j] + int(u[k, 1] * (self.shift_hi[j] - self.shift_lo[j] + 1)))
             notes = self.corpus.notes(int(self.pieces[j]))
-            out_keys[k] = keys.transpose(keys.estimate(notes), shift)
+            if self.piece_keys[j] < 0:
+                self.piece_keys[j] = keys.estimate(notes)
+            out_keys[k] = keys.transpose(self.piece_keys[j], shift)
             notes = notes[(notes[:, midi.START] < start + length) & (notes[:, midi.END] > start)].copy()
             notes[:, midi.START:midi.END + 1] = np.clip(notes[:, midi.START:midi.END + 1] - start, 0, length)
             notes[:, midi.PITCH] += shift

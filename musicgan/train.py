@@ -399,6 +399,15 @@ class Trainer:
             return "stopped"
         return "done"
 
+    def _cpu_generator(self) -> Generator:
+        """A float32 CPU copy of the generator, with its key weights and onset bias, for drawing
+        (on the CPU, like :mod:`musicgan.generate`)."""
+        G = Generator(self.model)
+        G.load_state_dict({k: v.detach().float().cpu() for k, v in self.G.state_dict().items()})
+        G.key_weights.copy_(self.G.key_weights.cpu())
+        G.onset_bias.copy_(self.G.onset_bias.cpu())
+        return G.eval()
+
     @torch.no_grad()
     def calibrate(self, rounds: int = 4, clips: int = 256, share: bool = False) -> float:
         """Fit the generator's onset bias (see :class:`~musicgan.models.Generator`): how often
@@ -413,17 +422,14 @@ class Trainer:
         rank calls this together and takes rank 0's bias (under torchrun)."""
         from .generate import _draw, key_for
 
-        m, S = self.model, self.model.steps_per_bar
+        S = self.model.steps_per_bar
         T = self.config.window_bars * S
         if self.tokens is not None:
             real = self.tokens.cpu().numpy()
         else:
             real = self.windows.sample(512, torch.Generator().manual_seed(self.config.seed + 31))[0]
         target = _onset_rates(real, S)
-        G = Generator(m)
-        G.load_state_dict({k: v.detach().float().cpu() for k, v in self.G.state_dict().items()})
-        G.key_weights.copy_(self.G.key_weights.cpu())
-        G.eval()
+        G = self._cpu_generator()
         G.onset_bias.zero_()
         gap = 0.0
         for r in range(rounds):
@@ -447,11 +453,7 @@ class Trainer:
         """A piece from the current generator (on the CPU, like :mod:`musicgan.generate`)."""
         from .generate import sample_rolls
 
-        G = Generator(self.model)
-        G.load_state_dict({k: v.detach().float().cpu() for k, v in self.G.state_dict().items()})
-        G.key_weights.copy_(self.G.key_weights.cpu())
-        G.onset_bias.copy_(self.G.onset_bias.cpu())
-        return sample_rolls(G.eval(), [seed], bars, tempo_bpm=self.data_meta["tempo_bpm"],
+        return sample_rolls(self._cpu_generator(), [seed], bars, tempo_bpm=self.data_meta["tempo_bpm"],
                             program=self.data_meta["program"])[0]
 
     # ---------------------------------------------------------------- checkpoints
