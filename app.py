@@ -1,25 +1,38 @@
 """musicgan web app (Gradio). UI only: layout, events and formatting; the music comes from
-``musicgan.api``. Each handler is a short function the tests call directly."""
+``musicgan.api``. Each handler is a short function the tests call directly; it returns
+``{component: value}`` for the components it changes (the components live in ``ui``, made by
+:func:`build`).
+
+Many visitors share one process (a Space): each browser tab has a :class:`Session` (its files,
+uploads and models) in ``gr.State``; every event passes it in, so no click can swap it for a new
+one. The files a tab sees are served straight from its session folder (a static path), so
+nothing is copied into Gradio's cache, and each kind of output keeps only its latest files.
+"""
 from __future__ import annotations
 
-import base64
 import json
 import os
 import random
+import secrets
 import shutil
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
+import pandas as pd
 
 import musicgan
-from musicgan import api, checkpoint as ckpt, data, generate as gen, keys, render
+from musicgan import api, checkpoint as ckpt, data, generate as gen, keys, render, settings
 from musicgan.train import Budget, TrainConfig, pick_device, device_label
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.mid"))
 PIANOROLL_JS = (ROOT / "static" / "pianoroll.js").read_text()
+# every session's files live here, served to the page as they are (gr.set_static_paths)
+SESSIONS = Path(tempfile.gettempdir()) / "musicgan-sessions"
 
 PRETRAINED, TRAINED, UPLOADED = "Pretrained: Bach chorales", "My trained model", "Uploaded checkpoint"
 KEY_AUTO = "From the seed"
@@ -29,6 +42,14 @@ MAX_UPLOAD = "32mb"
 LIMITS_TEXT = (f"Up to {UPLOAD_LIMITS.max_files} MIDI files or .zip archives, each file at most "
                f"{UPLOAD_LIMITS.max_file_bytes // 2 ** 20} MB, uploads at most {MAX_UPLOAD.upper()}.")
 MAX_TRAIN_MINUTES = float(os.environ.get("MUSICGAN_MAX_TRAIN_MINUTES", 30))
+# the training settings the Train tab offers, in the order of its widgets (defaults and help: TrainConfig)
+SLOT_WAIT_S = 20.0  # how long Start waits for a job that is finishing before it says the server is busy
+TRAIN_SETTINGS = ("batch_size", "window_bars", "warmup", "g_adversarial", "lr_g", "lr_d")
+# the CPU-heavy events share one queue group, one per core (api.cpu_slot then leaves a running
+# training job its core)
+CPU = {"concurrency_id": "cpu", "concurrency_limit": api.cpu_slot.cores}
+
+ui = SimpleNamespace()  # the components, by name (filled by build)
 
 
 def _instrument_choices():
@@ -49,19 +70,45 @@ except ImportError:
 # ------------------------------------------------------------------------------ session state
 
 class Session:
-    """One browser tab's state: its uploads, its training job, its files. Freed when the tab closes."""
+    """One browser tab's state: its uploads, its training runs, its files. Freed when the tab
+    has been closed for a while (Gradio's State lifetime), and its training stops as soon as
+    the tab closes (:func:`leave`)."""
 
     def __init__(self):
-        self.dir = Path(tempfile.mkdtemp(prefix="musicgan-"))
+        # an unguessable name: the folder is served to whoever knows its path
+        self.dir = SESSIONS / secrets.token_urlsafe(16)
         self.rolls: list = []
         self.job: api.TrainingJob | None = None
-        self.trained: str | None = None
+        self.trained: str | None = None  # the folder of the latest trained model
         self.uploaded: ckpt.Checkpoint | None = None
-        self.counter = 0
+        self.runs = 0
+        self._outputs: dict[str, list[Path]] = {}
+        self._counter = 0
 
-    def path(self, suffix: str) -> Path:
-        self.counter += 1
-        return self.dir / f"musicgan-{self.counter}{suffix}"
+    def save(self, kind: str, files: dict) -> dict:
+        """Write one output's files ({suffix: bytes}) and return {suffix: path}. The files of the
+        previous output of the same kind are removed: the page shows only the latest."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._counter += 1
+        paths = {suffix: self.dir / f"musicgan-{self._counter}{suffix}" for suffix in files}
+        for suffix, blob in files.items():
+            paths[suffix].write_bytes(blob)
+        for old in self._outputs.get(kind, []):
+            old.unlink(missing_ok=True)
+        self._outputs[kind] = list(paths.values())
+        return {suffix: str(path) for suffix, path in paths.items()}
+
+    def new_run(self) -> Path:
+        """The folder for the next training run's model: a new one each run, so starting another
+        run never overwrites the model of the last one before the new one has been saved."""
+        self.runs += 1
+        return self.dir / f"model-{self.runs}"
+
+    def keep_model(self, folder: str) -> None:
+        """``folder`` becomes the session's trained model; the one before it is removed."""
+        previous, self.trained = self.trained, folder
+        if previous and previous != folder:
+            shutil.rmtree(previous, ignore_errors=True)
 
     def close(self):
         if self.job is not None:
@@ -75,8 +122,21 @@ def close_session(session):
         session.close()
 
 
-def _session(session) -> Session:
-    return session if isinstance(session, Session) else Session()
+def _need(session) -> Session:
+    if not isinstance(session, Session):
+        raise gr.Error("This page's session has ended. Reload the page to start a new one.")
+    return session
+
+
+def leave(request: gr.Request):
+    """The tab was closed or reloaded: stop its training job, so that the server's one training
+    slot is free for the next visitor at once (Gradio keeps a closed tab's state for an hour)."""
+    api.TrainingJob.stop_owned_by(getattr(request, "session_hash", None))
+
+
+def file_url(path) -> str:
+    """The page's address of a file in a session folder (a static path: served as it is)."""
+    return "gradio_api/file=" + urllib.parse.quote(str(path))
 
 
 # ------------------------------------------------------------------------------ generate tab
@@ -93,34 +153,42 @@ def _model(choice: str, session: Session):
     return api.load_model()
 
 
-def roll_html(piece: api.Piece) -> str:
-    """The playable piano roll: notes, timing and the audio for static/pianoroll.js."""
-    roll = piece.roll
+def roll_html(roll, audio_path, title: str = "") -> str:
+    """The playable piano roll: notes, timing and the address of its audio for static/pianoroll.js.
+    It is the page's one audio player: the audio goes to the page once, as a file it fetches."""
     notes = roll.notes.tolist()
     pitches = [n[0] for n in notes] or [60]
     payload = {"notes": notes, "steps": max(roll.n_steps, 1), "steps_per_bar": roll.steps_per_bar,
-               "seconds_per_step": render.seconds_per_step(roll), "low": min(pitches), "high": max(pitches),
-               "audio": "data:audio/wav;base64," + base64.b64encode(piece.audio.wav_bytes()).decode()}
-    encoded = base64.b64encode(json.dumps(payload).encode()).decode()
-    return (f'<div class="mg-roll" data-piece="{encoded}"><canvas title="click to play from here"></canvas>'
-            '<div class="mg-bar"><button class="mg-play" type="button">▶ Play</button>'
-            '<span class="mg-time"></span></div><audio preload="auto"></audio></div>')
+               "seconds_per_step": 60.0 / roll.tempo_bpm / roll.steps_per_beat, "low": min(pitches),
+               "high": max(pitches), "audio": file_url(audio_path), "title": title}
+    encoded = urllib.parse.quote(json.dumps(payload, separators=(",", ":")))
+    return (f'<div class="mg-roll" data-piece="{encoded}"><div class="mg-scroll"><canvas title="click to play '
+            'from here"></canvas></div><div class="mg-bar"><button class="mg-play" type="button">▶ Play</button>'
+            f'<span class="mg-time"></span><span class="mg-links"><a class="mg-audio" href="{file_url(audio_path)}" '
+            'download>Audio (FLAC)</a> · <a class="mg-save" href="#" download="musicgan-piano-roll.png">Image (PNG)'
+            '</a></span></div><audio preload="auto"></audio></div>')
 
 
-def _outputs(piece: api.Piece, session: Session):
-    midi_path, png_path, wav_path = session.path(".mid"), session.path(".png"), session.path(".wav")
-    midi_path.write_bytes(piece.midi)
-    png_path.write_bytes(piece.png)
-    wav_path.write_bytes(piece.audio.wav_bytes())
-    engine = piece.audio.engine
-    status = (f"**{piece.description}** · {len(piece.roll.notes)} notes · audio: "
-              + ("FluidSynth with the General MIDI soundfont" if engine == "fluidsynth"
-                 else "simple built-in synth (FluidSynth is not installed on this server)"))
-    return roll_html(piece), str(wav_path), str(midi_path), str(png_path), status
+def _engine_text(audio) -> str:
+    return ("FluidSynth with the General MIDI soundfont" if audio.engine == "fluidsynth"
+            else "simple built-in synth (FluidSynth is not installed on this server)")
 
 
-def _program(instrument):
-    return None if instrument in (None, -1, "-1") else int(instrument)
+def _compose(session, choice, tempo, instrument, temperature, key, make) -> dict:
+    """The one path of Generate, Interpolate and Variations: ``make(model, **sound)`` -> a Piece."""
+    session = _need(session)
+    with api.cpu_slot():
+        try:
+            model = _model(choice, session)
+            program = None if instrument in (None, -1, "-1") else int(instrument)
+            piece = make(model, tempo_bpm=float(tempo), program=program, temperature=float(temperature),
+                         key=_key(model, key))
+        except ValueError as e:
+            raise gr.Error(str(e))
+        paths = session.save("piece", {".mid": piece.midi, ".flac": piece.audio.flac_bytes()})
+    status = f"**{piece.description}** · {len(piece.roll.notes)} notes · audio: {_engine_text(piece.audio)}"
+    return {ui.roll: roll_html(piece.roll, paths[".flac"], piece.description), ui.midi_file: paths[".mid"],
+            ui.status: status, ui.session: session}
 
 
 def _key(model, choice):
@@ -134,36 +202,19 @@ def _key(model, choice):
 
 
 def generate(choice, seed, bars, tempo, instrument, temperature, key=KEY_AUTO, session=None):
-    session = _session(session)
-    try:
-        model = _model(choice, session)
-        piece = api.compose(model, int(seed), int(bars), float(tempo), _program(instrument),
-                            float(temperature), key=_key(model, key))
-    except ValueError as e:
-        raise gr.Error(str(e))
-    return (*_outputs(piece, session), session)
+    return _compose(session, choice, tempo, instrument, temperature, key,
+                    lambda model, **sound: api.compose(model, int(seed), int(bars), **sound))
 
 
 def interpolate(choice, seed, seed_b, steps, tempo, instrument, temperature, key=KEY_AUTO, session=None):
-    session = _session(session)
-    try:
-        model = _model(choice, session)
-        piece = api.compose_interpolation(model, int(seed), int(seed_b), int(steps), 4, float(tempo),
-                                          _program(instrument), float(temperature), key=_key(model, key))
-    except ValueError as e:
-        raise gr.Error(str(e))
-    return (*_outputs(piece, session), session)
+    return _compose(session, choice, tempo, instrument, temperature, key,
+                    lambda model, **sound: api.compose_interpolation(model, int(seed), int(seed_b), int(steps), 4,
+                                                                     **sound))
 
 
 def variations(choice, seed, amount, tempo, instrument, temperature, key=KEY_AUTO, session=None):
-    session = _session(session)
-    try:
-        model = _model(choice, session)
-        piece = api.compose_variations(model, int(seed), 3, float(amount), 4, float(tempo),
-                                       _program(instrument), float(temperature), key=_key(model, key))
-    except ValueError as e:
-        raise gr.Error(str(e))
-    return (*_outputs(piece, session), session)
+    return _compose(session, choice, tempo, instrument, temperature, key,
+                    lambda model, **sound: api.compose_variations(model, int(seed), 3, float(amount), 4, **sound))
 
 
 def roll_dice():
@@ -172,26 +223,27 @@ def roll_dice():
 
 def upload_checkpoint(file, session=None):
     """Load an uploaded checkpoint (.zip) safely; a bad one gives a message, never a traceback."""
-    session = _session(session)
+    session = _need(session)
     if not file:
-        return gr.update(), "", session
+        return {ui.ck_status: ""}
     try:
         session.uploaded = ckpt.load(file)
     except ckpt.CheckpointError as e:
         session.uploaded = None
         raise gr.Error(f"That checkpoint cannot be used: {e}")
-    steps = session.uploaded.steps
-    return gr.update(value=UPLOADED), f"Loaded checkpoint ({steps} training steps).", session
+    return {ui.choice: UPLOADED, ui.ck_status: f"Loaded checkpoint ({session.uploaded.steps} training steps).",
+            ui.session: session}
 
 
 # ------------------------------------------------------------------------------ train tab
 
 def read_uploads(files, session=None):
     """Read uploaded MIDI/zip files and report what was read and skipped."""
-    session = _session(session)
+    session = _need(session)
     if not files:
         session.rolls = []
-        return "Upload MIDI files (or a .zip of them) to train on.", gr.update(interactive=False), session
+        return {ui.report: "Upload MIDI files (or a .zip of them) to train on.", ui.start: gr.update(interactive=False),
+                ui.session: session}
     # Gradio keeps each upload's original name as the last part of its temporary path
     corpus = data.load([Path(f if isinstance(f, str) else f.name) for f in files], limits=UPLOAD_LIMITS)
     session.rolls = corpus.rolls
@@ -203,7 +255,7 @@ def read_uploads(files, session=None):
         lines.append(f"- … and {len(report.skipped) - 50} more")
     if not corpus.rolls:
         lines.append("\nNothing usable to train on yet.")
-    return "\n".join(lines), gr.update(interactive=bool(corpus.rolls)), session
+    return {ui.report: "\n".join(lines), ui.start: gr.update(interactive=bool(corpus.rolls)), ui.session: session}
 
 
 def progress_html(fraction: float, elapsed_s: float, text: str, done: bool = False) -> str:
@@ -214,134 +266,183 @@ def progress_html(fraction: float, elapsed_s: float, text: str, done: bool = Fal
             f'<div class="mg-progress-text">{100 * fraction:.0f}% · {text}{left}</div>')
 
 
-def _train_config(batch_size, window_bars, lr_g, lr_d, warmup, g_adversarial=False):
-    return TrainConfig(batch_size=int(batch_size), window_bars=int(window_bars), lr_g=float(lr_g),
-                       lr_d=float(lr_d), warmup=float(warmup), g_adversarial=bool(g_adversarial))
+LOSSES = {"mle": "likelihood loss", "d_loss": "D loss", "g_loss": "G loss"}
+CRITIC = {"d_accuracy": "D accuracy", "diversity": "diversity of samples", "diversity_real": "diversity of real data"}
+COLORS = {"likelihood loss": "#00798c", "D loss": "#d1495b", "G loss": "#edae49", "D accuracy": "#d1495b",
+          "diversity of samples": "#30638e", "diversity of real data": "#999999"}
+MAX_POINTS = 300  # per series: the page gets a light table however long the run
+
+
+def curves(history: list[dict], series: dict) -> pd.DataFrame:
+    """The live plot's table (step, value, series) of the 'step' events: each series thinned to
+    at most MAX_POINTS points, each point the mean of the steps it stands for (GAN losses are noisy)."""
+    # a blank point of every series first: the page fixes the plot's colours by the series of its first table
+    rows = [(0.0, float("nan"), label) for label in series.values()]
+    for key, label in series.items():
+        points = [(h["step"], h[key]) for h in history if key in h]
+        k = max(1, -(-len(points) // MAX_POINTS))
+        for i in range(0, len(points), k):
+            chunk = points[i:i + k]
+            rows.append((chunk[-1][0], sum(v for _, v in chunk) / len(chunk), label))
+    step, value, name = zip(*rows)
+    # typed columns even when empty: the plot picks its scales (numbers, not categories) from them
+    return pd.DataFrame({"step": pd.Series(step, dtype="float64"), "value": pd.Series(value, dtype="float64"),
+                         "series": pd.Series(name, dtype="object")})
+
+
+def _train_config(values: dict) -> TrainConfig:
+    kinds = {name: settings.describe(TrainConfig, name).kind for name in values}
+    return TrainConfig(**{name: kinds[name](value) for name, value in values.items()})
 
 
 @gpu
-def train(session, minutes, batch_size, window_bars, lr_g, lr_d, warmup, g_adversarial=False, from_pretrained=False,
-          poll_s: float = 1.0):
+def train(session, minutes, from_pretrained, batch_size, window_bars, warmup, g_adversarial, lr_g, lr_d,
+          request: gr.Request = None, poll_s: float = 1.0):
     """Start a training job and stream its progress until it ends (a generator of UI updates)."""
-    session = _session(session)
+    session = _need(session)
     if not session.rolls:
         raise gr.Error("Upload some MIDI files first.")
-    if api.TrainingJob.busy():
-        raise gr.Error("Another training job is running on this server. Please try again in a few minutes.")
+    config = _train_config(dict(zip(TRAIN_SETTINGS, (batch_size, window_bars, warmup, g_adversarial, lr_g, lr_d))))
     minutes = min(float(minutes), MAX_TRAIN_MINUTES)
-    job = api.TrainingJob(session.rolls, session.dir / "model", _train_config(batch_size, window_bars, lr_g, lr_d, warmup, g_adversarial),
-                          Budget(minutes=minutes), sample_every_s=max(5.0, minutes * 6),
+    job = api.TrainingJob(session.rolls, session.new_run(), config, Budget(minutes=minutes),
+                          sample_every_s=max(5.0, minutes * 6), owner=getattr(request, "session_hash", None),
                           start_from=gen.DEFAULT_CHECKPOINT if from_pretrained else None)
-    if not job.start():
-        raise gr.Error("Another training job is running on this server. Please try again in a few minutes.")
+    # a job that was just stopped (its visitor left) frees the slot once its model is saved: wait for that
+    deadline = time.monotonic() + SLOT_WAIT_S
+    while not job.start():
+        if time.monotonic() > deadline:
+            raise gr.Error("Another training job is running on this server. Please try again in a few minutes.")
+        yield {ui.progress: progress_html(0, 0, "waiting for the server's training slot")}
+        time.sleep(min(poll_s, 0.5))
     session.job = job
-    shown_sample = -1
-    sample_png = sample_wav = previous_curves = None
+    shown_sample, shown_steps = -1, -1
+    first = True
     while True:
         done = not job.running
         state = job.state
+        update = {ui.progress: progress_html(1.0 if done and state.status == "done" else state.progress,
+                                             state.elapsed_s, state.message, done),
+                  ui.train_status: f"**{state.status}**: {state.message}"}
+        if first:
+            update.update({ui.session: session, ui.download: None, ui.use: gr.update(interactive=False)})
+            first = False
+        if len(state.history) != shown_steps:
+            shown_steps = len(state.history)
+            update[ui.losses], update[ui.critic] = curves(state.history, LOSSES), curves(state.history, CRITIC)
         if state.sample is not None and state.sample_step != shown_sample:
             shown_sample = state.sample_step
-            sample_png, sample_wav = session.path(".png"), session.path(".wav")
-            sample_png.write_bytes(render.piano_roll_png(state.sample, f"sample at step {shown_sample}"))
-            sample_wav.write_bytes(render.synthesize(state.sample).wav_bytes())
-        download = None
+            sample = state.sample
+            with api.cpu_slot():
+                audio = render.synthesize(sample)
+                path = session.save("sample", {".flac": audio.flac_bytes()})[".flac"]
+            update[ui.sample] = roll_html(sample, path, f"sample at step {shown_sample}")
         if done and state.checkpoint:
-            session.trained = state.checkpoint
-            download = session.path(".zip")
-            download.write_bytes(ckpt.zip_bytes(state.checkpoint))
-        status = f"**{state.status}**: {state.message}"
-        curves = session.path(".png")
-        curves.write_bytes(render.training_curves_png(state.history))
-        if previous_curves is not None:
-            previous_curves.unlink(missing_ok=True)  # the page already has it; keep the session folder small
-        previous_curves = curves
-        yield (progress_html(1.0 if done and state.status == "done" else state.progress, state.elapsed_s,
-                             state.message, done),
-               str(curves), str(sample_png) if sample_png else None,
-               str(sample_wav) if sample_wav else None, status, str(download) if download else None,
-               gr.update(interactive=done and bool(state.checkpoint)), session)
+            session.keep_model(state.checkpoint)
+            update[ui.download] = session.save("checkpoint", {".zip": ckpt.zip_bytes(state.checkpoint)})[".zip"]
+            update[ui.use] = gr.update(interactive=True)
+        yield update
         if done:
             return
         time.sleep(poll_s)
 
 
 def stop(session=None):
-    session = _session(session)
+    session = _need(session)
     if session.job is not None and session.job.running:
         session.job.stop()
-        return "Stopping… the model trained so far is kept."
-    return "Nothing is training."
+        return {ui.train_status: "Stopping… the model trained so far is kept."}
+    return {ui.train_status: "Nothing is training."}
 
 
 def use_trained(session=None):
-    session = _session(session)
+    session = _need(session)
     if not session.trained:
         raise gr.Error("Train a model first.")
-    return gr.update(value=TRAINED), gr.Tabs(selected="generate")
+    return {ui.choice: TRAINED, ui.tabs: gr.Tabs(selected="generate")}
 
 
 # ------------------------------------------------------------------------------ closeness tab
 
 def closeness(choice, session=None):
-    session = _session(session)
-    model = _model(choice, session)
-    if choice == PRETRAINED:
-        reference, what = data.load(EXAMPLES).rolls, "the example chorales (from its training music)"
-    else:
-        reference, what = session.rolls, "the music you uploaded"
-        if not reference:
-            raise gr.Error("Upload the training music in the Train tab to compare with it.")
-    try:
-        result = api.closeness(model, reference)
-    except ValueError as e:
-        raise gr.Error(str(e))
-    path = session.path(".png")
-    path.write_bytes(result.png)
+    session = _need(session)
+    with api.cpu_slot():
+        model = _model(choice, session)
+        if choice == PRETRAINED:
+            reference, what = data.load(EXAMPLES).rolls, "the example chorales (from its training music)"
+        else:
+            reference, what = session.rolls, "the music you uploaded"
+            if not reference:
+                raise gr.Error("Upload the training music in the Train tab to compare with it.")
+        try:
+            result = api.closeness(model, reference)
+        except ValueError as e:
+            raise gr.Error(str(e))
+        path = session.save("closeness", {".png": result.png})[".png"]
     text = (f"**{result.verdict}**\n\nCompared with {what}: a simple classifier told generated 4-bar clips "
             f"from real ones {100 * result.two_sample:.0f}% of the time (50% would mean it cannot tell them "
             f"apart). Generated music plays {result.generated['polyphony']:.1f} notes at once and "
             f"{result.generated['notes per bar']:.1f} notes per bar; the real music "
             f"{result.reference['polyphony']:.1f} and {result.reference['notes per bar']:.1f}.")
-    return str(path), text
+    return {ui.close_png: path, ui.close_text: text, ui.session: session}
 
 
 # ------------------------------------------------------------------------------ layout
 
 PLACEHOLDER = ('<div class="mg-empty">Press <b>Generate</b> or pick an example below: the piano roll '
                'appears here and plays in step with the audio (click the roll to jump).</div>')
+SAMPLE_PLACEHOLDER = '<div class="mg-empty">A sample of what the model plays appears here while it learns.</div>'
 
 CSS = """
-.mg-empty { min-height: 260px; display: flex; align-items: center; justify-content: center; text-align: center;
+.mg-empty { min-height: 200px; display: flex; align-items: center; justify-content: center; text-align: center;
             border: 1px dashed #b8b8c8; border-radius: 8px; color: #666; padding: 16px; }
-.mg-roll canvas { width: 100%; border-radius: 8px; cursor: pointer; display: block; }
-.mg-bar { display: flex; gap: 12px; align-items: center; margin-top: 6px; }
-.mg-play { padding: 4px 14px; border-radius: 6px; border: 1px solid #00798c; background: #00798c; color: white; }
+.mg-scroll { overflow-x: auto; border-radius: 8px; }
+.mg-roll canvas { border-radius: 8px; cursor: pointer; display: block; }
+.mg-bar { display: flex; flex-wrap: wrap; gap: 12px; align-items: center; margin-top: 6px; }
+.mg-play { padding: 6px 16px; border-radius: 6px; border: 1px solid #00798c; background: #00798c; color: white; }
+.mg-links { margin-left: auto; }
 .mg-progress { height: 12px; background: #e6e6ef; border-radius: 6px; overflow: hidden; }
 .mg-progress-fill { height: 100%; background: #00798c; transition: width 0.5s; }
 .mg-progress-text { font-size: 0.9em; margin-top: 4px; }
 """
 
 
+def _setting_widget(cls, name: str, choices=None, **overrides):
+    """A widget for one setting of a config dataclass: its default, bounds and help live there
+    (``overrides`` narrow them for the page, e.g. a smaller maximum)."""
+    s = settings.describe(cls, name)
+    info = {"info": s.help} if s.help != s.label else {}
+    if s.kind is bool:
+        return gr.Checkbox(s.default, label=s.label, **info)
+    if choices is not None:
+        return gr.Dropdown(choices, value=s.default, label=s.label, **info)
+    bounds = {"minimum": s.minimum, "maximum": s.maximum, **overrides}
+    if s.step is not None and None not in bounds.values():
+        return gr.Slider(value=s.default, step=s.step, label=s.label, **bounds, **info)
+    return gr.Number(value=s.default, label=s.label, **bounds, **info)
+
+
 def build() -> gr.Blocks:
     model = api.load_model()
     tempo_default, _ = gen.defaults(model)
     device = device_label(pick_device("auto"))
-    with gr.Blocks(title="musicgan") as demo:
-        session = gr.State(Session, delete_callback=close_session, time_to_live=6 * 3600)
+    SESSIONS.mkdir(parents=True, exist_ok=True)
+    gr.set_static_paths([SESSIONS])
+    # uploads are copied into Gradio's cache: remove them an hour after they came (checked every 10 minutes)
+    with gr.Blocks(title="musicgan", delete_cache=(600, 3600)) as demo:
+        ui.session = session = gr.State(Session, delete_callback=close_session, time_to_live=6 * 3600)
         gr.Markdown(f"# musicgan\nA recurrent GAN that learns from MIDI files and writes new music. "
                     f"Generate with the pretrained Bach-chorale model, or train on your own files. "
                     f"<small>v{musicgan.__version__}</small>")
-        with gr.Tabs() as tabs:
+        with gr.Tabs() as ui.tabs:
             with gr.Tab("Generate", id="generate"):
                 with gr.Row():
                     with gr.Column(scale=1, min_width=300):
-                        choice = gr.Radio([PRETRAINED, TRAINED, UPLOADED], value=PRETRAINED, label="Model")
+                        ui.choice = gr.Radio([PRETRAINED, TRAINED, UPLOADED], value=PRETRAINED, label="Model")
                         with gr.Accordion("Upload a checkpoint", open=False):
                             ck_file = gr.File(label="musicgan checkpoint (.zip)", file_types=[".zip"])
-                            ck_status = gr.Markdown()
+                            ui.ck_status = gr.Markdown()
                         with gr.Row():
-                            seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, scale=3)
+                            seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, scale=3, min_width=120)
                             dice = gr.Button("Random seed", scale=1, min_width=80)
                         bars = gr.Slider(1, 64, value=16, step=1, label="Length (bars)")
                         tempo = gr.Slider(40, 200, value=round(tempo_default), step=1, label="Tempo (beats per minute)")
@@ -358,70 +459,72 @@ def build() -> gr.Blocks:
                             interp = gr.Button("Interpolate seed → second seed")
                             amount = gr.Slider(0.05, 1.0, value=0.3, step=0.05, label="Variation amount")
                             vary = gr.Button("3 variations of this seed")
-                    with gr.Column(scale=2):
-                        roll = gr.HTML(PLACEHOLDER, label="Piano roll", js_on_load=PIANOROLL_JS,
-                                       elem_id="pianoroll", min_height=300)
-                        status = gr.Markdown()
-                        audio = gr.Audio(label="Audio", type="filepath", interactive=False)
-                        with gr.Row():
-                            midi_file = gr.File(label="MIDI", interactive=False)
-                            png_file = gr.File(label="Piano roll image", interactive=False)
-                outputs = [roll, audio, midi_file, png_file, status, session]
+                    with gr.Column(scale=2, min_width=300):
+                        ui.roll = gr.HTML(PLACEHOLDER, label="Piano roll", js_on_load=PIANOROLL_JS,
+                                          elem_id="pianoroll", min_height=300)
+                        ui.status = gr.Markdown()
+                        ui.midi_file = gr.File(label="MIDI", interactive=False)
+                outputs = [ui.roll, ui.midi_file, ui.status, session]
                 sound = [tempo, instrument, temperature, key]
-                go.click(generate, [choice, seed, bars, *sound, session], outputs, api_name="generate")
-                interp.click(interpolate, [choice, seed, seed_b, steps, *sound, session], outputs,
-                             api_name="interpolate")
-                vary.click(variations, [choice, seed, amount, *sound, session], outputs, api_name="variations")
+                go.click(generate, [ui.choice, seed, bars, *sound, session], outputs, api_name="generate", **CPU)
+                interp.click(interpolate, [ui.choice, seed, seed_b, steps, *sound, session], outputs,
+                             api_name="interpolate", **CPU)
+                vary.click(variations, [ui.choice, seed, amount, *sound, session], outputs, api_name="variations",
+                           **CPU)
                 dice.click(roll_dice, None, seed, api_name=False)
-                ck_file.upload(upload_checkpoint, [ck_file, session], [choice, ck_status, session],
+                ck_file.upload(upload_checkpoint, [ck_file, session], [ui.choice, ui.ck_status, session],
                                api_name="upload_checkpoint")
-                gr.Examples([[PRETRAINED, 0, 8, round(tempo_default), -1, 1.0, KEY_AUTO],
-                             [PRETRAINED, 42, 16, 80, 19, 0.9, KEY_AUTO],
-                             [PRETRAINED, 7, 8, 110, 52, 1.1, KEY_AUTO]],
-                            [choice, seed, bars, *sound], outputs, fn=generate, run_on_click=True,
-                            cache_examples=False, label="Try one (one click makes music)")
+                # an example fills in the controls, then generates like the button (with this tab's session)
+                examples = gr.Examples([[PRETRAINED, 0, 8, round(tempo_default), -1, 1.0, KEY_AUTO],
+                                        [PRETRAINED, 42, 16, 80, 19, 0.9, KEY_AUTO],
+                                        [PRETRAINED, 7, 8, 110, 52, 1.1, KEY_AUTO]],
+                                       [ui.choice, seed, bars, *sound], label="Try one (one click makes music)")
+                examples.load_input_event.then(generate, [ui.choice, seed, bars, *sound, session], outputs,
+                                               api_name=False, **CPU)
 
             with gr.Tab("Train", id="train"):
                 gr.Markdown(f"Upload your MIDI files, look at what was read, then train. {LIMITS_TEXT} "
                             f"Training runs on **{device}**.")
                 uploads = gr.File(file_count="multiple", file_types=[".mid", ".midi", ".zip"], label="MIDI files or .zip")
-                report = gr.Markdown("Upload MIDI files (or a .zip of them) to train on.")
+                ui.report = gr.Markdown("Upload MIDI files (or a .zip of them) to train on.")
                 with gr.Row():
                     minutes = gr.Slider(0.5, MAX_TRAIN_MINUTES, value=3, step=0.5, label="Training time (minutes)")
-                    batch = gr.Dropdown([16, 32, 64, 128], value=64, label="Batch size")
-                    window = gr.Slider(1, 8, value=4, step=1, label="Window (bars)")
+                    batch = _setting_widget(TrainConfig, "batch_size", choices=[16, 32, 64, 128, 256])
+                    window = _setting_widget(TrainConfig, "window_bars", maximum=8)
                 from_pretrained = gr.Checkbox(
                     False, label="Start from the pretrained Bach model (fine-tune)",
-                    info="Begins with what the chorale model knows; your music is read in its pitch range (33-93).")
+                    info=f"Begins with what the chorale model knows; your music is read in its pitch range "
+                         f"({model.model.pitch_low}-{model.model.pitch_high}).")
                 with gr.Accordion("GAN settings", open=False):
                     with gr.Row():
-                        warmup = gr.Slider(0, 1, value=TrainConfig.warmup, step=0.05,
-                                           label="Share of time for the likelihood warm-up (1 = no GAN phase)")
-                        g_adversarial = gr.Checkbox(
-                            False, label="Generator learns from the discriminator",
-                            info="Off: the discriminator becomes a critic that picks among the generator's drafts "
-                                 "(measured better). On: classic straight-through GAN updates.")
-                        lr_g = gr.Number(value=1e-4, label="Generator learning rate (when it learns from D)")
-                        lr_d = gr.Number(value=1e-3, label="Discriminator learning rate")
+                        warmup = _setting_widget(TrainConfig, "warmup")
+                        g_adversarial = _setting_widget(TrainConfig, "g_adversarial")
+                        lr_g = _setting_widget(TrainConfig, "lr_g")
+                        lr_d = _setting_widget(TrainConfig, "lr_d")
                 with gr.Row():
-                    start = gr.Button("Start training", variant="primary", interactive=False)
+                    ui.start = gr.Button("Start training", variant="primary", interactive=False)
                     halt = gr.Button("Stop (keeps the model)")
-                progress = gr.HTML(progress_html(0, 0, "not started"))
-                train_status = gr.Markdown()
-                losses = gr.Image(label="Losses and D accuracy (live)", type="filepath", interactive=False,
-                                  elem_id="curves")
+                ui.progress = gr.HTML(progress_html(0, 0, "not started"))
+                ui.train_status = gr.Markdown()
                 with gr.Row():
-                    sample_png = gr.Image(label="Latest sample", type="filepath", interactive=False)
-                    sample_audio = gr.Audio(label="Latest sample (audio)", type="filepath", interactive=False)
+                    ui.losses = gr.LinePlot(curves([], LOSSES), x="step", y="value", color="series",
+                                            label="Losses (live)", elem_id="curves", height=260, min_width=300,
+                                            color_map={v: COLORS[v] for v in LOSSES.values()})
+                    ui.critic = gr.LinePlot(curves([], CRITIC), x="step", y="value", color="series", y_lim=[0, 1],
+                                            label="Discriminator accuracy and sample diversity (from the GAN phase)",
+                                            height=260, min_width=300,
+                                            color_map={v: COLORS[v] for v in CRITIC.values()})
+                ui.sample = gr.HTML(SAMPLE_PLACEHOLDER, label="Latest sample", js_on_load=PIANOROLL_JS,
+                                    elem_id="sample")
                 with gr.Row():
-                    download = gr.File(label="Checkpoint (.zip: model.safetensors + config.json)", interactive=False)
-                    use = gr.Button("Use this model in Generate", interactive=False)
-                uploads.change(read_uploads, [uploads, session], [report, start, session], api_name="read_uploads")
-                start.click(train, [session, minutes, batch, window, lr_g, lr_d, warmup, g_adversarial, from_pretrained],
-                            [progress, losses, sample_png, sample_audio, train_status, download, use, session],
-                            api_name="train", concurrency_limit=1, concurrency_id="training")
-                halt.click(stop, session, train_status, api_name="stop")
-                use.click(use_trained, session, [choice, tabs], api_name=False)
+                    ui.download = gr.File(label="Checkpoint (.zip: model.safetensors + config.json)", interactive=False)
+                    ui.use = gr.Button("Use this model in Generate", interactive=False)
+                uploads.change(read_uploads, [uploads, session], [ui.report, ui.start, session], api_name="read_uploads")
+                ui.start.click(train, [session, minutes, from_pretrained, batch, window, warmup, g_adversarial, lr_g, lr_d],
+                               [ui.progress, ui.losses, ui.critic, ui.sample, ui.train_status, ui.download, ui.use,
+                                session], api_name="train", concurrency_limit=1, concurrency_id="training")
+                halt.click(stop, session, ui.train_status, api_name="stop", concurrency_limit=None)
+                ui.use.click(use_trained, session, [ui.choice, ui.tabs], api_name=False)
 
             with gr.Tab("How close is it?", id="closeness"):
                 gr.Markdown("Generated music next to the music the model learned from: which notes it uses, "
@@ -429,13 +532,16 @@ def build() -> gr.Blocks:
                             "them apart.")
                 close_choice = gr.Radio([PRETRAINED, TRAINED, UPLOADED], value=PRETRAINED, label="Model")
                 compare = gr.Button("Compare", variant="primary")
-                close_text = gr.Markdown()
-                close_png = gr.Image(type="filepath", interactive=False, label="Generated vs. real")
-                compare.click(closeness, [close_choice, session], [close_png, close_text], api_name="closeness")
+                ui.close_text = gr.Markdown()
+                ui.close_png = gr.Image(type="filepath", interactive=False, label="Generated vs. real")
+                compare.click(closeness, [close_choice, session], [ui.close_png, ui.close_text, session],
+                              api_name="closeness", **CPU)
+        demo.unload(leave)
     return demo
 
 
 def launch(demo: gr.Blocks | None = None, **kwargs):
+    api.serve_on_shared_cores()
     demo = demo or build()
     demo.queue(default_concurrency_limit=4)
     return demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

@@ -95,8 +95,9 @@ def cmd_train(args) -> int:
 def _train(args, device, rank) -> int:
     from tqdm import tqdm
 
-    from . import checkpoint as ckpt
-    from .train import Budget, TrainConfig, Trainer, TrainingError, device_label
+    from . import checkpoint as ckpt, settings
+    from .models import ModelConfig
+    from .train import Budget, TrainConfig, Trainer, TrainingError, device_label, model_config_for
 
     quiet = args.quiet or rank > 0  # one process talks and saves: rank 0
     corpus = load_corpus(args.paths)
@@ -104,11 +105,11 @@ def _train(args, device, rank) -> int:
         print(corpus.report.format(), file=sys.stderr)
     if not corpus.rolls:
         raise CliError("no usable MIDI file found")
-    given = {k: v for k, v in (("warmup", args.warmup), ("candidates", args.candidates)) if v is not None}
-    if not 1 <= given.get("candidates", 1) <= ckpt.MAX_CANDIDATES:
-        raise CliError(f"--candidates must be 1 to {ckpt.MAX_CANDIDATES}")
-    config = TrainConfig(batch_size=args.batch_size, seed=args.seed, window_bars=args.window_bars,
-                         transpose=args.transpose, g_adversarial=args.g_adversarial, **given)
+    config = TrainConfig(**settings.given(args, TrainConfig))
+    model_flags = settings.given(args, ModelConfig, MODEL_FLAGS)
+    if model_flags and (args.resume or args.start_from):
+        raise CliError("the model settings (" + ", ".join(settings.describe(ModelConfig, n).flag for n in model_flags)
+                       + ") are for a new model; a resumed or fine-tuned run keeps its model's")
     budget = Budget(steps=args.steps, minutes=args.minutes)
     out = Path(args.out)
     resume = None
@@ -132,6 +133,8 @@ def _train(args, device, rank) -> int:
         base = ckpt.load(DEFAULT_CHECKPOINT if args.start_from == "pretrained" else args.start_from,
                          with_discriminator=True)
     model = resume.model if resume else base.model if base else None
+    if model is None and model_flags:
+        model = model_config_for(corpus.rolls, transpose=config.transpose, **model_flags)
     trainer = Trainer(corpus.rolls, model, config, device, on_event, budget)
     if resume:
         trainer.restore(resume)
@@ -206,7 +209,14 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+MODEL_FLAGS = ("hidden", "layers")  # the model settings a new run may change
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import settings
+    from .models import ModelConfig
+    from .train import TrainConfig
+
     parser = argparse.ArgumentParser(prog="python -m musicgan", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -230,21 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="training steps in all (default 2000 when no --minutes)")
     p.add_argument("--minutes", type=float, help="training time in all")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--start-from", metavar="CKPT",
                    help="fine-tune a trained model: a checkpoint, or 'pretrained' for the default model "
                         "(the music is read in that model's pitch range)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--window-bars", type=int, default=4)
-    p.add_argument("--transpose", type=int, default=3, help="augment with shifts of up to N semitones")
-    p.add_argument("--warmup", type=float,
-                   help="share of the budget for the likelihood warm-up (1 = no adversarial phase; default 0.75)")
-    p.add_argument("--g-adversarial", action="store_true",
-                   help="the generator learns from the discriminator (straight-through Gumbel); by default "
-                        "the discriminator is trained as a critic that chooses among generated candidates")
-    p.add_argument("--candidates", type=int,
-                   help="candidates per piece that the critic chooses from when generating (1: none; default 4)")
+    settings.add_flags(p, TrainConfig, group_title="training settings")
+    settings.add_flags(p, ModelConfig, MODEL_FLAGS, group_title="model settings (a new model only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

@@ -30,6 +30,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .keys import KEYS
+from .settings import setting
 from .voices import FIRST_PITCH, HOLD, REST, vocab_size
 
 
@@ -42,8 +43,9 @@ class ModelConfig:
     beats_per_bar: int = 4
     latent_dim: int = 32
     embed_dim: int = 32
-    hidden: int = 256
-    layers: int = 2
+    hidden: int = setting(256, "LSTM units in each layer of the generator", label="Generator width (LSTM units)",
+                          minimum=1, maximum=4096)
+    layers: int = setting(2, "LSTM layers of the generator", label="Generator layers", minimum=1, maximum=8)
     d_hidden: int = 128
     d_embed: int = 64
     # each voice's input also carries the pitch it sounds. With only the token, a held note's pitch

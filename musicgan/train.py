@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt, copyguard, keys
+from .settings import setting
 from .data import WindowConfig, Windows
 from .shards import ShardedCorpus, StreamingWindows
 from .models import Discriminator, Generator, ModelConfig
@@ -79,16 +80,31 @@ def device_label(device: torch.device) -> str:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 64
-    window_bars: int = 4
+    """How a model is trained. The fields made with :func:`~musicgan.settings.setting` are the
+    ones people set (CLI flags and app widgets are built from them); the rest are for research."""
+
+    batch_size: int = setting(64, "training windows per step", label="Batch size", minimum=1, maximum=65536)
+    window_bars: int = setting(4, "length of a training window, in bars", label="Window (bars)",
+                               minimum=1, maximum=16, step=1)
     hop_bars: int = 1
-    transpose: int = 3  # augmentation: every shift in -transpose..+transpose semitones
-    warmup: float = 0.75  # share of the budget for the likelihood warm-up (1.0: no adversarial phase)
-    g_adversarial: bool = False  # G also learns from D (straight-through); False: D is a critic for sampling
-    candidates: int = 4  # generation draws this many candidates per piece and lets the critic choose
-    lr_mle: float = 2e-3
-    lr_g: float = 1e-4
-    lr_d: float = 1e-3
+    transpose: int = setting(3, "augment the likelihood loss with shifts of up to N semitones (the "
+                                "discriminator sees the music as it is)", label="Transpositions (semitones)",
+                             minimum=0, maximum=12, step=1)
+    warmup: float = setting(0.75, "share of the budget for the likelihood warm-up (1 = no adversarial phase)",
+                            label="Share of time for the likelihood warm-up (1 = no GAN phase)",
+                            minimum=0.0, maximum=1.0, step=0.05)
+    g_adversarial: bool = setting(False, "the generator learns from the discriminator (straight-through "
+                                         "Gumbel); by default the discriminator is trained as a critic that "
+                                         "chooses among generated candidates",
+                                  label="Generator learns from the discriminator")
+    candidates: int = setting(4, "candidates per piece that the critic chooses from when generating (1: none)",
+                              label="Candidates the critic chooses from", minimum=1, maximum=64, step=1)
+    lr_mle: float = setting(2e-3, "learning rate of the likelihood warm-up", label="Likelihood learning rate",
+                            minimum=1e-6, maximum=1.0)
+    lr_g: float = setting(1e-4, "generator learning rate when it learns from the discriminator",
+                          label="Generator learning rate (when it learns from D)", minimum=1e-7, maximum=1.0)
+    lr_d: float = setting(1e-3, "discriminator learning rate", label="Discriminator learning rate",
+                          minimum=1e-7, maximum=1.0)
     d_warmup_steps: int = 100  # adversarial phase: steps that train D alone first
     fm_weight: float = 1.0
     mle_weight: float = 1.0
@@ -98,7 +114,7 @@ class TrainConfig:
     gumbel_tau: float = 1.0
     grad_clip: float = 1.0
     max_bad_steps: int = 20  # non-finite steps in a row before training stops
-    seed: int = 0
+    seed: int = setting(0, "random seed of the weights, batches and noise", label="Training seed", minimum=0)
     amp: bool = True  # bfloat16 autocast on CUDA, likelihood phase only
 
     @classmethod

@@ -1,18 +1,28 @@
 """The Gradio app's handlers, called directly (fast), and the audio it plays."""
-import base64
 import json
 import re
+import urllib.parse
 import zipfile
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pytest
+import soundfile
 
 import app
-from musicgan import midi, render
+from types import SimpleNamespace
+
+from musicgan import api, midi, render
 from musicgan.models import ModelConfig
 
 from conftest import EXAMPLES, ROOT
+
+
+@pytest.fixture(scope="module", autouse=True)
+def page():
+    """The app's components (handlers return {component: value} for them)."""
+    return app.build()
 
 
 @pytest.fixture
@@ -22,37 +32,64 @@ def session():
     s.close()
 
 
-def test_generate_gives_roll_audio_midi_and_image(session):
-    html, wav, mid, png, status, _ = app.generate(app.PRETRAINED, 5, 4, 90, -1, 1.0, app.KEY_AUTO, session)
-    payload = json.loads(base64.b64decode(re.search(r'data-piece="([^"]+)"', html).group(1)))
-    assert payload["notes"] and payload["audio"].startswith("data:audio/wav;base64,")
+def ui(name):
+    return getattr(app.ui, name)
+
+
+def payload_of(html):
+    return json.loads(urllib.parse.unquote(re.search(r'data-piece="([^"]+)"', html).group(1)))
+
+
+def audio_path(payload) -> Path:
+    assert payload["audio"].startswith("gradio_api/file=")
+    return Path(urllib.parse.unquote(payload["audio"][len("gradio_api/file="):]))
+
+
+def test_generate_gives_roll_audio_and_midi(session):
+    out = app.generate(app.PRETRAINED, 5, 4, 90, -1, 1.0, app.KEY_AUTO, session)
+    payload = payload_of(out[ui("roll")])
+    # the roll plays the session's audio file by its address: the page fetches it once
+    audio = audio_path(payload)
+    assert payload["notes"] and audio.parent == session.dir and audio.suffix == ".flac"
     assert payload["seconds_per_step"] == pytest.approx(60 / 90 / 4)
-    roll = midi.read(mid)
+    roll = midi.read(out[ui("midi_file")])
     assert len(roll.notes) > 10 and roll.tempo_bpm == 90
-    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-    assert "seed 5" in status
-    samples = _wav_samples(wav)
-    assert np.sqrt((samples ** 2).mean()) > 0.01
+    assert "seed 5" in out[ui("status")]
+    samples, rate = soundfile.read(audio)
+    assert rate == render.SAMPLE_RATE and np.sqrt((samples ** 2).mean()) > 0.01
+
+
+def test_a_session_keeps_only_its_latest_piece(session):
+    first = app.generate(app.PRETRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, session)
+    second = app.generate(app.PRETRAINED, 2, 2, 100, -1, 1.0, app.KEY_AUTO, session)
+    assert not audio_path(payload_of(first[ui("roll")])).exists() and not Path(first[ui("midi_file")]).exists()
+    assert audio_path(payload_of(second[ui("roll")])).exists()
+    assert sorted(p.suffix for p in session.dir.iterdir()) == [".flac", ".mid"]
 
 
 def test_same_inputs_same_music(session):
-    first = app.generate(app.PRETRAINED, 11, 4, 100, 0, 1.0, app.KEY_AUTO, session)
-    second = app.generate(app.PRETRAINED, 11, 4, 100, 0, 1.0, app.KEY_AUTO, session)
-    other = app.generate(app.PRETRAINED, 12, 4, 100, 0, 1.0, app.KEY_AUTO, session)
-    read = lambda out: open(out[2], "rb").read()
-    assert read(first) == read(second) != read(other)
+    read = lambda out: open(out[ui("midi_file")], "rb").read()
+    first = read(app.generate(app.PRETRAINED, 11, 4, 100, 0, 1.0, app.KEY_AUTO, session))
+    second = read(app.generate(app.PRETRAINED, 11, 4, 100, 0, 1.0, app.KEY_AUTO, session))
+    other = read(app.generate(app.PRETRAINED, 12, 4, 100, 0, 1.0, app.KEY_AUTO, session))
+    assert first == second != other
 
 
 def test_instrument_choice_is_written_to_the_midi(session):
     out = app.generate(app.PRETRAINED, 1, 2, 100, 40, 1.0, app.KEY_AUTO, session)
-    assert midi.read(out[2]).program == 40
+    assert midi.read(out[ui("midi_file")]).program == 40
 
 
 def test_interpolation_and_variations(session):
     out = app.interpolate(app.PRETRAINED, 1, 2, 3, 100, -1, 1.0, app.KEY_AUTO, session)
-    assert midi.read(out[2]).n_bars > 8
+    assert midi.read(out[ui("midi_file")]).n_bars > 8
     out = app.variations(app.PRETRAINED, 1, 0.3, 100, -1, 1.0, app.KEY_AUTO, session)
-    assert midi.read(out[2]).n_bars > 12
+    assert midi.read(out[ui("midi_file")]).n_bars > 12
+
+
+def test_a_handler_without_its_session_says_so():
+    with pytest.raises(gr.Error, match="Reload the page"):
+        app.generate(app.PRETRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, None)
 
 
 def test_trained_model_is_required_before_use(session):
@@ -75,43 +112,79 @@ def test_good_checkpoint_upload_is_used(session, tmp_path):
     from musicgan import checkpoint as ckpt
     archive = tmp_path / "model.zip"
     archive.write_bytes(ckpt.zip_bytes(app.ROOT / "checkpoints" / "bach-chorales"))
-    choice, message, _ = app.upload_checkpoint(str(archive), session)
-    assert "Loaded" in message
-    out = app.generate(app.UPLOADED, 3, 2, 100, -1, 1.0, app.KEY_AUTO, session)
-    expected = app.generate(app.PRETRAINED, 3, 2, 100, -1, 1.0, app.KEY_AUTO, session)
-    assert open(out[2], "rb").read() == open(expected[2], "rb").read()
+    out = app.upload_checkpoint(str(archive), session)
+    assert "Loaded" in out[ui("ck_status")] and out[ui("choice")] == app.UPLOADED
+    read = lambda out: open(out[ui("midi_file")], "rb").read()
+    uploaded = read(app.generate(app.UPLOADED, 3, 2, 100, -1, 1.0, app.KEY_AUTO, session))
+    assert uploaded == read(app.generate(app.PRETRAINED, 3, 2, 100, -1, 1.0, app.KEY_AUTO, session))
 
 
 def test_uploads_report_what_was_read_and_skipped(session, tmp_path):
     bad = tmp_path / "broken.mid"
     bad.write_bytes(b"hello")
-    text, start, _ = app.read_uploads([str(EXAMPLES[0]), str(bad)], session)
+    out = app.read_uploads([str(EXAMPLES[0]), str(bad)], session)
+    text = out[ui("report")]
     assert "1 file(s) read" in text and "broken.mid" in text and "not a MIDI file" in text
-    assert start["interactive"] is True and len(session.rolls) == 1
-    text, start, _ = app.read_uploads([str(bad)], session)
-    assert start["interactive"] is False and "Nothing usable" in text
+    assert out[ui("start")]["interactive"] is True and len(session.rolls) == 1
+    out = app.read_uploads([str(bad)], session)
+    assert out[ui("start")]["interactive"] is False and "Nothing usable" in out[ui("report")]
+
+
+SETTINGS = (16, 2, 0.5, False, 1e-4, 1e-3)  # batch, window bars, warm-up, G adversarial, lr G, lr D
+
+
+def last(updates) -> dict:
+    """Everything the streamed updates set, the later ones winning."""
+    merged = {}
+    for update in updates:
+        merged.update(update)
+    return merged
 
 
 def test_training_streams_progress_and_ends_with_a_checkpoint(session):
     app.read_uploads([str(p) for p in EXAMPLES[:4]], session)
-    updates = list(app.train(session, 0.04, 16, 2, 1e-4, 1e-3, 0.5, poll_s=0.2))
-    progress, losses, sample_png, sample_wav, status, download, use, _ = updates[-1]
-    assert "done" in status
-    assert open(losses, "rb").read(4) == b"\x89PNG"
+    out = last(app.train(session, 0.04, False, *SETTINGS, poll_s=0.2))
+    assert "done" in out[ui("train_status")]
+    losses = out[ui("losses")].dropna()
+    assert set(losses.columns) == {"step", "value", "series"} and "likelihood loss" in set(losses.series)
+    assert len(losses) <= app.MAX_POINTS * len(app.LOSSES)
     assert any("mle" in h for h in session.job.state.history)
+    download = out[ui("download")]
     assert download.endswith(".zip") and zipfile.ZipFile(download).namelist()
-    assert sample_png and sample_wav and use["interactive"] is True
+    assert payload_of(out[ui("sample")])["notes"] and out[ui("use")]["interactive"] is True
     assert session.trained
     out = app.generate(app.TRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, session)
-    assert midi.read(out[2]).n_steps > 0
+    assert midi.read(out[ui("midi_file")]).n_steps > 0
     in_d_minor = app.generate(app.TRAINED, 1, 2, 100, -1, 1.0, "D minor", session)
-    assert "D minor" in in_d_minor[4] and midi.read(in_d_minor[2]).n_steps > 0
+    assert "D minor" in in_d_minor[ui("status")] and midi.read(in_d_minor[ui("midi_file")]).n_steps > 0
+
+
+def test_a_second_run_replaces_the_first_model_only_once_it_is_saved(session):
+    app.read_uploads([str(p) for p in EXAMPLES[:2]], session)
+    last(app.train(session, 0.02, False, *SETTINGS, poll_s=0.2))
+    first = session.trained
+    updates = app.train(session, 5, False, *SETTINGS, poll_s=0.2)
+    next(updates)
+    assert session.trained == first and Path(first, "model.safetensors").exists()  # still there while it runs
+    while not session.job.state.history:
+        next(updates)
+    app.stop(session)
+    last(updates)
+    assert session.trained != first and Path(session.trained, "model.safetensors").exists()
+    assert not Path(first).exists()
+
+
+def test_curves_thin_long_runs_and_average_what_they_drop():
+    history = [{"step": i + 1, "mle": float(i % 2)} for i in range(1000)]
+    table = app.curves(history, app.LOSSES).dropna()
+    assert len(table) <= app.MAX_POINTS and table.value.mean() == pytest.approx(0.5)
+    assert table.step.iloc[-1] == 1000
 
 
 def test_training_can_fine_tune_the_pretrained_model(session):
     app.read_uploads([str(p) for p in EXAMPLES[4:7]], session)
-    updates = list(app.train(session, 0.02, 16, 2, 1e-4, 1e-3, 1.0, False, True, poll_s=0.2))
-    assert "done" in updates[-1][4]
+    out = last(app.train(session, 0.02, True, 16, 2, 1.0, False, 1e-4, 1e-3, poll_s=0.2))
+    assert "done" in out[ui("train_status")]
     config = json.loads((app.Path(session.trained) / "config.json").read_text())
     assert config["started_from"]["checkpoint"] == "bach-chorales"
     base = json.loads((ROOT / "checkpoints" / "bach-chorales" / "config.json").read_text())["model"]
@@ -120,18 +193,32 @@ def test_training_can_fine_tune_the_pretrained_model(session):
 
 def test_stop_keeps_the_model(session):
     app.read_uploads([str(p) for p in EXAMPLES[:2]], session)
-    updates = app.train(session, 5, 16, 2, 1e-4, 1e-3, 0.5, poll_s=0.2)
+    updates = app.train(session, 5, False, *SETTINGS, poll_s=0.2)
     next(updates)
     while not session.job.state.history:  # until a step has been made
         next(updates)
-    assert "Stopping" in app.stop(session)
-    last = list(updates)[-1]
-    assert "stopped" in last[4] and last[5].endswith(".zip")
+    assert "Stopping" in app.stop(session)[ui("train_status")]
+    out = last(updates)
+    assert "stopped" in out[ui("train_status")] and out[ui("download")].endswith(".zip")
+
+
+def test_leaving_the_page_stops_its_training_job(session):
+    app.read_uploads([str(p) for p in EXAMPLES[:2]], session)
+    updates = app.train(session, 5, False, *SETTINGS, request=SimpleNamespace(session_hash="tab-1"), poll_s=0.2)
+    next(updates)
+    while not session.job.state.history:
+        next(updates)
+    app.leave(SimpleNamespace(session_hash="another tab"))
+    assert session.job.running
+    app.leave(SimpleNamespace(session_hash="tab-1"))
+    session.job.wait(30)
+    assert not session.job.running and not api.TrainingJob.busy()
+    assert session.job.state.status == "stopped" and session.job.state.checkpoint
 
 
 def test_closeness_panel_for_the_pretrained_model(session):
-    png, text = app.closeness(app.PRETRAINED, session)
-    assert open(png, "rb").read(4) == b"\x89PNG" and "%" in text
+    out = app.closeness(app.PRETRAINED, session)
+    assert open(out[ui("close_png")], "rb").read(4) == b"\x89PNG" and "%" in out[ui("close_text")]
 
 
 # --------------------------------------------------------------------------- audio
@@ -166,8 +253,9 @@ def test_fluidsynth_is_available_where_ci_installs_it():
 
 def test_closing_a_session_stops_its_job_and_frees_its_files():
     session = app.Session()
+    app.generate(app.PRETRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, session)
     app.read_uploads([str(p) for p in EXAMPLES[:2]], session)
-    updates = app.train(session, 5, 16, 2, 1e-4, 1e-3, 0.5, poll_s=0.2)
+    updates = app.train(session, 5, False, *SETTINGS, poll_s=0.2)
     next(updates)
     assert session.job.running and session.dir.exists()
     app.close_session(session)
@@ -175,15 +263,19 @@ def test_closing_a_session_stops_its_job_and_frees_its_files():
     assert not session.job.running and not session.dir.exists()
 
 
-def test_a_second_training_job_waits_for_the_first(session):
+def test_a_second_training_job_waits_for_the_first(session, monkeypatch):
+    monkeypatch.setattr(app, "SLOT_WAIT_S", app.SLOT_WAIT_S)
     other = app.Session()
     try:
         app.read_uploads([str(p) for p in EXAMPLES[:2]], session)
         app.read_uploads([str(p) for p in EXAMPLES[:2]], other)
-        first = app.train(session, 5, 16, 2, 1e-4, 1e-3, 0.5, poll_s=0.2)
+        first = app.train(session, 5, False, *SETTINGS, poll_s=0.2)
         next(first)
+        app.SLOT_WAIT_S = 0.5
+        waiting = app.train(other, 1, False, *SETTINGS, poll_s=0.1)
+        assert "waiting for the server's training slot" in next(waiting)[ui("progress")]
         with pytest.raises(gr.Error, match="Another training job"):
-            next(app.train(other, 1, 16, 2, 1e-4, 1e-3, 0.5))
+            list(waiting)
         app.stop(session)
         list(first)
     finally:
