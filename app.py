@@ -48,6 +48,7 @@ TRAIN_SETTINGS = ("batch_size", "window_bars", "warmup", "g_adversarial", "lr_g"
 # the CPU-heavy events share one queue group, one per core (api.cpu_slot then leaves a running
 # training job its core)
 CPU = {"concurrency_id": "cpu", "concurrency_limit": api.cpu_slot.cores}
+COMPOSERS = api.Composers(api.cpu_slot.cores)  # the processes that make the pieces
 
 ui = SimpleNamespace()  # the components, by name (filled by build)
 
@@ -80,7 +81,7 @@ class Session:
         self.rolls: list = []
         self.job: api.TrainingJob | None = None
         self.trained: str | None = None  # the folder of the latest trained model
-        self.uploaded: ckpt.Checkpoint | None = None
+        self.uploaded: str | None = None  # an uploaded checkpoint (.zip), copied into the folder
         self.runs = 0
         self._outputs: dict[str, list[Path]] = {}
         self._counter = 0
@@ -141,16 +142,17 @@ def file_url(path) -> str:
 
 # ------------------------------------------------------------------------------ generate tab
 
-def _model(choice: str, session: Session):
+def _model_path(choice: str, session: Session) -> str | None:
+    """Where the chosen model is (None: the pretrained one), for the worker that plays it."""
     if choice == TRAINED:
         if not session.trained:
             raise gr.Error("No trained model yet: train one in the Train tab first.")
-        return api.load_model(session.trained)
+        return session.trained
     if choice == UPLOADED:
         if session.uploaded is None:
             raise gr.Error("No checkpoint uploaded yet: upload a musicgan checkpoint (.zip) first.")
         return session.uploaded
-    return api.load_model()
+    return None
 
 
 def roll_html(roll, audio_path, title: str = "") -> str:
@@ -165,56 +167,55 @@ def roll_html(roll, audio_path, title: str = "") -> str:
     return (f'<div class="mg-roll" data-piece="{encoded}"><div class="mg-scroll"><canvas title="click to play '
             'from here"></canvas></div><div class="mg-bar"><button class="mg-play" type="button">▶ Play</button>'
             f'<span class="mg-time"></span><span class="mg-links"><a class="mg-audio" href="{file_url(audio_path)}" '
-            'download>Audio (FLAC)</a> · <a class="mg-save" href="#" download="musicgan-piano-roll.png">Image (PNG)'
+            'download>Audio (MP3)</a> · <a class="mg-save" href="#" download="musicgan-piano-roll.png">Image (PNG)'
             '</a></span></div><audio preload="auto"></audio></div>')
 
 
-def _engine_text(audio) -> str:
-    return ("FluidSynth with the General MIDI soundfont" if audio.engine == "fluidsynth"
+def _engine_text(engine: str) -> str:
+    return ("FluidSynth with the General MIDI soundfont" if engine == "fluidsynth"
             else "simple built-in synth (FluidSynth is not installed on this server)")
 
 
-def _compose(session, choice, tempo, instrument, temperature, key, make) -> dict:
-    """The one path of Generate, Interpolate and Variations: ``make(model, **sound)`` -> a Piece."""
+def _compose(session, choice, tempo, instrument, temperature, key, kind: str, **arguments) -> dict:
+    """The one path of Generate, Interpolate and Variations (``kind``, see api.web_piece): the
+    piece is made in a worker process, its files land in the session folder."""
     session = _need(session)
+    path = _model_path(choice, session)
+    sound = {"tempo_bpm": float(tempo), "program": None if instrument in (None, -1, "-1") else int(instrument),
+             "temperature": float(temperature), "key": _key(path, key)}
     with api.cpu_slot():
         try:
-            model = _model(choice, session)
-            program = None if instrument in (None, -1, "-1") else int(instrument)
-            piece = make(model, tempo_bpm=float(tempo), program=program, temperature=float(temperature),
-                         key=_key(model, key))
-        except ValueError as e:
+            piece = COMPOSERS.web_piece(kind, path, **sound, **arguments)
+        except (ValueError, RuntimeError) as e:
             raise gr.Error(str(e))
-        paths = session.save("piece", {".mid": piece.midi, ".flac": piece.audio.flac_bytes()})
-    status = f"**{piece.description}** · {len(piece.roll.notes)} notes · audio: {_engine_text(piece.audio)}"
-    return {ui.roll: roll_html(piece.roll, paths[".flac"], piece.description), ui.midi_file: paths[".mid"],
+        paths = session.save("piece", {".mid": piece.midi, ".mp3": piece.mp3})
+    status = f"**{piece.description}** · {choice} · {len(piece.roll.notes)} notes · audio: {_engine_text(piece.engine)}"
+    return {ui.roll: roll_html(piece.roll, paths[".mp3"], piece.description), ui.midi_file: paths[".mid"],
             ui.status: status, ui.session: session}
 
 
-def _key(model, choice):
+def _key(model_path, choice):
     """The key chosen in the dropdown, or None (the seed's; and for models trained without keys)."""
     if choice in (None, KEY_AUTO):
         return None
-    if not model.model.key_input:
+    if not api.load_model(model_path).model.key_input:
         gr.Warning("This model was trained without keys, so it cannot be asked for one.")
         return None
     return keys.parse(choice)
 
 
 def generate(choice, seed, bars, tempo, instrument, temperature, key=KEY_AUTO, session=None):
-    return _compose(session, choice, tempo, instrument, temperature, key,
-                    lambda model, **sound: api.compose(model, int(seed), int(bars), **sound))
+    return _compose(session, choice, tempo, instrument, temperature, key, "piece", seed=int(seed), bars=int(bars))
 
 
 def interpolate(choice, seed, seed_b, steps, tempo, instrument, temperature, key=KEY_AUTO, session=None):
-    return _compose(session, choice, tempo, instrument, temperature, key,
-                    lambda model, **sound: api.compose_interpolation(model, int(seed), int(seed_b), int(steps), 4,
-                                                                     **sound))
+    return _compose(session, choice, tempo, instrument, temperature, key, "interpolation", seed_a=int(seed),
+                    seed_b=int(seed_b), steps=int(steps), bars=4)
 
 
 def variations(choice, seed, amount, tempo, instrument, temperature, key=KEY_AUTO, session=None):
-    return _compose(session, choice, tempo, instrument, temperature, key,
-                    lambda model, **sound: api.compose_variations(model, int(seed), 3, float(amount), 4, **sound))
+    return _compose(session, choice, tempo, instrument, temperature, key, "variations", seed=int(seed), n=3,
+                    amount=float(amount), bars=4)
 
 
 def roll_dice():
@@ -227,12 +228,12 @@ def upload_checkpoint(file, session=None):
     if not file:
         return {ui.ck_status: ""}
     try:
-        session.uploaded = ckpt.load(file)
+        steps = ckpt.load(file).steps
     except ckpt.CheckpointError as e:
-        session.uploaded = None
         raise gr.Error(f"That checkpoint cannot be used: {e}")
-    return {ui.choice: UPLOADED, ui.ck_status: f"Loaded checkpoint ({session.uploaded.steps} training steps).",
-            ui.session: session}
+    # a copy of its own in the session folder: Gradio's upload cache is cleaned on its own schedule
+    session.uploaded = session.save("upload", {".zip": Path(file).read_bytes()})[".zip"]
+    return {ui.choice: UPLOADED, ui.ck_status: f"Loaded checkpoint ({steps} training steps).", ui.session: session}
 
 
 # ------------------------------------------------------------------------------ train tab
@@ -334,9 +335,9 @@ def train(session, minutes, from_pretrained, batch_size, window_bars, warmup, g_
             sample = state.sample
             with api.cpu_slot():
                 audio = render.synthesize(sample)
-                path = session.save("sample", {".flac": audio.flac_bytes()})[".flac"]
+                path = session.save("sample", {".mp3": audio.mp3_bytes()})[".mp3"]
             update[ui.sample] = roll_html(sample, path, f"sample at step {shown_sample}")
-        if done and state.checkpoint:
+        if state.checkpoint and session.trained != state.checkpoint:  # saved: usable at once
             session.keep_model(state.checkpoint)
             update[ui.download] = session.save("checkpoint", {".zip": ckpt.zip_bytes(state.checkpoint)})[".zip"]
             update[ui.use] = gr.update(interactive=True)
@@ -365,8 +366,8 @@ def use_trained(session=None):
 
 def closeness(choice, session=None):
     session = _need(session)
+    model = api.load_model(_model_path(choice, session))
     with api.cpu_slot():
-        model = _model(choice, session)
         if choice == PRETRAINED:
             reference, what = data.load(EXAMPLES).rolls, "the example chorales (from its training music)"
         else:
@@ -462,7 +463,7 @@ def build() -> gr.Blocks:
                     with gr.Column(scale=2, min_width=300):
                         ui.roll = gr.HTML(PLACEHOLDER, label="Piano roll", js_on_load=PIANOROLL_JS,
                                           elem_id="pianoroll", min_height=300)
-                        ui.status = gr.Markdown()
+                        ui.status = gr.Markdown(elem_id="piece-status")
                         ui.midi_file = gr.File(label="MIDI", interactive=False)
                 outputs = [ui.roll, ui.midi_file, ui.status, session]
                 sound = [tempo, instrument, temperature, key]
@@ -544,9 +545,12 @@ def launch(demo: gr.Blocks | None = None, **kwargs):
     api.serve_on_shared_cores()
     demo = demo or build()
     demo.queue(default_concurrency_limit=4)
-    return demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                       server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                       css=CSS, theme=gr.themes.Soft(primary_hue="teal"), max_file_size=MAX_UPLOAD, **kwargs)
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), css=CSS,
+                theme=gr.themes.Soft(primary_hue="teal"), max_file_size=MAX_UPLOAD, prevent_thread_lock=True, **kwargs)
+    # the workers that make the pieces start once the page is served (torch and the model: seconds)
+    COMPOSERS.warm()
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 Audio goes through FluidSynth with the General MIDI soundfont that pretty_midi ships
 (TimGM6mb.sf2) when the system library libfluidsynth is present; otherwise a small additive
 numpy synth plays the notes, and :func:`synthesize` says so in its result. Audio is written as
-FLAC for the web (lossless, every current browser plays it, 44% of the WAV's size: 16 bars at
-120 bpm are 0.76 MB instead of 1.74 MB, encoded in 15 ms) or WAV.
+MP3 for the web (every browser plays it; 96 kbit/s mono: 16 bars at 80 bpm are 0.59 MB instead
+of 2.2 MB of WAV or 1.5 MB of FLAC, encoded in 80 ms) or as WAV.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .midi import END, PITCH, START, VELOCITY, Roll
 
 SAMPLE_RATE = 22050
 PEAK = 0.89  # -1 dBFS: loud enough, never clipped
+MP3_KBPS = 96
 
 
 @dataclass
@@ -29,22 +30,27 @@ class Audio:
     engine: str  # "fluidsynth" or "numpy synth (FluidSynth not available)"
 
     def wav_bytes(self) -> bytes:
-        pcm = (np.clip(self.samples, -1, 1) * 32767).astype("<i2")
         buf = io.BytesIO()
         with wave.open(buf, "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)
             w.setframerate(self.sample_rate)
-            w.writeframes(pcm.tobytes())
+            w.writeframes(self.pcm16())
         return buf.getvalue()
 
-    def flac_bytes(self) -> bytes:
-        """The same 16-bit samples, losslessly compressed (FLAC, through libsndfile)."""
-        import soundfile
+    def pcm16(self) -> bytes:
+        return (np.clip(self.samples, -1, 1) * 32767).astype("<i2").tobytes()
 
-        buf = io.BytesIO()
-        soundfile.write(buf, np.clip(self.samples, -1, 1), self.sample_rate, format="FLAC", subtype="PCM_16")
-        return buf.getvalue()
+    def mp3_bytes(self, kbps: int = MP3_KBPS) -> bytes:
+        """The audio as a constant-bitrate MP3 (LAME; the same samples always give the same bytes)."""
+        import lameenc
+
+        encoder = lameenc.Encoder()
+        encoder.set_bit_rate(kbps)
+        encoder.set_in_sample_rate(self.sample_rate)
+        encoder.set_channels(1)
+        encoder.set_quality(7)  # LAME's fast setting: 5x faster than its best, the same size
+        return bytes(encoder.encode(self.pcm16()) + encoder.flush())
 
 
 def seconds_per_step(roll: Roll, tempo_bpm: float | None = None) -> float:
@@ -63,17 +69,43 @@ def step_times(roll: Roll, tempo_bpm: float | None = None) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(per_step)[:-1]])
 
 
-def to_pretty_midi(roll: Roll, program: int | None = None, tempo_bpm: float | None = None):
+def soundfont() -> str:
+    """The General MIDI soundfont that pretty_midi ships (TimGM6mb.sf2, 6 MB)."""
     import pretty_midi
 
+    return os.path.join(os.path.dirname(pretty_midi.__file__), "TimGM6mb.sf2")
+
+
+def _fluidsynth(roll: Roll, program: int, tempo_bpm, sample_rate: int) -> np.ndarray:
+    """Play the roll through FluidSynth, event by event: mono samples, with a second of release at
+    the end. The chorus effect is off: it cost a third of the rendering time (0.19 s against
+    0.13 s for 16 bars), and the General MIDI sounds keep their reverb."""
+    import fluidsynth
+
     times = step_times(roll, tempo_bpm)
-    pm = pretty_midi.PrettyMIDI(initial_tempo=tempo_bpm or roll.tempo_bpm)
-    inst = pretty_midi.Instrument(program=roll.program if program is None else program)
+    events = []
     for pitch, start, end, velocity in roll.notes.tolist():
-        inst.notes.append(pretty_midi.Note(velocity=velocity, pitch=pitch, start=times[start],
-                                           end=times[min(end, len(times) - 1)]))
-    pm.instruments.append(inst)
-    return pm
+        events.append((times[start], 1, pitch, velocity))
+        events.append((times[min(end, len(times) - 1)], 0, pitch, 0))
+    events.sort(key=lambda e: (e[0], e[1], e[2]))  # at one instant the note-offs go first
+    synth = fluidsynth.Synth(samplerate=float(sample_rate), **{"synth.chorus.active": 0})
+    try:
+        synth.program_select(0, synth.sfload(soundfont()), 0, program)
+        parts, done = [], 0
+        for seconds, on, pitch, velocity in events:
+            due = int(round(seconds * sample_rate)) - done
+            if due > 0:
+                parts.append(synth.get_samples(due))
+                done += due
+            if on:
+                synth.noteon(0, pitch, velocity)
+            else:
+                synth.noteoff(0, pitch)
+        parts.append(synth.get_samples(sample_rate))
+    finally:
+        synth.delete()
+    stereo = np.concatenate(parts).astype(np.float32) / 32768
+    return stereo.reshape(-1, 2).mean(1)
 
 
 @lru_cache(maxsize=1)
@@ -91,10 +123,7 @@ def synthesize(roll: Roll, program: int | None = None, tempo_bpm: float | None =
     unless the roll has no notes)."""
     samples, used = None, "numpy synth (FluidSynth not available)"
     if engine in ("auto", "fluidsynth") and fluidsynth_available():
-        import pretty_midi
-
-        sf2 = os.path.join(os.path.dirname(pretty_midi.__file__), "TimGM6mb.sf2")
-        samples = to_pretty_midi(roll, program, tempo_bpm).fluidsynth(fs=sample_rate, synthesizer=sf2)
+        samples = _fluidsynth(roll, roll.program if program is None else program, tempo_bpm, sample_rate)
         used = "fluidsynth"
     if samples is None:
         samples = _numpy_synth(roll, tempo_bpm, sample_rate)

@@ -5,7 +5,7 @@
 (function () {
   const MIN_BAR_PX = 36;  // narrower than this, the roll scrolls sideways instead of squeezing bars
 
-  function setup() {
+  function setup(fresh) {
     const root = element.querySelector(".mg-roll");
     if (!root || !root.dataset.piece) return;
     let piece;
@@ -82,7 +82,9 @@
     };
     window.addEventListener("resize", () => { [W, H] = size(); draw(audio.currentTime); });
     draw(0);
+    // a new piece: bring it into view (on a phone the controls above it fill the screen)
+    if (fresh) root.scrollIntoView({behavior: "smooth", block: "nearest"});
   }
-  setup();
-  if (typeof watch === "function") watch("value", setup);
+  setup(false);
+  if (typeof watch === "function") watch("value", () => setup(true));
 })();
