@@ -1,5 +1,6 @@
 """The Gradio app's handlers, called directly (fast), and the audio it plays."""
 import json
+import time
 import re
 import urllib.parse
 import zipfile
@@ -288,3 +289,66 @@ def test_the_app_plays_what_the_library_plays(session):
     out = app.generate(app.PRETRAINED, 9, 4, 120, -1, 1.0, app.KEY_AUTO, session)
     here = api.compose(api.load_model(), 9, 4, 120.0, None, 1.0, audio=False)
     assert open(out[ui("midi_file")], "rb").read() == here.midi
+
+
+def test_pieces_are_made_on_one_thread_in_worker_processes():
+    import os
+    import torch
+
+    pool = app.COMPOSERS._executor()
+    assert pool.submit(torch.get_num_threads).result() == 1
+    assert pool.submit(os.getpid).result() != os.getpid()
+
+
+def test_the_cpu_heavy_clicks_share_one_queue_place_per_core(page):
+    heavy = {fn.name: (fn.concurrency_id, fn.concurrency_limit) for fn in page.fns.values()
+             if fn.name in ("generate", "interpolate", "variations", "closeness")}
+    assert len(heavy) == 4 and set(heavy.values()) == {("cpu", api.cpu_slot.cores)}
+
+
+def test_a_training_job_keeps_a_core_of_its_own(monkeypatch):
+    import threading
+
+    slots = api.CpuSlots(cores=2)
+    monkeypatch.setattr(api.TrainingJob, "busy", staticmethod(lambda: True))
+    inside, peak, lock = [0], [0], threading.Lock()
+
+    def work():
+        with slots():
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            time.sleep(0.05)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 1  # 2 cores, 1 of them training's
+    monkeypatch.setattr(api.TrainingJob, "busy", staticmethod(lambda: False))
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 2
+
+
+def test_widgets_and_flags_take_their_defaults_from_the_configs(page):
+    from musicgan import cli, settings
+    from musicgan.train import TrainConfig
+
+    parser = cli.build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    flags = {a.dest: a for a in train._actions}
+    for name in settings.public(TrainConfig):
+        s = settings.describe(TrainConfig, name)
+        assert flags[name].default is None and (s.kind is bool or str(s.default) in flags[name].help)
+    assert train.parse_args(["x", "--out", "y"]).warmup is None  # not given: the config decides
+    widgets = {b.label: b for b in page.blocks.values() if getattr(b, "label", None)}
+    for name in app.TRAIN_SETTINGS:
+        s = settings.describe(TrainConfig, name)
+        assert widgets[s.label].value == s.default
