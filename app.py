@@ -25,7 +25,7 @@ import gradio as gr
 import pandas as pd
 
 import musicgan
-from musicgan import api, checkpoint as ckpt, data, generate as gen, keys, render, settings
+from musicgan import api, checkpoint as ckpt, data, generate as gen, keys, metre as metres, render, settings
 from musicgan.train import Budget, TrainConfig, pick_device, device_label
 
 ROOT = Path(__file__).resolve().parent
@@ -35,7 +35,7 @@ PIANOROLL_JS = (ROOT / "static" / "pianoroll.js").read_text()
 SESSIONS = Path(tempfile.gettempdir()) / "musicgan-sessions"
 
 PRETRAINED, TRAINED, UPLOADED = "Pretrained: Bach chorales", "My trained model", "Uploaded checkpoint"
-KEY_AUTO = "From the seed"
+KEY_AUTO = METRE_AUTO = "From the seed"
 UPLOAD_LIMITS = data.Limits(max_files=200, max_file_bytes=4 * 1024 * 1024, max_zip_members=1000,
                             max_zip_bytes=64 * 1024 * 1024)
 MAX_UPLOAD = "32mb"
@@ -160,7 +160,9 @@ def roll_html(roll, audio_path, title: str = "") -> str:
     It is the page's one audio player: the audio goes to the page once, as a file it fetches."""
     notes = roll.notes.tolist()
     pitches = [n[0] for n in notes] or [60]
-    payload = {"notes": notes, "steps": max(roll.n_steps, 1), "steps_per_bar": roll.steps_per_bar,
+    steps = max(roll.n_steps, 1)
+    payload = {"notes": notes, "steps": steps, "bars": metres.bar_lines(roll.time_signatures, steps + 1,
+                                                                        roll.steps_per_beat).tolist(),
                "seconds_per_step": 60.0 / roll.tempo_bpm / roll.steps_per_beat, "low": min(pitches),
                "high": max(pitches), "audio": file_url(audio_path), "title": title}
     encoded = urllib.parse.quote(json.dumps(payload, separators=(",", ":")))
@@ -176,13 +178,13 @@ def _engine_text(engine: str) -> str:
             else "simple built-in synth (FluidSynth is not installed on this server)")
 
 
-def _compose(session, choice, tempo, instrument, temperature, key, kind: str, **arguments) -> dict:
+def _compose(session, choice, tempo, instrument, temperature, key, piece_metre, kind: str, **arguments) -> dict:
     """The one path of Generate, Interpolate and Variations (``kind``, see api.web_piece): the
     piece is made in a worker process, its files land in the session folder."""
     session = _need(session)
     path = _model_path(choice, session)
     sound = {"tempo_bpm": float(tempo), "program": None if instrument in (None, -1, "-1") else int(instrument),
-             "temperature": float(temperature), "key": _key(path, key)}
+             "temperature": float(temperature), "key": _key(path, key), "metre": _metre(path, piece_metre)}
     with api.cpu_slot():
         try:
             piece = COMPOSERS.web_piece(kind, path, **sound, **arguments)
@@ -204,18 +206,40 @@ def _key(model_path, choice):
     return keys.parse(choice)
 
 
-def generate(choice, seed, bars, tempo, instrument, temperature, key=KEY_AUTO, session=None):
-    return _compose(session, choice, tempo, instrument, temperature, key, "piece", seed=int(seed), bars=int(bars))
+def _metre(model_path, choice):
+    """The metre chosen in the dropdown, or None (the seed's); one the model does not know is a message."""
+    if choice in (None, METRE_AUTO):
+        return None
+    chosen, known = metres.parse(choice), api.load_model(model_path).model.metres
+    if chosen not in known:
+        raise gr.Error(f"This model knows {', '.join(map(metres.name, known))} only; it cannot write in {choice}.")
+    return chosen
 
 
-def interpolate(choice, seed, seed_b, steps, tempo, instrument, temperature, key=KEY_AUTO, session=None):
-    return _compose(session, choice, tempo, instrument, temperature, key, "interpolation", seed_a=int(seed),
-                    seed_b=int(seed_b), steps=int(steps), bars=4)
+def metre_choices(choice, session=None):
+    """The Metre menu of the chosen model: its metres (a model trained on waltzes knows 3/4)."""
+    try:
+        known = api.load_model(_model_path(choice, _need(session))).model.metres
+    except gr.Error:  # no such model yet: leave the menu as it is (Generate will say why)
+        return gr.update()
+    return gr.update(choices=[METRE_AUTO, *map(metres.name, known)], value=METRE_AUTO)
 
 
-def variations(choice, seed, amount, tempo, instrument, temperature, key=KEY_AUTO, session=None):
-    return _compose(session, choice, tempo, instrument, temperature, key, "variations", seed=int(seed), n=3,
-                    amount=float(amount), bars=4)
+def generate(choice, seed, bars, tempo, instrument, temperature, key=KEY_AUTO, piece_metre=METRE_AUTO, session=None):
+    return _compose(session, choice, tempo, instrument, temperature, key, piece_metre, "piece", seed=int(seed),
+                    bars=int(bars))
+
+
+def interpolate(choice, seed, seed_b, steps, tempo, instrument, temperature, key=KEY_AUTO, piece_metre=METRE_AUTO,
+                session=None):
+    return _compose(session, choice, tempo, instrument, temperature, key, piece_metre, "interpolation",
+                    seed_a=int(seed), seed_b=int(seed_b), steps=int(steps), bars=4)
+
+
+def variations(choice, seed, amount, tempo, instrument, temperature, key=KEY_AUTO, piece_metre=METRE_AUTO,
+               session=None):
+    return _compose(session, choice, tempo, instrument, temperature, key, piece_metre, "variations", seed=int(seed),
+                    n=3, amount=float(amount), bars=4)
 
 
 def roll_dice():
@@ -450,9 +474,12 @@ def build() -> gr.Blocks:
                         instrument = gr.Dropdown(_instrument_choices(), value=-1, label="Instrument (General MIDI)")
                         temperature = gr.Slider(0.5, 1.5, value=1.0, step=0.05,
                                                 label="Temperature (lower: safer, higher: wilder)")
-                        key = gr.Dropdown([KEY_AUTO, *keys.NAMES], value=KEY_AUTO, label="Key",
-                                          info="Models trained with this version take a key; the seed "
-                                               "picks one from the training music's keys.")
+                        with gr.Row():
+                            key = gr.Dropdown([KEY_AUTO, *keys.NAMES], value=KEY_AUTO, label="Key", min_width=140,
+                                              info="The seed picks one of the training music's keys.")
+                            piece_metre = gr.Dropdown([METRE_AUTO, *map(metres.name, model.model.metres)],
+                                                      value=METRE_AUTO, label="Metre", min_width=140,
+                                                      info="The seed picks one of the training music's metres.")
                         go = gr.Button("Generate", variant="primary")
                         with gr.Accordion("Interpolate and vary", open=False):
                             seed_b = gr.Number(value=1, precision=0, label="Second seed", minimum=0)
@@ -466,7 +493,8 @@ def build() -> gr.Blocks:
                         ui.status = gr.Markdown(elem_id="piece-status")
                         ui.midi_file = gr.File(label="MIDI", interactive=False)
                 outputs = [ui.roll, ui.midi_file, ui.status, session]
-                sound = [tempo, instrument, temperature, key]
+                sound = [tempo, instrument, temperature, key, piece_metre]
+                ui.choice.change(metre_choices, [ui.choice, session], piece_metre, api_name=False)
                 go.click(generate, [ui.choice, seed, bars, *sound, session], outputs, api_name="generate", **CPU)
                 interp.click(interpolate, [ui.choice, seed, seed_b, steps, *sound, session], outputs,
                              api_name="interpolate", **CPU)
@@ -476,9 +504,9 @@ def build() -> gr.Blocks:
                 ck_file.upload(upload_checkpoint, [ck_file, session], [ui.choice, ui.ck_status, session],
                                api_name="upload_checkpoint")
                 # an example fills in the controls, then generates like the button (with this tab's session)
-                examples = gr.Examples([[PRETRAINED, 0, 8, round(tempo_default), -1, 1.0, KEY_AUTO],
-                                        [PRETRAINED, 42, 16, 80, 19, 0.9, KEY_AUTO],
-                                        [PRETRAINED, 7, 8, 110, 52, 1.1, KEY_AUTO]],
+                examples = gr.Examples([[PRETRAINED, 0, 8, round(tempo_default), -1, 1.0, KEY_AUTO, METRE_AUTO],
+                                        [PRETRAINED, 42, 16, 80, 19, 0.9, KEY_AUTO, METRE_AUTO],
+                                        [PRETRAINED, 7, 8, 110, 52, 1.1, KEY_AUTO, METRE_AUTO]],
                                        [ui.choice, seed, bars, *sound], label="Try one (one click makes music)")
                 examples.load_input_event.then(generate, [ui.choice, seed, bars, *sound, session], outputs,
                                                api_name=False, **CPU)

@@ -50,11 +50,11 @@ def main() -> int:
     app.build()
     app.COMPOSERS.warm()
     session = app.Session()
-    app.generate(app.PRETRAINED, 0, 16, 100, -1, 1.0, app.KEY_AUTO, session)  # warm-up (loads the model)
+    app.generate(app.PRETRAINED, 0, 16, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)  # warm-up (loads the model)
     times = []
     for seed in range(1, 11):
         t0 = time.perf_counter()
-        app.generate(app.PRETRAINED, seed, 16, 100, -1, 1.0, app.KEY_AUTO, session)
+        app.generate(app.PRETRAINED, seed, 16, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
         times.append(time.perf_counter() - t0)
     session.close()
     print(f"Generate click, 16 bars -> piano roll + audio (MP3) + MIDI: median {statistics.median(times):.2f} s, "

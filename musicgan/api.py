@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint as ckpt, data, generate, keys, metrics, midi, render
+from . import checkpoint as ckpt, data, generate, keys, metre as metres, metrics, midi, render
 from .midi import Roll
 from .train import Budget, TrainConfig, Trainer, TrainingError, device_label, pick_device
 
@@ -62,40 +62,42 @@ def _defaults(model: ckpt.Checkpoint, tempo_bpm, program):
 
 
 def compose(model: ckpt.Checkpoint | None = None, seed: int = 0, bars: int = 16, tempo_bpm: float | None = None,
-            program: int | None = None, temperature: float = 1.0, audio: bool = True, key: int | None = None) -> Piece:
-    """One new piece: the same model and arguments always give the same music. ``key``: see
-    :func:`musicgan.generate.sample_rolls` (models that take a key; None: the seed's)."""
+            program: int | None = None, temperature: float = 1.0, audio: bool = True, key: int | None = None,
+            metre: tuple | None = None) -> Piece:
+    """One new piece: the same model and arguments always give the same music. ``key`` and
+    ``metre``: see :func:`musicgan.generate.sample_rolls` (None: the seed's)."""
     model = model or load_model()
     tempo, program = _defaults(model, tempo_bpm, program)
-    roll = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program, key=key,
+    roll = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program, key=key, metre=metre,
                                  **model.sampling)[0]
     in_key = generate.piece_key(seed, model.generator, key)
     key_text = "" if in_key is None else f" · {keys.name(in_key)}"
-    return _piece(roll, f"seed {seed} · {bars} bars · {tempo:g} bpm{key_text}", program, tempo, audio)
+    in_metre = metres.name(generate.piece_metre(seed, model.generator, metre))
+    return _piece(roll, f"seed {seed} · {bars} bars of {in_metre} · {tempo:g} bpm{key_text}", program, tempo, audio)
 
 
 def compose_interpolation(model: ckpt.Checkpoint | None, seed_a: int, seed_b: int, steps: int = 5,
                           bars: int = 4, tempo_bpm=None, program=None, temperature: float = 1.0,
-                          audio: bool = True, key: int | None = None) -> Piece:
+                          audio: bool = True, key: int | None = None, metre: tuple | None = None) -> Piece:
     """``steps`` short pieces morphing from seed_a to seed_b, played one after another."""
     model = model or load_model()
     tempo, program = _defaults(model, tempo_bpm, program)
     rolls = generate.interpolate_rolls(model.generator, seed_a, seed_b, steps, bars, temperature, tempo, program,
-                                       key=key)
+                                       key=key, metre=metre)
     return _piece(generate.concatenate(rolls), f"seed {seed_a} → {seed_b} in {steps} steps of {bars} bars",
                   program, tempo, audio)
 
 
 def compose_variations(model: ckpt.Checkpoint | None, seed: int, n: int = 4, amount: float = 0.3,
                        bars: int = 4, tempo_bpm=None, program=None, temperature: float = 1.0,
-                       audio: bool = True, key: int | None = None) -> Piece:
+                       audio: bool = True, key: int | None = None, metre: tuple | None = None) -> Piece:
     """The seed's piece followed by ``n`` variations of it."""
     model = model or load_model()
     tempo, program = _defaults(model, tempo_bpm, program)
     # the theme without the critic's choice: the variations turn its noise, not a candidate's
-    original = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program, key=key)
+    original = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program, key=key, metre=metre)
     rolls = original + generate.variation_rolls(model.generator, seed, n, amount, bars, temperature, tempo, program,
-                                                key=key)
+                                                key=key, metre=metre)
     return _piece(generate.concatenate(rolls), f"seed {seed} and {n} variations", program, tempo, audio)
 
 
@@ -131,8 +133,7 @@ def verdict(accuracy: float) -> str:
 
 def closeness(model: ckpt.Checkpoint, reference: list[Roll], n: int = 60, bars: int = 4) -> Closeness:
     """Generated clips vs. clips of ``reference`` (usually the training music), for musicians."""
-    windows = data.Windows(reference, data.WindowConfig(window_bars=bars, hop_bars=bars))
-    real = [windows[i] for i in range(len(windows))]
+    real = data.clips(reference, bars)
     if len(real) < 5:
         raise ValueError("need at least 5 clips of real music to compare with")
     fake = generate.sample_rolls(model.generator, range(1000, 1000 + max(n, 5)), bars, **model.sampling)

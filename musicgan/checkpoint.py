@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors, save as save_safetensors
 
-from . import __version__, copyguard
+from . import __version__, copyguard, metre
 from .keys import KEYS
 from .models import Discriminator, Generator, ModelConfig
 
@@ -30,7 +30,8 @@ MAX_WEIGHTS_BYTES = 512 * 1024 * 1024
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_CANDIDATES = 64
 COPY_INDEX = "copyguard.pairs"
-ONSET_BIAS = "sampling.onset_bias"  # Generator.onset_bias: not a weight, saved beside them
+# the generator's sampling biases (Generator.onset_bias, .rest_bias): not weights, saved beside them
+SAMPLING_BIASES = {"onset_bias": "sampling.onset_bias", "rest_bias": "sampling.rest_bias"}
 
 
 class CheckpointError(ValueError):
@@ -82,8 +83,9 @@ def save(directory, generator: Generator, discriminator: Discriminator | None = 
         tensors.update({f"discriminator.{k}": v for k, v in discriminator.state_dict().items()})
     if copy_index is not None:
         tensors[COPY_INDEX] = torch.from_numpy(np.ascontiguousarray(copy_index, dtype=np.int64))
-    if generator.onset_bias.any():
-        tensors[ONSET_BIAS] = generator.onset_bias
+    for name, key in SAMPLING_BIASES.items():
+        if getattr(generator, name).any():
+            tensors[key] = getattr(generator, name)
     for name, value in tensors.items():
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise CheckpointError(f"refusing to save: {name} holds NaN or infinite values")
@@ -162,12 +164,16 @@ def load(path, with_discriminator: bool | None = None) -> Checkpoint:
     _load_into(generator, part("generator."), path.name, "generator")
     if cfg.key_input:
         generator.key_weights.copy_(_key_weights(config, path.name))
-    bias = tensors.get(ONSET_BIAS)
-    if bias is not None:
-        if bias.shape != generator.onset_bias.shape or bias.dtype != torch.float32 or \
+    generator.metre_weights.copy_(_metre_weights(config, cfg, path.name))
+    for name, key in SAMPLING_BIASES.items():
+        bias = tensors.get(key)
+        if bias is None:
+            continue
+        mine = getattr(generator, name)
+        if bias.shape != mine.shape or bias.dtype != torch.float32 or \
                 not torch.isfinite(bias).all() or bias.abs().max() > 10:
-            raise CheckpointError(f"{path.name}: {ONSET_BIAS} is not an onset bias for this model")
-        generator.onset_bias.copy_(bias)
+            raise CheckpointError(f"{path.name}: {key} is not a sampling bias for this model")
+        mine.copy_(bias)
     discriminator = None
     d_state = part("discriminator.")
     if with_discriminator is None:
@@ -195,6 +201,21 @@ def _key_weights(config: dict, name: str) -> torch.Tensor:
     if not ok or sum(counts) <= 0:
         raise CheckpointError(f"{name}: data.keys is not a count for each of the {KEYS} keys")
     return torch.tensor(counts, dtype=torch.float32)
+
+
+def _metre_weights(config: dict, cfg: ModelConfig, name: str) -> torch.Tensor:
+    """How many bars of each of the model's metres its training music has (``data.metres``, by
+    name: "3/4"); all alike when the config does not say."""
+    data = config.get("data")
+    bars = data.get("metres") if isinstance(data, dict) else None
+    if bars is None:
+        return torch.ones(len(cfg.metres))
+    ok = isinstance(bars, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e12
+                                        for v in bars.values())
+    weights = [bars.get(metre.name(m), 0) for m in cfg.metres] if ok else []
+    if not ok or sum(weights) <= 0:
+        raise CheckpointError(f"{name}: data.metres is not a count of bars for the model's metres")
+    return torch.tensor([max(w, 1e-3) for w in weights], dtype=torch.float32)
 
 
 def _copy_index(tensor: torch.Tensor | None, name: str) -> np.ndarray | None:

@@ -95,7 +95,7 @@ def cmd_train(args) -> int:
 def _train(args, device, rank) -> int:
     from tqdm import tqdm
 
-    from . import checkpoint as ckpt, settings
+    from . import checkpoint as ckpt, metre as metres, settings
     from .models import ModelConfig
     from .train import Budget, TrainConfig, Trainer, TrainingError, device_label, model_config_for
 
@@ -141,9 +141,11 @@ def _train(args, device, rank) -> int:
     elif base:
         trainer.start_from(base)
     if rank == 0:
-        print(f"training on {device_label(device)} x {trainer.world_size}: {len(trainer.windows):,} windows of "
-              f"{config.window_bars} bars; model pitches {trainer.model.pitch_low}-{trainer.model.pitch_high}",
-              file=sys.stderr)
+        m = trainer.model
+        known = ", ".join(metres.name(x) for x in m.metres) if m.metre_input else "4/4 bars (a model from before metres)"
+        print(f"training on {device_label(device)} x {trainer.world_size}: {len(trainer.data):,} windows of "
+              f"{trainer.windows.config.window_steps} steps; {m.voices} voices, pitches {m.pitch_low}-{m.pitch_high}, "
+              f"metres {known}", file=sys.stderr)
     try:
         outcome = trainer.run(budget)
     except TrainingError as e:
@@ -161,7 +163,7 @@ def _train(args, device, rank) -> int:
 
 
 def cmd_generate(args) -> int:
-    from . import generate, keys, midi
+    from . import generate, keys, metre, midi
 
     model = generate.load_model(args.checkpoint)
     tempo, program = generate.defaults(model)
@@ -175,8 +177,9 @@ def cmd_generate(args) -> int:
         if not model.model.key_input:
             raise CliError("this model was trained without keys; --key needs a model trained with this version")
         key = keys.parse(args.key)
+    chosen = metre.parse(args.metre) if args.metre else None
     rolls = generate.sample_rolls(model.generator, seeds, args.bars, args.temperature, tempo, program,
-                                   key=key, **model.sampling)
+                                  key=key, metre=chosen, **model.sampling)
     out = Path(args.out)
     for i, roll in enumerate(rolls):
         path = out if args.num == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
@@ -184,7 +187,8 @@ def cmd_generate(args) -> int:
         midi.write(roll, path)
         in_key = generate.piece_key(seeds[i], model.generator, key)
         key_text = "" if in_key is None else f", {keys.name(in_key)}"
-        print(f"{path}: {len(roll.notes)} notes, {args.bars} bars, seed {seeds[i]}{key_text}")
+        in_metre = metre.name(generate.piece_metre(seeds[i], model.generator, chosen))
+        print(f"{path}: {len(roll.notes)} notes, {args.bars} bars of {in_metre}, seed {seeds[i]}{key_text}")
     return 0
 
 
@@ -195,8 +199,7 @@ def cmd_evaluate(args) -> int:
     reference = data.load(args.reference)
     if not reference.rolls:
         raise CliError("no usable reference MIDI")
-    windows = data.Windows(reference.rolls, data.WindowConfig(window_bars=args.bars, hop_bars=args.bars))
-    clips = [windows[i] for i in range(len(windows))]
+    clips = data.clips(reference.rolls, args.bars)
     generated = generate.sample_rolls(model.generator, range(args.num), args.bars, **model.sampling)
     training = data.load(args.training).rolls if args.training else None
     result = metrics.evaluate(generated, clips, training)
@@ -260,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer; above 1: wilder")
     p.add_argument("--key", help="e.g. 'D major' or 'F# minor' (default: drawn for each seed from the "
                                  "keys of the training music; models trained with key input only)")
+    p.add_argument("--metre", help="e.g. '3/4' or '6/8', one the model knows (default: drawn for each seed "
+                                   "from the metres of the training music)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("evaluate", help="compare generated music with real music")

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from . import midi
+from . import metre, midi
 from .midi import MidiError, Roll
 
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar", ".rmi")
@@ -288,10 +288,13 @@ def load(paths: Iterable, steps_per_beat: int = 4, *, keep_drums: bool = False,
 class WindowConfig:
     """How rolls are cut into training windows.
 
-    A bar here is ``beats_per_bar`` beats (4 by default) whatever the piece's meter, so that
-    every window has the same number of steps; windows start every ``hop_bars`` bars.
-    ``transpose`` is the inclusive range of semitone shifts used for augmentation; a shifted
-    window is kept only if it stays inside ``pitch_range``.
+    Every window has ``window_steps`` steps. With ``follow_metre`` (models that know metres)
+    windows start on the piece's own bar lines, every ``hop_bars`` bars, and carry the piece's
+    time signatures; without it (models from before), a bar is ``beats_per_bar`` beats counted
+    from the first step, whatever the piece's metre. ``length`` fixes the window's steps (None:
+    ``window_bars`` bars of ``beats_per_bar`` beats). ``transpose`` is the inclusive range of
+    semitone shifts used for augmentation; a shifted window is kept only if it stays inside
+    ``pitch_range``.
     """
 
     window_bars: int = 4
@@ -300,30 +303,43 @@ class WindowConfig:
     steps_per_beat: int = 4
     transpose: tuple = (0, 0)
     pitch_range: tuple = (0, 127)  # inclusive MIDI pitches
+    follow_metre: bool = False
+    length: int | None = None
 
     @property
     def window_steps(self) -> int:
-        return self.window_bars * self.beats_per_bar * self.steps_per_beat
+        return self.length or self.window_bars * self.beats_per_bar * self.steps_per_beat
+
+    def time_signatures(self, roll: Roll) -> tuple:
+        """The time signatures the windows of ``roll`` go by."""
+        return roll.time_signatures if self.follow_metre else ((0, self.beats_per_bar, 4),)
+
+    def starts(self, roll: Roll) -> np.ndarray:
+        """Where the windows of ``roll`` may start: bar lines, every ``hop_bars`` bars, while a
+        whole window fits (a piece shorter than a window gets one, from its first step)."""
+        last = max(roll.n_steps - self.window_steps, 0)
+        lines = metre.bar_lines(self.time_signatures(roll), last + 1, self.steps_per_beat)[::self.hop_bars]
+        return lines if len(lines) else np.zeros(1, np.int64)
 
 
 class Windows:
     """Every usable (roll, start, transposition) window of a corpus, in a fixed order.
 
     ``windows[i]`` is a Roll of exactly ``config.window_steps`` steps (notes cut at the window's
-    edges); the order depends only on the rolls and the config, so a seed fixes the batches.
+    edges, time signatures moved with it); the order depends only on the rolls and the config,
+    so a seed fixes the batches.
     """
 
     def __init__(self, rolls: list, config: WindowConfig = WindowConfig()):
         self.rolls, self.config = rolls, config
         length = config.window_steps
-        hop = config.hop_bars * config.beats_per_bar * config.steps_per_beat
         low, high = config.pitch_range
         index = []
         for r, roll in enumerate(rolls):
             if roll.steps_per_beat != config.steps_per_beat:
                 raise ValueError(f"{roll.name}: {roll.steps_per_beat} steps a beat, expected {config.steps_per_beat}")
             notes = roll.notes
-            for start in range(0, max(roll.n_steps - length, 0) + 1, hop):
+            for start in config.starts(roll).tolist():
                 inside = notes[(notes[:, midi.START] < start + length) & (notes[:, midi.END] > start)]
                 if len(inside) == 0:
                     continue
@@ -338,14 +354,22 @@ class Windows:
 
     def __getitem__(self, i: int) -> Roll:
         r, start, shift = self.index[i]
-        roll, length = self.rolls[r], self.config.window_steps
-        notes = roll.notes
-        notes = notes[(notes[:, midi.START] < start + length) & (notes[:, midi.END] > start)].copy()
-        notes[:, midi.START:midi.END + 1] = np.clip(notes[:, midi.START:midi.END + 1] - start, 0, length)
-        notes[:, midi.PITCH] += shift
-        return Roll(notes=midi._sorted_notes(notes), steps_per_beat=roll.steps_per_beat,
-                    tempos=((0, roll.tempo_bpm),), time_signatures=((0, self.config.beats_per_bar, 4),),
-                    program=roll.program, name=f"{roll.name}@{start}{shift:+d}")
+        return cut(self.rolls[r], int(start), self.config.window_steps, int(shift),
+                   self.config.time_signatures(self.rolls[r]))
+
+    def step_codes(self, model) -> np.ndarray:
+        """(n_windows, window_steps): each step's code for ``model`` (a ModelConfig; see
+        :meth:`~musicgan.models.ModelConfig.step_codes`), -1 in metres it does not know."""
+        length = self.config.window_steps
+        out = np.zeros((len(self), length), dtype=np.int64)
+        for r, roll in enumerate(self.rolls):
+            rows = np.nonzero(self.index[:, 0] == r)[0]
+            if len(rows):
+                codes = model.step_codes(self.config.time_signatures(roll), roll.n_steps + length)
+                for i in rows:
+                    start = self.index[i, 1]
+                    out[i] = codes[start:start + length]
+        return out
 
     def pianorolls(self, indices=None):
         """Stacked (onset, sustain) boolean arrays of shape (n, window_steps, n_pitches)."""
@@ -357,3 +381,36 @@ class Windows:
             empty = np.zeros((0, self.config.window_steps, n_pitches), dtype=bool)
             return empty, empty.copy()
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def moved_time_signatures(time_signatures, start: int, length: int) -> tuple:
+    """The time signatures of steps start..start+length of a piece, counted from ``start``."""
+    rows = [(s - start, n, d) for s, n, d in time_signatures if start < s < start + length]
+    return ((0, *metre.metre_at(time_signatures, start)),) + tuple(rows)
+
+
+def cut(roll: Roll, start: int, length: int, shift: int = 0, time_signatures=None) -> Roll:
+    """Steps start..start+length of ``roll`` as a roll of its own (notes cut at the edges,
+    transposed by ``shift``; its time signatures moved with it, or ``time_signatures`` moved)."""
+    notes = roll.notes
+    notes = notes[(notes[:, midi.START] < start + length) & (notes[:, midi.END] > start)].copy()
+    notes[:, midi.START:midi.END + 1] = np.clip(notes[:, midi.START:midi.END + 1] - start, 0, length)
+    notes[:, midi.PITCH] += shift
+    signatures = moved_time_signatures(roll.time_signatures if time_signatures is None else time_signatures,
+                                       start, length)
+    return Roll(notes=midi._sorted_notes(notes), steps_per_beat=roll.steps_per_beat, tempos=((0, roll.tempo_bpm),),
+                time_signatures=signatures, program=roll.program, name=f"{roll.name}@{start}{shift:+d}")
+
+
+def clips(rolls: list, bars: int = 4) -> list[Roll]:
+    """Every piece cut into clips of ``bars`` of its own bars, from its bar lines, one after
+    another (what is left at the end, fewer bars, is left out): what the quality benches compare."""
+    out = []
+    for roll in rolls:
+        lines = metre.bar_lines(roll.time_signatures, roll.n_steps, roll.steps_per_beat).tolist() + [roll.n_steps]
+        for first in range(0, len(lines) - bars, bars):
+            start, end = lines[first], lines[first + bars]
+            clip = cut(roll, start, end - start)
+            if len(clip.notes):
+                out.append(clip)
+    return out

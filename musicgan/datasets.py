@@ -1,9 +1,22 @@
-"""Build public-domain training sets offline.
+"""Build public-domain training sets offline, from music21's corpus.
 
-``python -m musicgan.datasets bach OUT_DIR`` exports every Bach piece in music21's corpus
-(about 430, nearly all four-part chorales) to MIDI under ``OUT_DIR/train`` and ``OUT_DIR/test``.
-The split is fixed: a piece goes to ``test`` when the first byte of the SHA-1 of its name is
-below 26 (about 10%), so it never depends on the corpus order or on the machine.
+    python -m musicgan.datasets NAME OUT_DIR      # NAME: bach, fiddle, trecento, quartets, or all
+
+exports every piece of a collection to MIDI under ``OUT_DIR/train`` and ``OUT_DIR/test`` (with
+``all``: ``OUT_DIR/NAME/train`` ...). The collections are the development benchmark of several
+styles (``bench/styles.py``):
+
+* ``bach``: the Bach chorales (about 430; four voices, mostly 4/4, some 3/4);
+* ``fiddle``: the fiddle tunes of Ryan's Mammoth Collection (1883; about 1,060 reels, jigs,
+  hornpipes and strathspeys; one line, 2/4, 4/4, 6/8, 9/8 ...);
+* ``trecento``: Italian polyphony of the fourteenth century (about 100 pieces in two and three
+  voices, many in ternary metres);
+* ``quartets``: string-quartet movements by Haydn, Mozart and Beethoven (about 35; four
+  instruments, wide range, fast notes).
+
+The split is fixed: a piece goes to ``test`` when the first byte of the SHA-1 of its name is below
+the collection's share of 256 (10% of the chorales and the tunes, 15% of the trecento pieces,
+20% of the few quartet movements), so it never depends on the corpus order or on the machine.
 
 music21 is a development dependency (requirements-dev.txt), not a runtime one.
 """
@@ -13,22 +26,59 @@ import argparse
 import hashlib
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 
-def split_of(name: str) -> str:
+@dataclass(frozen=True)
+class Collection:
+    folders: tuple  # folders of music21's corpus
+    test_share: float  # the share of pieces held out for testing
+    about: str
+    leave_out: tuple = ()  # pieces in those folders that are not of the collection
+
+COLLECTIONS = {
+    "bach": Collection(("bach",), 26 / 256, "Bach chorales"),
+    "fiddle": Collection(("ryansMammoth",), 26 / 256, "fiddle tunes of Ryan's Mammoth Collection"),
+    "trecento": Collection(("trecento",), 0.15, "fourteenth-century Italian polyphony"),
+    "quartets": Collection(("haydn", "mozart", "beethoven"), 0.2, "string quartets by Haydn, Mozart and Beethoven",
+                           leave_out=("mozart-k545-movement1_exposition",)),  # a piano sonata
+}
+# one file per piece, the first of these found (.rntxt: the chorale harmonisations of Riemenschneider's
+# edition as chord progressions, part of the Bach set the pretrained model learned from)
+PREFERRED = (".mxl", ".xml", ".musicxml", ".abc", ".krn", ".rntxt")
+
+
+def split_of(name: str, test_share: float = 26 / 256) -> str:
     """'train' or 'test' for a piece name such as 'bwv26.6'."""
-    return "test" if hashlib.sha1(name.encode()).digest()[0] < 26 else "train"
+    return "test" if hashlib.sha1(name.encode()).digest()[0] < round(256 * test_share) else "train"
+
+
+def piece_name(source: Path, folder: str) -> str:
+    """A piece's name from its corpus path: bach/bwv26.6.mxl -> bwv26.6, and
+    beethoven/opus18no1/movement1.mxl -> beethoven-opus18no1-movement1 (beside Bach's, keep the old names)."""
+    parts = list(source.parts[source.parts.index(folder) + 1:])
+    parts[-1] = parts[-1].rsplit(".", 1)[0]
+    return parts[-1] if folder == "bach" else "-".join([folder, *parts])
+
+
+def sources(collection: str) -> dict[str, Path]:
+    """The corpus files of a collection, by piece name (one file per piece)."""
+    from music21 import corpus
+
+    spec = COLLECTIONS[collection]
+    found: dict[str, Path] = {}
+    for folder in spec.folders:
+        paths = [Path(p) for p in corpus.getPaths() if f"/corpus/{folder}/" in str(p)]
+        for path in sorted(paths, key=lambda p: PREFERRED.index(p.suffix) if p.suffix in PREFERRED else 99):
+            name = piece_name(path, folder)
+            if path.suffix in PREFERRED and name not in spec.leave_out:
+                found.setdefault(name, path)
+    return dict(sorted(found.items()))
 
 
 def bach_sources() -> list[Path]:
-    from music21 import corpus
-
-    return sorted(Path(p) for p in corpus.getComposer("bach"))
-
-
-def piece_name(source: Path) -> str:
-    return source.name.rsplit(".", 1)[0]  # bwv26.6.mxl -> bwv26.6
+    return sorted(sources("bach").values())
 
 
 def export(source: Path, out: Path) -> str | None:
@@ -43,12 +93,12 @@ def export(source: Path, out: Path) -> str | None:
         return f"{source.name}: {type(e).__name__}: {e}"
 
 
-def build_bach(out_dir: Path, workers: int = 2, limit: int | None = None) -> dict:
+def build(name: str, out_dir: Path, workers: int = 2, limit: int | None = None) -> dict:
     out_dir = Path(out_dir)
+    share = COLLECTIONS[name].test_share
     jobs = []
-    for source in bach_sources()[:limit]:
-        name = piece_name(source)
-        target = out_dir / split_of(name) / f"{name}.mid"
+    for piece, source in list(sources(name).items())[:limit]:
+        target = out_dir / split_of(piece, share) / f"{piece}.mid"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             jobs.append((source, target))
@@ -61,24 +111,31 @@ def build_bach(out_dir: Path, workers: int = 2, limit: int | None = None) -> dic
     return {"counts": counts, "errors": errors}
 
 
+def build_bach(out_dir: Path, workers: int = 2, limit: int | None = None) -> dict:
+    return build("bach", out_dir, workers, limit)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m musicgan.datasets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=["bach"])
+    parser.add_argument("name", choices=[*COLLECTIONS, "all"])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="export only the first N pieces")
     args = parser.parse_args(argv)
-    try:
-        result = build_bach(args.out_dir, args.workers, args.limit)
-    except ImportError:
-        print("error: music21 is needed to build the Bach set: pip install -r requirements-dev.txt",
-              file=sys.stderr)
-        return 2
-    for err in result["errors"]:
-        print(f"skipped {err}", file=sys.stderr)
-    c = result["counts"]
-    print(f"{args.out_dir}: {c['train']} train and {c['test']} test pieces")
+    names = list(COLLECTIONS) if args.name == "all" else [args.name]
+    for name in names:
+        out = args.out_dir / name if args.name == "all" else args.out_dir
+        try:
+            result = build(name, out, args.workers, args.limit)
+        except ImportError:
+            print("error: music21 is needed to build the data sets: pip install -r requirements-dev.txt",
+                  file=sys.stderr)
+            return 2
+        for err in result["errors"]:
+            print(f"skipped {err}", file=sys.stderr)
+        c = result["counts"]
+        print(f"{out}: {c['train']} train and {c['test']} test pieces ({COLLECTIONS[name].about})")
     return 0
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt, copyguard, midi, voices
+from . import checkpoint as ckpt, copyguard, metre, midi, voices
 from .keys import KEYS
 from .midi import Roll
 from .models import Discriminator, Generator
@@ -40,13 +40,16 @@ GUARD_ROUND, GUARD_ROUNDS = 4, 3  # the copy guard's extra rounds: at least 4 ca
 
 
 def noise_for(seed: int, n_steps: int, cfg) -> tuple[torch.Tensor, torch.Tensor]:
-    """(z (latent_dim,), step noise (n_steps, voices, vocab)), both standard normal, for a seed."""
+    """(z (latent_dim,), step noise (n_steps, voices, vocab)), both standard normal, for a seed.
+    The step noise comes in chunks of the model's longest bar, each from a stream of its own, so a
+    longer piece of a seed begins with the shorter one."""
     z = torch.randn(cfg.latent_dim, generator=torch.Generator().manual_seed(seed))
-    bars = []
-    for bar in range(math.ceil(n_steps / cfg.steps_per_bar)):
+    chunk = cfg.longest_bar
+    chunks = []
+    for bar in range(math.ceil(n_steps / chunk)):
         g = torch.Generator().manual_seed((seed * 1_000_003 + bar + 1) % (2 ** 63))
-        bars.append(torch.randn(cfg.steps_per_bar, cfg.voices, cfg.vocab, generator=g))
-    return z, torch.cat(bars)[:n_steps]
+        chunks.append(torch.randn(chunk, cfg.voices, cfg.vocab, generator=g))
+    return z, torch.cat(chunks)[:n_steps]
 
 
 def key_for(seed: int, generator: Generator) -> int | None:
@@ -63,6 +66,27 @@ def piece_key(seed: int, generator: Generator, key: int | None = None) -> int | 
     (:func:`key_for`)."""
     return key_for(seed, generator) if key is None else key
 
+
+def metre_for(seed: int, generator: Generator) -> tuple:
+    """The metre of a seed's piece, drawn from the metres of the model's training music (as many
+    bars of each as there were), with a stream of its own; a model of one metre always has it."""
+    metres = generator.cfg.metres
+    if len(metres) == 1:
+        return metres[0]
+    rng = torch.Generator().manual_seed((seed * 1_000_000_007 + 7_331) % (2 ** 63))
+    return metres[int(torch.multinomial(generator.metre_weights.double().cpu(), 1, generator=rng))]
+
+
+def piece_metre(seed: int, generator: Generator, chosen: tuple | None = None) -> tuple:
+    """The metre a seed's piece is in: ``chosen`` when the caller chose one (a metre the model
+    knows, else ValueError), else the seed's own (:func:`metre_for`)."""
+    if chosen is None:
+        return metre_for(seed, generator)
+    chosen = tuple(chosen)
+    if chosen not in generator.cfg.metres:
+        known = ", ".join(metre.name(m) for m in generator.cfg.metres)
+        raise ValueError(f"this model knows the metres {known}, not {metre.name(chosen)}")
+    return chosen
 
 def _conditioned(generator: Generator, z: torch.Tensor, key) -> torch.Tensor:
     """z (B, latent) with the key appended where the model takes one (:meth:`Generator.condition`):
@@ -85,15 +109,17 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_tokens(generator: Generator, z: torch.Tensor, step_noise: torch.Tensor,
+def sample_tokens(generator: Generator, z: torch.Tensor, step_noise: torch.Tensor, piece_metre: tuple,
                   temperature: float = 1.0) -> np.ndarray:
-    tokens, _ = generator.sample(z, step_noise, temperature=temperature)
+    """Tokens (B, T, V) of pieces all in ``piece_metre``."""
+    codes = torch.from_numpy(generator.cfg.metre_codes(piece_metre, step_noise.shape[1]))
+    tokens, _ = generator.sample(z, step_noise, codes.expand(len(z), -1), temperature=temperature)
     return tokens.numpy()
 
 
-def _roll_meta(cfg, tempo_bpm, program, name):
+def _roll_meta(cfg, tempo_bpm, program, name, piece_metre):
     return {"steps_per_beat": cfg.steps_per_beat, "tempos": ((0, float(tempo_bpm)),),
-            "time_signatures": ((0, cfg.beats_per_bar, 4),), "program": int(program), "name": name}
+            "time_signatures": ((0, *piece_metre),), "program": int(program), "name": name}
 
 
 def _check(bars: int, temperature: float):
@@ -109,35 +135,63 @@ def candidate_seed(seed: int, j: int) -> int:
 
 
 @torch.no_grad()
-def choose(critic: Discriminator, tokens: np.ndarray, seed: int) -> list[int]:
-    """The candidates (tokens: (k, T, V)) in the order they are offered, drawn without replacement
-    with probabilities softmax(D's logits): the first is the critic's choice, and each next one is
-    its choice among those left (when the copy guard passes over the ones before)."""
+def choose(critic: Discriminator, tokens: np.ndarray, seed: int, piece_metre: tuple) -> list[int]:
+    """The candidates (tokens: (k, T, V), in ``piece_metre``) in the order they are offered, drawn
+    without replacement with probabilities softmax(D's logits): the first is the critic's choice,
+    and each next one is its choice among those left (when the copy guard passes over the ones
+    before)."""
     one_hot = F.one_hot(torch.from_numpy(tokens).long(), critic.cfg.vocab).float()
-    logits, _ = critic(one_hot)
+    codes = torch.from_numpy(critic.cfg.metre_codes(piece_metre, tokens.shape[1])).expand(len(tokens), -1)
+    logits, _ = critic(one_hot, codes)
     weights = torch.softmax(logits.double(), 0)
     rng = torch.Generator().manual_seed(seed % 2 ** 63)
     return torch.multinomial(weights, len(weights), replacement=False, generator=rng).tolist()
 
 
 def _draw(generator: Generator, seeds: list[int], first: int, k: int, n_steps: int, temperature: float,
-          seed_keys: list) -> np.ndarray:
+          seed_keys: list, piece_metre: tuple) -> np.ndarray:
     """Tokens (seeds, k, T, V) of candidates first .. first+k-1 of every seed, in one batch
-    (every candidate of a seed in that seed's key)."""
+    (every candidate of a seed in that seed's key; all in ``piece_metre``)."""
     cfg = generator.cfg
     noise = [noise_for(candidate_seed(s, j), n_steps, cfg) for s in seeds for j in range(first, first + k)]
     z = _conditioned(generator, torch.stack([n[0] for n in noise]), [key for key in seed_keys for _ in range(k)])
     step_noise = torch.stack([n[1] for n in noise])
-    return sample_tokens(generator, z, step_noise, temperature).reshape(len(seeds), k, n_steps, cfg.voices)
+    return sample_tokens(generator, z, step_noise, piece_metre, temperature).reshape(len(seeds), k, n_steps, cfg.voices)
+
+
+def by_metre(seeds: list[int], metres: list) -> dict:
+    """The positions of ``seeds`` grouped by their metre (pieces of one metre are drawn together)."""
+    groups: dict = {}
+    for i, m in enumerate(metres):
+        groups.setdefault(m, []).append(i)
+    return groups
+
+
+def draw_windows(generator: Generator, seeds: list[int], n_steps: int, temperature: float = 1.0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One draw of ``n_steps`` per seed, each in its own key and metre, no critic: tokens
+    (n, T, V) and each step's code (n, T), in the order of ``seeds`` (for calibration)."""
+    cfg = generator.cfg
+    metres = [metre_for(s, generator) for s in seeds]
+    tokens = np.zeros((len(seeds), n_steps, cfg.voices), dtype=np.int64)
+    codes = np.zeros((len(seeds), n_steps), dtype=np.int64)
+    for m, where in by_metre(seeds, metres).items():
+        group = [seeds[i] for i in where]
+        tokens[where] = _draw(generator, group, 0, 1, n_steps, temperature, [key_for(s, generator) for s in group], m)[:, 0]
+        codes[where] = cfg.metre_codes(m, n_steps)
+    return tokens, codes
 
 
 def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float = 1.0,
                  tempo_bpm: float = 100.0, program: int = 0, critic: Discriminator | None = None,
-                 candidates: int = 1, avoid: np.ndarray | None = None, key: int | None = None) -> list[Roll]:
+                 candidates: int = 1, avoid: np.ndarray | None = None, key: int | None = None,
+                 metre: tuple | None = None) -> list[Roll]:
     """One piece per seed; with a ``critic``, each the critic's choice among ``candidates`` draws.
 
     ``key`` (:mod:`musicgan.keys`, for a model that takes one): the key of every piece; None
-    draws each seed's key from the keys of the training music (:func:`key_for`).
+    draws each seed's key from the keys of the training music (:func:`key_for`). ``metre``: the
+    metre of every piece, one the model knows; None draws each seed's from the metres of the
+    training music (:func:`metre_for`). A piece is ``bars`` bars of its metre, and its MIDI says so.
 
     ``avoid``: a :mod:`musicgan.copyguard` index of the training music. A candidate that copies
     2 bars of it is passed over for the critic's next choice (or the next draw); when a whole
@@ -145,46 +199,53 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
     every one of them copies too, the first round's choice is kept all the same."""
     _check(bars, temperature)
     cfg = generator.cfg
-    n_steps = bars * cfg.steps_per_bar
     seeds = [int(s) for s in seeds]
     k = candidates if critic is not None else 1
+    seed_keys = [piece_key(s, generator, key) for s in seeds]
+    seed_metres = [piece_metre(s, generator, metre) for s in seeds]
 
-    def offered(tokens: np.ndarray, seed: int, round_: int = 0):
+    def offered(tokens: np.ndarray, seed: int, piece_metre: tuple, round_: int = 0):
         """(first piece offered, first that does not copy or None) among one round's candidates."""
         first = None
         by_critic = critic is not None and len(tokens) > 1
-        for j in choose(critic, tokens, seed + round_) if by_critic else range(len(tokens)):
-            roll = voices.decode(tokens[j], cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"seed {seed}"))
+        for j in choose(critic, tokens, seed + round_, piece_metre) if by_critic else range(len(tokens)):
+            roll = voices.decode(tokens[j], cfg.pitch_low,
+                                 **_roll_meta(cfg, tempo_bpm, program, f"seed {seed}", piece_metre))
             first = roll if first is None else first
             if avoid is None or not copyguard.copies(roll, avoid):
                 return first, roll
         return first, None
 
-    pieces = []
-    seed_keys = [piece_key(s, generator, key) for s in seeds]
-    for seed, seed_key, tokens in zip(seeds, seed_keys, _draw(generator, seeds, 0, k, n_steps, temperature, seed_keys)):
-        first, kept = offered(tokens, seed)
-        size, drawn = max(k, GUARD_ROUND), k
-        for round_ in range(1, GUARD_ROUNDS + 1):
-            if kept is not None:
-                break
-            more = _draw(generator, [seed], drawn, size, n_steps, temperature, [seed_key])[0]
-            kept = offered(more, seed, round_)[1]
-            drawn += size
-        pieces.append(first if kept is None else kept)
+    pieces: list = [None] * len(seeds)
+    for piece_metre_, where in by_metre(seeds, seed_metres).items():
+        n_steps = bars * cfg.bar_steps(piece_metre_)
+        group, group_keys = [seeds[i] for i in where], [seed_keys[i] for i in where]
+        drawn = _draw(generator, group, 0, k, n_steps, temperature, group_keys, piece_metre_)
+        for i, seed, seed_key, tokens in zip(where, group, group_keys, drawn):
+            first, kept = offered(tokens, seed, piece_metre_)
+            size, done = max(k, GUARD_ROUND), k
+            for round_ in range(1, GUARD_ROUNDS + 1):
+                if kept is not None:
+                    break
+                more = _draw(generator, [seed], done, size, n_steps, temperature, [seed_key], piece_metre_)[0]
+                kept = offered(more, seed, piece_metre_, round_)[1]
+                done += size
+            pieces[i] = first if kept is None else kept
     return pieces
 
 
 def interpolate_rolls(generator: Generator, seed_a: int, seed_b: int, n: int = 5, bars: int = 4,
                       temperature: float = 1.0, tempo_bpm: float = 100.0, program: int = 0,
-                      key: int | None = None) -> list[Roll]:
+                      key: int | None = None, metre: tuple | None = None) -> list[Roll]:
     """n pieces walking from seed_a to seed_b (both ends included). The key walks with them (the
-    model is given a blend of the two seeds' keys) unless ``key`` fixes it."""
+    model is given a blend of the two seeds' keys) unless ``key`` fixes it; all are in seed_a's
+    metre, or ``metre``."""
     _check(bars, temperature)
     if not 2 <= n <= 32:
         raise ValueError("interpolation needs 2 to 32 steps")
     cfg = generator.cfg
-    n_steps = bars * cfg.steps_per_bar
+    piece_metre_ = piece_metre(seed_a, generator, metre)
+    n_steps = bars * cfg.bar_steps(piece_metre_)
     (za, na), (zb, nb) = noise_for(seed_a, n_steps, cfg), noise_for(seed_b, n_steps, cfg)
     ts = [i / (n - 1) for i in range(n)]
     z = torch.stack([slerp(za, zb, t) for t in ts])
@@ -193,19 +254,21 @@ def interpolate_rolls(generator: Generator, seed_a: int, seed_b: int, n: int = 5
         one_hot = F.one_hot(torch.tensor([ka, kb]), KEYS).float()
         z = _conditioned(generator, z, torch.stack([(1 - t) * one_hot[0] + t * one_hot[1] for t in ts]))
     step_noise = torch.stack([slerp(na, nb, t) for t in ts])
-    tokens = sample_tokens(generator, z, step_noise, temperature)
-    return [voices.decode(tok, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"{seed_a}->{seed_b} {t:.2f}"))
+    tokens = sample_tokens(generator, z, step_noise, piece_metre_, temperature)
+    return [voices.decode(tok, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"{seed_a}->{seed_b} {t:.2f}",
+                                                           piece_metre_))
             for tok, t in zip(tokens, ts)]
 
 
 def variation_rolls(generator: Generator, seed: int, n: int = 4, amount: float = 0.3, bars: int = 8,
                     temperature: float = 1.0, tempo_bpm: float = 100.0, program: int = 0,
-                    key: int | None = None) -> list[Roll]:
+                    key: int | None = None, metre: tuple | None = None) -> list[Roll]:
     """n pieces near a seed: its noise turned by ``amount`` (0..1) towards fresh noise; all in
-    the seed's key (or ``key``)."""
+    the seed's key and metre (or ``key``, ``metre``)."""
     _check(bars, temperature)
     cfg = generator.cfg
-    n_steps = bars * cfg.steps_per_bar
+    piece_metre_ = piece_metre(seed, generator, metre)
+    n_steps = bars * cfg.bar_steps(piece_metre_)
     z0, n0 = noise_for(seed, n_steps, cfg)
     angle = amount * math.pi / 2
     zs, ns = [], []
@@ -214,25 +277,27 @@ def variation_rolls(generator: Generator, seed: int, n: int = 4, amount: float =
         zs.append(math.cos(angle) * z0 + math.sin(angle) * zi)
         ns.append(math.cos(angle) * n0 + math.sin(angle) * ni)
     z = _conditioned(generator, torch.stack(zs), piece_key(seed, generator, key))
-    tokens = sample_tokens(generator, z, torch.stack(ns), temperature)
-    return [voices.decode(tok, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"seed {seed} variation {i}"))
+    tokens = sample_tokens(generator, z, torch.stack(ns), piece_metre_, temperature)
+    return [voices.decode(tok, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"seed {seed} variation {i}",
+                                                           piece_metre_))
             for i, tok in enumerate(tokens, 1)]
 
 
 def concatenate(rolls: list[Roll], gap_steps: int = 0) -> Roll:
-    """Pieces one after another (each starting on a bar line) as one roll."""
-    parts, offset = [], 0
+    """Pieces one after another (each starting on a bar line, in its own metre) as one roll."""
+    parts, offset, signatures = [], 0, []
     for roll in rolls:
         notes = roll.notes.copy()
         notes[:, 1:3] += offset
         parts.append(notes)
+        signatures += [(offset + s, n, d) for s, n, d in roll.time_signatures]
         length = max(roll.n_steps, 1)
         bar = roll.steps_per_bar
         offset += -(-length // bar) * bar + gap_steps
     first = rolls[0]
+    kept = [row for i, row in enumerate(signatures) if i == 0 or row[1:] != signatures[i - 1][1:]]
     return Roll(notes=midi._sorted_notes(np.concatenate(parts)), steps_per_beat=first.steps_per_beat,
-                tempos=first.tempos, time_signatures=first.time_signatures, program=first.program,
-                name=first.name)
+                tempos=first.tempos, time_signatures=tuple(kept), program=first.program, name=first.name)
 
 
 def load_model(path=None) -> ckpt.Checkpoint:

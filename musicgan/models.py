@@ -3,7 +3,9 @@
 Generator (an LSTM that walks time step by step, as in C-RNN-GAN):
 
     input at step t   = the voices chosen at t-1 (embedded) + global latent z + the key of the
-                        piece (one-hot, :mod:`musicgan.keys`) + position in the bar;
+                        piece (one-hot, :mod:`musicgan.keys`) + the step's metre and position in
+                        its bar (one-hots, :mod:`musicgan.metre`: a waltz model knows where its
+                        bars begin);
                         each voice's embedding is that of its token plus that of the pitch it
                         sounds (a held note's pitch, which the token HOLD alone does not say)
     LSTM state at t=0 = a linear map of z and the key (so z colours the whole piece)
@@ -15,8 +17,9 @@ Generator (an LSTM that walks time step by step, as in C-RNN-GAN):
 Per-step noise is the Gumbel noise that makes each draw; it is derived from standard normal
 noise so that two seeds can be interpolated smoothly (see :mod:`musicgan.generate`).
 
-Discriminator: a bidirectional LSTM (the C-RNN-GAN choice) over the one-hot voice tokens and the
-position in the bar; its mean-pooled features serve feature matching (Salimans et al. 2016).
+Discriminator: a bidirectional LSTM (the C-RNN-GAN choice) over the one-hot voice tokens and each
+step's metre and position in the bar; its mean-pooled features serve feature matching (Salimans
+et al. 2016).
 It sees exactly what the generator emits: hard one-hot tokens (straight-through Gumbel-softmax,
 Jang et al. 2017), so it cannot win by telling probabilities from zeros and ones.
 """
@@ -25,11 +28,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import numpy as np
+
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 from .keys import KEYS
+from .metre import bar_steps as metre_bar_steps, positions as metre_positions
 from .settings import setting
 from .voices import FIRST_PITCH, HOLD, REST, vocab_size
 
@@ -55,6 +61,11 @@ class ModelConfig:
     # the generator is told the key of the music (musicgan.keys): without it, models trained on a
     # few files drifted from key to key within 4 bars (checkpoints from before load with it off)
     key_input: bool = True
+    # the metres (time signatures) the model knows, most used first, and whether each step's metre
+    # is an input. Checkpoints from before knew none: they saw every piece as 4/4 bars counted from
+    # its first step (they load with metre_input off and metres ((beats_per_bar, 4),))
+    metres: tuple = ((4, 4),)
+    metre_input: bool = True
 
     @property
     def vocab(self) -> int:
@@ -62,7 +73,41 @@ class ModelConfig:
 
     @property
     def steps_per_bar(self) -> int:
-        return self.steps_per_beat * self.beats_per_bar
+        """Steps in a bar of the model's first (commonest) metre."""
+        return self.bar_steps(self.metres[0])
+
+    def bar_steps(self, metre) -> int:
+        return metre_bar_steps(metre, self.steps_per_beat)
+
+    @property
+    def longest_bar(self) -> int:
+        return max(self.bar_steps(m) for m in self.metres)
+
+    @property
+    def codes(self) -> int:
+        """How many (metre, position in the bar) codes a step can have (see :func:`musicgan.metre.codes`)."""
+        return len(self.metres) * self.longest_bar
+
+    @property
+    def frame_dim(self) -> int:
+        """Each step's metrical input: its position in the bar (one-hot), then (with metre_input) its metre."""
+        return self.longest_bar + (len(self.metres) if self.metre_input else 0)
+
+    def step_codes(self, time_signatures, n_steps: int) -> np.ndarray:
+        """Each step's code for a piece with these time signatures (``Roll.time_signatures``): its
+        metre's index in ``metres`` times the longest bar, plus its position in its bar; -1 where
+        the piece is in a metre the model does not know. A model without metre input counts bars
+        of its one metre from step 0, whatever the piece says (as models did before metres)."""
+        if not self.metre_input:
+            return np.arange(n_steps, dtype=np.int64) % self.steps_per_bar
+        position, which, metres = metre_positions(time_signatures, n_steps, self.steps_per_beat)
+        index = np.array([self.metres.index(m) if m in self.metres else -1 for m in metres] or [0])
+        known = index[which]
+        return np.where(known >= 0, known * self.longest_bar + position, -1)
+
+    def metre_codes(self, metre, n_steps: int) -> np.ndarray:
+        """The codes of a piece of ``n_steps`` steps all in ``metre`` (one the model knows)."""
+        return self.step_codes(((0, *metre),), n_steps)
 
     @property
     def cond_dim(self) -> int:
@@ -75,11 +120,16 @@ class ModelConfig:
                   "steps_per_beat": (1, 48), "beats_per_bar": (1, 16), "latent_dim": (1, 1024),
                   "embed_dim": (1, 1024), "hidden": (1, 4096), "layers": (1, 8),
                   "d_hidden": (1, 4096), "d_embed": (1, 4096)}
-        for flag in ("sounding_input", "key_input"):
+        for flag in FLAGS:
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"model setting {flag}={getattr(self, flag)!r} is not true or false")
+        if not (isinstance(self.metres, tuple) and 1 <= len(self.metres) <= MAX_METRES and all(
+                isinstance(m, tuple) and len(m) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in m)
+                and 1 <= m[0] <= 32 and m[1] in (1, 2, 4, 8, 16, 32) for m in self.metres)
+                and len(set(self.metres)) == len(self.metres)):
+            raise ValueError(f"model setting metres={self.metres!r} is not a list of up to {MAX_METRES} time signatures")
         for f in fields(self):
-            if f.name in ("sounding_input", "key_input"):
+            if f.name in FLAGS or f.name == "metres":
                 continue
             value = getattr(self, f.name)
             low, high = bounds[f.name]
@@ -87,6 +137,8 @@ class ModelConfig:
                 raise ValueError(f"model setting {f.name}={value!r} is outside {low}..{high}")
         if self.pitch_low >= self.pitch_high:
             raise ValueError("pitch_low must be below pitch_high")
+        if self.longest_bar > 128 or (not self.metre_input and len(self.metres) > 1):
+            raise ValueError("the model's metres have bars longer than 128 steps, or several without metre input")
         return self
 
     @classmethod
@@ -95,12 +147,31 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
-        return cls(**{"sounding_input": False, "key_input": False, **d}).validate()  # older checkpoints lack these
+        d = dict(d)
+        if "metres" in d:
+            if not isinstance(d["metres"], (list, tuple)):
+                raise ValueError("model setting metres is not a list of time signatures")
+            d["metres"] = tuple(tuple(m) if isinstance(m, (list, tuple)) else m for m in d["metres"])
+        else:  # older checkpoints: every piece as bars of beats_per_bar quarters from its first step
+            beats = d.get("beats_per_bar", 4)
+            d["metres"] = ((beats, 4),) if isinstance(beats, int) and not isinstance(beats, bool) else beats
+        return cls(**{"sounding_input": False, "key_input": False, "metre_input": False, **d}).validate()
 
 
-def position_features(n_steps: int, steps_per_bar: int, device=None) -> torch.Tensor:
-    """One-hot position of each step in its bar, shape (n_steps, steps_per_bar)."""
-    return F.one_hot(torch.arange(n_steps, device=device) % steps_per_bar, steps_per_bar).float()
+FLAGS = ("sounding_input", "key_input", "metre_input")
+MAX_METRES = 16
+
+
+def frame_table(cfg: ModelConfig) -> torch.Tensor:
+    """(codes, frame_dim): each code's metrical input, the one-hot of its position in the bar
+    followed (with metre_input) by the one-hot of its metre. Code = metre index * longest bar +
+    position (see :func:`musicgan.metre.codes`)."""
+    P, M = cfg.longest_bar, len(cfg.metres)
+    code = torch.arange(cfg.codes)
+    table = F.one_hot(code % P, P).float()
+    if cfg.metre_input:
+        table = torch.cat([table, F.one_hot(code // P, M).float()], 1)
+    return table
 
 
 def sounding(tokens: torch.Tensor) -> torch.Tensor:
@@ -131,11 +202,17 @@ class Generator(nn.Module):
         # how often each key occurs in the training music: generation draws a seed's key from it
         # (set from the checkpoint or the trainer's data; not a weight, so not saved with them)
         self.register_buffer("key_weights", torch.ones(KEYS), persistent=False)
-        # sampling only: added to the logits of every new note, by position in the bar and voice.
-        # Fitted after training (Trainer.calibrate) so that free-running draws strike new notes as
-        # often as the training music does; teacher forcing does not use it
-        self.register_buffer("onset_bias", torch.zeros(cfg.steps_per_bar, V), persistent=False)
-        self.lstm = nn.LSTM(V * E + cfg.cond_dim + cfg.steps_per_bar, H, cfg.layers, batch_first=True)
+        # ... and how many bars of each of its metres there are (a seed draws its metre from it)
+        self.register_buffer("metre_weights", torch.ones(len(cfg.metres)), persistent=False)
+        # each step's metrical input, by its code (metre and position in the bar)
+        self.register_buffer("frame", frame_table(cfg), persistent=False)
+        # sampling only: added to the logits of every new note (onset_bias) and of the rest
+        # (rest_bias), by code and voice. Fitted after training (Trainer.calibrate) so that
+        # free-running draws strike new notes and rest as often as the training music does;
+        # teacher forcing does not use them
+        self.register_buffer("onset_bias", torch.zeros(cfg.codes, V), persistent=False)
+        self.register_buffer("rest_bias", torch.zeros(cfg.codes, V), persistent=False)
+        self.lstm = nn.LSTM(V * E + cfg.cond_dim + cfg.frame_dim, H, cfg.layers, batch_first=True)
         self.heads = nn.ModuleList(
             nn.Sequential(nn.Linear(H + V * E, H), nn.ReLU(), nn.Linear(H, K)) for _ in range(V))
 
@@ -151,11 +228,12 @@ class Generator(nn.Module):
             key = F.one_hot(key.long(), KEYS)
         return torch.cat([z, key.to(z.dtype)], -1)
 
-    def _onset_logits(self) -> torch.Tensor:
-        """(steps_per_bar, V, K): the onset bias as a term of each voice's logits at each position
-        in the bar, on the tokens that strike a note."""
-        bias = self.onset_bias.new_zeros(self.cfg.steps_per_bar, self.cfg.voices, self.cfg.vocab)
+    def _sampling_bias(self) -> torch.Tensor:
+        """(codes, V, K): the onset and rest biases as terms of each voice's logits at each code,
+        on the tokens that strike a note and on the rest."""
+        bias = self.onset_bias.new_zeros(self.cfg.codes, self.cfg.voices, self.cfg.vocab)
         bias[..., FIRST_PITCH:] = self.onset_bias[..., None]
+        bias[..., REST] = self.rest_bias
         return bias
 
     def _embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -168,42 +246,46 @@ class Generator(nn.Module):
         h, c = torch.tanh(self.init_state(z)).view(B, 2, L, H).permute(1, 2, 0, 3).contiguous()
         return h, c
 
-    def _inputs(self, prev_embedded, z, start_step: int):
+    def _inputs(self, prev_embedded, z, codes):
         B, T, _ = prev_embedded.shape
-        pos = position_features(T + start_step, self.cfg.steps_per_bar, z.device)[start_step:]
-        return torch.cat([prev_embedded, z[:, None].expand(B, T, -1), pos[None].expand(B, T, -1)], -1)
+        return torch.cat([prev_embedded, z[:, None].expand(B, T, -1), self.frame[codes].to(z.dtype)], -1)
 
-    def forward(self, tokens: torch.Tensor | None, z: torch.Tensor, noise: torch.Tensor | None = None,
-                tau: float | None = None, z_sample: torch.Tensor | None = None):
+    def forward(self, tokens: torch.Tensor | None, z: torch.Tensor, codes: torch.Tensor,
+                noise: torch.Tensor | None = None, tau: float | None = None, z_sample: torch.Tensor | None = None,
+                codes_sample: torch.Tensor | None = None):
         """Teacher forcing on ``tokens`` and/or a free-running draw from ``noise``, in one call
-        (DistributedDataParallel wants one forward per backward).
+        (DistributedDataParallel wants one forward per backward); the draw takes ``z_sample`` and
+        ``codes_sample`` when given.
 
         Returns the logits (B, T, V, K) of :meth:`teacher_forced` when only ``tokens`` is given,
         else (those logits or None, :meth:`sample`'s (tokens, one_hot)).
         """
-        logits = self.teacher_forced(tokens, z) if tokens is not None else None
+        logits = self.teacher_forced(tokens, z, codes) if tokens is not None else None
         if noise is None:
             return logits
-        return logits, self.sample(z if z_sample is None else z_sample, noise, tau=tau)
+        return logits, self.sample(z if z_sample is None else z_sample, noise,
+                                   codes if codes_sample is None else codes_sample, tau=tau)
 
-    def teacher_forced(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: tokens (B, T, V) -> logits (B, T, V, K) for those same tokens."""
+    def teacher_forced(self, tokens: torch.Tensor, z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: tokens (B, T, V) and each step's code (B, T) -> logits (B, T, V, K)
+        for those same tokens."""
         B, T, V = tokens.shape
         E = self.cfg.embed_dim
         emb = self._embed_tokens(tokens)  # (B, T, V, E)
         prev = torch.cat([emb.new_zeros(B, 1, V, E), emb[:, :-1]], 1).reshape(B, T, V * E)
-        h, _ = self.lstm(self._inputs(prev, z, 0), self._state(z))
+        h, _ = self.lstm(self._inputs(prev, z, codes), self._state(z))
         logits = []
         for v, head in enumerate(self.heads):
             above = torch.cat([emb[:, :, :v], emb.new_zeros(B, T, V - v, E)], 2).reshape(B, T, V * E)
             logits.append(head(torch.cat([h, above], -1)))
         return torch.stack(logits, 2)
 
-    def sample(self, z: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0,
+    def sample(self, z: torch.Tensor, noise: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
                tau: float | None = None):
         """Free-running generation.
 
-        z: (B, cond_dim), see :meth:`condition`; noise: standard normal (B, T, V, K), the per-step noise.
+        z: (B, cond_dim), see :meth:`condition`; noise: standard normal (B, T, V, K), the per-step
+        noise; codes: (B, T), each step's metre and position in the bar (:func:`musicgan.metre.codes`).
         Returns (tokens (B, T, V) long, one_hot (B, T, V, K) float). With ``tau`` set the one-hot
         is straight-through Gumbel-softmax (hard forward, soft gradient) for adversarial training;
         without it nothing is differentiable and sampling is a plain Gumbel-max draw.
@@ -212,7 +294,7 @@ class Generator(nn.Module):
         E = self.cfg.embed_dim
         gumbel = gumbel_from_normal(noise)
         if tau is None and not torch.is_grad_enabled():
-            return self._sample_fast(z, gumbel, temperature)
+            return self._sample_fast(z, gumbel, codes, temperature)
         state = self._state(z)
         prev = z.new_zeros(B, 1, V * E)
         tokens, one_hots = [], []
@@ -220,14 +302,14 @@ class Generator(nn.Module):
         sounds = [F.one_hot(torch.full((B,), REST, device=z.device), K).to(z.dtype)] * V
         not_hold = torch.ones(K, device=z.device)
         not_hold[HOLD] = 0
-        onset = self._onset_logits()
+        bias = self._sampling_bias()
         for t in range(T):
-            h, state = self.lstm(self._inputs(prev, z, t), state)
+            h, state = self.lstm(self._inputs(prev, z, codes[:, t:t + 1]), state)
             h = h[:, 0]
             chosen = []
             for v, head in enumerate(self.heads):
                 above = torch.cat(chosen + [h.new_zeros(B, (V - v) * E)], -1)
-                logits = (head(torch.cat([h, above], -1)) + onset[t % self.cfg.steps_per_bar, v]) / temperature
+                logits = (head(torch.cat([h, above], -1)) + bias[codes[:, t], v]) / temperature
                 y = logits + gumbel[:, t, v]
                 index = y.argmax(-1)
                 hard = F.one_hot(index, K).to(logits.dtype)
@@ -246,15 +328,16 @@ class Generator(nn.Module):
         return tokens, torch.stack(one_hots, 1).view(B, T, V, K)
 
 
-    def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, temperature: float):
+    def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float):
         # inference mode makes each of the loop's many small calls cheaper (no version counters);
         # the tokens leave it as an ordinary tensor, which a discriminator may then learn from
         with torch.inference_mode():
-            out = self._draw_fast(z, gumbel, temperature)
+            out = self._draw_fast(z, gumbel, codes, temperature)
         out = out.clone()
         return out, F.one_hot(out, self.cfg.vocab).float()
 
-    def _draw_fast(self, z: torch.Tensor, gumbel: torch.Tensor, temperature: float) -> torch.Tensor:
+    def _draw_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float
+                   ) -> torch.Tensor:
         """Gumbel-max sampling without autograd: the draw of :meth:`sample`, computed step by step
         with plain matrix products instead of one LSTM call per step. On the CPU each small torch
         call costs more than its arithmetic, so the loop is written to make few calls:
@@ -268,7 +351,7 @@ class Generator(nn.Module):
         * the heads' first layers write into one buffer whose per-voice views are made once;
           biases ride in ``addmm``; the tokens are stacked once at the end."""
         B, T, V, K = gumbel.shape
-        E, H, S = self.cfg.embed_dim, self.cfg.hidden, self.cfg.steps_per_bar
+        E, H = self.cfg.embed_dim, self.cfg.hidden
         lstm = self.lstm
         if self.pitch_embed is None:
             coded = self.embed  # (K, E): the code is the token
@@ -278,11 +361,18 @@ class Generator(nn.Module):
             held = torch.arange(2 * K, device=z.device).remainder(K) + K
             next_code = torch.arange(K, device=z.device).repeat(2 * K, 1)
             next_code[:, HOLD] = held
-        w_ih0 = lstm.weight_ih_l0  # (4H, V*E + latent + S)
+        w_ih0 = lstm.weight_ih_l0  # (4H, V*E + latent + frame)
         prev_table = torch.cat([coded @ w_ih0[:, v * E:(v + 1) * E].T for v in range(V)])  # (V * codes, 4H)
         offsets = torch.arange(V, device=z.device) * len(coded)
         z_part = z @ w_ih0[:, V * E:V * E + self.cfg.cond_dim].T + lstm.bias_ih_l0 + lstm.bias_hh_l0
-        step_part = z_part[:, None] + w_ih0[:, V * E + self.cfg.cond_dim:].T[None]  # (B, S, 4H)
+        # each step's metrical input is one-hot: its term is a sum of columns of the weights (picked, not multiplied)
+        w_frame = w_ih0[:, V * E + self.cfg.cond_dim:].T  # (frame_dim, 4H)
+        P = self.cfg.longest_bar
+        step = torch.arange(self.cfg.codes, device=z.device)
+        frame_part = w_frame[step % P]  # (codes, 4H)
+        if self.cfg.metre_input:
+            frame_part = frame_part + w_frame[P + step // P]
+        step_codes = codes.t().contiguous()  # (T, B): row t, the code of every piece at step t
         # weights transposed once into contiguous (in, out) matrices: a third faster per product
         layers = [(getattr(lstm, f"weight_ih_l{k}").T.contiguous(), getattr(lstm, f"weight_hh_l{k}").T.contiguous(),
                    getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")) for k in range(lstm.num_layers)]
@@ -292,9 +382,9 @@ class Generator(nn.Module):
         # voice u's code -> its term in the first layer of every head below it: (codes, (V-u-1)*H)
         below = [torch.cat([coded @ first[v].weight[:, H + u * E:H + (u + 1) * E].T for v in range(u + 1, V)], -1)
                  for u in range(V - 1)]
-        # each head's output bias at each position in the bar (with the onset bias in it)
-        onset = self._onset_logits()
-        heads_out = [(head[2].weight.T.contiguous(), head[2].bias + onset[:, v]) for v, head in enumerate(self.heads)]
+        # each head's output bias at each code (with the sampling biases in it)
+        bias = self._sampling_bias()
+        heads_out = [(head[2].weight.T.contiguous(), head[2].bias + bias[:, v]) for v, head in enumerate(self.heads)]
         noise = [step.unbind(0) for step in gumbel.permute(1, 2, 0, 3).unbind(0)]  # [t][v]: (B, K)
         hidden = torch.empty(B, V * H, device=z.device)  # every head's first layer, refilled each step
         head_in = hidden.split(H, 1)
@@ -304,7 +394,8 @@ class Generator(nn.Module):
         codes = [torch.full((B,), REST, dtype=torch.long, device=z.device)] * V  # a hold at t=0 holds a rest
         tokens = []
         for t in range(T):
-            gates = step_part[:, t % S]
+            code = step_codes[t]
+            gates = z_part + frame_part.index_select(0, code)
             if t:
                 # (index_select takes half the time of advanced indexing on these small lookups)
                 rows = prev_table.index_select(0, (torch.stack(codes, 1) + offsets).view(-1))
@@ -317,7 +408,7 @@ class Generator(nn.Module):
                 h[k] = x = o * torch.tanh(c[k])
             torch.addmm(b_state, x, w_state, out=hidden)
             for v, (w_out, b_out) in enumerate(heads_out):
-                logits = torch.addmm(b_out[t % S], torch.relu(head_in[v]), w_out)
+                logits = torch.addmm(b_out.index_select(0, code), torch.relu(head_in[v]), w_out)
                 if temperature != 1:
                     logits = logits / temperature
                 index = torch.argmax(logits + noise[t][v], -1)
@@ -333,7 +424,8 @@ class Discriminator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.inp = nn.Linear(cfg.voices * cfg.vocab, cfg.d_embed)
-        self.lstm = nn.LSTM(cfg.d_embed + cfg.steps_per_bar, cfg.d_hidden, batch_first=True, bidirectional=True)
+        self.lstm = nn.LSTM(cfg.d_embed + cfg.frame_dim, cfg.d_hidden, batch_first=True, bidirectional=True)
+        self.register_buffer("frame", frame_table(cfg), persistent=False)
         # token -> pitch class (rest and hold map to nothing): lets D see which pitch classes a clip
         # uses, the statistic an LSTM finds hardest to count and listeners notice first (wrong notes)
         to_pc = torch.zeros(cfg.vocab, 12)
@@ -342,12 +434,12 @@ class Discriminator(nn.Module):
         self.register_buffer("to_pc", to_pc, persistent=False)
         self.out = nn.Linear(4 * cfg.d_hidden + 24, 1)
 
-    def forward(self, one_hot: torch.Tensor):
-        """one_hot (B, T, V, K) -> (logit that the clip is real (B,), features (B, 4 * d_hidden + 24))."""
+    def forward(self, one_hot: torch.Tensor, codes: torch.Tensor):
+        """one_hot (B, T, V, K) and each step's code (B, T) -> (logit that the clip is real (B,),
+        features (B, 4 * d_hidden + 24))."""
         B, T = one_hot.shape[:2]
         x = self.inp(one_hot.reshape(B, T, -1))
-        pos = position_features(T, self.cfg.steps_per_bar, x.device)[None].expand(B, T, -1).to(x.dtype)
-        h, _ = self.lstm(torch.cat([x, pos], -1))
+        h, _ = self.lstm(torch.cat([x, self.frame[codes].to(x.dtype)], -1))
         pcs = one_hot @ self.to_pc.to(one_hot.dtype)  # (B, T, V, 12): pitch classes struck
         pc_share = pcs.sum((1, 2)) / pcs.sum((1, 2, 3)).clamp(min=1)[:, None]  # pitch-class histogram
         pc_used = pcs.amax((1, 2))  # which pitch classes occur at all

@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import midi
+from . import metre, midi
 from .data import Corpus, Limits, Report, iter_sources, read_source
 from .midi import MidiError, Roll
 
@@ -157,6 +157,7 @@ class ShardedCorpus:
             columns = ("shard", "offset", "count", "steps", "pitch_min", "pitch_max", "program")
             self.table = np.array([[p[c] for c in columns] for p in pieces], dtype=np.int64).reshape(-1, len(columns))
             self.tempo_bpm = np.array([p["tempos"][0][1] for p in pieces], dtype=np.float32)
+            self.time_signatures = [tuple(map(tuple, p["time_signatures"])) for p in pieces]
             self.report = _report(index)
             self._shards = []
             for i in range(index["shards"]):
@@ -169,6 +170,14 @@ class ShardedCorpus:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def bars_per_metre(self) -> dict:
+        """How many bars of the corpus are in each metre, most first (see musicgan.metre)."""
+        counts: dict = {}
+        for (steps,), signatures in zip(self.table[:, 3:4].tolist(), self.time_signatures):
+            for start, end, m in metre.segments(signatures, steps):
+                counts[m] = counts.get(m, 0) + (end - start) / metre.bar_steps(m, self.steps_per_beat)
+        return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
     def notes(self, i: int) -> np.ndarray:
         """Piece i's notes, read from its shard (no memory map: nothing stays resident)."""
@@ -185,33 +194,44 @@ class StreamingWindows:
     """Training windows drawn at random from a :class:`ShardedCorpus`, encoded when asked for.
 
     A piece is chosen with probability proportional to its number of (start, transposition)
-    windows, then a bar-aligned start and a transposition uniformly, the same distribution as
-    sampling uniformly from :class:`musicgan.data.Windows`. Only ``pieces`` (this process's
-    share under torchrun) are drawn from.
+    windows, then a start on one of its bar lines and a transposition uniformly, the same
+    distribution as sampling uniformly from :class:`musicgan.data.Windows`. Only ``pieces``
+    (this process's share under torchrun) are drawn from.
     """
 
-    def __init__(self, corpus: ShardedCorpus, config, voices: int, pieces: np.ndarray | None = None):
-        self.corpus, self.config, self.voices = corpus, config, voices
+    def __init__(self, corpus: ShardedCorpus, config, model, pieces: np.ndarray | None = None):
+        self.corpus, self.config, self.model = corpus, config, model
         t = corpus.table
         self.pieces = np.arange(len(t)) if pieces is None else np.asarray(pieces)
-        length, hop = config.window_steps, config.window_steps // config.window_bars * config.hop_bars
+        length = config.window_steps
         low, high = config.pitch_range
-        steps, pmin, pmax = t[self.pieces, 3], t[self.pieces, 4], t[self.pieces, 5]
-        self.starts = np.maximum(steps - length, 0) // hop + 1
+        pmin, pmax = t[self.pieces, 4], t[self.pieces, 5]
+        self.starts = np.array([len(self._starts(int(j))) for j in self.pieces], dtype=np.int64)
         self.shift_lo = np.maximum(config.transpose[0], low - pmin)
         self.shift_hi = np.minimum(config.transpose[1], high - pmax)
         n_shifts = np.maximum(self.shift_hi - self.shift_lo + 1, 0)
         self.weights = self.starts * n_shifts
         self.plain = (self.shift_lo <= 0) & (0 <= self.shift_hi)  # pieces that fit untransposed
-        self.hop = hop
         self.piece_keys = np.full(len(self.pieces), -1, dtype=np.int64)  # estimated when first drawn
+        self.length = length
+
+    def _signatures(self, piece: int) -> tuple:
+        return self.config.time_signatures(Roll(notes=np.zeros((0, 4), np.int32),
+                                                time_signatures=self.corpus.time_signatures[piece]))
+
+    def _starts(self, piece: int) -> np.ndarray:
+        steps = int(self.corpus.table[piece, 3])
+        last = max(steps - self.config.window_steps, 0)
+        lines = metre.bar_lines(self._signatures(piece), last + 1, self.config.steps_per_beat)[::self.config.hop_bars]
+        return lines if len(lines) else np.zeros(1, np.int64)
 
     def __len__(self) -> int:
         return int(self.weights.sum())
 
-    def sample(self, n: int, generator, untransposed: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """n windows as int64 tokens (n, window_steps, voices) and the key of each (n,)
-        (:mod:`musicgan.keys`: its piece's, transposed with it); ``generator`` is a torch.Generator."""
+    def sample(self, n: int, generator, untransposed: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """n windows as int64 tokens (n, window_steps, voices), the key of each (n,)
+        (:mod:`musicgan.keys`: its piece's, transposed with it) and each step's code (n,
+        window_steps; -1 in a metre the model does not know); ``generator`` is a torch.Generator."""
         import torch
 
         from . import keys, voices as vox
@@ -221,20 +241,24 @@ class StreamingWindows:
             weights = self.weights
         picks = torch.multinomial(torch.from_numpy(weights.astype(np.float64)), n, replacement=True, generator=generator)
         u = torch.rand(n, 2, generator=generator, dtype=torch.float64).numpy()
-        length, (low, high) = self.config.window_steps, self.config.pitch_range
-        out = np.zeros((n, length, self.voices), dtype=np.int64)
+        length, (low, high) = self.length, self.config.pitch_range
+        out = np.zeros((n, length, self.model.voices), dtype=np.int64)
         out_keys = np.zeros(n, dtype=np.int64)
+        out_codes = np.zeros((n, length), dtype=np.int64)
         for k, j in enumerate(picks.tolist()):
-            start = int(u[k, 0] * self.starts[j]) * self.hop
+            piece = int(self.pieces[j])
+            starts = self._starts(piece)
+            start = int(starts[int(u[k, 0] * len(starts))])
             shift = 0 if untransposed and self.plain[j] else \
                 int(self.shift_lo[j] + int(u[k, 1] * (self.shift_hi[j] - self.shift_lo[j] + 1)))
-            notes = self.corpus.notes(int(self.pieces[j]))
+            notes = self.corpus.notes(piece)
             if self.piece_keys[j] < 0:
                 self.piece_keys[j] = keys.estimate(notes)
             out_keys[k] = keys.transpose(self.piece_keys[j], shift)
+            out_codes[k] = self.model.step_codes(self._signatures(piece), start + length)[start:]
             notes = notes[(notes[:, midi.START] < start + length) & (notes[:, midi.END] > start)].copy()
             notes[:, midi.START:midi.END + 1] = np.clip(notes[:, midi.START:midi.END + 1] - start, 0, length)
             notes[:, midi.PITCH] += shift
             onset, sustain = Roll(notes=notes).pianoroll(low, high, length)
-            out[k] = vox.encode(onset, sustain, self.voices)
-        return out, out_keys
+            out[k] = vox.encode(onset, sustain, self.model.voices)
+        return out, out_keys, out_codes

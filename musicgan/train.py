@@ -13,6 +13,10 @@ Two phases (C-RNN-GAN and SeqGAN both pretrain):
    classic recurrent-GAN update; on held-out chorales it made the music worse in every setting
    we measured (README, "What the adversarial phase adds"), so it is off by default.
 
+The trainer reads top to bottom: where batches come from (:mod:`musicgan.batches`), the two kinds
+of step, the switch between the phases (:meth:`Trainer.begin_adversarial`, an explicit step of
+its own), whole runs, calibration, checkpoints. Everything torchrun needs is in :class:`Ranks`.
+
 Every stabiliser of the G-updating mode is one named, switchable setting of :class:`TrainConfig`:
 
 * ``fm_weight``         feature matching on D's pooled features (Salimans et al. 2016)
@@ -37,12 +41,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt, copyguard, keys
+from . import checkpoint as ckpt, copyguard, metre
+from .batches import Batch, batches_for
+from .models import MAX_METRES, Discriminator, Generator, ModelConfig
 from .settings import setting
-from .data import WindowConfig, Windows
-from .shards import ShardedCorpus, StreamingWindows
-from .models import Discriminator, Generator, ModelConfig
-from .voices import FIRST_PITCH, voices_needed, window_tokens
+from .shards import ShardedCorpus
+from .voices import FIRST_PITCH, REST, voices_needed
 
 
 MIN_CRITIC_STEPS = 50  # a critic trained for fewer steps than this is not asked to choose samples
@@ -84,8 +88,9 @@ class TrainConfig:
     ones people set (CLI flags and app widgets are built from them); the rest are for research."""
 
     batch_size: int = setting(64, "training windows per step", label="Batch size", minimum=1, maximum=65536)
-    window_bars: int = setting(4, "length of a training window, in bars", label="Window (bars)",
-                               minimum=1, maximum=16, step=1)
+    window_bars: int = setting(0, "length of a training window, in bars of the music's commonest metre "
+                                  "(0: as many as make about 64 steps: 4 bars of 4/4, 6 of 3/4 or 6/8, 2 of 4/2)",
+                               label="Window (bars; 0 fits it to the music)", minimum=0, maximum=16, step=1)
     hop_bars: int = 1
     transpose: int = setting(3, "augment the likelihood loss with shifts of up to N semitones (the "
                                 "discriminator sees the music as it is)", label="Transpositions (semitones)",
@@ -140,32 +145,77 @@ class Budget:
 
 
 def model_config_for(rolls, voices: int | None = None, transpose: int = 0, **overrides) -> ModelConfig:
-    """A model config whose pitch range covers the data (plus the transposition margin) and whose
-    voices hold all the notes of nearly every step (:func:`~musicgan.voices.voices_needed`).
+    """A model config whose pitch range covers the data (plus the transposition margin), whose
+    voices hold all the notes of nearly every step (:func:`~musicgan.voices.voices_needed`) and
+    which knows the metres of the music (the commonest first; at most MAX_METRES).
     ``rolls``: a list of rolls or a prepared :class:`~musicgan.shards.ShardedCorpus`."""
     if isinstance(rolls, ShardedCorpus):
         low, high, spb = int(rolls.table[:, 4].min()), int(rolls.table[:, 5].max()), rolls.steps_per_beat
         # counted on at most 1,000 pieces spread over the corpus, not all of them
         pieces = (rolls.notes(int(i)) for i in np.unique(np.linspace(0, len(rolls) - 1, 1000).astype(int)))
+        bars = rolls.bars_per_metre()
     else:
         low = min(int(r.notes[:, 0].min()) for r in rolls)
         high, spb = max(int(r.notes[:, 0].max()) for r in rolls), rolls[0].steps_per_beat
         pieces = (r.notes for r in rolls)
+        bars = metre.bars_per_metre(rolls)
     voices = voices or voices_needed(pieces)
     low, high = low - transpose, high + transpose
+    metres = tuple(m for m in bars if metre.bar_steps(m, spb) <= 128)[:MAX_METRES] or ((4, 4),)
     return ModelConfig(voices=voices, pitch_low=max(0, low), pitch_high=min(127, max(high, low + 12)),
-                       steps_per_beat=spb, **overrides).validate()
+                       steps_per_beat=spb, metres=metres, **overrides).validate()
 
 
-def _onset_rates(tokens: np.ndarray, steps_per_bar: int) -> np.ndarray:
-    """tokens (N, T, V) -> (steps_per_bar, V): the share of steps that strike a new note."""
-    onsets = np.asarray(tokens) >= FIRST_PITCH
-    return np.stack([onsets[:, s::steps_per_bar].mean((0, 1)) for s in range(steps_per_bar)])
+def _rates(tokens: np.ndarray, codes: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(onset rate, rest rate, steps seen): per code and voice, the share of steps whose token
+    strikes a new note, and the share that rest (n_codes, V); and how many steps had each code."""
+    tokens, codes = np.asarray(tokens), np.asarray(codes).reshape(-1)
+    V = tokens.shape[-1]
+    flat = tokens.reshape(-1, V)
+    seen = np.bincount(codes, minlength=n_codes).astype(float)
+    onsets = np.stack([np.bincount(codes, weights=flat[:, v] >= FIRST_PITCH, minlength=n_codes) for v in range(V)], 1)
+    rests = np.stack([np.bincount(codes, weights=flat[:, v] == REST, minlength=n_codes) for v in range(V)], 1)
+    share = np.maximum(seen, 1)[:, None]
+    return onsets / share, rests / share, seen
 
 
 def _log_odds(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-3, 1 - 1e-3)
     return np.log(p / (1 - p))
+
+
+class Ranks:
+    """This process's place under torchrun (rank ``rank`` of ``world``), and the few things the
+    trainer needs from the others. Alone (no process group), every method is a no-op."""
+
+    def __init__(self, device: torch.device):
+        joined = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.rank = torch.distributed.get_rank() if joined else 0
+        self.world = torch.distributed.get_world_size() if joined else 1
+        self.device = device
+
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """The module to train: itself, or under torchrun a DistributedDataParallel around it."""
+        if self.world == 1:
+            return module
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def mean(self, value: torch.Tensor) -> float:
+        if self.world > 1:
+            value = value.detach().float().reshape(1).to(self.device)
+            torch.distributed.all_reduce(value)
+            value = value / self.world
+        return float(value.item())
+
+    def from_rank0(self, value):
+        """Rank 0's value of a tensor (the others' is replaced), or of a float (returned)."""
+        if self.world == 1:
+            return value
+        tensor = value.to(self.device) if torch.is_tensor(value) else torch.tensor([value], device=self.device)
+        torch.distributed.broadcast(tensor, 0)
+        return tensor.cpu() if torch.is_tensor(value) else float(tensor.item())
 
 
 class Trainer:
@@ -174,167 +224,86 @@ class Trainer:
                  budget: Budget | None = None):
         if not len(rolls):
             raise TrainingError("no usable music to train on")
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        self.rank = torch.distributed.get_rank() if distributed else 0
-        self.world_size = torch.distributed.get_world_size() if distributed else 1
-        if config.batch_size % self.world_size:
-            raise TrainingError(f"the batch size {config.batch_size} does not split over {self.world_size} processes")
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        self.ranks = ranks = Ranks(self.device)
+        if config.batch_size % ranks.world:
+            raise TrainingError(f"the batch size {config.batch_size} does not split over {ranks.world} processes")
         self.config, self.callback = config, callback or (lambda event: None)
         self.budget = budget or Budget(steps=1000)
-        self.device = device if isinstance(device, torch.device) else pick_device(device)
-        self.model = model or model_config_for(rolls, transpose=config.transpose)
+        self.model = m = model or model_config_for(rolls, transpose=config.transpose)
+        # -- the data
+        self.data = batches_for(rolls, m, config, self.device, ranks.rank, ranks.world)
+        if len(self.data) == 0:
+            raise TrainingError(f"no window of the music fits ({self.data.windows.config.window_steps} steps): it is "
+                                f"shorter than that, or it leaves the model's pitch range ({m.pitch_low}-{m.pitch_high})")
+        self.data_meta = self.data.meta
         self.rolls = None if isinstance(rolls, ShardedCorpus) else rolls  # for the copy guard's index
         self._copy_index = None
         self._inherited_index = None  # the index of the model this run started from or resumes
-        m = self.model
-        self._setup_data(rolls)
+        # -- the networks, their optimisers and random streams
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         self.G, self.D = Generator(m).to(self.device), Discriminator(m).to(self.device)
-        if m.key_input:
-            self.G.key_weights.copy_(torch.tensor(self.data_meta["keys"], dtype=torch.float32))
-        self.g_train, self.d_train = self.G, self.D
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.g_train, self.d_train = DDP(self.G, device_ids=ids), DDP(self.D, device_ids=ids)
+        self._describe_music(self.G)
+        self.g_train, self.d_train = ranks.wrap(self.G), ranks.wrap(self.D)
         self.opt_mle = torch.optim.Adam(self.G.parameters(), lr=config.lr_mle)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
-        self.batch_rng = torch.Generator().manual_seed(config.seed + 7919 * self.rank)
-        self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1 + 7919 * self.rank)
+        self.batch_rng = torch.Generator().manual_seed(config.seed + 7919 * ranks.rank)
+        self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1 + 7919 * ranks.rank)
+        # -- where the run is
         self.step_count, self.elapsed_s, self.bad_in_a_row, self.skipped = 0, 0.0, 0, 0
-        self.adversarial_from: int | None = None
+        self.adversarial_from: int | None = None  # the step the adversarial phase began
         self.started_from: dict | None = None  # the model this run fine-tunes (see start_from)
         self._calibrated_for: int | None = None  # the step of the last calibration
 
-    def _setup_data(self, rolls) -> None:
-        """Windows to train on: all encoded up front (rolls in memory) or drawn from disk as
-        batches need them (a prepared corpus, whose size then does not matter)."""
-        c, m = self.config, self.model
-        window_config = WindowConfig(
-            window_bars=c.window_bars, hop_bars=c.hop_bars, beats_per_bar=m.beats_per_bar,
-            steps_per_beat=m.steps_per_beat, transpose=(-c.transpose, c.transpose),
-            pitch_range=(m.pitch_low, m.pitch_high))
-        if isinstance(rolls, ShardedCorpus):
-            # under torchrun each rank draws from its own pieces, as DistributedSampler would deal them
-            mine = np.arange(self.rank, len(rolls), self.world_size)
-            self.windows = StreamingWindows(rolls, window_config, m.voices, mine if len(mine) else None)
-            self.tokens = None
-            table = rolls.table
-            if m.key_input:  # counted on at most 1,000 pieces spread over the corpus
-                spread = np.unique(np.linspace(0, len(rolls) - 1, min(len(rolls), 1000)).astype(int))
-                key_counts = np.bincount([keys.estimate(rolls.notes(int(i))) for i in spread], minlength=keys.KEYS)
-            self.data_meta = {"files": len(rolls), "windows": len(self.windows), "bars": round(rolls.report.bars, 1),
-                              "tempo_bpm": float(np.median(rolls.tempo_bpm)),
-                              "program": int(np.bincount(table[:, 6], minlength=128).argmax())}
-        else:
-            self.windows = Windows(rolls, window_config)
-            self.tokens = torch.from_numpy(window_tokens(self.windows, m.pitch_low, m.voices)).to(self.device)
-            # D only ever sees the music as it is: transposed copies regularise the likelihood loss
-            # (against memorising) but would teach D a flat key distribution that the real music lacks
-            untransposed = torch.from_numpy(np.nonzero(self.windows.index[:, 2] == 0)[0])
-            # under torchrun each rank draws from its own share, as DistributedSampler would deal them
-            shard = torch.arange(self.rank, len(self.tokens), self.world_size)
-            self.shard = shard if len(shard) else torch.arange(len(self.tokens))
-            mine = untransposed[untransposed % self.world_size == self.rank]
-            self.untransposed = mine if len(mine) else untransposed
-            # the key of each window: its piece's, moved with the window's transposition
-            piece_keys = np.array([keys.estimate(r.notes) for r in rolls], dtype=np.int64)
-            index = self.windows.index
-            window_keys = keys.transpose(piece_keys[index[:, 0]], index[:, 2]) if len(index) else np.zeros(0, np.int64)
-            self.window_keys = torch.from_numpy(window_keys).to(self.device)
-            key_counts = np.bincount(piece_keys, minlength=keys.KEYS)  # pieces in each key
-            tempos = sorted(r.tempo_bpm for r in rolls)
-            self.data_meta = {"files": len(rolls), "windows": len(self.windows),
-                              "bars": round(sum(r.n_bars for r in rolls), 1), "tempo_bpm": tempos[len(tempos) // 2],
-                              "program": int(np.bincount([r.program for r in rolls], minlength=128).argmax())}
-        if m.key_input:
-            self.data_meta["keys"] = [int(k) for k in key_counts]
-        if len(self.windows) == 0:
-            raise TrainingError(f"no {c.window_bars}-bar window of the music fits: it is shorter than that, or it "
-                                f"leaves the model's pitch range ({m.pitch_low}-{m.pitch_high})")
+    def _describe_music(self, G: Generator) -> None:
+        """Tell a generator which keys and metres its music is in (a seed draws its own from them)."""
+        if self.model.key_input:
+            G.key_weights.copy_(torch.tensor(self.data_meta["keys"], dtype=torch.float32))
+        bars = self.data_meta.get("metres", {})
+        G.metre_weights.copy_(torch.tensor([max(bars.get(metre.name(m), 0.0), 1e-3) for m in self.model.metres]))
 
     # ---------------------------------------------------------------- one step
 
     @property
     def phase(self) -> str:
-        if self.adversarial_from is not None:
-            return "adversarial"
-        if self.config.warmup >= 1 or self.budget.progress(self.step_count, self.elapsed_s) < self.config.warmup:
-            return "mle"
+        return "mle" if self.adversarial_from is None else "adversarial"
+
+    @property
+    def world_size(self) -> int:
+        return self.ranks.world
+
+    @property
+    def windows(self):
+        return self.data.windows
+
+    def warmup_over(self) -> bool:
+        """Whether the likelihood warm-up has had its share of the budget."""
+        c = self.config
+        return c.warmup < 1 and self.budget.progress(self.step_count, self.elapsed_s) >= c.warmup
+
+    def begin_adversarial(self) -> None:
+        """The switch to the adversarial phase: calibrate first, so that the critic learns from the
+        draws that generation makes (every rank together under torchrun)."""
         self.adversarial_from = self.step_count
-        self.calibrate(share=True)  # the critic then learns from the draws that generation makes
-        return "adversarial"
-
-    def _autocast(self):
-        # bfloat16 speeds up the likelihood phase on CUDA. The adversarial phase stays in float32:
-        # bf16 gradients through 64 steps of the straight-through sampler turned non-finite within
-        # a few hundred steps on an H100, where float32 ran clean (measured).
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.config.amp and self.device.type == "cuda")
-
-    def _batch(self, untransposed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch of windows (this rank's share of the global batch), drawn with replacement:
-        tokens (n, T, V) and the key of each window (n,)."""
-        n = self.config.batch_size // self.world_size
-        if self.tokens is None:
-            tokens, window_keys = self.windows.sample(n, self.batch_rng, untransposed)
-            return torch.from_numpy(tokens).to(self.device), torch.from_numpy(window_keys).to(self.device)
-        pool = self.untransposed if untransposed else self.shard
-        index = pool[torch.randint(len(pool), (n,), generator=self.batch_rng)].to(self.device)
-        return self.tokens[index].long(), self.window_keys[index]
-
-    def _noise(self, B: int, T: int):
-        m = self.model
-        z = torch.randn(B, m.latent_dim, generator=self.noise_rng, device=self.device)
-        step_noise = torch.randn(B, T, m.voices, m.vocab, generator=self.noise_rng, device=self.device)
-        return z, step_noise
-
-    def _mle_loss(self, real: torch.Tensor, z: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self.g_train(real, z) if logits is None else logits
-        return F.cross_entropy(logits.float().reshape(-1, self.model.vocab), real.reshape(-1))
-
-    def _apply(self, loss: torch.Tensor, opt, module) -> bool:
-        """Backward and step, unless the loss or the gradients are not finite (then skip).
-        Under torchrun every rank decides alike (a rank that skipped a backward would hang the rest)."""
-        opt.zero_grad(set_to_none=True)
-        if self._mean_over_ranks(torch.isfinite(loss).float()) == 1.0:
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
-            if torch.isfinite(norm):
-                opt.step()
-                return True
-            opt.zero_grad(set_to_none=True)
-        return False
-
-    def _mean_over_ranks(self, value: torch.Tensor) -> float:
-        if self.world_size > 1:
-            value = value.detach().float().reshape(1).to(self.device)
-            torch.distributed.all_reduce(value)
-            value = value / self.world_size
-        return float(value.item())
+        self.calibrate(share=True)
+        self.callback({"event": "phase", "step": self.step_count, "phase": "adversarial"})
 
     def step(self) -> dict:
         """One training step; returns its metrics (also sent to the callback as a 'step' event)."""
-        if self.world_size > 1:  # rank 0's clock rules: every rank switches phase and stops together
-            clock = torch.tensor([self.elapsed_s], device=self.device)
-            torch.distributed.broadcast(clock, 0)
-            self.elapsed_s = float(clock.item())
+        self.elapsed_s = self.ranks.from_rank0(self.elapsed_s)  # rank 0's clock: all switch and stop together
+        if self.adversarial_from is None and self.warmup_over():
+            self.begin_adversarial()
         t0 = time.perf_counter()
-        real, real_keys = self._batch()
-        B, T, _ = real.shape
-        z, step_noise = self._noise(B, T)
-        phase = self.phase
-        if phase == "mle":
+        real = self._batch()
+        z, step_noise = self._noise(*real.tokens.shape[:2])
+        if self.phase == "mle":
             with self._autocast():
-                loss = self._mle_loss(real, self.G.condition(z, real_keys))
+                loss = self._mle_loss(real, self.G.condition(z, real.keys))
             ok = self._apply(loss, self.opt_mle, self.G)
             metrics = {"mle": loss.item()}
         else:
-            real_d, d_keys = self._batch(untransposed=True)
-            # the fakes get the keys of D's real batch, so the two differ in nothing but the music
-            metrics, ok = self._adversarial_step(real, real_d, self.G.condition(z, real_keys),
-                                                 self.G.condition(z, d_keys), step_noise)
+            metrics, ok = self._adversarial_step(real, z, step_noise)
         if ok:
             self.bad_in_a_row = 0
         else:
@@ -345,49 +314,87 @@ class Trainer:
                                     "training stopped (the last good model is kept). Try lower learning rates.")
         self.step_count += 1
         self.elapsed_s += time.perf_counter() - t0
-        event = {"event": "step", "step": self.step_count, "phase": phase, "skipped": not ok,
+        event = {"event": "step", "step": self.step_count, "phase": self.phase, "skipped": not ok,
                  "elapsed_s": self.elapsed_s, "progress": self.budget.progress(self.step_count, self.elapsed_s),
                  **metrics}
         self.callback(event)
         return event
 
-    def _adversarial_step(self, real, real_d, z, z_fake, step_noise):
-        """real: a batch for the likelihood term (augmented), z: its conditioning; real_d:
-        untransposed, for D; z_fake: the conditioning of the fakes D sees."""
+    def _batch(self, untransposed: bool = False) -> Batch:
+        """This rank's share of the global batch."""
+        b = self.data.draw(self.config.batch_size // self.ranks.world, self.batch_rng, untransposed)
+        return Batch(b.tokens.to(self.device), b.keys.to(self.device), b.codes.to(self.device).clamp(min=0))
+
+    def _noise(self, B: int, T: int):
+        m = self.model
+        z = torch.randn(B, m.latent_dim, generator=self.noise_rng, device=self.device)
+        step_noise = torch.randn(B, T, m.voices, m.vocab, generator=self.noise_rng, device=self.device)
+        return z, step_noise
+
+    def _autocast(self):
+        # bfloat16 speeds up the likelihood phase on CUDA. The adversarial phase stays in float32:
+        # bf16 gradients through 64 steps of the straight-through sampler turned non-finite within
+        # a few hundred steps on an H100, where float32 ran clean (measured).
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.config.amp and self.device.type == "cuda")
+
+    def _mle_loss(self, real: Batch, z: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.g_train(real.tokens, z, real.codes) if logits is None else logits
+        return F.cross_entropy(logits.float().reshape(-1, self.model.vocab), real.tokens.reshape(-1))
+
+    def _apply(self, loss: torch.Tensor, opt, module) -> bool:
+        """Backward and step, unless the loss or the gradients are not finite (then skip).
+        Under torchrun every rank decides alike (a rank that skipped a backward would hang the rest)."""
+        opt.zero_grad(set_to_none=True)
+        if self.ranks.mean(torch.isfinite(loss).float()) == 1.0:
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
+            if torch.isfinite(norm):
+                opt.step()
+                return True
+            opt.zero_grad(set_to_none=True)
+        return False
+
+    def _adversarial_step(self, real: Batch, z: torch.Tensor, step_noise: torch.Tensor):
+        """real: a batch for the likelihood term (augmented), z: its latent; D sees another batch
+        of the music as it is, against fakes drawn in that batch's keys and metres (so the two
+        differ in nothing but the music)."""
         c, K = self.config, self.model.vocab
-        B = real.shape[0]
+        real_d = self._batch(untransposed=True)
+        z_real, z_fake = self.G.condition(z, real.keys), self.G.condition(z, real_d.keys)
+        B = real.tokens.shape[0]
         # D starts from scratch: let it learn alone first, so G's first adversarial gradients mean something.
         # As a critic it always learns alone, with hard labels and no cap: its odds weigh samples later.
         d_only = not c.g_adversarial or self.step_count - self.adversarial_from < c.d_warmup_steps
         real_label = c.label_smoothing if c.g_adversarial else 1.0
         if d_only:
             with torch.no_grad():
-                _, fake = self.G.sample(z_fake, step_noise)
+                _, fake = self.G.sample(z_fake, step_noise, real_d.codes)
             logits = None
         else:  # one forward: the free-running draw (for D) and teacher forcing (for the likelihood term)
-            logits, (_, fake) = self.g_train(real if c.mle_weight else None, z, step_noise, tau=c.gumbel_tau,
-                                            z_sample=z_fake)
+            logits, (_, fake) = self.g_train(real.tokens if c.mle_weight else None, z_real, real.codes, step_noise,
+                                             tau=c.gumbel_tau, z_sample=z_fake, codes_sample=real_d.codes)
 
         # -- D: real -> label_smoothing, fake -> 0 (fake detached: this step trains D only)
-        d_out, features = self.d_train(torch.cat([F.one_hot(real_d, K).float(), fake.detach()]))
+        codes = torch.cat([real_d.codes, real_d.codes])
+        d_out, features = self.d_train(torch.cat([F.one_hot(real_d.tokens, K).float(), fake.detach()]), codes)
         d_real, d_fake = d_out.float()[:B], d_out.float()[B:]
         f_real = features[:B].detach()
         loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, real_label))
                   + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
-        accuracy = self._mean_over_ranks(0.5 * ((d_real > 0).float().mean() + (d_fake < 0).float().mean()))
+        accuracy = self.ranks.mean(0.5 * ((d_real > 0).float().mean() + (d_fake < 0).float().mean()))
         capped = c.g_adversarial and accuracy >= c.d_accuracy_cap
         ok = True if capped else self._apply(loss_d, self.opt_d, self.D)
         metrics = {"d_loss": loss_d.item(), "d_accuracy": accuracy,
-                   "diversity": diversity(fake.detach().argmax(-1)), "diversity_real": diversity(real_d)}
+                   "diversity": diversity(fake.detach().argmax(-1)), "diversity_real": diversity(real_d.tokens)}
         if d_only:
             return metrics, ok
 
         # -- G: fool D (non-saturating), match D's features, stay likely under the data
         self.D.requires_grad_(False)  # D's plain module: its weights are not trained in this step
-        d_fake_g, f_fake = self.D(fake)
+        d_fake_g, f_fake = self.D(fake, real_d.codes)
         loss_adv = F.binary_cross_entropy_with_logits(d_fake_g.float(), torch.ones_like(d_fake_g.float()))
         loss_fm = (f_real.float().mean(0) - f_fake.float().mean(0)).pow(2).sum()
-        loss_mle = self._mle_loss(real, z, logits) if c.mle_weight else torch.zeros((), device=self.device)
+        loss_mle = self._mle_loss(real, z_real, logits) if c.mle_weight else torch.zeros((), device=self.device)
         loss_g = c.adv_weight * loss_adv + c.fm_weight * loss_fm + c.mle_weight * loss_mle
         ok = self._apply(loss_g, self.opt_g, self.G) and ok
         self.D.requires_grad_(True)
@@ -416,50 +423,53 @@ class Trainer:
         return "done"
 
     def _cpu_generator(self) -> Generator:
-        """A float32 CPU copy of the generator, with its key weights and onset bias, for drawing
-        (on the CPU, like :mod:`musicgan.generate`)."""
+        """A float32 CPU copy of the generator, with what it knows of its music and its sampling
+        biases, for drawing (on the CPU, like :mod:`musicgan.generate`)."""
         G = Generator(self.model)
         G.load_state_dict({k: v.detach().float().cpu() for k, v in self.G.state_dict().items()})
-        G.key_weights.copy_(self.G.key_weights.cpu())
-        G.onset_bias.copy_(self.G.onset_bias.cpu())
+        for name in ("key_weights", "metre_weights", "onset_bias", "rest_bias"):
+            getattr(G, name).copy_(getattr(self.G, name).cpu())
         return G.eval()
 
     @torch.no_grad()
-    def calibrate(self, rounds: int = 4, clips: int = 256, share: bool = False) -> float:
-        """Fit the generator's onset bias (see :class:`~musicgan.models.Generator`): how often
-        free-running draws strike a new note, at each position in the bar and in each voice, is
-        brought to how often the training music does. Under teacher forcing the model predicts
-        the music's rate, but drawing from its own output it struck fewer notes off the beat
-        (0.117 against 0.171 a voice on the half beats, measured on 50 chorales): exposure bias.
-        Starting from no bias, each round draws ``clips`` windows and moves the bias by the gap in
-        log-odds (damped). Returns the mean absolute gap in rate before the last move. The same
-        weights always give the same bias. Runs at the switch to the adversarial phase (so the
-        critic learns from the draws generation makes), and on saving before it. ``share``: every
-        rank calls this together and takes rank 0's bias (under torchrun)."""
-        from .generate import _draw, key_for
+    def calibrate(self, rounds: int = 4, clips: int = 256, share: bool = False, min_steps: int = 64) -> float:
+        """Fit the generator's sampling biases (see :class:`~musicgan.models.Generator`): how often
+        free-running draws strike a new note and how often they rest, in each voice at each
+        metre and position in the bar, is brought to how often the training music does. Under
+        teacher forcing the model predicts the music's rates, but drawing from its own output it
+        struck fewer notes off the beat (0.117 against 0.171 a voice on the half beats, measured
+        on 50 chorales): exposure bias. And a model that fills every voice it has sounds busy in
+        music whose voices rest and enter one by one.
 
-        S = self.model.steps_per_bar
-        T = self.config.window_bars * S
-        if self.tokens is not None:
-            real = self.tokens.cpu().numpy()
-        else:
-            real = self.windows.sample(512, torch.Generator().manual_seed(self.config.seed + 31))[0]
-        target = _onset_rates(real, S)
+        Starting from no bias, each round draws ``clips`` windows (each seed in its own key and
+        metre) and moves each bias by the gap in log-odds (damped); a code seen fewer than
+        ``min_steps`` times in the music or the draws is left alone. Returns the mean absolute gap
+        in onset rate before the last move. The same weights always give the same biases. Runs at
+        the switch to the adversarial phase (so the critic learns from the draws generation makes),
+        and on saving before it. ``share``: every rank calls this together and takes rank 0's
+        biases (under torchrun)."""
+        from .generate import draw_windows
+
+        n_codes, T = self.model.codes, self.data.windows.config.window_steps
+        real_tokens, real_codes = self.data.sample(4096, self.config.seed + 31)
+        target_on, target_rest, seen = _rates(real_tokens, real_codes, n_codes)
         G = self._cpu_generator()
         G.onset_bias.zero_()
+        G.rest_bias.zero_()
         gap = 0.0
         for r in range(rounds):
-            seeds = [10 ** 9 + r * clips + i for i in range(clips)]
-            drawn = _draw(G, seeds, 0, 1, T, 1.0, [key_for(s, G) for s in seeds])[:, 0]
-            rates = _onset_rates(drawn, S)
-            gap = float(np.abs(rates - target).mean())
-            move = 0.7 * (_log_odds(target) - _log_odds(rates))
-            G.onset_bias.add_(torch.from_numpy(move).float().clamp(-1, 1)).clamp_(-4, 4)
-        if share and self.world_size > 1:  # every rank generates with rank 0's bias
-            bias = G.onset_bias.to(self.device)
-            torch.distributed.broadcast(bias, 0)
-            G.onset_bias.copy_(bias.cpu())
+            tokens, codes = draw_windows(G, [10 ** 9 + r * clips + i for i in range(clips)], T)
+            on, rest, drawn = _rates(tokens, codes, n_codes)
+            fit = ((seen >= min_steps) & (drawn >= min_steps))[:, None]
+            gap = float(np.abs(on - target_on)[fit[:, 0]].mean()) if fit.any() else 0.0
+            for bias, want, got in ((G.onset_bias, target_on, on), (G.rest_bias, target_rest, rest)):
+                move = np.where(fit, 0.7 * (_log_odds(want) - _log_odds(got)), 0.0)
+                bias.add_(torch.from_numpy(move).float().clamp(-1, 1)).clamp_(-4, 4)
+        if share:  # every rank generates with rank 0's biases
+            G.onset_bias.copy_(self.ranks.from_rank0(G.onset_bias))
+            G.rest_bias.copy_(self.ranks.from_rank0(G.rest_bias))
         self.G.onset_bias.copy_(G.onset_bias)
+        self.G.rest_bias.copy_(G.rest_bias)
         self._calibrated_for = self.step_count
         self.callback({"event": "calibrated", "step": self.step_count, "gap": gap})
         return gap
@@ -478,7 +488,7 @@ class Trainer:
         c = self.config
         critic = self.adversarial_from is not None and not c.g_adversarial and c.candidates > 1 \
             and self.step_count - self.adversarial_from >= MIN_CRITIC_STEPS
-        return {"steps": self.step_count, "elapsed_s": round(self.elapsed_s, 2), "world_size": self.world_size,
+        return {"steps": self.step_count, "elapsed_s": round(self.elapsed_s, 2), "world_size": self.ranks.world,
                 "adversarial_from": self.adversarial_from, "skipped_steps": self.skipped,
                 "sampling": {"candidates": c.candidates if critic else 1},
                 "budget": {"steps": self.budget.steps, "minutes": self.budget.minutes},
@@ -504,7 +514,7 @@ class Trainer:
         return np.union1d(*parts) if len(parts) == 2 else parts[0] if parts else None
 
     def save(self, directory, with_train_state: bool = True):
-        # after the switch G's bias stays the one the critic learned from (for an exact resume)
+        # after the switch G's biases stay the ones the critic learned from (for an exact resume)
         if self.adversarial_from is None and self._calibrated_for != self.step_count:
             self.calibrate()
         return ckpt.save(directory, self.G, self.D, self.meta(), self.train_state() if with_train_state else None,
@@ -514,7 +524,7 @@ class Trainer:
         """Begin with a trained model's weights (fine-tuning): its generator, and its
         discriminator when it has one. Steps, optimisers and the budget start afresh. Build the
         trainer with ``model=checkpoint.model``: the music is then read in that model's pitch
-        range, and windows that do not fit it are left out."""
+        range and metres, and windows that do not fit them are left out."""
         if checkpoint.model != self.model:
             raise TrainingError("the model to start from has other settings than this run's")
         self.G.load_state_dict(checkpoint.generator.state_dict())
@@ -534,6 +544,7 @@ class Trainer:
         self.G.load_state_dict(checkpoint.generator.state_dict())
         self.D.load_state_dict(checkpoint.discriminator.state_dict())
         self.G.onset_bias.copy_(checkpoint.generator.onset_bias)
+        self.G.rest_bias.copy_(checkpoint.generator.rest_bias)
         self.G.train()
         state = checkpoint.train_state
         try:
@@ -553,9 +564,10 @@ class Trainer:
             raise TrainingError(f"the checkpoint's training state is incomplete ({e}); it cannot be resumed") from None
         meta = checkpoint.meta
         self.step_count, self.elapsed_s = int(meta.get("steps", 0)), float(meta.get("elapsed_s", 0))
-        if self.rank > 0:  # the checkpoint holds rank 0's random streams; the others start fresh ones
-            self.batch_rng.manual_seed(self.config.seed + 7919 * self.rank + self.step_count)
-            self.noise_rng.manual_seed(self.config.seed + 1 + 7919 * self.rank + self.step_count)
+        rank = self.ranks.rank
+        if rank > 0:  # the checkpoint holds rank 0's random streams; the others start fresh ones
+            self.batch_rng.manual_seed(self.config.seed + 7919 * rank + self.step_count)
+            self.noise_rng.manual_seed(self.config.seed + 1 + 7919 * rank + self.step_count)
         self.adversarial_from = meta.get("adversarial_from")
         self.started_from = meta.get("started_from") if isinstance(meta.get("started_from"), dict) else None
         self._inherited_index = checkpoint.copy_index

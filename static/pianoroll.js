@@ -24,7 +24,7 @@
 
     function size() {
       const ratio = window.devicePixelRatio || 1;
-      const bars = total / piece.steps_per_bar;
+      const bars = Math.max(piece.bars.length, 1);
       const w = Math.max(box.clientWidth || 800, Math.ceil(bars * MIN_BAR_PX)), h = 260;
       canvas.width = w * ratio; canvas.height = h * ratio;
       canvas.style.width = w + "px"; canvas.style.height = h + "px";
@@ -43,7 +43,7 @@
         ctx.fillStyle = "#e6e6ef"; ctx.fillRect(0, y(p), W, rowH());
       }
       ctx.strokeStyle = "#c8c8d4"; ctx.lineWidth = 1;
-      for (let s = 0; s <= total; s += piece.steps_per_bar) {
+      for (const s of piece.bars) {  // where the piece's own bars begin (its metre, and any change of it)
         ctx.beginPath(); ctx.moveTo(x(s) + 0.5, 0); ctx.lineTo(x(s) + 0.5, H); ctx.stroke();
       }
       const step = now / piece.seconds_per_step;

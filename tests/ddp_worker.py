@@ -15,7 +15,7 @@ rolls = data.load(sorted((Path(__file__).resolve().parent.parent / "examples").g
 config = TrainConfig(batch_size=8, window_bars=2, transpose=1, d_warmup_steps=1, warmup=0.5, g_adversarial=True)
 model = model_config_for(rolls, transpose=1, latent_dim=8, embed_dim=8, hidden=32, layers=1, d_hidden=16, d_embed=16)
 trainer = Trainer(rolls, model, config, device="cpu", budget=Budget(steps=8))
-assert trainer.world_size == 2 and len(trainer.shard) < len(trainer.windows)
+assert trainer.world_size == 2 and len(trainer.data.shard) < len(trainer.data)
 trainer.run()
 # DDP keeps the replicas identical: compare a checksum of every weight across ranks
 checksum = torch.stack([p.detach().double().sum() for p in list(trainer.G.parameters()) + list(trainer.D.parameters())])

@@ -47,7 +47,7 @@ def audio_path(payload) -> Path:
 
 
 def test_generate_gives_roll_audio_and_midi(session):
-    out = app.generate(app.PRETRAINED, 5, 4, 90, -1, 1.0, app.KEY_AUTO, session)
+    out = app.generate(app.PRETRAINED, 5, 4, 90, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
     payload = payload_of(out[ui("roll")])
     # the roll plays the session's audio file by its address: the page fetches it once
     audio = audio_path(payload)
@@ -61,8 +61,8 @@ def test_generate_gives_roll_audio_and_midi(session):
 
 
 def test_a_session_keeps_only_its_latest_piece(session):
-    first = app.generate(app.PRETRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, session)
-    second = app.generate(app.PRETRAINED, 2, 2, 100, -1, 1.0, app.KEY_AUTO, session)
+    first = app.generate(app.PRETRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
+    second = app.generate(app.PRETRAINED, 2, 2, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
     assert not audio_path(payload_of(first[ui("roll")])).exists() and not Path(first[ui("midi_file")]).exists()
     assert audio_path(payload_of(second[ui("roll")])).exists()
     assert sorted(p.suffix for p in session.dir.iterdir()) == [".mid", ".mp3"]
@@ -70,32 +70,32 @@ def test_a_session_keeps_only_its_latest_piece(session):
 
 def test_same_inputs_same_music(session):
     read = lambda out: open(out[ui("midi_file")], "rb").read()
-    first = read(app.generate(app.PRETRAINED, 11, 4, 100, 0, 1.0, app.KEY_AUTO, session))
-    second = read(app.generate(app.PRETRAINED, 11, 4, 100, 0, 1.0, app.KEY_AUTO, session))
-    other = read(app.generate(app.PRETRAINED, 12, 4, 100, 0, 1.0, app.KEY_AUTO, session))
+    first = read(app.generate(app.PRETRAINED, 11, 4, 100, 0, 1.0, app.KEY_AUTO, app.METRE_AUTO, session))
+    second = read(app.generate(app.PRETRAINED, 11, 4, 100, 0, 1.0, app.KEY_AUTO, app.METRE_AUTO, session))
+    other = read(app.generate(app.PRETRAINED, 12, 4, 100, 0, 1.0, app.KEY_AUTO, app.METRE_AUTO, session))
     assert first == second != other
 
 
 def test_instrument_choice_is_written_to_the_midi(session):
-    out = app.generate(app.PRETRAINED, 1, 2, 100, 40, 1.0, app.KEY_AUTO, session)
+    out = app.generate(app.PRETRAINED, 1, 2, 100, 40, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
     assert midi.read(out[ui("midi_file")]).program == 40
 
 
 def test_interpolation_and_variations(session):
-    out = app.interpolate(app.PRETRAINED, 1, 2, 3, 100, -1, 1.0, app.KEY_AUTO, session)
+    out = app.interpolate(app.PRETRAINED, 1, 2, 3, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
     assert midi.read(out[ui("midi_file")]).n_bars > 8
-    out = app.variations(app.PRETRAINED, 1, 0.3, 100, -1, 1.0, app.KEY_AUTO, session)
+    out = app.variations(app.PRETRAINED, 1, 0.3, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
     assert midi.read(out[ui("midi_file")]).n_bars > 12
 
 
 def test_a_handler_without_its_session_says_so():
     with pytest.raises(gr.Error, match="Reload the page"):
-        app.generate(app.PRETRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, None)
+        app.generate(app.PRETRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, None)
 
 
 def test_trained_model_is_required_before_use(session):
     with pytest.raises(gr.Error, match="train one"):
-        app.generate(app.TRAINED, 1, 4, 100, -1, 1.0, app.KEY_AUTO, session)
+        app.generate(app.TRAINED, 1, 4, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
 
 
 def test_bad_checkpoint_upload_gives_a_message(session, tmp_path):
@@ -106,7 +106,7 @@ def test_bad_checkpoint_upload_gives_a_message(session, tmp_path):
     with pytest.raises(gr.Error, match="cannot be used"):
         app.upload_checkpoint(str(bad), session)
     with pytest.raises(gr.Error, match="No checkpoint uploaded"):
-        app.generate(app.UPLOADED, 1, 4, 100, -1, 1.0, app.KEY_AUTO, session)
+        app.generate(app.UPLOADED, 1, 4, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
 
 
 def test_good_checkpoint_upload_is_used(session, tmp_path):
@@ -116,8 +116,8 @@ def test_good_checkpoint_upload_is_used(session, tmp_path):
     out = app.upload_checkpoint(str(archive), session)
     assert "Loaded" in out[ui("ck_status")] and out[ui("choice")] == app.UPLOADED
     read = lambda out: open(out[ui("midi_file")], "rb").read()
-    uploaded = read(app.generate(app.UPLOADED, 3, 2, 100, -1, 1.0, app.KEY_AUTO, session))
-    assert uploaded == read(app.generate(app.PRETRAINED, 3, 2, 100, -1, 1.0, app.KEY_AUTO, session))
+    uploaded = read(app.generate(app.UPLOADED, 3, 2, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session))
+    assert uploaded == read(app.generate(app.PRETRAINED, 3, 2, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session))
 
 
 def test_uploads_report_what_was_read_and_skipped(session, tmp_path):
@@ -154,10 +154,19 @@ def test_training_streams_progress_and_ends_with_a_checkpoint(session):
     assert download.endswith(".zip") and zipfile.ZipFile(download).namelist()
     assert payload_of(out[ui("sample")])["notes"] and out[ui("use")]["interactive"] is True
     assert session.trained
-    out = app.generate(app.TRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, session)
+    out = app.generate(app.TRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
     assert midi.read(out[ui("midi_file")]).n_steps > 0
-    in_d_minor = app.generate(app.TRAINED, 1, 2, 100, -1, 1.0, "D minor", session)
+    in_d_minor = app.generate(app.TRAINED, 1, 2, 100, -1, 1.0, "D minor", app.METRE_AUTO, session)
     assert "D minor" in in_d_minor[ui("status")] and midi.read(in_d_minor[ui("midi_file")]).n_steps > 0
+    # the Metre menu offers the trained model's metres (the examples are in 4/4 and 3/4), and each is written
+    menu = app.metre_choices(app.TRAINED, session)["choices"]
+    assert menu == [app.METRE_AUTO, "4/4", "3/4"]
+    waltz = app.generate(app.TRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, "3/4", session)
+    roll = midi.read(waltz[ui("midi_file")])
+    assert roll.time_signatures == ((0, 3, 4),) and roll.n_steps <= 24 and "bars of 3/4" in waltz[ui("status")]
+    assert payload_of(waltz[ui("roll")])["bars"] == [0, 12, 24]
+    with pytest.raises(gr.Error, match="knows 4/4, 3/4 only"):
+        app.generate(app.TRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, "6/8", session)
 
 
 def test_a_second_run_replaces_the_first_model_only_once_it_is_saved(session):
@@ -255,7 +264,7 @@ def test_fluidsynth_is_available_where_ci_installs_it():
 
 def test_closing_a_session_stops_its_job_and_frees_its_files():
     session = app.Session()
-    app.generate(app.PRETRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, session)
+    app.generate(app.PRETRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
     app.read_uploads([str(p) for p in EXAMPLES[:2]], session)
     updates = app.train(session, 5, False, *SETTINGS, poll_s=0.2)
     next(updates)
@@ -286,7 +295,7 @@ def test_a_second_training_job_waits_for_the_first(session, monkeypatch):
 
 def test_the_app_plays_what_the_library_plays(session):
     """Same seed, same music: the app's worker process gives the bytes this process gives."""
-    out = app.generate(app.PRETRAINED, 9, 4, 120, -1, 1.0, app.KEY_AUTO, session)
+    out = app.generate(app.PRETRAINED, 9, 4, 120, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
     here = api.compose(api.load_model(), 9, 4, 120.0, None, 1.0, audio=False)
     assert open(out[ui("midi_file")], "rb").read() == here.midi
 

@@ -128,3 +128,17 @@ def test_prepare_then_train_from_the_prepared_corpus(tmp_path):
     result = run("train", tmp_path / "cache", "--out", tmp_path / "m", *TINY)
     assert result.returncode == 0, result.stderr
     assert "done after 4 steps" in result.stderr
+
+
+def test_generate_in_a_chosen_metre(tmp_path):
+    """The examples hold chorales in 4/4 and 3/4: a model of them writes either, as asked."""
+    out = tmp_path / "model"
+    assert run("train", *EXAMPLES, "--out", out, *TINY).returncode == 0
+    waltz = run("generate", out, "--out", tmp_path / "w.mid", "--seed", 4, "--bars", 4, "--metre", "3/4")
+    assert waltz.returncode == 0 and "4 bars of 3/4" in waltz.stdout
+    roll = midi.read(tmp_path / "w.mid")
+    assert roll.time_signatures == ((0, 3, 4),) and roll.n_steps <= 48
+    bad = run("generate", out, "--out", tmp_path / "x.mid", "--metre", "6/8")
+    assert bad.returncode == 1 and "knows the metres 4/4, 3/4" in bad.stderr and "Traceback" not in bad.stderr
+    seeds = [run("generate", out, "--out", tmp_path / f"s{s}.mid", "--seed", s, "--bars", 2).stdout for s in range(12)]
+    assert {"of 3/4" in text for text in seeds} == {True, False}  # each seed draws one of the music's metres

@@ -217,9 +217,10 @@ def test_checkpoint_round_trip(trained):
     z, noise = generate.noise_for(1, 16, loaded.model)
     z = loaded.generator.condition(z[None], torch.tensor([3]))
     again = ckpt.load(trained)
+    codes = torch.from_numpy(loaded.model.metre_codes(loaded.model.metres[0], 16))[None]
     with torch.no_grad():
-        a = loaded.generator.sample(z, noise[None])[0]
-        b = again.generator.sample(z, noise[None])[0]
+        a = loaded.generator.sample(z, noise[None], codes)[0]
+        b = again.generator.sample(z, noise[None], codes)[0]
     assert torch.equal(a, b)
 
 
@@ -308,17 +309,21 @@ def test_fast_sampling_draws_what_the_step_by_step_loop_draws(layers, temperatur
     from musicgan.models import Generator
 
     torch.manual_seed(0)
-    cfg = ModelConfig(pitch_low=40, pitch_high=70, sounding_input=sounding_input, **{**TINY, "layers": layers})
+    cfg = ModelConfig(pitch_low=40, pitch_high=70, sounding_input=sounding_input, metres=((4, 4), (3, 4), (6, 8)),
+                      **{**TINY, "layers": layers})
     g = Generator(cfg).eval()
-    g.onset_bias.normal_(0, 1)  # the calibrated bias is part of the draw on both paths
+    g.onset_bias.normal_(0, 1)  # the calibrated biases are part of the draw on both paths
+    g.rest_bias.normal_(0, 1)
     seeds = range(16)
     noise = [generate.noise_for(s, 32, g.cfg) for s in seeds]
     z, step_noise = torch.stack([n[0] for n in noise]), torch.stack([n[1] for n in noise])
     z = g.condition(z, torch.arange(len(z)) % 24)
+    # every piece in a metre of its own: each row's codes are its own
+    codes = torch.from_numpy(np.stack([cfg.metre_codes(cfg.metres[s % 3], 32) for s in seeds]))
     with torch.no_grad():
-        fast, fast_one_hot = g.sample(z, step_noise, temperature=temperature)
+        fast, fast_one_hot = g.sample(z, step_noise, codes, temperature=temperature)
     with torch.enable_grad():
-        slow, _ = g.sample(z, step_noise, temperature=temperature)
+        slow, _ = g.sample(z, step_noise, codes, temperature=temperature)
     assert fast.shape == slow.shape == (16, 32, g.cfg.voices)
     assert torch.equal(fast_one_hot.argmax(-1), fast)
     assert (fast == slow).float().mean() > 0.9
@@ -343,9 +348,10 @@ def test_teacher_forcing_sees_what_sampling_saw(sounding_input):
     noise = [generate.noise_for(s, 48, g.cfg) for s in range(8)]
     z, step_noise = torch.stack([n[0] for n in noise]), torch.stack([n[1] for n in noise])
     z = g.condition(z, torch.arange(len(z)) % 24)
+    codes = torch.from_numpy(g.cfg.metre_codes((4, 4), 48)).expand(len(z), -1)
     with torch.no_grad():
-        tokens, _ = g.sample(z, step_noise)
-        logits = g.teacher_forced(tokens, z)
+        tokens, _ = g.sample(z, step_noise, codes)
+        logits = g.teacher_forced(tokens, z, codes)
     assert (tokens == HOLD).float().mean() > 0.3 and (tokens >= 2).any()
     redrawn = (logits + gumbel_from_normal(step_noise)).argmax(-1)
     assert (redrawn == tokens).float().mean() > 0.99
@@ -377,7 +383,7 @@ class _Picky(torch.nn.Module):
         super().__init__()
         self.cfg, self.favourite = cfg, favourite
 
-    def forward(self, one_hot):
+    def forward(self, one_hot, codes):
         logits = torch.full((one_hot.shape[0],), -50.0)
         logits[self.favourite] = 50.0
         return logits, None
@@ -387,8 +393,9 @@ def test_the_critic_chooses_among_the_candidates(trained):
     g = ckpt.load(trained).generator
     for favourite in (0, 2):
         chosen = generate.sample_rolls(g, [5], bars=2, critic=_Picky(g.cfg, favourite), candidates=4)[0]
-        # every candidate of a seed is in the seed's key
-        plain = generate.sample_rolls(g, [generate.candidate_seed(5, favourite)], bars=2, key=generate.key_for(5, g))[0]
+        # every candidate of a seed is in the seed's key and metre
+        plain = generate.sample_rolls(g, [generate.candidate_seed(5, favourite)], bars=2, key=generate.key_for(5, g),
+                                      metre=generate.metre_for(5, g))[0]
         assert np.array_equal(chosen.notes, plain.notes)
     # several seeds in one call: each chooses among its own candidates
     both = generate.sample_rolls(g, [5, 6], bars=2, critic=_Picky(g.cfg, 0), candidates=1)
@@ -436,9 +443,13 @@ def test_variations_differ_from_each_other(trained):
 
 def test_discriminator_sees_only_untransposed_music(rolls):
     trainer = tiny_trainer(rolls)
-    assert len(trainer.untransposed) < len(trainer.windows)
-    assert (trainer.windows.index[trainer.untransposed.numpy(), 2] == 0).all()
+    untransposed = trainer.data.untransposed.numpy()
+    assert len(untransposed) < len(trainer.data)
+    assert (trainer.windows.index[untransposed, 2] == 0).all()
     assert set(trainer.windows.index[:, 2]) == {-1, 0, 1}
+    for _ in range(5):
+        batch = trainer._batch(untransposed=True)
+        assert batch.tokens.shape[0] == trainer.config.batch_size
 
 
 # --------------------------------------------------------------------------- keys
@@ -483,41 +494,76 @@ def test_the_key_is_drawn_from_the_training_music_and_can_be_chosen(trained):
 
 # --------------------------------------------------------------------------- calibration
 
-def test_calibration_brings_free_running_onsets_to_the_musics_rate(rolls):
-    from musicgan.train import _onset_rates
+def test_calibration_brings_free_running_onsets_and_rests_to_the_musics_rates(rolls):
+    from musicgan.train import _rates
 
     trainer = tiny_trainer(rolls, steps=30, warmup=1.0, lr_mle=1e-2)
     trainer.run()
-    S, T = trainer.model.steps_per_bar, trainer.tokens.shape[1]
-    target = _onset_rates(trainer.tokens.numpy(), S)
+    n, T = trainer.model.codes, trainer.windows.config.window_steps
+    real_tokens, real_codes = trainer.data.sample(4096, 0)
+    target_on, target_rest, seen = _rates(real_tokens, real_codes, n)
+    often = seen >= 64
     seeds = list(range(500, 756))
 
+    def gaps():
+        tokens, codes = generate.draw_windows(trainer.G.eval(), seeds, T)
+        on, rest, _ = _rates(tokens, codes, n)
+        return np.abs(on - target_on)[often].mean(), np.abs(rest - target_rest)[often].mean()
+
+    onsets_before, rests_before = gaps()
+    trainer.calibrate()
+    onset_bias, rest_bias = trainer.G.onset_bias.clone(), trainer.G.rest_bias.clone()
+    onsets_after, rests_after = gaps()
+    assert onset_bias.abs().max() > 0.1 and onsets_after < 0.5 * onsets_before
+    assert rests_after < rests_before
+    trainer.calibrate()
+    assert torch.equal(trainer.G.onset_bias, onset_bias)  # the same weights give the same biases
+    assert torch.equal(trainer.G.rest_bias, rest_bias)
+
+
+def test_calibration_brings_rests_to_the_musics_rate_where_voices_rest(rolls):
+    """Music whose lower voices drop out every other bar (as voices enter one by one in a motet):
+    free-running draws rest as often as it does once the rest bias is fitted."""
+    from dataclasses import replace
+
+    from musicgan.train import _rates
+
+    sparse = []
+    for roll in rolls:
+        notes = roll.notes
+        resting = ((notes[:, 1] // 16) % 2 == 1) & (notes[:, 0] < 62)
+        sparse.append(replace(roll, notes=notes[~resting]))
+    trainer = tiny_trainer(sparse, steps=30, warmup=1.0, lr_mle=1e-2)
+    trainer.run()
+    n, T = trainer.model.codes, trainer.windows.config.window_steps
+    real_tokens, real_codes = trainer.data.sample(4096, 0)
+    _, target_rest, seen = _rates(real_tokens, real_codes, n)
+    often = seen >= 64
+    assert target_rest[often].mean() > 0.2
+
     def gap():
-        g = trainer.G.eval()
-        drawn = generate._draw(g, seeds, 0, 1, T, 1.0, [generate.key_for(s, g) for s in seeds])[:, 0]
-        return np.abs(_onset_rates(drawn, S) - target).mean()
+        tokens, codes = generate.draw_windows(trainer.G.eval(), list(range(500, 756)), T)
+        return np.abs(_rates(tokens, codes, n)[1] - target_rest)[often].mean()
 
     before = gap()
     trainer.calibrate()
-    bias = trainer.G.onset_bias.clone()
-    assert bias.abs().max() > 0.1 and gap() < 0.5 * before
-    trainer.calibrate()
-    assert torch.equal(trainer.G.onset_bias, bias)  # the same weights give the same bias
+    assert trainer.G.rest_bias.abs().max() > 0.1 and gap() < 0.5 * before
 
 
-def test_the_onset_bias_is_saved_loaded_and_checked(trained, tmp_path):
+@pytest.mark.parametrize("name", ["onset_bias", "rest_bias"])
+def test_the_sampling_biases_are_saved_loaded_and_checked(trained, tmp_path, name):
     import shutil
 
     from safetensors.torch import load_file, save_file
 
+    key = ckpt.SAMPLING_BIASES[name]
     loaded = ckpt.load(trained)
-    assert loaded.generator.onset_bias.abs().max() > 0  # the trained fixture passed the switch
+    assert getattr(loaded.generator, name).abs().max() > 0  # the trained fixture passed the switch
     tensors = load_file(trained / "model.safetensors")
-    assert torch.equal(tensors[ckpt.ONSET_BIAS], loaded.generator.onset_bias)
-    for bad in (torch.zeros(3, 3), torch.full_like(tensors[ckpt.ONSET_BIAS], 1e6),
-                torch.full_like(tensors[ckpt.ONSET_BIAS], float("nan"))):
+    assert torch.equal(tensors[key], getattr(loaded.generator, name))
+    for bad in (torch.zeros(3, 3), torch.full_like(tensors[key], 1e6), torch.full_like(tensors[key], float("nan"))):
         copy = tmp_path / f"bad{len(list(tmp_path.iterdir()))}"
         shutil.copytree(trained, copy)
-        save_file({**tensors, ckpt.ONSET_BIAS: bad}, copy / "model.safetensors")
-        with pytest.raises(ckpt.CheckpointError, match="not an onset bias"):
+        save_file({**tensors, key: bad}, copy / "model.safetensors")
+        with pytest.raises(ckpt.CheckpointError, match="not a sampling bias"):
             ckpt.load(copy)

@@ -61,12 +61,17 @@ def test_training_streams_windows_from_a_prepared_corpus(tmp_path):
     model = model_config_for(corpus, transpose=1, latent_dim=8, embed_dim=8, hidden=32, layers=1, d_hidden=16, d_embed=16)
     in_memory = Trainer(data.load(EXAMPLES, cache_dir=False).rolls, model, config, device="cpu")
     trainer = Trainer(corpus, model, config, device="cpu", budget=Budget(steps=6))
-    assert trainer.tokens is None and len(trainer.windows) == len(in_memory.windows)
+    assert type(trainer.data).__name__ == "Streamed" and len(trainer.data) == len(in_memory.data)
     assert trainer.run() == "done" and trainer.adversarial_from == 3
-    batch, batch_keys = trainer._batch(untransposed=True)
-    assert batch.shape == (8, 32, 4) and batch.max() < model.vocab
+    batch = trainer._batch(untransposed=True)
+    T = in_memory.windows.config.window_steps
+    assert batch.tokens.shape == (8, T, model.voices) and batch.tokens.max() < model.vocab
     # untransposed windows carry their piece's key, as the in-memory windows do
-    assert set(batch_keys.tolist()) <= {k for k, n in enumerate(in_memory.data_meta["keys"]) if n}
+    assert set(batch.keys.tolist()) <= {k for k, n in enumerate(in_memory.data_meta["keys"]) if n}
+    # ... and each step's metre and position: every window starts on a bar line
+    bar_starts = {int(model.metre_codes(m, 1)[0]) for m in model.metres}
+    assert set(batch.codes[:, 0].tolist()) <= bar_starts and batch.codes.min() >= 0
+    assert trainer.data_meta["metres"] == in_memory.data_meta["metres"]
     assert trainer.data_meta["files"] == len(EXAMPLES)
     assert trainer.data_meta["keys"] == in_memory.data_meta["keys"]  # pieces in each key
     assert all(torch.isfinite(p).all() for p in trainer.G.parameters())
