@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import metre
 from .midi import END, PITCH, START, Roll, sounding_counts
 
 MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
@@ -74,6 +75,110 @@ def note_density(roll: Roll, steps: int | None = None) -> float:
     return float(len(roll.notes) / (steps / (4 * roll.steps_per_beat)))
 
 
+def notes_per_beat(roll: Roll) -> float:
+    """Notes started per quarter-note beat."""
+    return float(len(roll.notes) / max(roll.n_steps / roll.steps_per_beat, 1e-9)) if roll.n_steps else 0.0
+
+
+def polyphony_rate(roll: Roll) -> float:
+    """Share of the steps (silent ones included) in which more than one note sounds (MusPy)."""
+    sounding = _sounding(roll)
+    return float((sounding > 1).mean()) if len(sounding) else 0.0
+
+
+def pitches_used(roll: Roll) -> float:
+    """Number of distinct pitches."""
+    return float(len(np.unique(roll.notes[:, PITCH])))
+
+
+def beat_steps(piece_metre, steps_per_beat: int) -> int:
+    """Steps in one felt beat of a metre: a dotted quarter in 6/8, 9/8 and 12/8, else 4/den quarters."""
+    numerator, denominator = piece_metre
+    if denominator == 8 and numerator % 3 == 0 and numerator > 3:
+        return max(1, round(1.5 * steps_per_beat))
+    return max(1, round(4 / denominator * steps_per_beat))
+
+
+def _bar_positions(roll: Roll) -> tuple[np.ndarray, np.ndarray, list]:
+    """(position in its bar, metre index, metres) of every note's onset, by the roll's own metre."""
+    n = max(roll.n_steps, 1)
+    position, which, metres = metre.positions(roll.time_signatures, n + 1, roll.steps_per_beat)
+    starts = roll.notes[:, START]
+    return position[starts], which[starts], metres
+
+
+def downbeat_onsets(roll: Roll) -> float:
+    """Share of the notes that start on the first step of a bar (of the roll's own metre)."""
+    if not len(roll.notes):
+        return 0.0
+    position, _, _ = _bar_positions(roll)
+    return float((position == 0).mean())
+
+
+def beat_onsets(roll: Roll) -> float:
+    """Share of the notes that start on a beat of the roll's metre (dotted quarters in 6/8)."""
+    if not len(roll.notes):
+        return 0.0
+    position, which, metres = _bar_positions(roll)
+    beats = np.array([beat_steps(m, roll.steps_per_beat) for m in metres])
+    return float((position % beats[which] == 0).mean())
+
+
+def groove_consistency(roll: Roll) -> float:
+    """1 - the mean Hamming distance between the onset patterns of consecutive bars, each divided
+    by the bar's length (MusPy's groove consistency, on the bars as written: 1 when every bar
+    has the same rhythm). Bars of different lengths (a change of metre) are not compared."""
+    lines = metre.bar_lines(roll.time_signatures, roll.n_steps, roll.steps_per_beat).tolist() + [roll.n_steps]
+    struck = np.zeros(max(roll.n_steps, 1), bool)
+    struck[roll.notes[:, START]] = True
+    bars = [struck[a:b] for a, b in zip(lines, lines[1:])]
+    distances = [float((x != y).mean()) for x, y in zip(bars, bars[1:]) if len(x) == len(y) and len(x)]
+    return 1.0 - float(np.mean(distances)) if distances else 1.0
+
+
+def _onset_counts(rolls: list[Roll]) -> dict:
+    """For each metre, how many onsets of the rolls fall on each step of its bars."""
+    counts: dict = {}
+    for roll in rolls:
+        position, which, metres = _bar_positions(roll)
+        for k, piece_metre in enumerate(metres):
+            length = metre.bar_steps(piece_metre, roll.steps_per_beat)
+            here = np.bincount(position[which == k], minlength=length)[:length]
+            counts[piece_metre] = counts.get(piece_metre, 0) + here
+    return counts
+
+
+def onset_profile(rolls: list[Roll], piece_metre) -> np.ndarray:
+    """How the onsets of the rolls' bars in ``piece_metre`` fall over the bar: the share of them at
+    each step of the bar (zeros when there is no such bar)."""
+    counts = _onset_counts(rolls).get(piece_metre)
+    if counts is None:
+        return np.zeros(metre.bar_steps(piece_metre, rolls[0].steps_per_beat if rolls else 4))
+    return counts / max(counts.sum(), 1)
+
+
+def profile_correlation(generated: list[Roll], reference: list[Roll]) -> float:
+    """How alike the two sets' onset profiles over the bar are: the correlation of the profiles
+    in each metre of the reference, weighted by its onsets in that metre. A metre the generated
+    music never uses counts as no correlation."""
+    ref, gen = _onset_counts(reference), _onset_counts(generated)
+    total = weighted = 0.0
+    for piece_metre, counts in ref.items():
+        other = gen.get(piece_metre)
+        same = 0.0
+        if other is not None and other.std() and counts.std():
+            same = float(np.corrcoef(counts, other)[0, 1])
+        total, weighted = total + counts.sum(), weighted + counts.sum() * same
+    return weighted / total if total else 0.0
+
+
+def metres_written(rolls: list[Roll]) -> dict:
+    """The share of the rolls' bars in each metre, as their time signatures say."""
+    bars = metre.bars_per_metre(rolls)
+    total = sum(bars.values()) or 1
+    return {metre.name(m): round(n / total, 3) for m, n in bars.items()}
+
+
 def duration_histogram(roll: Roll) -> np.ndarray:
     """Share of notes whose length (in steps) falls in each of DURATION_BINS (the last: >= 16)."""
     lengths = roll.notes[:, END] - roll.notes[:, START]
@@ -91,11 +196,21 @@ STATISTICS = {
     "empty-beat rate": empty_beat_rate,
     "note density (notes/bar)": note_density,
 }
+# what a listener notices first in music of any style (the styles bench compares these)
+LISTENER = {
+    "polyphony rate": polyphony_rate,
+    "notes per beat": notes_per_beat,
+    "pitch classes": pitch_classes_used,
+    "scale consistency": scale_consistency,
+    "onsets on downbeats": downbeat_onsets,
+    "range (semitones)": pitch_range,
+    "groove consistency": groove_consistency,
+}
 
 
-def summary(rolls: list[Roll]) -> dict:
+def summary(rolls: list[Roll], statistics: dict = STATISTICS) -> dict:
     """Mean of every statistic over a set of clips, plus the mean duration histogram."""
-    out = {name: float(np.mean([fn(r) for r in rolls])) for name, fn in STATISTICS.items()}
+    out = {name: float(np.mean([fn(r) for r in rolls])) for name, fn in statistics.items()}
     out["duration histogram"] = np.mean([duration_histogram(r) for r in rolls], 0).round(3).tolist()
     return out
 
@@ -138,11 +253,18 @@ def features(roll: Roll, steps: int | None = None) -> np.ndarray:
     leaps = np.abs(np.diff(top)) if len(top) > 1 else np.zeros(0)
     leap_hist = np.bincount(np.minimum(leaps, 12), minlength=13)[[0, 1, 2, 3, 4, 5, 7, 12]].astype(float)
     leap_hist /= max(len(leaps), 1)
+    # metre as written, and how the notes fall in it
+    written = metre.metre_at(roll.time_signatures, 0)
+    metre_hot = np.zeros(len(metre.COMMON) + 1)
+    metre_hot[metre.COMMON.index(written) if written in metre.COMMON else -1] = 1
     return np.concatenate([
-        pitch_class_histogram(roll), duration_histogram(roll), poly_hist, onset_pos, harmony, leap_hist,
+        pitch_class_histogram(roll), duration_histogram(roll), poly_hist, onset_pos, harmony, leap_hist, metre_hot,
         [pitches.mean() / 12 if len(notes) else 0, pitches.std() / 12 if len(notes) else 0,
          pitch_range(roll) / 12, pitch_classes_used(roll) / 12, scale_consistency(roll),
-         pitch_class_entropy(roll), empty_beat_rate(roll), len(notes) / max(steps, 1)],
+         pitch_class_entropy(roll), empty_beat_rate(roll), len(notes) / max(steps, 1),
+         metre.bar_steps(written, roll.steps_per_beat) / roll.steps_per_beat / 8, downbeat_onsets(roll),
+         beat_onsets(roll), groove_consistency(roll), pitches_used(roll) / 24, polyphony_rate(roll),
+         notes_per_beat(roll)],
     ])
 
 
@@ -160,15 +282,21 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int
     return w
 
 
-def two_sample_accuracy(a: list[Roll], b: list[Roll], folds: int = 5, seed: int = 0) -> float:
+def two_sample_accuracy(a: list[Roll], b: list[Roll], folds: int = 5, seed: int = 0, splits: int = 1) -> float:
     """Cross-validated accuracy of a logistic-regression classifier telling clips of ``a`` from
-    clips of ``b`` (equal numbers of each). 0.5: indistinguishable; 1.0: always told apart."""
+    clips of ``b`` (equal numbers of each). 0.5: indistinguishable; 1.0: always told apart.
+    ``splits``: the mean over that many random draws and fold splits (one moves by about ±0.04)."""
     n = min(len(a), len(b))
     if n < folds:
         raise ValueError(f"the two-sample test needs at least {folds} clips on each side")
+    fa, fb = [features(r) for r in a], [features(r) for r in b]
+    return float(np.mean([_two_sample(fa, fb, n, folds, seed + k) for k in range(splits)]))
+
+
+def _two_sample(fa: list, fb: list, n: int, folds: int, seed: int) -> float:
     rng = np.random.default_rng(seed)
-    pick_a, pick_b = rng.permutation(len(a))[:n], rng.permutation(len(b))[:n]
-    x = np.array([features(a[i]) for i in pick_a] + [features(b[i]) for i in pick_b])
+    pick_a, pick_b = rng.permutation(len(fa))[:n], rng.permutation(len(fb))[:n]
+    x = np.array([fa[i] for i in pick_a] + [fb[i] for i in pick_b])
     y = np.r_[np.zeros(n), np.ones(n)]
     order = rng.permutation(2 * n)
     x, y = x[order], y[order]

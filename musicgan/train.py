@@ -147,7 +147,7 @@ class Budget:
 def model_config_for(rolls, voices: int | None = None, transpose: int = 0, **overrides) -> ModelConfig:
     """A model config whose pitch range covers the data (plus the transposition margin), whose
     voices hold all the notes of nearly every step (:func:`~musicgan.voices.voices_needed`) and
-    which knows the metres of the music (the commonest first; at most MAX_METRES).
+    which knows the metres of the music (those of at least 2% of its bars, the commonest first).
     ``rolls``: a list of rolls or a prepared :class:`~musicgan.shards.ShardedCorpus`."""
     if isinstance(rolls, ShardedCorpus):
         low, high, spb = int(rolls.table[:, 4].min()), int(rolls.table[:, 5].max()), rolls.steps_per_beat
@@ -161,7 +161,11 @@ def model_config_for(rolls, voices: int | None = None, transpose: int = 0, **ove
         bars = metre.bars_per_metre(rolls)
     voices = voices or voices_needed(pieces)
     low, high = low - transpose, high + transpose
-    metres = tuple(m for m in bars if metre.bar_steps(m, spb) <= 128)[:MAX_METRES] or ((4, 4),)
+    total = sum(bars.values()) or 1
+    # the metres of at least 2% of the bars (the rest is too little to learn a metre from; windows
+    # in them are left out), at most MAX_METRES of them
+    metres = tuple(m for m, n in bars.items() if n >= 0.02 * total and metre.bar_steps(m, spb) <= 128)
+    metres = metres[:MAX_METRES] or ((4, 4),)
     return ModelConfig(voices=voices, pitch_low=max(0, low), pitch_high=min(127, max(high, low + 12)),
                        steps_per_beat=spb, metres=metres, **overrides).validate()
 

@@ -1,0 +1,179 @@
+"""The development benchmark of several styles: does the model write music like the music it learned?
+
+    python bench/styles.py [--minutes 15] [--styles bach fiddle trecento quartets] [--out runs/styles]
+    python bench/styles.py --evaluate-only --out runs/styles        # score the models trained before
+
+The four collections of ``python -m musicgan.datasets all data/styles`` (built when missing):
+Bach chorales, fiddle tunes (one line; 2/4, 4/4, 6/8 ...), trecento polyphony (two and three
+voices, ternary metres) and string quartets (four instruments, wide range, fast notes). For each:
+
+1. train the project on the training split with its defaults for ``--minutes`` on 2 CPU
+   threads, as ``python -m musicgan train`` does;
+2. generate ``--pieces`` pieces of 16 bars as the app makes them (the critic's choice, the copy
+   guard, each seed's own key and metre), and cut them into 4-bar clips of their own bars;
+3. score three rows against 4-bar clips of the held-out split: the training split itself (the
+   real-vs-real floor), an order-2 Markov chain over the model's voice tokens (written in the
+   music's commonest metre), and the project.
+
+Printed per style: the two-sample accuracy (mean over ``--splits`` random splits; 0.50: a
+classifier cannot tell the clips from held-out ones), the listener's statistics (polyphony rate,
+notes per beat, pitch classes and range per clip, scale consistency, onsets on downbeats, groove
+consistency), the metres written, how the onsets fall over the bar against the music's
+(correlation), and the copy check (the longest run of bars found verbatim in the training split,
+and the share of clips with 2 bars or more). Results go to OUT/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from musicgan import checkpoint as ckpt, data, generate, metre, metrics, voices  # noqa: E402
+from musicgan.batches import window_config  # noqa: E402
+from musicgan.datasets import COLLECTIONS  # noqa: E402
+from musicgan.train import Budget, TrainConfig, Trainer, model_config_for  # noqa: E402
+from quality import MarkovChain  # noqa: E402
+
+CLIP_BARS = 4
+MAX_CLIPS = 400  # per side of a comparison, drawn evenly from each set
+
+
+def spread(clips: list, n: int = MAX_CLIPS) -> list:
+    """At most ``n`` clips, taken evenly across the list (the same ones every run)."""
+    if len(clips) <= n:
+        return clips
+    return [clips[i] for i in np.linspace(0, len(clips) - 1, n).astype(int)]
+
+
+def train(rolls, minutes: float, out: Path, seed: int = 0) -> dict:
+    config = TrainConfig(seed=seed)
+    model = model_config_for(rolls, transpose=config.transpose)
+    trainer = Trainer(rolls, model, config, device="cpu", budget=Budget(minutes=minutes))
+    t0 = time.time()
+    trainer.run()
+    trainer.save(out)
+    return {"steps": trainer.step_count, "adversarial_from": trainer.adversarial_from,
+            "minutes": round((time.time() - t0) / 60, 1)}
+
+
+def project_pieces(model: ckpt.Checkpoint, n: int, bars: int = 16) -> list:
+    """Pieces as the app makes them (tempo and instrument aside)."""
+    return generate.sample_rolls(model.generator, range(n), bars, **model.sampling)
+
+
+def markov_clips(model: ckpt.Checkpoint, rolls, n: int, seed: int = 0) -> list:
+    cfg = model.model
+    windows = data.Windows(rolls, window_config(cfg, TrainConfig(transpose=0)))
+    chain = MarkovChain(voices.window_tokens(windows, cfg.pitch_low, cfg.voices))
+    main = cfg.metres[0]
+    steps = CLIP_BARS * cfg.bar_steps(main)
+    rng = np.random.default_rng(seed)
+    return [voices.decode(chain.sample(steps, rng), cfg.pitch_low, steps_per_beat=cfg.steps_per_beat,
+                          time_signatures=((0, *main),)) for _ in range(n)]
+
+
+def score(clips: list, reference: list, training_rolls, splits: int, copies: bool = True) -> dict:
+    clips = spread(clips)
+    out = {"clips": len(clips), "two_sample": metrics.two_sample_accuracy(clips, spread(reference), splits=splits),
+           **metrics.summary(clips, metrics.LISTENER), "metres": metrics.metres_written(clips),
+           "profile_correlation": metrics.profile_correlation(clips, reference)}
+    out.pop("duration histogram", None)
+    if copies:
+        runs = np.array(metrics.copy_runs(clips, training_rolls))
+        out.update(longest_copy=int(runs.max()), copy_2bar_share=float((runs >= 2).mean()))
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=15.0, help="training budget per style")
+    parser.add_argument("--styles", nargs="+", default=list(COLLECTIONS), choices=list(COLLECTIONS))
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "styles")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "styles")
+    parser.add_argument("--pieces", type=int, default=100, help="generated pieces of 16 bars per style")
+    parser.add_argument("--splits", type=int, default=5, help="random splits the two-sample accuracy is averaged over")
+    parser.add_argument("--evaluate-only", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)  # the budget is "2 CPU cores", whatever this machine has
+
+    results = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
+    for style in args.styles:
+        folder = args.data / style
+        if not (folder / "train").exists():
+            from musicgan import datasets
+            datasets.main([style, str(folder)])
+        train_rolls = data.load([folder / "train"]).rolls
+        test_rolls = data.load([folder / "test"]).rolls
+        out = args.out / style
+        row = results.get(style, {})
+        if not args.evaluate_only:
+            print(f"{style}: training on {len(train_rolls)} pieces for {args.minutes:g} min ...", flush=True)
+            row["training"] = train(train_rolls, args.minutes, out)
+        model = ckpt.load(out)
+        reference = data.clips(test_rolls, CLIP_BARS)
+        pieces = project_pieces(model, args.pieces)
+        known = set(metre.bars_per_metre(train_rolls))
+        row.update({
+            "model": {"voices": model.model.voices, "metres": [metre.name(m) for m in model.model.metres],
+                      "pitches": [model.model.pitch_low, model.model.pitch_high], "steps": model.steps},
+            "pieces_in_a_training_metre": float(np.mean([metre.metre_at(p.time_signatures, 0) in known for p in pieces])),
+            "held-out": {**metrics.summary(spread(reference), metrics.LISTENER),
+                         "metres": metrics.metres_written(reference), "clips": len(reference)},
+            "real (train split)": score(data.clips(train_rolls, CLIP_BARS), reference, train_rolls, args.splits, False),
+            "Markov chain (order 2)": score(markov_clips(model, train_rolls, len(reference)), reference, train_rolls,
+                                            args.splits),
+            "musicgan": score(data.clips(pieces, CLIP_BARS), reference, train_rolls, args.splits),
+        })
+        row["held-out"].pop("duration histogram", None)
+        results[style] = row
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        print_style(style, row)
+    print_summary(results)
+    return 0
+
+
+STATS = list(metrics.LISTENER)
+SHORT = {"polyphony rate": "poly", "notes per beat": "n/beat", "pitch classes": "pcs", "scale consistency": "scale",
+         "onsets on downbeats": "downbt", "range (semitones)": "range", "groove consistency": "groove"}
+
+
+def print_style(style: str, row: dict) -> None:
+    m = row["model"]
+    print(f"\n{style} ({m['voices']} voices, metres {', '.join(m['metres'])}, {m['steps']} steps; "
+          f"{row['held-out']['clips']} held-out clips of {CLIP_BARS} bars)")
+    print(f"{'':<24}{'2-sample':>9}" + "".join(f"{SHORT[s]:>8}" for s in STATS) + f"{'profile':>8}{'copy':>6}{'>=2':>7}")
+    for label in ("held-out", "real (train split)", "Markov chain (order 2)", "musicgan"):
+        r = row[label]
+        two = f"{r['two_sample']:.3f}" if "two_sample" in r else ""
+        prof = f"{r['profile_correlation']:.2f}" if "profile_correlation" in r else ""
+        copy = f"{r['longest_copy']}" if "longest_copy" in r else ""
+        share = f"{r['copy_2bar_share']:.1%}" if "copy_2bar_share" in r else ""
+        print(f"{label:<24}{two:>9}" + "".join(f"{r[s]:>8.3f}" for s in STATS) + f"{prof:>8}{copy:>6}{share:>7}")
+    print(f"metres written: held-out {row['held-out']['metres']}; musicgan {row['musicgan']['metres']}; "
+          f"pieces in a metre of the training music: {row['pieces_in_a_training_metre']:.0%}")
+
+
+def print_summary(results: dict) -> None:
+    print(f"\n{'style':<10}{'floor':>7}{'Markov':>8}{'musicgan':>9}{'gap':>6}   within 10% of the held-out music")
+    for style, row in results.items():
+        if "musicgan" not in row:
+            continue
+        floor, ours = row["real (train split)"]["two_sample"], row["musicgan"]["two_sample"]
+        ref = row["held-out"]
+        close = [SHORT[s] for s in STATS[:6] if ref[s] and abs(row["musicgan"][s] - ref[s]) <= 0.1 * abs(ref[s])]
+        print(f"{style:<10}{floor:>7.3f}{row['Markov chain (order 2)']['two_sample']:>8.3f}{ours:>9.3f}"
+              f"{ours - floor:>6.2f}   {', '.join(close)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
