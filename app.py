@@ -270,11 +270,15 @@ def read_uploads(files, session=None):
         return {ui.report: "Upload MIDI files (or a .zip of them) to train on.", ui.start: gr.update(interactive=False),
                 ui.session: session}
     # Gradio keeps each upload's original name as the last part of its temporary path
-    corpus = data.load([Path(f if isinstance(f, str) else f.name) for f in files], limits=UPLOAD_LIMITS)
+    corpus = data.load([Path(f if isinstance(f, str) else f.name) for f in files], "auto", limits=UPLOAD_LIMITS)
     session.rolls = corpus.rolls
     report = corpus.report
     lines = [f"**{len(report.read)} file(s) read**, {len(report.skipped)} skipped: "
              f"{report.notes:,} notes in {report.bars:,.0f} bars."]
+    if report.metres:
+        lines.append("Metres: " + ", ".join(report.metres) + (f"; a grid of {corpus.rolls[0].steps_per_beat} steps a "
+                                                             f"beat keeps its triplets" if corpus.rolls and
+                                                             corpus.rolls[0].steps_per_beat != 4 else "") + ".")
     lines += [f"- skipped `{name}`: {reason}" for name, reason in report.skipped[:50]]
     if len(report.skipped) > 50:
         lines.append(f"- … and {len(report.skipped) - 50} more")

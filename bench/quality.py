@@ -33,8 +33,8 @@ from musicgan.train import Budget, TrainConfig, Trainer  # noqa: E402
 
 
 def clips_of(rolls, bars=4):
-    windows = data.Windows(rolls, data.WindowConfig(window_bars=bars, hop_bars=bars))
-    return [windows[i] for i in range(len(windows))]
+    """4-bar clips of the pieces' own bars (a chorale in 3/4 in bars of 3/4)."""
+    return data.clips(rolls, bars)
 
 
 class MarkovChain:
@@ -105,7 +105,9 @@ def main(argv=None) -> int:
     parser.add_argument("--num", type=int, default=200, help="clips per set")
     parser.add_argument("--sets", type=int, default=5, help="sets of clips per row (seeds 0..sets*num-1)")
     parser.add_argument("--evaluate-only", action="store_true")
-    parser.add_argument("--extra", nargs="*", default=[], help="more checkpoints to score (label=path)")
+    parser.add_argument("--extra", nargs="*", default=[],
+                        help="more checkpoints to score (label=path); with --evaluate-only, the arms not in --out "
+                             "are left out (e.g. --extra 'pretrained=checkpoints/bach-chorales')")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)  # the budget is "2 CPU cores", whatever this machine has
 
@@ -125,13 +127,14 @@ def main(argv=None) -> int:
     sets = range(args.sets)
     rows = {"real (train split)": [[train_clips[i] for i in rng.permutation(len(train_clips))[:args.num]]
                                    for _ in sets]}
-    model_cfg = ckpt.load(args.out / "gan").model
+    arms = [("warm-up only", args.out / "warmup"), ("ablation (no adversarial)", args.out / "ablation"),
+            ("GAN (full)", args.out / "gan")]
+    arms = [(label, path) for label, path in arms if path.exists()] + [tuple(e.split("=", 1)) for e in args.extra]
+    model_cfg = ckpt.load(arms[0][1]).model
     windows = data.Windows(train_rolls, data.WindowConfig(pitch_range=(model_cfg.pitch_low, model_cfg.pitch_high)))
     chain = MarkovChain(voices.window_tokens(windows, model_cfg.pitch_low, model_cfg.voices))
     rows["Markov chain (order 2)"] = [[voices.decode(chain.sample(64, rng), model_cfg.pitch_low)
                                        for _ in range(args.num)] for _ in sets]
-    arms = [("warm-up only", args.out / "warmup"), ("ablation (no adversarial)", args.out / "ablation"),
-            ("GAN (full)", args.out / "gan")] + [tuple(extra.split("=", 1)) for extra in args.extra]
     unguarded = {}  # the copy rate each model has without its copy guard
     for label, path in arms:
         model = ckpt.load(path)  # once per arm: every set below draws from it

@@ -54,9 +54,10 @@ def spread(clips: list, n: int = MAX_CLIPS) -> list:
     return [clips[i] for i in np.linspace(0, len(clips) - 1, n).astype(int)]
 
 
-def train(rolls, minutes: float, out: Path, seed: int = 0) -> dict:
+def train(rolls, minutes: float, out: Path, seed: int = 0, **model_settings) -> dict:
+    """As ``python -m musicgan train`` does (the model's settings from the music and the budget)."""
     config = TrainConfig(seed=seed)
-    model = model_config_for(rolls, transpose=config.transpose)
+    model = model_config_for(rolls, transpose=config.transpose, **model_settings) if model_settings else None
     trainer = Trainer(rolls, model, config, device="cpu", budget=Budget(minutes=minutes))
     t0 = time.time()
     trainer.run()
@@ -102,6 +103,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pieces", type=int, default=100, help="generated pieces of 16 bars per style")
     parser.add_argument("--splits", type=int, default=5, help="random splits the two-sample accuracy is averaged over")
     parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument("--hidden", type=int, help="the generator's width (default: the project's choice)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)  # the budget is "2 CPU cores", whatever this machine has
 
@@ -111,16 +113,18 @@ def main(argv=None) -> int:
         if not (folder / "train").exists():
             from musicgan import datasets
             datasets.main([style, str(folder)])
-        train_rolls = data.load([folder / "train"]).rolls
-        test_rolls = data.load([folder / "test"]).rolls
+        train_rolls = data.load([folder / "train"], "auto").rolls  # on the grid the music needs, as train does
+        test_rolls = data.load([folder / "test"]).rolls  # held-out music is compared on the grid of 4 steps a beat
         out = args.out / style
         row = results.get(style, {})
         if not args.evaluate_only:
             print(f"{style}: training on {len(train_rolls)} pieces for {args.minutes:g} min ...", flush=True)
-            row["training"] = train(train_rolls, args.minutes, out)
+            row["training"] = train(train_rolls, args.minutes, out,
+                                    **({"hidden": args.hidden} if args.hidden else {}))
         model = ckpt.load(out)
         reference = data.clips(test_rolls, CLIP_BARS)
-        pieces = project_pieces(model, args.pieces)
+        train4 = [r.on_grid(4) for r in train_rolls]
+        pieces = [p.on_grid(4) for p in project_pieces(model, args.pieces)]
         known = set(metre.bars_per_metre(train_rolls))
         row.update({
             "model": {"voices": model.model.voices, "metres": [metre.name(m) for m in model.model.metres],
@@ -128,10 +132,10 @@ def main(argv=None) -> int:
             "pieces_in_a_training_metre": float(np.mean([metre.metre_at(p.time_signatures, 0) in known for p in pieces])),
             "held-out": {**metrics.summary(spread(reference), metrics.LISTENER),
                          "metres": metrics.metres_written(reference), "clips": len(reference)},
-            "real (train split)": score(data.clips(train_rolls, CLIP_BARS), reference, train_rolls, args.splits, False),
-            "Markov chain (order 2)": score(markov_clips(model, train_rolls, len(reference)), reference, train_rolls,
-                                            args.splits),
-            "musicgan": score(data.clips(pieces, CLIP_BARS), reference, train_rolls, args.splits),
+            "real (train split)": score(data.clips(train4, CLIP_BARS), reference, train4, args.splits, False),
+            "Markov chain (order 2)": score([c.on_grid(4) for c in markov_clips(model, train_rolls, len(reference))],
+                                            reference, train4, args.splits),
+            "musicgan": score(data.clips(pieces, CLIP_BARS), reference, train4, args.splits),
         })
         row["held-out"].pop("duration histogram", None)
         results[style] = row

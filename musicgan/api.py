@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -210,9 +211,18 @@ def web_piece(kind: str, model_path: str | None = None, **arguments) -> WebPiece
     return WebPiece(piece.roll, piece.midi, piece.audio.mp3_bytes(), piece.description, piece.audio.engine)
 
 
-def _worker_start() -> None:
+def _worker_start(parent: int) -> None:
     serve_on_shared_cores()
     load_model()  # the pretrained model, before the first visitor asks
+    threading.Thread(target=_leave_with, args=(parent,), name="musicgan-watch", daemon=True).start()
+
+
+def _leave_with(parent: int) -> None:
+    """A worker ends when the process that started it does: stopped or killed, it cannot tell its
+    workers (they would wait for work forever, each holding torch and a model in memory)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 class Composers:
@@ -231,7 +241,7 @@ class Composers:
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_worker_start)
+                                                 initializer=_worker_start, initargs=(os.getpid(),))
             return self._pool
 
     def warm(self) -> None:

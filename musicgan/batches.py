@@ -44,17 +44,18 @@ class Batches:
         (what the discriminator sees: transposed copies would teach it a flat key distribution)."""
         raise NotImplementedError
 
-    def sample(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """(tokens (m, T, V), codes (m, T)) of up to ``n`` windows as they are, for statistics."""
+    def sample(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(tokens (m, T, V), codes (m, T), keys (m,)) of up to ``n`` windows as they are, for statistics."""
         raise NotImplementedError
 
 
 def window_config(model, config) -> WindowConfig:
     """The windows a run trains on: ``config.window_bars`` bars of the model's commonest metre
-    (0: as many as make about 64 steps, 4 bars of 4/4, 6 of 3/4 or 6/8, 2 of 4/2), starting on
-    the pieces' own bar lines. A model without metre input counts 4/4 bars from the first step."""
+    (0: as many as make 16 beats, 4 bars of 4/4, 6 of 3/4 or 6/8, 2 of 4/2; on a grid finer than
+    4 steps a beat, no more than 128 steps), starting on the pieces' own bar lines. A model
+    without metre input counts 4/4 bars from the first step."""
     bar = model.steps_per_bar
-    bars = config.window_bars or -(-64 // bar)
+    bars = config.window_bars or max(1, min(-(-16 * model.steps_per_beat // bar), 128 // bar))
     if not model.metre_input:
         return WindowConfig(window_bars=config.window_bars or 4, hop_bars=config.hop_bars,
                             beats_per_bar=bar // model.steps_per_beat, steps_per_beat=model.steps_per_beat,
@@ -111,10 +112,11 @@ class InMemory(Batches):
         index = pool[torch.randint(len(pool), (n,), generator=rng)].to(self.device)
         return Batch(self.tokens[index].long(), self.keys[index], self.codes[index])
 
-    def sample(self, n, seed) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, n, seed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         plain = self.untransposed.numpy()
         pick = np.random.default_rng(seed).permutation(plain)[:n] if len(plain) > n else plain
-        return self.tokens[pick].cpu().numpy().astype(np.int64), self.codes[pick].cpu().numpy()
+        return (self.tokens[pick].cpu().numpy().astype(np.int64), self.codes[pick].cpu().numpy(),
+                self.keys[pick].cpu().numpy())
 
 
 class Streamed(Batches):
@@ -136,6 +138,6 @@ class Streamed(Batches):
         tokens, window_keys, codes = self.windows.sample(n, rng, untransposed)
         return Batch(torch.from_numpy(tokens), torch.from_numpy(window_keys), torch.from_numpy(codes))
 
-    def sample(self, n, seed) -> tuple[np.ndarray, np.ndarray]:
-        tokens, _, codes = self.windows.sample(n, torch.Generator().manual_seed(seed), untransposed=True)
-        return tokens, codes
+    def sample(self, n, seed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        tokens, window_keys, codes = self.windows.sample(n, torch.Generator().manual_seed(seed), untransposed=True)
+        return tokens, codes, window_keys

@@ -31,7 +31,8 @@ MAX_CONFIG_BYTES = 1024 * 1024
 MAX_CANDIDATES = 64
 COPY_INDEX = "copyguard.pairs"
 # the generator's sampling biases (Generator.onset_bias, .rest_bias): not weights, saved beside them
-SAMPLING_BIASES = {"onset_bias": "sampling.onset_bias", "rest_bias": "sampling.rest_bias"}
+SAMPLING_BIASES = {"onset_bias": "sampling.onset_bias", "rest_bias": "sampling.rest_bias",
+                   "tonal_bias": "sampling.tonal_bias"}
 
 
 class CheckpointError(ValueError):

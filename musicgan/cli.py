@@ -20,13 +20,14 @@ class CliError(Exception):
 
 
 def load_corpus(paths):
-    """A prepared corpus (``prepare``'s output folder) or MIDI files, folders and zips."""
+    """A prepared corpus (``prepare``'s output folder) or MIDI files, folders and zips, on the
+    grid the music needs."""
     from . import data, shards
 
     if len(paths) == 1 and shards.is_prepared(paths[0]):
         corpus = shards.open_corpus(paths[0])  # streamed from disk while training
         return data.Corpus(corpus, corpus.report)
-    return data.load(paths)
+    return data.load(paths, "auto")
 
 
 def cmd_prepare(args) -> int:
@@ -54,7 +55,12 @@ def cmd_stats(args) -> int:
 
     corpus = data.load(args.paths, cache_dir=not args.no_cache)
     report = corpus.report
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    grid = data.grid_for(report)
+    if args.json:
+        print(json.dumps({**report.to_dict(), "steps_per_beat_needed": grid}, indent=2))
+    else:
+        print(report.format())
+        print(f"grid: {grid} steps a beat" + (" (finer than 4: train reads the music on it)" if grid != 4 else ""))
     if not corpus.rolls:
         raise CliError("no usable MIDI file found")
     return 0
@@ -97,7 +103,7 @@ def _train(args, device, rank) -> int:
 
     from . import checkpoint as ckpt, metre as metres, settings
     from .models import ModelConfig
-    from .train import Budget, TrainConfig, Trainer, TrainingError, device_label, model_config_for
+    from .train import Budget, TrainConfig, Trainer, TrainingError, default_width, device_label, model_config_for
 
     quiet = args.quiet or rank > 0  # one process talks and saves: rank 0
     corpus = load_corpus(args.paths)
@@ -134,7 +140,8 @@ def _train(args, device, rank) -> int:
                          with_discriminator=True)
     model = resume.model if resume else base.model if base else None
     if model is None and model_flags:
-        model = model_config_for(corpus.rolls, transpose=config.transpose, **model_flags)
+        model = model_config_for(corpus.rolls, transpose=config.transpose,
+                                 **{"hidden": default_width(device, budget), **model_flags})
     trainer = Trainer(corpus.rolls, model, config, device, on_event, budget)
     if resume:
         trainer.restore(resume)

@@ -45,9 +45,12 @@ class Report:
     bars: float = 0.0
     drum_notes: int = 0
     cached: int = 0  # files served from the cache
+    metres: dict = field(default_factory=dict)  # bars in each metre ("3/4": 120.0), most first
+    off_grid: tuple = (0, 0)  # notes whose onset the grid moved, and of those, kept by a grid 3x finer
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["off_grid"] = {"moved": self.off_grid[0], "on_thirds": self.off_grid[1]}
         d["skipped"] = [{"file": n, "reason": r} for n, r in self.skipped]
         d["files_read"], d["files_skipped"] = len(self.read), len(self.skipped)
         d["bars"] = round(self.bars, 1)
@@ -57,6 +60,16 @@ class Report:
         lines = [f"{len(self.read)} file(s) read, {len(self.skipped)} skipped: "
                  f"{self.notes:,} notes in {self.bars:,.0f} bars"
                  + (f" ({self.drum_notes:,} drum notes left out)" if self.drum_notes else "")]
+        if self.metres:
+            total = sum(self.metres.values()) or 1
+            lines.append("metres: " + ", ".join(f"{name} ({100 * bars / total:.0f}% of the bars)"
+                                                for name, bars in self.metres.items()))
+        if self.notes:
+            moved, thirds = self.off_grid
+            line = f"onsets the grid moves: {moved:,} ({100 * moved / self.notes:.1f}% of the notes)"
+            if moved:
+                line += f"; {100 * thirds / moved:.0f}% of them are triplets or swing (a grid 3x finer keeps them)"
+            lines.append(line)
         lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
         return "\n".join(lines)
 
@@ -178,7 +191,7 @@ def _unsafe_member(info: zipfile.ZipInfo, limits: Limits) -> str | None:
 
 # ------------------------------------------------------------------------------ the cache
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 _MAGIC = b"MGR1"
 
 
@@ -207,7 +220,8 @@ def _cache_get(path: Path, name: str):
         return Roll(notes=notes, steps_per_beat=meta["steps_per_beat"],
                     tempos=tuple(tuple(t) for t in meta["tempos"]),
                     time_signatures=tuple(tuple(t) for t in meta["time_signatures"]),
-                    program=meta["program"], drum_notes=meta["drum_notes"], name=name)
+                    program=meta["program"], drum_notes=meta["drum_notes"], name=name,
+                    off_grid=tuple(meta["off_grid"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -218,7 +232,7 @@ def _cache_put(path: Path, result) -> None:
     else:
         meta = {"steps_per_beat": result.steps_per_beat, "tempos": result.tempos,
                 "time_signatures": result.time_signatures, "program": result.program,
-                "drum_notes": result.drum_notes}
+                "drum_notes": result.drum_notes, "off_grid": result.off_grid}
         body = result.notes.astype("<i4").tobytes()
     header = json.dumps(meta).encode()
     try:
@@ -253,13 +267,32 @@ def read_cached(data: bytes, name: str, steps_per_beat: int = 4, keep_drums: boo
     return result, False
 
 
-def load(paths: Iterable, steps_per_beat: int = 4, *, keep_drums: bool = False,
+FINER_GRID_SHARE = 0.05  # when the grid moves more of the notes than this, the music needs a finer one
+
+
+def grid_for(report: "Report", steps_per_beat: int = 4) -> int:
+    """The steps a beat the music of ``report`` (read at ``steps_per_beat``) needs: the same,
+    unless the grid moved more than FINER_GRID_SHARE of its notes; then three times as many
+    when most of those are triplets or swing (a third of a step off), else twice as many."""
+    moved, thirds = report.off_grid
+    if not report.notes or moved <= FINER_GRID_SHARE * report.notes:
+        return steps_per_beat
+    return steps_per_beat * (3 if thirds >= moved / 2 else 2)
+
+
+def load(paths: Iterable, steps_per_beat: int | str = 4, *, keep_drums: bool = False,
          cache_dir: Path | str | None | bool = True, limits: Limits = Limits()) -> Corpus:
     """Read MIDI from files, folders and zip archives into rolls, with a report.
 
-    ``cache_dir=True`` uses :func:`default_cache_dir`; ``False``/``None`` disables the cache.
-    Never raises for bad files: they are listed in ``report.skipped`` with the reason.
+    ``steps_per_beat``: the grid, or "auto": 4 steps a beat, or the finer grid the music needs
+    (:func:`grid_for`: quartets with runs of triplets get 12). ``cache_dir=True`` uses
+    :func:`default_cache_dir`; ``False``/``None`` disables the cache. Never raises for bad
+    files: they are listed in ``report.skipped`` with the reason.
     """
+    if steps_per_beat == "auto":
+        corpus = load(paths, 4, keep_drums=keep_drums, cache_dir=cache_dir, limits=limits)
+        finer = grid_for(corpus.report, 4)
+        return corpus if finer == 4 else load(paths, finer, keep_drums=keep_drums, cache_dir=cache_dir, limits=limits)
     if cache_dir is True:
         cache_dir = default_cache_dir()
     cache_dir = Path(cache_dir) if cache_dir else None
@@ -279,6 +312,8 @@ def load(paths: Iterable, steps_per_beat: int = 4, *, keep_drums: bool = False,
         report.bars += roll.n_bars
         report.drum_notes += roll.drum_notes
         report.cached += cached
+        report.off_grid = (report.off_grid[0] + roll.off_grid[0], report.off_grid[1] + roll.off_grid[1])
+    report.metres = {metre.name(m): round(bars, 1) for m, bars in metre.bars_per_metre(rolls).items()}
     return Corpus(rolls, report)
 
 

@@ -82,13 +82,14 @@ def bach_sources() -> list[Path]:
 
 
 def export(source: Path, out: Path) -> str | None:
-    """Write one corpus piece as MIDI; returns an error string or None. music21 plays the repeats
-    out; where they are badly formed, the piece is written as notated, without them."""
+    """Write one corpus piece as MIDI (its notes, not its chord symbols); returns an error string
+    or None. music21 plays the repeats out; where they are badly formed, the piece is written as
+    notated, without them."""
     from music21 import corpus
     from music21.repeat import ExpanderException
 
     try:
-        score = corpus.parse(str(source))
+        score = _without_chord_symbols(corpus.parse(str(source)))
         try:
             score.write("midi", fp=str(out))
         except ExpanderException:
@@ -96,6 +97,19 @@ def export(source: Path, out: Path) -> str | None:
         return None
     except Exception as e:  # music21 raises many kinds; one bad piece must not stop the export
         return f"{source.name}: {type(e).__name__}: {e}"
+
+
+def _without_chord_symbols(score):
+    """The score without its chord symbols ("G", "D7" over a fiddle tune: music21 would play them
+    as chords, and the tune is one line) and without its grace notes (ornaments written with no
+    time of their own: played, they land on the note they lead to)."""
+    from music21 import harmony, note
+
+    for symbol in list(score.recurse().getElementsByClass(harmony.ChordSymbol)):
+        symbol.activeSite.remove(symbol)
+    for grace in [n for n in score.recurse().getElementsByClass(note.GeneralNote) if n.duration.isGrace]:
+        grace.activeSite.remove(grace)
+    return score
 
 
 def _without_repeats(score):

@@ -168,18 +168,20 @@ def by_metre(seeds: list[int], metres: list) -> dict:
 
 
 def draw_windows(generator: Generator, seeds: list[int], n_steps: int, temperature: float = 1.0
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One draw of ``n_steps`` per seed, each in its own key and metre, no critic: tokens
-    (n, T, V) and each step's code (n, T), in the order of ``seeds`` (for calibration)."""
+    (n, T, V), each step's code (n, T) and each piece's key (n,; -1 for a model without keys),
+    in the order of ``seeds`` (for calibration)."""
     cfg = generator.cfg
     metres = [metre_for(s, generator) for s in seeds]
+    piece_keys = [key_for(s, generator) for s in seeds]
     tokens = np.zeros((len(seeds), n_steps, cfg.voices), dtype=np.int64)
     codes = np.zeros((len(seeds), n_steps), dtype=np.int64)
     for m, where in by_metre(seeds, metres).items():
         group = [seeds[i] for i in where]
-        tokens[where] = _draw(generator, group, 0, 1, n_steps, temperature, [key_for(s, generator) for s in group], m)[:, 0]
+        tokens[where] = _draw(generator, group, 0, 1, n_steps, temperature, [piece_keys[i] for i in where], m)[:, 0]
         codes[where] = cfg.metre_codes(m, n_steps)
-    return tokens, codes
+    return tokens, codes, np.array([-1 if k is None else k for k in piece_keys], dtype=np.int64)
 
 
 def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float = 1.0,

@@ -250,7 +250,7 @@ def features(roll: Roll, steps: int | None = None) -> np.ndarray:
     top = []
     for step in np.unique(notes[:, START]):
         top.append(notes[notes[:, START] == step, PITCH].max())
-    leaps = np.abs(np.diff(top)) if len(top) > 1 else np.zeros(0)
+    leaps = np.abs(np.diff(top)) if len(top) > 1 else np.zeros(0, dtype=np.int64)
     leap_hist = np.bincount(np.minimum(leaps, 12), minlength=13)[[0, 1, 2, 3, 4, 5, 7, 12]].astype(float)
     leap_hist /= max(len(leaps), 1)
     # metre as written, and how the notes fall in it

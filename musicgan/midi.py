@@ -73,6 +73,9 @@ class Roll:
         General MIDI program (0-127) of the merged part.
     drum_notes : int
         Drum notes (channel 10) left out when the file was read.
+    off_grid : tuple of (int, int)
+        Notes whose onset the grid moved (it fell between two steps), and how many of those a
+        grid three times finer keeps (triplets, swing): (moved, kept by thirds).
     name : str
         Where the roll came from (file name), for messages.
     """
@@ -84,6 +87,7 @@ class Roll:
     program: int = 0
     drum_notes: int = 0
     name: str = ""
+    off_grid: tuple = (0, 0)
 
     @property
     def n_steps(self) -> int:
@@ -104,6 +108,19 @@ class Roll:
     def tempo_bpm(self) -> float:
         """The opening tempo in quarter-note beats per minute."""
         return float(self.tempos[0][1])
+
+    def on_grid(self, steps_per_beat: int) -> "Roll":
+        """The roll on another grid (positions rescaled and rounded; a note lasts at least a step)."""
+        if steps_per_beat == self.steps_per_beat:
+            return self
+        scale = steps_per_beat / self.steps_per_beat
+        notes = self.notes.copy()
+        starts = np.round(notes[:, START] * scale)
+        notes[:, END] = np.maximum(np.round(notes[:, END] * scale), starts + 1)
+        notes[:, START] = starts
+        regrid = lambda rows: tuple((int(round(row[0] * scale)), *row[1:]) for row in rows)  # noqa: E731
+        return replace(self, notes=_resolve_overlaps(notes) if len(notes) else notes, steps_per_beat=steps_per_beat,
+                       tempos=regrid(self.tempos), time_signatures=regrid(self.time_signatures))
 
     def transpose(self, semitones: int) -> "Roll":
         notes = self.notes.copy()
@@ -380,8 +397,11 @@ def _build_roll(division, tracks, data, name, steps_per_beat, keep_drums, max_st
         raise MidiError(name, "no notes")
 
     arr = np.array([(n[2], n[0], n[1], n[3], n[5]) for n in pitched], dtype=np.float64)
-    starts = np.round(arr[:, 1] * scale)
+    exact = arr[:, 1] * scale
+    starts = np.round(exact)
     ends = np.maximum(np.round(arr[:, 2] * scale), starts + 1)  # no zero-length notes
+    moved = np.abs(exact - starts) > 0.05
+    thirds = np.abs(exact * 3 - np.round(exact * 3)) <= 0.15
     if ends.max() > max_steps:
         bars = ends.max() / (4 * steps_per_beat)
         raise MidiError(name, f"too long ({bars:,.0f} bars of 4/4; the limit is "
@@ -391,7 +411,7 @@ def _build_roll(division, tracks, data, name, steps_per_beat, keep_drums, max_st
 
     programs = arr[:, 4].astype(np.int64)
     program = int(np.bincount(programs, minlength=128).argmax())
-    return Roll(notes=notes, steps_per_beat=steps_per_beat,
+    return Roll(notes=notes, steps_per_beat=steps_per_beat, off_grid=(int(moved.sum()), int((moved & thirds).sum())),
                 tempos=_tempo_map(tempos, scale), time_signatures=_meter_map(meters, scale),
                 program=program, drum_notes=len(drums) if not keep_drums else 0, name=name)
 

@@ -212,6 +212,10 @@ class Generator(nn.Module):
         # teacher forcing does not use them
         self.register_buffer("onset_bias", torch.zeros(cfg.codes, V), persistent=False)
         self.register_buffer("rest_bias", torch.zeros(cfg.codes, V), persistent=False)
+        # ... and to the logits of each pitch by its pitch class counted from the piece's tonic,
+        # in major (row 0) and minor (row 1): fitted so that draws use the pitch classes of a key
+        # as often as the music does (models that take a key only)
+        self.register_buffer("tonal_bias", torch.zeros(2, 12), persistent=False)
         self.lstm = nn.LSTM(V * E + cfg.cond_dim + cfg.frame_dim, H, cfg.layers, batch_first=True)
         self.heads = nn.ModuleList(
             nn.Sequential(nn.Linear(H + V * E, H), nn.ReLU(), nn.Linear(H, K)) for _ in range(V))
@@ -235,6 +239,20 @@ class Generator(nn.Module):
         bias[..., FIRST_PITCH:] = self.onset_bias[..., None]
         bias[..., REST] = self.rest_bias
         return bias
+
+    def _tonal_rows(self, z: torch.Tensor) -> torch.Tensor | None:
+        """(B, K): each piece's tonal bias on every token (see ``tonal_bias``), from the key in
+        its conditioning vector (a blend of keys gets the blend of their biases); None when the
+        model takes no key or the bias is all zero."""
+        if not self.cfg.key_input or not self.tonal_bias.any():
+            return None
+        K, low = self.cfg.vocab, self.cfg.pitch_low
+        tonic = torch.arange(KEYS, device=z.device) % 12
+        mode = torch.arange(KEYS, device=z.device) // 12
+        pitch_class = (torch.arange(K - FIRST_PITCH, device=z.device) + low) % 12
+        table = z.new_zeros(KEYS, K)  # key -> its bias on every token (rest and hold: none)
+        table[:, FIRST_PITCH:] = self.tonal_bias[mode[:, None], (pitch_class[None] - tonic[:, None]) % 12]
+        return z[:, self.cfg.latent_dim:self.cfg.latent_dim + KEYS] @ table
 
     def _embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (..., T, V) -> each voice's input embedding (..., T, V, E)."""
@@ -303,13 +321,15 @@ class Generator(nn.Module):
         not_hold = torch.ones(K, device=z.device)
         not_hold[HOLD] = 0
         bias = self._sampling_bias()
+        tonal = self._tonal_rows(z)
         for t in range(T):
             h, state = self.lstm(self._inputs(prev, z, codes[:, t:t + 1]), state)
             h = h[:, 0]
             chosen = []
             for v, head in enumerate(self.heads):
                 above = torch.cat(chosen + [h.new_zeros(B, (V - v) * E)], -1)
-                logits = (head(torch.cat([h, above], -1)) + bias[codes[:, t], v]) / temperature
+                step_bias = bias[codes[:, t], v] if tonal is None else bias[codes[:, t], v] + tonal
+                logits = (head(torch.cat([h, above], -1)) + step_bias) / temperature
                 y = logits + gumbel[:, t, v]
                 index = y.argmax(-1)
                 hard = F.one_hot(index, K).to(logits.dtype)
@@ -385,6 +405,7 @@ class Generator(nn.Module):
         # each head's output bias at each code (with the sampling biases in it)
         bias = self._sampling_bias()
         heads_out = [(head[2].weight.T.contiguous(), head[2].bias + bias[:, v]) for v, head in enumerate(self.heads)]
+        tonal = self._tonal_rows(z)  # (B, K) or None
         noise = [step.unbind(0) for step in gumbel.permute(1, 2, 0, 3).unbind(0)]  # [t][v]: (B, K)
         hidden = torch.empty(B, V * H, device=z.device)  # every head's first layer, refilled each step
         head_in = hidden.split(H, 1)
@@ -408,7 +429,10 @@ class Generator(nn.Module):
                 h[k] = x = o * torch.tanh(c[k])
             torch.addmm(b_state, x, w_state, out=hidden)
             for v, (w_out, b_out) in enumerate(heads_out):
-                logits = torch.addmm(b_out.index_select(0, code), torch.relu(head_in[v]), w_out)
+                step_bias = b_out.index_select(0, code)
+                if tonal is not None:
+                    step_bias = step_bias + tonal
+                logits = torch.addmm(step_bias, torch.relu(head_in[v]), w_out)
                 if temperature != 1:
                     logits = logits / temperature
                 index = torch.argmax(logits + noise[t][v], -1)

@@ -361,3 +361,37 @@ def test_widgets_and_flags_take_their_defaults_from_the_configs(page):
     for name in app.TRAIN_SETTINGS:
         s = settings.describe(TrainConfig, name)
         assert widgets[s.label].value == s.default
+
+
+def test_worker_processes_end_with_the_server(tmp_path):
+    """Killed or stopped, the server cannot tell its workers; they notice and end."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = ("import os, sys, time\n"
+              "from musicgan import api\n"
+              "pool = api.Composers(2)\n"
+              "pool.warm()\n"
+              "print(' '.join(str(pool._executor().submit(os.getpid).result()) for _ in range(4)), flush=True)\n"
+              "time.sleep(600)\n")
+    server = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if not os.path.exists(f"/proc/{server.pid}"):
+        pytest.skip("needs /proc to see processes")
+    workers = {int(p) for p in server.stdout.readline().split()}
+    assert workers and server.pid not in workers
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+
+    def alive(pid):  # a process that has ended but not yet been reaped (a zombie) counts as ended
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 15
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in workers)

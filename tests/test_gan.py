@@ -314,6 +314,7 @@ def test_fast_sampling_draws_what_the_step_by_step_loop_draws(layers, temperatur
     g = Generator(cfg).eval()
     g.onset_bias.normal_(0, 1)  # the calibrated biases are part of the draw on both paths
     g.rest_bias.normal_(0, 1)
+    g.tonal_bias.normal_(0, 1)
     seeds = range(16)
     noise = [generate.noise_for(s, 32, g.cfg) for s in seeds]
     z, step_noise = torch.stack([n[0] for n in noise]), torch.stack([n[1] for n in noise])
@@ -500,13 +501,13 @@ def test_calibration_brings_free_running_onsets_and_rests_to_the_musics_rates(ro
     trainer = tiny_trainer(rolls, steps=30, warmup=1.0, lr_mle=1e-2)
     trainer.run()
     n, T = trainer.model.codes, trainer.windows.config.window_steps
-    real_tokens, real_codes = trainer.data.sample(4096, 0)
+    real_tokens, real_codes, real_keys = trainer.data.sample(4096, 0)
     target_on, target_rest, seen = _rates(real_tokens, real_codes, n)
     often = seen >= 64
     seeds = list(range(500, 756))
 
     def gaps():
-        tokens, codes = generate.draw_windows(trainer.G.eval(), seeds, T)
+        tokens, codes, _ = generate.draw_windows(trainer.G.eval(), seeds, T)
         on, rest, _ = _rates(tokens, codes, n)
         return np.abs(on - target_on)[often].mean(), np.abs(rest - target_rest)[often].mean()
 
@@ -519,6 +520,28 @@ def test_calibration_brings_free_running_onsets_and_rests_to_the_musics_rates(ro
     trainer.calibrate()
     assert torch.equal(trainer.G.onset_bias, onset_bias)  # the same weights give the same biases
     assert torch.equal(trainer.G.rest_bias, rest_bias)
+
+
+def test_calibration_keeps_draws_in_the_key_as_the_music_is(rolls):
+    """Drawn notes off the pitch classes of their key are brought to the music's share of them."""
+    from musicgan.train import _tonal_shares
+
+    trainer = tiny_trainer(rolls, steps=30, warmup=1.0, lr_mle=1e-2)
+    trainer.run()
+    T, low = trainer.windows.config.window_steps, trainer.model.pitch_low
+    real_tokens, _, real_keys = trainer.data.sample(4096, 0)
+    target = _tonal_shares(real_tokens, real_keys, low)
+    major = np.array([0, 2, 4, 5, 7, 9, 11])
+
+    def off_the_scale():  # the share of new notes in major keys off the major scale
+        tokens, _, piece_keys = generate.draw_windows(trainer.G.eval(), list(range(500, 756)), T)
+        return 1 - _tonal_shares(tokens, piece_keys, low)[0, major].sum()
+
+    before = off_the_scale()
+    trainer.calibrate()
+    wanted = 1 - target[0, major].sum()
+    assert trainer.G.tonal_bias.abs().max() > 0.1
+    assert abs(off_the_scale() - wanted) < 0.5 * abs(before - wanted)
 
 
 def test_calibration_brings_rests_to_the_musics_rate_where_voices_rest(rolls):
@@ -536,13 +559,13 @@ def test_calibration_brings_rests_to_the_musics_rate_where_voices_rest(rolls):
     trainer = tiny_trainer(sparse, steps=30, warmup=1.0, lr_mle=1e-2)
     trainer.run()
     n, T = trainer.model.codes, trainer.windows.config.window_steps
-    real_tokens, real_codes = trainer.data.sample(4096, 0)
+    real_tokens, real_codes, _ = trainer.data.sample(4096, 0)
     _, target_rest, seen = _rates(real_tokens, real_codes, n)
     often = seen >= 64
     assert target_rest[often].mean() > 0.2
 
     def gap():
-        tokens, codes = generate.draw_windows(trainer.G.eval(), list(range(500, 756)), T)
+        tokens, codes, _ = generate.draw_windows(trainer.G.eval(), list(range(500, 756)), T)
         return np.abs(_rates(tokens, codes, n)[1] - target_rest)[often].mean()
 
     before = gap()

@@ -10,8 +10,10 @@ from musicgan.midi import Roll
 from conftest import EXAMPLES
 
 
-def roll(notes):
-    return Roll(notes=np.array(notes, dtype=np.int32).reshape(-1, 4))
+def roll(notes, **meta):
+    from musicgan.midi import _sorted_notes
+
+    return Roll(notes=_sorted_notes(np.array(notes, dtype=np.int32).reshape(-1, 4)), **meta)
 
 
 C_MAJOR_SCALE = roll([(60 + p, 4 * i, 4 * i + 4, 80) for i, p in enumerate([0, 2, 4, 5, 7, 9, 11, 12])])
@@ -84,3 +86,55 @@ def test_evaluation_table_has_every_statistic(clips):
     for name in metrics.STATISTICS:
         assert name in text
     assert "two-sample" in text
+
+
+# --------------------------------------------------------------------------- metre and texture
+
+def rhythm(pattern: list[int], bars: int, numerator: int, denominator: int = 4, pitch: int = 60):
+    """A one-line roll repeating the onsets ``pattern`` (steps from each bar line) for ``bars``
+    bars, written in numerator/denominator; each note lasts until the next onset."""
+    from musicgan import metre
+
+    bar = metre.bar_steps((numerator, denominator), 4)
+    starts = [b * bar + p for b in range(bars) for p in pattern]
+    ends = starts[1:] + [bars * bar]
+    return roll([(pitch + i % 3, s, e, 80) for i, (s, e) in enumerate(zip(starts, ends))],
+                time_signatures=((0, numerator, denominator),))
+
+
+def test_onsets_on_downbeats_and_beats_follow_the_written_metre():
+    waltz = rhythm([0, 4, 8], 4, 3)  # a note on every beat of 3/4
+    assert metrics.downbeat_onsets(waltz) == pytest.approx(1 / 3) and metrics.beat_onsets(waltz) == 1.0
+    jig = rhythm([0, 2, 4, 6, 8, 10], 4, 6, 8)  # six eighths a bar: the beats are dotted quarters
+    assert metrics.downbeat_onsets(jig) == pytest.approx(1 / 6) and metrics.beat_onsets(jig) == pytest.approx(1 / 3)
+
+
+def test_groove_consistency_tells_a_waltz_from_four_four_written_as_three_four():
+    waltz = rhythm([0, 6, 8], 8, 3)  # long-short-short in every bar
+    assert metrics.groove_consistency(waltz) == 1.0
+    four = rhythm([0, 6, 8, 12], 6, 4)  # the same kind of rhythm in bars of 4/4 ...
+    misread = roll(four.notes.tolist(), time_signatures=((0, 3, 4),))  # ... written as 3/4: bars disagree
+    assert metrics.groove_consistency(misread) < metrics.groove_consistency(four) == 1.0
+
+
+def test_onset_profile_correlation_needs_the_same_metre():
+    waltzes = [rhythm([0, 4, 8], 4, 3), rhythm([0, 6, 8], 4, 3)]
+    assert metrics.profile_correlation(waltzes, waltzes) == pytest.approx(1.0)
+    marches = [rhythm([0, 4, 8, 12], 4, 4)]
+    assert metrics.profile_correlation(marches, waltzes) == 0.0  # no bar of 3/4 at all
+    assert metrics.metres_written(waltzes + marches) == {"3/4": 0.667, "4/4": 0.333}
+
+
+def test_texture_statistics():
+    duet = roll([(60, 0, 8, 80), (64, 4, 8, 80), (67, 8, 16, 80)])
+    assert metrics.polyphony_rate(duet) == pytest.approx(4 / 16)
+    assert metrics.notes_per_beat(duet) == pytest.approx(3 / 4)
+    assert metrics.pitches_used(duet) == 3
+
+
+def test_two_sample_splits_average_several_splits(clips):
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(clips))
+    a, b = [clips[i] for i in order[::2]], [clips[i] for i in order[1::2]]
+    one = [metrics.two_sample_accuracy(a, b, seed=k) for k in range(3)]
+    assert metrics.two_sample_accuracy(a, b, splits=3) == pytest.approx(np.mean(one))
