@@ -25,7 +25,7 @@ import gradio as gr
 import pandas as pd
 
 import musicgan
-from musicgan import api, checkpoint as ckpt, data, generate as gen, keys, metre as metres, render, settings
+from musicgan import api, checkpoint as ckpt, data, generate as gen, keys, metre as metres, render, settings, zerogpu
 from musicgan.train import Budget, TrainConfig, pick_device, device_label
 
 ROOT = Path(__file__).resolve().parent
@@ -59,13 +59,14 @@ def _instrument_choices():
     return [("Model default", -1)] + [(f"{i} · {pretty_midi.program_to_instrument_name(i)}", i) for i in range(128)]
 
 
-try:  # ZeroGPU Spaces: run the GPU work inside a GPU-holding call; elsewhere nothing changes
+try:  # ZeroGPU Spaces: a training run is a sequence of short GPU calls (musicgan.zerogpu)
     import spaces
 
-    gpu = spaces.GPU(duration=int(MAX_TRAIN_MINUTES * 60) + 60)
-except ImportError:
-    def gpu(fn):
-        return fn
+    GPU_CALLS = zerogpu.in_calls(spaces.GPU) if getattr(spaces.config.Config, "zero_gpu", False) else None
+except (ImportError, AttributeError):
+    GPU_CALLS = None
+if os.environ.get("MUSICGAN_GPU_STANDIN"):  # the same path on any machine, through zerogpu.StandIn
+    GPU_CALLS = zerogpu.in_calls(zerogpu.StandIn(max_duration_s=float(os.environ["MUSICGAN_GPU_STANDIN"])))
 
 
 # ------------------------------------------------------------------------------ session state
@@ -155,16 +156,17 @@ def _model_path(choice: str, session: Session) -> str | None:
     return None
 
 
-def roll_html(roll, audio_path, title: str = "") -> str:
+def roll_html(roll, audio_path, title: str = "", given_steps: int = 0) -> str:
     """The playable piano roll: notes, timing and the address of its audio for static/pianoroll.js.
-    It is the page's one audio player: the audio goes to the page once, as a file it fetches."""
+    It is the page's one audio player: the audio goes to the page once, as a file it fetches.
+    Notes that start in the first ``given_steps`` steps (the visitor's own) get a colour of their own."""
     notes = roll.notes.tolist()
     pitches = [n[0] for n in notes] or [60]
     steps = max(roll.n_steps, 1)
     payload = {"notes": notes, "steps": steps, "bars": metres.bar_lines(roll.time_signatures, steps + 1,
                                                                         roll.steps_per_beat).tolist(),
                "seconds_per_step": 60.0 / roll.tempo_bpm / roll.steps_per_beat, "low": min(pitches),
-               "high": max(pitches), "audio": file_url(audio_path), "title": title}
+               "high": max(pitches), "audio": file_url(audio_path), "title": title, "given": int(given_steps)}
     encoded = urllib.parse.quote(json.dumps(payload, separators=(",", ":")))
     return (f'<div class="mg-roll" data-piece="{encoded}"><div class="mg-scroll"><canvas title="click to play '
             'from here"></canvas></div><div class="mg-bar"><button class="mg-play" type="button">▶ Play</button>'
@@ -183,16 +185,26 @@ def _compose(session, choice, tempo, instrument, temperature, key, piece_metre, 
     piece is made in a worker process, its files land in the session folder."""
     session = _need(session)
     path = _model_path(choice, session)
-    sound = {"tempo_bpm": float(tempo), "program": None if instrument in (None, -1, "-1") else int(instrument),
-             "temperature": float(temperature), "key": _key(path, key), "metre": _metre(path, piece_metre)}
+    sound = {"tempo_bpm": float(tempo), "program": _program(instrument), "temperature": float(temperature),
+             "key": _key(path, key), "metre": _metre(path, piece_metre)}
+    return _made(session, choice, path, kind, **sound, **arguments)
+
+
+def _program(instrument) -> int | None:
+    return None if instrument in (None, -1, "-1") else int(instrument)
+
+
+def _made(session, choice, path, kind: str, **arguments) -> dict:
+    """A piece made in a worker process (``kind``, see api.web_piece), its files in the session folder."""
     with api.cpu_slot():
         try:
-            piece = COMPOSERS.web_piece(kind, path, **sound, **arguments)
+            piece = COMPOSERS.web_piece(kind, path, **arguments)
         except (ValueError, RuntimeError) as e:
             raise gr.Error(str(e))
         paths = session.save("piece", {".mid": piece.midi, ".mp3": piece.mp3})
     status = f"**{piece.description}** · {choice} · {len(piece.roll.notes)} notes · audio: {_engine_text(piece.engine)}"
-    return {ui.roll: roll_html(piece.roll, paths[".mp3"], piece.description), ui.midi_file: paths[".mid"],
+    return {ui.roll: roll_html(piece.roll, paths[".mp3"], piece.description, piece.given_steps),
+            ui.midi_file: paths[".mid"],
             ui.status: status, ui.session: session}
 
 
@@ -240,6 +252,20 @@ def variations(choice, seed, amount, tempo, instrument, temperature, key=KEY_AUT
                session=None):
     return _compose(session, choice, tempo, instrument, temperature, key, piece_metre, "variations", seed=int(seed),
                     n=3, amount=float(amount), bars=4)
+
+
+def continue_music(choice, opening, seed, add_bars, opening_bars, instrument, temperature, session=None):
+    """Carry on from the first bars of an uploaded MIDI file, in its metre, key and tempo."""
+    session = _need(session)
+    if not opening:
+        raise gr.Error("Upload a MIDI file whose opening the model should continue.")
+    try:
+        opening_bytes = Path(opening).read_bytes()
+    except OSError:
+        raise gr.Error("The uploaded file could not be read; please upload it again.")
+    return _made(session, choice, _model_path(choice, session), "continuation", opening=opening_bytes,
+                 seed=int(seed), bars=int(add_bars), opening_bars=int(opening_bars), program=_program(instrument),
+                 temperature=float(temperature))
 
 
 def roll_dice():
@@ -324,7 +350,6 @@ def _train_config(values: dict) -> TrainConfig:
     return TrainConfig(**{name: kinds[name](value) for name, value in values.items()})
 
 
-@gpu
 def train(session, minutes, from_pretrained, batch_size, window_bars, warmup, g_adversarial, lr_g, lr_d,
           request: gr.Request = None, poll_s: float = 1.0):
     """Start a training job and stream its progress until it ends (a generator of UI updates)."""
@@ -335,7 +360,7 @@ def train(session, minutes, from_pretrained, batch_size, window_bars, warmup, g_
     minutes = min(float(minutes), MAX_TRAIN_MINUTES)
     job = api.TrainingJob(session.rolls, session.new_run(), config, Budget(minutes=minutes),
                           sample_every_s=max(5.0, minutes * 6), owner=getattr(request, "session_hash", None),
-                          start_from=gen.DEFAULT_CHECKPOINT if from_pretrained else None)
+                          start_from=gen.DEFAULT_CHECKPOINT if from_pretrained else None, gpu_calls=GPU_CALLS)
     # a job that was just stopped (its visitor left) frees the slot once its model is saved: wait for that
     deadline = time.monotonic() + SLOT_WAIT_S
     while not job.start():
@@ -453,7 +478,7 @@ def _setting_widget(cls, name: str, choices=None, **overrides):
 def build() -> gr.Blocks:
     model = api.load_model()
     tempo_default, _ = gen.defaults(model)
-    device = device_label(pick_device("auto"))
+    device = "the GPU, in short calls (ZeroGPU)" if GPU_CALLS else device_label(pick_device("auto"))
     SESSIONS.mkdir(parents=True, exist_ok=True)
     gr.set_static_paths([SESSIONS])
     # uploads are copied into Gradio's cache: remove them an hour after they came (checked every 10 minutes)
@@ -491,6 +516,13 @@ def build() -> gr.Blocks:
                             interp = gr.Button("Interpolate seed → second seed")
                             amount = gr.Slider(0.05, 1.0, value=0.3, step=0.05, label="Variation amount")
                             vary = gr.Button("3 variations of this seed")
+                        with gr.Accordion("Start from your music", open=False):
+                            opening = gr.File(label="A MIDI file to continue", file_types=[".mid", ".midi"],
+                                              elem_id="opening")
+                            with gr.Row():
+                                opening_bars = gr.Slider(1, 16, value=4, step=1, label="Bars of it the model reads")
+                                add_bars = gr.Slider(1, 32, value=8, step=1, label="Bars to add")
+                            go_on = gr.Button("Continue it", elem_id="continue")
                     with gr.Column(scale=2, min_width=300):
                         ui.roll = gr.HTML(PLACEHOLDER, label="Piano roll", js_on_load=PIANOROLL_JS,
                                           elem_id="pianoroll", min_height=300)
@@ -504,6 +536,8 @@ def build() -> gr.Blocks:
                              api_name="interpolate", **CPU)
                 vary.click(variations, [ui.choice, seed, amount, *sound, session], outputs, api_name="variations",
                            **CPU)
+                go_on.click(continue_music, [ui.choice, opening, seed, add_bars, opening_bars, instrument, temperature,
+                                             session], outputs, api_name="continue", **CPU)
                 dice.click(roll_dice, None, seed, api_name=False)
                 ck_file.upload(upload_checkpoint, [ck_file, session], [ui.choice, ui.ck_status, session],
                                api_name="upload_checkpoint")

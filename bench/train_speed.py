@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     rolls = data.load(sorted((ROOT / "examples").glob("*.mid"))).rolls
     config = TrainConfig(d_warmup_steps=0)
     trainer = Trainer(rolls, config=config, device=device, budget=Budget(steps=10 ** 6))
-    window = config.window_bars * 16
+    window = trainer.windows.config.window_steps
     print(f"device: {device_label(device)}, {args.threads} CPU threads; batch {config.batch_size} x {window} steps; "
           f"model: {sum(p.numel() for p in trainer.G.parameters()):,} G + "
           f"{sum(p.numel() for p in trainer.D.parameters()):,} D parameters")

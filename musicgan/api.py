@@ -6,8 +6,11 @@ and the CLI call these instead of orchestrating the lower modules themselves.
 """
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import multiprocessing
 import os
+import shutil
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint as ckpt, data, generate, keys, metre as metres, metrics, midi, render
+from . import checkpoint as ckpt, data, generate, keys, metre as metres, metrics, midi, render, zerogpu
 from .midi import Roll
 from .train import Budget, TrainConfig, Trainer, TrainingError, device_label, pick_device
 
@@ -30,6 +33,7 @@ class Piece:
     midi: bytes
     audio: render.Audio | None
     description: str
+    given_steps: int = 0  # the steps at its start that were given (an opening continued), not drawn
 
     @cached_property
     def png(self) -> bytes:
@@ -75,6 +79,31 @@ def compose(model: ckpt.Checkpoint | None = None, seed: int = 0, bars: int = 16,
     key_text = "" if in_key is None else f" · {keys.name(in_key)}"
     in_metre = metres.name(generate.piece_metre(seed, model.generator, metre))
     return _piece(roll, f"seed {seed} · {bars} bars of {in_metre} · {tempo:g} bpm{key_text}", program, tempo, audio)
+
+
+def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, bars: int = 8,
+                         opening_bars: int = 4, tempo_bpm: float | None = None, program: int | None = None,
+                         temperature: float = 1.0, audio: bool = True, whole: bool = True) -> Piece:
+    """``bars`` more bars after the first ``opening_bars`` bars of ``opening`` (a MIDI file's
+    path or bytes, or a Roll), in its metre, key, tempo and instrument unless ``tempo_bpm`` or
+    ``program`` say otherwise (see :func:`musicgan.generate.continue_rolls`). ``whole``: the
+    opening and its continuation, else the continuation alone. ValueError (or MidiError) in
+    words for an opening the model cannot read."""
+    model = model or load_model()
+    if not isinstance(opening, Roll):
+        opening = midi.read(opening, model.model.steps_per_beat, name="the opening" if isinstance(opening, bytes) else None)
+    roll = opening
+    piece = generate.continue_rolls(model.generator, roll, [seed], bars, opening_bars, temperature, whole=whole,
+                                    **model.sampling)[0]
+    tempo = float(tempo_bpm or piece.tempo_bpm)
+    program = piece.program if program is None else int(program)
+    piece = dataclasses.replace(piece, tempos=((0, tempo),), program=program)
+    what = "opening and" if whole else "after the opening:"
+    made = _piece(piece, f"seed {seed} · {what} {bars} bars of {metres.name(piece.time_signatures[-1][1:])}"
+                         f" · {tempo:g} bpm", program, tempo, audio)
+    if whole:
+        made.given_steps = len(generate.opening(model.generator, roll, opening_bars)[1])
+    return made
 
 
 def compose_interpolation(model: ckpt.Checkpoint | None, seed_a: int, seed_b: int, steps: int = 5,
@@ -199,16 +228,20 @@ class WebPiece:
     mp3: bytes
     description: str
     engine: str  # the synthesiser that played it (see render.synthesize)
+    given_steps: int = 0  # see Piece.given_steps
 
 
-_MAKERS = {"piece": compose, "interpolation": compose_interpolation, "variations": compose_variations}
+_MAKERS = {"piece": compose, "interpolation": compose_interpolation, "variations": compose_variations,
+           "continuation": compose_continuation}
 
 
 def web_piece(kind: str, model_path: str | None = None, **arguments) -> WebPiece:
-    """:func:`compose` (``kind`` "piece"), :func:`compose_interpolation` or
-    :func:`compose_variations` with the model at ``model_path`` (None: the pretrained one)."""
+    """:func:`compose` (``kind`` "piece"), :func:`compose_interpolation`,
+    :func:`compose_variations` or :func:`compose_continuation` with the model at ``model_path``
+    (None: the pretrained one)."""
     piece = _MAKERS[kind](load_model(model_path), **arguments)
-    return WebPiece(piece.roll, piece.midi, piece.audio.mp3_bytes(), piece.description, piece.audio.engine)
+    return WebPiece(piece.roll, piece.midi, piece.audio.mp3_bytes(), piece.description, piece.audio.engine,
+                    piece.given_steps)
 
 
 def _worker_start(parent: int) -> None:
@@ -287,20 +320,25 @@ class JobState:
 
 
 class TrainingJob:
-    """Train in a background thread; read ``state`` at any time; ``stop()`` keeps the model."""
+    """Train in a background thread; read ``state`` at any time; ``stop()`` keeps the model.
+    ``gpu_calls``: train as a sequence of short GPU calls (ZeroGPU; see :mod:`musicgan.zerogpu`),
+    ``zerogpu.in_calls(spaces.GPU)``; None trains here, in one go."""
 
     def __init__(self, rolls: list[Roll], out_dir, config: TrainConfig = TrainConfig(),
                  budget: Budget = Budget(minutes=3), device: str = "auto", sample_every_s: float = 10.0,
-                 start_from=None, owner: str | None = None):
+                 start_from=None, owner: str | None = None, gpu_calls=None):
         self.rolls, self.out_dir, self.config, self.budget = rolls, Path(out_dir), config, budget
         self.start_from = start_from  # a checkpoint folder to fine-tune, or None to start from scratch
-        self.device = pick_device(device)
+        self.gpu_calls = gpu_calls
+        self.device = pick_device(device) if gpu_calls is None else None
         self.sample_every_s = sample_every_s
         self.owner = owner  # who started it (a browser session), so that leaving can stop it
         self.state = JobState()
         self._stop = threading.Event()
         self._keep = True
         self._thread: threading.Thread | None = None
+        self._work = self.out_dir.with_name(self.out_dir.name + "-run")  # the run carried between GPU calls
+        self._save = None  # saves the model trained so far into out_dir (True if there was one)
 
     @staticmethod
     def busy() -> bool:
@@ -317,7 +355,7 @@ class TrainingJob:
 
     @property
     def device_label(self) -> str:
-        return device_label(self.device)
+        return "the GPU, in short calls" if self.device is None else device_label(self.device)
 
     def start(self) -> bool:
         """Start training; False (and nothing started) when another job holds the slot."""
@@ -325,7 +363,9 @@ class TrainingJob:
             return False
         self.state = JobState(status="running", message="preparing the data")
         _RUNNING[self.owner] = self
-        self._thread = threading.Thread(target=self._run, name="musicgan-training", daemon=True)
+        # in the starting request's context: a GPU call from this thread is that visitor's (ZeroGPU)
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
+                                        name="musicgan-training", daemon=True)
         self._thread.start()
         return True
 
@@ -333,6 +373,8 @@ class TrainingJob:
         """Stop after the current step; the model so far is saved unless ``keep`` is False."""
         self._keep = self._keep and keep
         self._stop.set()
+        if self.gpu_calls is not None and self._work.is_dir():  # the GPU call's process looks for it
+            (self._work / zerogpu.STOP_FILE).touch()
 
     def wait(self, timeout: float | None = None) -> None:
         if self._thread:
@@ -353,29 +395,61 @@ class TrainingJob:
     def _run(self) -> None:
         """Train, then save what was learned (also after a stop or an error). The model is saved
         before the state says the run ended, so whoever sees "finished" or "stopped" can use it."""
-        trainer, status, message = None, "failed", ""
+        status, message = "failed", ""
         try:
-            base = None if self.start_from is None else ckpt.load(self.start_from, with_discriminator=True)
-            trainer = Trainer(self.rolls, base.model if base else None, config=self.config, device=self.device,
-                              callback=self._on_event, budget=self.budget)
-            if base:
-                trainer.start_from(base)
-            self.state.message = f"training on {device_label(self.device)}"
-            status = trainer.run(self.budget, should_stop=self._stop.is_set, sample_every_s=self.sample_every_s)
-            self.state.sample, self.state.sample_step = trainer.sample(), trainer.step_count
-            message = f"{'finished' if status == 'done' else 'stopped'} after {trainer.step_count} steps"
+            status, message = self._train_in_calls() if self.gpu_calls is not None else self._train_here()
         except (TrainingError, ckpt.CheckpointError) as e:
             message = str(e)
         except Exception as e:  # never let a thread die silently: the page must say what happened
             message = f"training failed: {type(e).__name__}: {e}"
         finally:
             try:
-                if trainer is not None and trainer.step_count and self._keep:
+                if self._save is not None and self._keep:
                     self.state.message = "saving the model"
-                    trainer.save(self.out_dir, with_train_state=False)
-                    self.state.checkpoint = str(self.out_dir)
+                    if self._save():
+                        self.state.checkpoint = str(self.out_dir)
             except Exception as e:
                 message += f" (the model could not be saved: {e})"
+            finally:
+                shutil.rmtree(self._work, ignore_errors=True)
             self.state.status, self.state.message = status, message
             _RUNNING.pop(self.owner, None)
             _TRAINING_SLOT.release()
+
+    def _train_here(self) -> tuple[str, str]:
+        base = None if self.start_from is None else ckpt.load(self.start_from, with_discriminator=True)
+        trainer = Trainer(self.rolls, base.model if base else None, config=self.config, device=self.device,
+                          callback=self._on_event, budget=self.budget)
+        if base:
+            trainer.start_from(base)
+        self._save = lambda: trainer.step_count > 0 and trainer.save(self.out_dir, with_train_state=False)
+        self.state.message = f"training on {device_label(self.device)}"
+        status = trainer.run(self.budget, should_stop=self._stop.is_set, sample_every_s=self.sample_every_s)
+        self.state.sample, self.state.sample_step = trainer.sample(), trainer.step_count
+        return status, f"{'finished' if status == 'done' else 'stopped'} after {trainer.step_count} steps"
+
+    def _train_in_calls(self) -> tuple[str, str]:
+        """The run as GPU calls of a few minutes (:mod:`musicgan.zerogpu`), each carrying it on
+        from the last; a refused or cut-off call ends the run and keeps what the last one saved."""
+        self._work.mkdir(parents=True, exist_ok=True)
+        self._save = lambda: (self._work / ckpt.CONFIG).is_file() and \
+            ckpt.without_train_state(self._work, self.out_dir)
+        status, step, elapsed, calls = "paused", 0, 0.0, 0
+        while status == "paused":
+            if self._stop.is_set():
+                return "stopped", f"stopped after {step} steps"
+            calls += 1
+            part = zerogpu.Part(self.rolls, self.config, self.budget, str(self._work),
+                                zerogpu.call_seconds(self.budget, elapsed), start_from=self.start_from,
+                                stop_file=str(self._work / zerogpu.STOP_FILE), sample_every_s=self.sample_every_s)
+            self.state.message = f"waiting for the GPU (call {calls}, {part.seconds} s)"
+            try:
+                for event in self.gpu_calls(part):
+                    if event["event"] == "part":
+                        status, step, elapsed = event["status"], event["step"], event["elapsed_s"]
+                    else:
+                        self._on_event(event)
+            except Exception as e:  # noqa: BLE001 - a refusal or a cut-off call (spaces raises gr.Error), in its words
+                kept = f"; the model of step {step} is kept" if step else ""
+                return "stopped" if step else "failed", f"the GPU stopped the training: {e}{kept}"
+        return status, f"{'finished' if status == 'done' else 'stopped'} after {step} steps in {calls} GPU calls"

@@ -94,14 +94,27 @@ def save(directory, generator: Generator, discriminator: Discriminator | None = 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
               "model": asdict(generator.cfg), **(meta or {})}
+    return _write(directory, save_safetensors(tensors, metadata={"format": FORMAT}),
+                  json.dumps(config, indent=2, sort_keys=True).encode())
+
+
+def _write(directory: Path, weights: bytes, config: bytes) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     # write both files beside their final names, then swap them in: a crash leaves the old pair
     tmp_w, tmp_c = directory / f".{WEIGHTS}.tmp", directory / f".{CONFIG}.tmp"
-    tmp_w.write_bytes(save_safetensors(tensors, metadata={"format": FORMAT}))
-    tmp_c.write_text(json.dumps(config, indent=2, sort_keys=True))
+    tmp_w.write_bytes(weights)
+    tmp_c.write_bytes(config)
     os.replace(tmp_w, directory / WEIGHTS)
     os.replace(tmp_c, directory / CONFIG)
     return directory
+
+
+def without_train_state(source, directory) -> Path:
+    """Copy a checkpoint saved for resuming to ``directory`` without its training state (the
+    optimisers' moments and the random streams): the model alone, as a visitor downloads it."""
+    weights, config = _read_pair(Path(source))
+    tensors = {k: v for k, v in load_safetensors(weights).items() if not k.startswith("train.")}
+    return _write(Path(directory), save_safetensors(tensors, metadata={"format": FORMAT}), config)
 
 
 def _read_pair(path: Path) -> tuple[bytes, bytes]:

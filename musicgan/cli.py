@@ -4,6 +4,7 @@
     prepare PATH... --out CACHE         parse a large corpus in parallel into shards for training
     train PATH... --out DIR             train a model (--steps / --minutes, --resume, --start-from, --device)
     generate [CKPT] --out FILE.mid      new music from a checkpoint (the pretrained one by default)
+    continue FILE.mid [CKPT] --out F    carry on from the first bars of a MIDI file (--bars N more)
     evaluate [CKPT] --reference PATH... generated vs. real music, in numbers
 """
 from __future__ import annotations
@@ -169,6 +170,23 @@ def _train(args, device, rank) -> int:
     return 130 if outcome == "stopped" else 0
 
 
+def cmd_continue(args) -> int:
+    from . import api, midi
+
+    if args.program is not None and not 0 <= args.program <= 127:
+        raise CliError("--program must be a General MIDI program number, 0-127")
+    if not 1 <= args.opening_bars <= 64:
+        raise CliError("--opening-bars must be 1 to 64")
+    model = api.load_model(args.checkpoint)
+    piece = api.compose_continuation(model, Path(args.opening), args.seed, args.bars, args.opening_bars, args.tempo,
+                                     args.program, args.temperature, audio=False, whole=not args.only_new)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    midi.write(piece.roll, out)
+    print(f"{out}: {len(piece.roll.notes)} notes; {piece.description}")
+    return 0
+
+
 def cmd_generate(args) -> int:
     from . import generate, keys, metre, midi
 
@@ -273,6 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metre", help="e.g. '3/4' or '6/8', one the model knows (default: drawn for each seed "
                                    "from the metres of the training music)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("continue", help="carry on from the opening of a MIDI file")
+    p.add_argument("opening", help="a MIDI file: its first --opening-bars bars are the opening")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint folder or .zip (default: the pretrained model)")
+    p.add_argument("--out", required=True, help="the .mid file to write")
+    p.add_argument("--bars", type=int, default=8, help="bars to add")
+    p.add_argument("--opening-bars", type=int, default=4, help="bars of the file the model reads first")
+    p.add_argument("--only-new", action="store_true", help="write the continuation alone (default: the opening too)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tempo", type=float, help="beats per minute (default: the opening's)")
+    p.add_argument("--program", type=int, help="General MIDI program 0-127 (default: the opening's)")
+    p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer; above 1: wilder")
+    p.set_defaults(func=cmd_continue)
 
     p = sub.add_parser("evaluate", help="compare generated music with real music")
     p.add_argument("checkpoint", nargs="?")

@@ -23,13 +23,14 @@ variations do not use it, for the same reason as above.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt, copyguard, metre, midi, voices
+from . import checkpoint as ckpt, copyguard, data, keys, metre, midi, voices
 from .keys import KEYS
 from .midi import Roll
 from .models import Discriminator, Generator
@@ -283,6 +284,118 @@ def variation_rolls(generator: Generator, seed: int, n: int = 4, amount: float =
     return [voices.decode(tok, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"seed {seed} variation {i}",
                                                            piece_metre_))
             for i, tok in enumerate(tokens, 1)]
+
+
+def opening(generator: Generator, roll: Roll, bars: int) -> tuple[Roll, np.ndarray, tuple]:
+    """The first ``bars`` bars of ``roll`` as an opening for the model to continue: (the opening
+    on the model's grid, its tokens (T, V), the metre at its end). ValueError, in words, for an
+    opening the model cannot read: in a metre it does not know, or outside its pitch range."""
+    cfg = generator.cfg
+    roll = roll.on_grid(cfg.steps_per_beat)
+    if not len(roll.notes):
+        raise ValueError(f"{roll.name or 'the opening'} has no notes")
+    lines = metre.bar_lines(roll.time_signatures, roll.n_steps, cfg.steps_per_beat)
+    ends = [int(b) for b in lines[1:]] + [int(lines[-1]) + cfg.bar_steps(metre.metre_at(roll.time_signatures,
+                                                                                          int(lines[-1])))]
+    n_steps = ends[min(bars, len(ends)) - 1]  # whole bars: as many as asked, or all there are
+    used = set(metre.metre_at(roll.time_signatures, int(b)) for b in lines if b < n_steps)
+    unknown = [m for m in used if m not in cfg.metres]
+    if unknown and cfg.metre_input:
+        known = ", ".join(metre.name(m) for m in cfg.metres)
+        raise ValueError(f"the opening is in {metre.name(unknown[0])}; this model knows {known}")
+    notes = roll.notes[roll.notes[:, 1] < n_steps].copy()
+    notes[:, 2] = np.minimum(notes[:, 2], n_steps)
+    low, high = int(notes[:, 0].min()), int(notes[:, 0].max())
+    if low < cfg.pitch_low or high > cfg.pitch_high:
+        raise ValueError(f"the opening's notes go from MIDI {low} to {high}; this model plays {cfg.pitch_low} "
+                         f"to {cfg.pitch_high} (transpose it by octaves into that range)")
+    opened = midi.Roll(notes=notes, steps_per_beat=cfg.steps_per_beat, tempos=roll.tempos[:1],
+                       time_signatures=tuple(ts for ts in roll.time_signatures if ts[0] < n_steps),
+                       program=roll.program, name=roll.name)
+    onset, sustain = opened.pianoroll(cfg.pitch_low, cfg.pitch_high, n_steps)
+    tokens = voices.encode(onset, sustain, cfg.voices)  # pitch tokens count from pitch_low here
+    return opened, tokens, metre.metre_at(roll.time_signatures, n_steps - 1)
+
+
+def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, primer_bars: int = 4,
+                   temperature: float = 1.0, critic: Discriminator | None = None, candidates: int = 1,
+                   avoid: np.ndarray | None = None, whole: bool = True) -> list[Roll]:
+    """Carry on from the first ``primer_bars`` bars of ``primer``: one piece per seed, ``bars``
+    more bars in the opening's metre (at its end), key (estimated from it), tempo and instrument.
+
+    The model reads the opening step by step as if it had drawn it (its state after the opening
+    is the one teacher forcing gives), then draws on. With a ``critic`` it chooses among
+    ``candidates`` continuations, and the copy guard (``avoid``) passes over continuations that
+    quote 2 bars of the training music, as :func:`sample_rolls` does. ``whole``: the opening's own
+    notes (on the model's grid) followed by the continuation; else the continuation alone."""
+    _check(bars, temperature)
+    cfg = generator.cfg
+    opened, given_tokens, last_metre = opening(generator, primer, primer_bars)
+    P = len(given_tokens)
+    n_steps = P + bars * cfg.bar_steps(last_metre)
+    ts = opened.time_signatures  # the continuation stays in the metre the opening ends in
+    codes = torch.from_numpy(cfg.step_codes(ts, n_steps)).clamp(min=0)
+    key = keys.estimate(opened.notes) if cfg.key_input else None
+    given = torch.full((n_steps, cfg.voices), -1, dtype=torch.long)
+    given[:P] = torch.from_numpy(given_tokens)
+    meta = dict(steps_per_beat=cfg.steps_per_beat, tempos=opened.tempos, program=opened.program)
+    k = candidates if critic is not None else 1
+    pieces = []
+    for seed in (int(s) for s in seeds):
+        def draw(first: int, count: int) -> np.ndarray:
+            noise = [noise_for(candidate_seed(seed, j), n_steps, cfg) for j in range(first, first + count)]
+            z = _conditioned(generator, torch.stack([n[0] for n in noise]), key)
+            with torch.no_grad():
+                tokens, _ = generator.sample(z, torch.stack([n[1] for n in noise]), codes.expand(count, -1),
+                                             temperature, given=given.expand(count, -1, -1))
+            return tokens.numpy()
+
+        def as_roll(tokens: np.ndarray) -> Roll:
+            decoded = voices.decode(tokens, cfg.pitch_low, name=f"{opened.name} continued, seed {seed}",
+                                    time_signatures=ts, **meta)
+            return _joined(opened, decoded, P)
+
+        def offered(tokens: np.ndarray, round_: int):
+            first = None
+            by_critic = critic is not None and len(tokens) > 1
+            order = choose(critic, tokens[:, P:], seed + round_, last_metre) if by_critic else range(len(tokens))
+            for j in order:
+                roll = as_roll(tokens[j])
+                first = roll if first is None else first
+                if avoid is None or not copyguard.copies(_after(roll, P), avoid):
+                    return first, roll
+            return first, None
+
+        first, kept = offered(draw(0, k), 0)
+        done = k
+        for round_ in range(1, GUARD_ROUNDS + 1):
+            if kept is not None:
+                break
+            size = max(k, GUARD_ROUND)
+            kept = offered(draw(done, size), round_)[1]
+            done += size
+        piece = first if kept is None else kept
+        pieces.append(piece if whole else _after(piece, P))
+    return pieces
+
+
+def _joined(opened: Roll, decoded: Roll, P: int) -> Roll:
+    """The opening's own notes, then the notes drawn after step P (a note of the opening that the
+    model holds on goes on sounding)."""
+    notes = opened.notes.copy()
+    drawn = decoded.notes
+    for pitch, start, end, _ in drawn[(drawn[:, 1] < P) & (drawn[:, 2] > P)]:  # held across the join
+        notes[(notes[:, 0] == pitch) & (notes[:, 2] == P), 2] = end
+    later = drawn[drawn[:, 1] >= P]
+    return replace(decoded, notes=midi._sorted_notes(np.concatenate([notes, later])))
+
+
+def _after(roll: Roll, P: int) -> Roll:
+    """The part of a roll from step P on (notes sounding into it start there), from its bar line."""
+    notes = roll.notes[roll.notes[:, 2] > P].copy()
+    notes[:, 1:3] = np.maximum(notes[:, 1:3] - P, 0)
+    return replace(roll, notes=midi._sorted_notes(notes),
+                   time_signatures=data.moved_time_signatures(roll.time_signatures, P, roll.n_steps - P))
 
 
 def concatenate(rolls: list[Roll], gap_steps: int = 0) -> Roll:

@@ -299,7 +299,7 @@ class Generator(nn.Module):
         return torch.stack(logits, 2)
 
     def sample(self, z: torch.Tensor, noise: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
-               tau: float | None = None):
+               tau: float | None = None, given: torch.Tensor | None = None):
         """Free-running generation.
 
         z: (B, cond_dim), see :meth:`condition`; noise: standard normal (B, T, V, K), the per-step
@@ -307,12 +307,14 @@ class Generator(nn.Module):
         Returns (tokens (B, T, V) long, one_hot (B, T, V, K) float). With ``tau`` set the one-hot
         is straight-through Gumbel-softmax (hard forward, soft gradient) for adversarial training;
         without it nothing is differentiable and sampling is a plain Gumbel-max draw.
+        ``given``: (B, T, V) tokens that are not drawn but given (-1 where the model draws): the
+        model reads them as its own, so given opening steps set its state as teacher forcing does.
         """
         B, T, V, K = noise.shape
         E = self.cfg.embed_dim
         gumbel = gumbel_from_normal(noise)
         if tau is None and not torch.is_grad_enabled():
-            return self._sample_fast(z, gumbel, codes, temperature)
+            return self._sample_fast(z, gumbel, codes, temperature, given)
         state = self._state(z)
         prev = z.new_zeros(B, 1, V * E)
         tokens, one_hots = [], []
@@ -332,6 +334,8 @@ class Generator(nn.Module):
                 logits = (head(torch.cat([h, above], -1)) + step_bias) / temperature
                 y = logits + gumbel[:, t, v]
                 index = y.argmax(-1)
+                if given is not None:
+                    index = torch.where(given[:, t, v] >= 0, given[:, t, v], index)
                 hard = F.one_hot(index, K).to(logits.dtype)
                 if tau is not None:
                     soft = F.softmax(y / tau, -1)
@@ -348,16 +352,17 @@ class Generator(nn.Module):
         return tokens, torch.stack(one_hots, 1).view(B, T, V, K)
 
 
-    def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float):
+    def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
+                     given: torch.Tensor | None = None):
         # inference mode makes each of the loop's many small calls cheaper (no version counters);
         # the tokens leave it as an ordinary tensor, which a discriminator may then learn from
         with torch.inference_mode():
-            out = self._draw_fast(z, gumbel, codes, temperature)
+            out = self._draw_fast(z, gumbel, codes, temperature, given)
         out = out.clone()
         return out, F.one_hot(out, self.cfg.vocab).float()
 
-    def _draw_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float
-                   ) -> torch.Tensor:
+    def _draw_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
+                   given: torch.Tensor | None = None) -> torch.Tensor:
         """Gumbel-max sampling without autograd: the draw of :meth:`sample`, computed step by step
         with plain matrix products instead of one LSTM call per step. On the CPU each small torch
         call costs more than its arithmetic, so the loop is written to make few calls:
@@ -407,6 +412,9 @@ class Generator(nn.Module):
         heads_out = [(head[2].weight.T.contiguous(), head[2].bias + bias[:, v]) for v, head in enumerate(self.heads)]
         tonal = self._tonal_rows(z)  # (B, K) or None
         noise = [step.unbind(0) for step in gumbel.permute(1, 2, 0, 3).unbind(0)]  # [t][v]: (B, K)
+        # [t][v]: (given tokens (B,), where they are given (B,)) on the steps that have any, else None
+        fixed = [None] * T if given is None else \
+            [[(g, g >= 0) for g in step.unbind(1)] if (step >= 0).any() else None for step in given.unbind(1)]
         hidden = torch.empty(B, V * H, device=z.device)  # every head's first layer, refilled each step
         head_in = hidden.split(H, 1)
         lower = [hidden[:, (v + 1) * H:] for v in range(V - 1)]
@@ -436,6 +444,8 @@ class Generator(nn.Module):
                 if temperature != 1:
                     logits = logits / temperature
                 index = torch.argmax(logits + noise[t][v], -1)
+                if fixed[t] is not None:
+                    index = torch.where(fixed[t][v][1], fixed[t][v][0], index)
                 tokens.append(index)
                 codes[v] = index if self.pitch_embed is None else next_code[codes[v], index]
                 if v < V - 1:

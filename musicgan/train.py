@@ -439,16 +439,29 @@ class Trainer:
         """Train until the budget is spent or ``should_stop()``; returns 'done' or 'stopped'.
         Ctrl-C (KeyboardInterrupt) counts as a stop. Sends 'sample' events every
         ``sample_every_s`` seconds when asked."""
+        events = self.steps(budget, should_stop, sample_every_s, sample_bars)
+        while True:
+            try:
+                next(events)
+            except StopIteration as end:
+                return end.value
+
+    def steps(self, budget: Budget | None = None, should_stop: Callable[[], bool] = lambda: False,
+              sample_every_s: float | None = None, sample_bars: int = 4):
+        """:meth:`run` as a generator: yields each step's event (and each sample's) as it
+        happens, and returns 'done' or 'stopped' (the value of its StopIteration)."""
         self.budget = budget or self.budget
         last_sample = self.elapsed_s
         try:
             while self.budget.progress(self.step_count, self.elapsed_s) < 1.0:
                 if should_stop():
                     return "stopped"
-                self.step()
+                yield self.step()
                 if sample_every_s is not None and self.elapsed_s - last_sample >= sample_every_s:
                     last_sample = self.elapsed_s
-                    self.callback({"event": "sample", "step": self.step_count, "roll": self.sample(bars=sample_bars)})
+                    event = {"event": "sample", "step": self.step_count, "roll": self.sample(bars=sample_bars)}
+                    self.callback(event)
+                    yield event
         except KeyboardInterrupt:
             return "stopped"
         return "done"

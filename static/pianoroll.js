@@ -49,7 +49,9 @@
       const step = now / piece.seconds_per_step;
       for (const [pitch, start, end, velocity] of notes) {
         const playing = start <= step && step < end;
-        ctx.fillStyle = playing ? "#f6a01a" : `rgba(0, 121, 140, ${0.45 + 0.55 * velocity / 127})`;
+        const given = start < (piece.given || 0);  // notes the visitor gave (an opening), in their own colour
+        ctx.fillStyle = playing ? "#f6a01a" : given ? `rgba(122, 92, 199, ${0.45 + 0.55 * velocity / 127})`
+                                                    : `rgba(0, 121, 140, ${0.45 + 0.55 * velocity / 127})`;
         ctx.fillRect(x(start) + 0.5, y(pitch), Math.max(x(end) - x(start) - 1, 1), Math.max(rowH() - 1, 1));
       }
       ctx.strokeStyle = "#d1495b"; ctx.lineWidth = 2;

@@ -88,6 +88,24 @@ def test_interpolation_and_variations(session):
     assert midi.read(out[ui("midi_file")]).n_bars > 12
 
 
+def test_continue_an_uploaded_opening(session, tmp_path):
+    out = app.continue_music(app.PRETRAINED, str(EXAMPLES[4]), 3, 4, 2, -1, 1.0, session)
+    payload = payload_of(out[ui("roll")])
+    opening = midi.read(EXAMPLES[4])
+    bar = opening.steps_per_bar
+    assert payload["given"] == 2 * bar  # the visitor's notes are drawn in their own colour
+    roll = midi.read(out[ui("midi_file")])
+    assert roll.n_steps == 6 * bar and roll.tempo_bpm == pytest.approx(opening.tempo_bpm, rel=0.01)
+    given = opening.notes[opening.notes[:, 1] < 2 * bar]
+    assert np.array_equal(roll.notes[roll.notes[:, 1] < 2 * bar][:, :2], given[:, :2])
+    with pytest.raises(gr.Error, match="Upload a MIDI file"):
+        app.continue_music(app.PRETRAINED, None, 3, 4, 2, -1, 1.0, session)
+    broken = tmp_path / "broken.mid"
+    broken.write_bytes(b"MThd not really")
+    with pytest.raises(gr.Error):
+        app.continue_music(app.PRETRAINED, str(broken), 3, 4, 2, -1, 1.0, session)
+
+
 def test_a_handler_without_its_session_says_so():
     with pytest.raises(gr.Error, match="Reload the page"):
         app.generate(app.PRETRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, None)

@@ -1,0 +1,72 @@
+"""Continuing an opening: the model reads the first bars of a file and carries on."""
+import numpy as np
+import pytest
+
+from musicgan import api, cli, generate, midi
+from musicgan.models import Generator, ModelConfig
+
+from conftest import EXAMPLES, make_midi, meta, off, on
+
+
+@pytest.fixture(scope="module")
+def model():
+    return api.load_model()
+
+
+def opening_notes(roll, n_steps):
+    notes = roll.notes[roll.notes[:, 1] < n_steps]
+    return notes[:, :2], np.minimum(notes[:, 2], n_steps)
+
+
+@pytest.mark.parametrize("example", [0, 3])
+def test_the_opening_comes_out_note_for_note_and_the_piece_goes_on(model, example):
+    opening = midi.read(EXAMPLES[example], model.model.steps_per_beat)
+    piece = api.compose_continuation(model, EXAMPLES[example], seed=5, bars=8, opening_bars=4, audio=False)
+    roll = midi.read(piece.midi, model.model.steps_per_beat)
+    bar = opening.steps_per_bar
+    P = 4 * bar
+    starts, ends = opening_notes(opening, P)
+    got_starts, got_ends = opening_notes(roll, P)
+    assert np.array_equal(starts, got_starts)  # every note of the opening, at its place
+    cut = ends < P  # notes that end inside the opening end where they did (one sounding at its end may go on)
+    assert np.array_equal(ends[cut], got_ends[cut])
+    assert roll.time_signatures[0][1:] == opening.time_signatures[0][1:]
+    assert roll.n_steps == 12 * bar and (roll.notes[:, 1] >= P).sum() > 20  # 8 more bars, with music in them
+    assert roll.tempo_bpm == pytest.approx(opening.tempo_bpm, rel=0.01)
+
+
+def test_the_same_file_model_and_seed_give_the_same_bytes_and_the_continuation_alone(model):
+    first = api.compose_continuation(model, EXAMPLES[1], seed=2, bars=4, audio=False)
+    again = api.compose_continuation(model, EXAMPLES[1].read_bytes(), seed=2, bars=4, audio=False)
+    other = api.compose_continuation(model, EXAMPLES[1], seed=3, bars=4, audio=False)
+    assert first.midi == again.midi and first.midi != other.midi
+    alone = api.compose_continuation(model, EXAMPLES[1], seed=2, bars=4, audio=False, whole=False)
+    whole, new = first.roll, alone.roll
+    P = whole.n_steps - 4 * whole.steps_per_bar
+    assert new.n_steps == 4 * whole.steps_per_bar
+    later = whole.notes[whole.notes[:, 1] >= P].copy()
+    later[:, 1:3] -= P
+    assert all(tuple(n) in {tuple(m) for m in new.notes} for n in later)
+
+
+def test_an_opening_the_model_cannot_read_gets_a_clear_message(model, tmp_path):
+    high = make_midi([[(0, on(110)), (480, off(110))]])
+    with pytest.raises(ValueError, match="transpose it"):
+        api.compose_continuation(model, high, audio=False)
+    waltz = make_midi([[(0, meta("time_signature", numerator=3, denominator=4))]
+                       + [e for i in range(12) for e in ((0, on(60 + i % 5)), (480, off(60 + i % 5)))]])
+    g = Generator(ModelConfig(pitch_low=40, pitch_high=80, metres=((4, 4), (2, 4))))
+    with pytest.raises(ValueError, match="in 3/4; this model knows 4/4, 2/4"):
+        generate.continue_rolls(g, midi.read(waltz), [0])
+    (tmp_path / "not.mid").write_bytes(b"not a MIDI file at all")
+    assert cli.main(["continue", str(tmp_path / "not.mid"), "--out", str(tmp_path / "out.mid")]) == 1
+    assert not (tmp_path / "out.mid").exists()
+
+
+def test_the_cli_continues_a_file(tmp_path, capsys):
+    out = tmp_path / "more.mid"
+    assert cli.main(["continue", str(EXAMPLES[2]), "--out", str(out), "--bars", "4", "--opening-bars", "2",
+                     "--seed", "7", "--program", "40"]) == 0
+    roll = midi.read(out)
+    assert roll.program == 40 and roll.n_steps == 6 * roll.steps_per_bar
+    assert "4 bars" in capsys.readouterr().out
