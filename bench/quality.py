@@ -173,6 +173,7 @@ def main(argv=None) -> int:
         print(f"{label:<28}{np.mean(accs):>9.3f}{spread:>12}{'-' if longest is None else longest:>6}"
               f"{'-' if share is None else f'{share:.1%}':>7}{'-' if raw is None else f'{raw:.1%}':>10}"
               + "".join(f"{summ[s]:>10.3f}" for s in stats))
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quality.json").write_text(json.dumps(results, indent=2))
     print("\n2-sample: mean over the sets (0.50: indistinguishable from the held-out chorales)")
     print("copy: longest run of bars found verbatim in the training split (any transposition); "

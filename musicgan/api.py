@@ -56,9 +56,10 @@ def load_model(path=None) -> ckpt.Checkpoint:
     return _cached_model(str(p), mtime)
 
 
-def _piece(roll: Roll, description: str, program: int, tempo: float, audio: bool) -> Piece:
-    return Piece(roll=roll, midi=midi.to_midi_bytes(roll), audio=render.synthesize(roll, program, tempo) if audio else None,
-                 description=description)
+def _piece(roll: Roll, description: str, program: int, tempo: float, audio: bool, given_steps: int = 0) -> Piece:
+    return Piece(roll=roll, midi=midi.to_midi_bytes(roll, given_steps=given_steps),
+                 audio=render.synthesize(roll, program, tempo) if audio else None, description=description,
+                 given_steps=given_steps)
 
 
 def _defaults(model: ckpt.Checkpoint, tempo_bpm, program):
@@ -99,11 +100,9 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     program = piece.program if program is None else int(program)
     piece = dataclasses.replace(piece, tempos=((0, tempo),), program=program)
     what = "opening and" if whole else "after the opening:"
-    made = _piece(piece, f"seed {seed} · {what} {bars} bars of {metres.name(piece.time_signatures[-1][1:])}"
-                         f" · {tempo:g} bpm", program, tempo, audio)
-    if whole:
-        made.given_steps = len(generate.opening(model.generator, roll, opening_bars)[1])
-    return made
+    given = len(generate.opening(model.generator, roll, opening_bars)[1]) if whole else 0
+    return _piece(piece, f"seed {seed} · {what} {bars} bars of {metres.name(piece.time_signatures[-1][1:])}"
+                         f" · {tempo:g} bpm", program, tempo, audio, given)
 
 
 def compose_interpolation(model: ckpt.Checkpoint | None, seed_a: int, seed_b: int, steps: int = 5,

@@ -171,7 +171,7 @@ def _train(args, device, rank) -> int:
 
 
 def cmd_continue(args) -> int:
-    from . import api, midi
+    from . import api
 
     if args.program is not None and not 0 <= args.program <= 127:
         raise CliError("--program must be a General MIDI program number, 0-127")
@@ -182,7 +182,7 @@ def cmd_continue(args) -> int:
                                      args.program, args.temperature, audio=False, whole=not args.only_new)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    midi.write(piece.roll, out)
+    out.write_bytes(piece.midi)  # the opening on a track of its own
     print(f"{out}: {len(piece.roll.notes)} notes; {piece.description}")
     return 0
 

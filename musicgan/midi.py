@@ -462,10 +462,13 @@ def _meter_map(meters, scale) -> tuple:
 TICKS_PER_BEAT = 480
 
 
-def to_midi_bytes(roll: Roll, program: int | None = None, tempo_bpm: float | None = None) -> bytes:
+def to_midi_bytes(roll: Roll, program: int | None = None, tempo_bpm: float | None = None,
+                  given_steps: int = 0) -> bytes:
     """The roll as a type-1 Standard MIDI File (bytes). Identical rolls give identical bytes.
 
     ``program`` and ``tempo_bpm`` override the roll's own (a tempo override replaces the map).
+    ``given_steps``: the notes that start before this step (an opening someone gave the model)
+    go on a track (and channel) of their own, named "given"; the model's are named "musicgan".
     """
     import mido
 
@@ -478,18 +481,26 @@ def to_midi_bytes(roll: Roll, program: int | None = None, tempo_bpm: float | Non
                for step, num, den in roll.time_signatures]
     _append_timed(meta, sorted(events, key=lambda e: (e[0], e[1])), ticks_per_step)
 
-    track = mido.MidiTrack()
-    track.append(mido.Message("program_change", program=roll.program if program is None else program,
-                              channel=0))
-    events = []
-    for pitch, start, end, velocity in roll.notes.tolist():
-        # at one step, note-offs come before note-ons so a repeated pitch re-strikes cleanly
-        events.append((end, 0, pitch, mido.Message("note_off", note=pitch, velocity=0)))
-        events.append((start, 1, pitch, mido.Message("note_on", note=pitch, velocity=velocity)))
-    events.sort(key=lambda e: e[:3])
-    _append_timed(track, [(e[0], 0, e[3]) for e in events], ticks_per_step)
+    program = roll.program if program is None else program
+    given = roll.notes[:, START] < given_steps
+    parts = [(roll.notes, 0, None)] if not given_steps else \
+        [(roll.notes[given], 1, "given"), (roll.notes[~given], 0, "musicgan")]
+    tracks = [meta]
+    for notes, channel, name in parts:
+        track = mido.MidiTrack()
+        if name:
+            track.append(mido.MetaMessage("track_name", name=name))
+        track.append(mido.Message("program_change", program=program, channel=channel))
+        events = []
+        for pitch, start, end, velocity in notes.tolist():
+            # at one step, note-offs come before note-ons so a repeated pitch re-strikes cleanly
+            events.append((end, 0, pitch, mido.Message("note_off", note=pitch, velocity=0, channel=channel)))
+            events.append((start, 1, pitch, mido.Message("note_on", note=pitch, velocity=velocity, channel=channel)))
+        events.sort(key=lambda e: e[:3])
+        _append_timed(track, [(e[0], 0, e[3]) for e in events], ticks_per_step)
+        tracks.append(track)
 
-    midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT, tracks=[meta, track])
+    midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT, tracks=tracks)
     buf = io.BytesIO()
     midi.save(file=buf)
     return buf.getvalue()

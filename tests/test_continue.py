@@ -33,6 +33,15 @@ def test_the_opening_comes_out_note_for_note_and_the_piece_goes_on(model, exampl
     assert roll.time_signatures[0][1:] == opening.time_signatures[0][1:]
     assert roll.n_steps == 12 * bar and (roll.notes[:, 1] >= P).sum() > 20  # 8 more bars, with music in them
     assert roll.tempo_bpm == pytest.approx(opening.tempo_bpm, rel=0.01)
+    # the opening keeps a track of its own in the MIDI file
+    import io
+
+    import mido
+
+    tracks = mido.MidiFile(file=io.BytesIO(piece.midi)).tracks
+    names = [next((m.name for m in t if m.type == "track_name"), None) for t in tracks[1:]]
+    struck = [sum(m.type == "note_on" for m in t) for t in tracks[1:]]
+    assert names == ["given", "musicgan"] and struck[0] == len(starts) and struck[1] > 20
 
 
 def test_the_same_file_model_and_seed_give_the_same_bytes_and_the_continuation_alone(model):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from musicgan import midi
+
 from conftest import EXAMPLES, ROOT
 
 pytestmark = pytest.mark.slow
@@ -147,6 +149,26 @@ def train_and_stop(page):
     wait_for_steps(page, 5)
     page.get_by_role("button", name="Stop (keeps the model)").click()
     page.get_by_text("stopped after").first.wait_for(timeout=60_000)
+
+
+def test_in_a_real_browser_continue_an_uploaded_opening(server, browser):
+    from playwright.sync_api import expect
+
+    context, page = open_page(browser, server)
+    page.get_by_text("Start from your music").click()
+    page.locator("#opening input[type=file]").set_input_files(str(EXAMPLES[6]))
+    expect(page.locator("#opening").get_by_text(EXAMPLES[6].name)).to_be_visible(timeout=30_000)
+    page.locator("#continue").click()
+    page.wait_for_function("document.querySelector('.mg-roll') && "
+                           "JSON.parse(decodeURIComponent(document.querySelector('.mg-roll').dataset.piece)).given > 0",
+                           timeout=60_000)
+    piece = piece_of(page.locator("#pianoroll").inner_html())
+    opening = midi.read(EXAMPLES[6])
+    assert piece["given"] == 4 * opening.steps_per_bar and piece["steps"] >= 12 * opening.steps_per_bar
+    expect(page.locator("#piece-status")).to_contain_text("opening and 8 bars")
+    page.locator("#pianoroll").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "continue.png"), full_page=True)
+    context.close()
 
 
 def test_in_a_real_browser_train_then_generate_and_listen(server, browser):
