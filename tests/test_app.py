@@ -187,6 +187,20 @@ def test_training_streams_progress_and_ends_with_a_checkpoint(session):
         app.generate(app.TRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, "6/8", session)
 
 
+def test_on_zerogpu_the_train_tab_trains_in_short_gpu_calls(session, monkeypatch):
+    from musicgan import zerogpu
+
+    gpu = zerogpu.StandIn()
+    monkeypatch.setattr(app, "GPU_CALLS", zerogpu.in_calls(gpu))
+    app.read_uploads([str(p) for p in EXAMPLES[:4]], session)
+    out = last(app.train(session, 0.1, False, *SETTINGS, poll_s=0.2))
+    assert "done" in out[ui("train_status")] and "GPU calls" in out[ui("train_status")], out[ui("train_status")]
+    assert len(gpu.calls) >= 1 and session.trained
+    assert out[ui("download")].endswith(".zip") and out[ui("use")]["interactive"] is True
+    out = app.generate(app.TRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
+    assert len(midi.read(out[ui("midi_file")]).notes) > 0
+
+
 def test_a_second_run_replaces_the_first_model_only_once_it_is_saved(session):
     app.read_uploads([str(p) for p in EXAMPLES[:2]], session)
     last(app.train(session, 0.02, False, *SETTINGS, poll_s=0.2))
