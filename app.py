@@ -156,17 +156,18 @@ def _model_path(choice: str, session: Session) -> str | None:
     return None
 
 
-def roll_html(roll, audio_path, title: str = "", given_steps: int = 0) -> str:
+def roll_html(roll, audio_path, title: str = "", given=None) -> str:
     """The playable piano roll: notes, timing and the address of its audio for static/pianoroll.js.
     It is the page's one audio player: the audio goes to the page once, as a file it fetches.
-    Notes that start in the first ``given_steps`` steps (the visitor's own) get a colour of their own."""
+    The notes ``given`` marks (a bool per note: the visitor's own opening or melody) get a colour of their own."""
     notes = roll.notes.tolist()
     pitches = [n[0] for n in notes] or [60]
     steps = max(roll.n_steps, 1)
     payload = {"notes": notes, "steps": steps, "bars": metres.bar_lines(roll.time_signatures, steps + 1,
                                                                         roll.steps_per_beat).tolist(),
                "seconds_per_step": 60.0 / roll.tempo_bpm / roll.steps_per_beat, "low": min(pitches),
-               "high": max(pitches), "audio": file_url(audio_path), "title": title, "given": int(given_steps)}
+               "high": max(pitches), "audio": file_url(audio_path), "title": title,
+               "given": [] if given is None else [int(g) for g in given]}
     encoded = urllib.parse.quote(json.dumps(payload, separators=(",", ":")))
     return (f'<div class="mg-roll" data-piece="{encoded}"><div class="mg-scroll"><canvas title="click to play '
             'from here"></canvas></div><div class="mg-bar"><button class="mg-play" type="button">▶ Play</button>'
@@ -203,7 +204,7 @@ def _made(session, choice, path, kind: str, **arguments) -> dict:
             raise gr.Error(str(e))
         paths = session.save("piece", {".mid": piece.midi, ".mp3": piece.mp3})
     status = f"**{piece.description}** · {choice} · {len(piece.roll.notes)} notes · audio: {_engine_text(piece.engine)}"
-    return {ui.roll: roll_html(piece.roll, paths[".mp3"], piece.description, piece.given_steps),
+    return {ui.roll: roll_html(piece.roll, paths[".mp3"], piece.description, piece.given),
             ui.midi_file: paths[".mid"],
             ui.status: status, ui.session: session}
 
@@ -257,15 +258,27 @@ def variations(choice, seed, amount, tempo, instrument, temperature, key=KEY_AUT
 def continue_music(choice, opening, seed, add_bars, opening_bars, instrument, temperature, session=None):
     """Carry on from the first bars of an uploaded MIDI file, in its metre, key and tempo."""
     session = _need(session)
-    if not opening:
-        raise gr.Error("Upload a MIDI file whose opening the model should continue.")
-    try:
-        opening_bytes = Path(opening).read_bytes()
-    except OSError:
-        raise gr.Error("The uploaded file could not be read; please upload it again.")
+    opening_bytes = _uploaded_midi(opening, "Upload a MIDI file whose opening the model should continue.")
     return _made(session, choice, _model_path(choice, session), "continuation", opening=opening_bytes,
                  seed=int(seed), bars=int(add_bars), opening_bars=int(opening_bars), program=_program(instrument),
                  temperature=float(temperature))
+
+
+def harmonise_music(choice, melody, seed, instrument, temperature, session=None):
+    """Keep the melody (the top line) of an uploaded MIDI file and write the voices below it."""
+    session = _need(session)
+    melody_bytes = _uploaded_midi(melody, "Upload a MIDI file whose melody (its top line) the model should harmonise.")
+    return _made(session, choice, _model_path(choice, session), "harmonisation", melody=melody_bytes,
+                 seed=int(seed), program=_program(instrument), temperature=float(temperature))
+
+
+def _uploaded_midi(path, missing: str) -> bytes:
+    if not path:
+        raise gr.Error(missing)
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        raise gr.Error("The uploaded file could not be read; please upload it again.")
 
 
 def roll_dice():
@@ -517,12 +530,16 @@ def build() -> gr.Blocks:
                             amount = gr.Slider(0.05, 1.0, value=0.3, step=0.05, label="Variation amount")
                             vary = gr.Button("3 variations of this seed")
                         with gr.Accordion("Start from your music", open=False):
-                            opening = gr.File(label="A MIDI file to continue", file_types=[".mid", ".midi"],
-                                              elem_id="opening")
+                            opening = gr.File(label="A MIDI file of yours: an opening to continue, or a melody to "
+                                                    "harmonise", file_types=[".mid", ".midi"], elem_id="opening")
                             with gr.Row():
                                 opening_bars = gr.Slider(1, 16, value=4, step=1, label="Bars of it the model reads")
                                 add_bars = gr.Slider(1, 32, value=8, step=1, label="Bars to add")
-                            go_on = gr.Button("Continue it", elem_id="continue")
+                            with gr.Row():
+                                go_on = gr.Button("Continue it", elem_id="continue", min_width=120)
+                                harmonise = gr.Button("Harmonise its melody", elem_id="harmonise", min_width=120)
+                            gr.Markdown("<small>Harmonise keeps the file's top line note for note and writes the "
+                                        "voices below it.</small>")
                     with gr.Column(scale=2, min_width=300):
                         ui.roll = gr.HTML(PLACEHOLDER, label="Piano roll", js_on_load=PIANOROLL_JS,
                                           elem_id="pianoroll", min_height=300)
@@ -538,6 +555,8 @@ def build() -> gr.Blocks:
                            **CPU)
                 go_on.click(continue_music, [ui.choice, opening, seed, add_bars, opening_bars, instrument, temperature,
                                              session], outputs, api_name="continue", **CPU)
+                harmonise.click(harmonise_music, [ui.choice, opening, seed, instrument, temperature, session], outputs,
+                                api_name="harmonise", **CPU)
                 dice.click(roll_dice, None, seed, api_name=False)
                 ck_file.upload(upload_checkpoint, [ck_file, session], [ui.choice, ui.ck_status, session],
                                api_name="upload_checkpoint")

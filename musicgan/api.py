@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint as ckpt, data, generate, keys, metre as metres, metrics, midi, render, zerogpu
+from . import checkpoint as ckpt, data, generate, harmonise, keys, metre as metres, metrics, midi, render, zerogpu
 from .midi import Roll
 from .train import Budget, TrainConfig, Trainer, TrainingError, device_label, pick_device
 
@@ -33,7 +33,7 @@ class Piece:
     midi: bytes
     audio: render.Audio | None
     description: str
-    given_steps: int = 0  # the steps at its start that were given (an opening continued), not drawn
+    given: np.ndarray | None = None  # which notes were given (an opening, a melody), not drawn: a bool per note
 
     @cached_property
     def png(self) -> bytes:
@@ -56,10 +56,11 @@ def load_model(path=None) -> ckpt.Checkpoint:
     return _cached_model(str(p), mtime)
 
 
-def _piece(roll: Roll, description: str, program: int, tempo: float, audio: bool, given_steps: int = 0) -> Piece:
-    return Piece(roll=roll, midi=midi.to_midi_bytes(roll, given_steps=given_steps),
+def _piece(roll: Roll, description: str, program: int, tempo: float, audio: bool,
+           given: np.ndarray | None = None) -> Piece:
+    return Piece(roll=roll, midi=midi.to_midi_bytes(roll, given=given),
                  audio=render.synthesize(roll, program, tempo) if audio else None, description=description,
-                 given_steps=given_steps)
+                 given=given)
 
 
 def _defaults(model: ckpt.Checkpoint, tempo_bpm, program):
@@ -100,9 +101,32 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     program = piece.program if program is None else int(program)
     piece = dataclasses.replace(piece, tempos=((0, tempo),), program=program)
     what = "opening and" if whole else "after the opening:"
-    given = len(generate.opening(model.generator, roll, opening_bars)[1]) if whole else 0
+    given = piece.notes[:, 1] < len(generate.opening(model.generator, roll, opening_bars)[1]) if whole else None
     return _piece(piece, f"seed {seed} · {what} {bars} bars of {metres.name(piece.time_signatures[-1][1:])}"
                          f" · {tempo:g} bpm", program, tempo, audio, given)
+
+
+def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, tempo_bpm: float | None = None,
+                          program: int | None = None, temperature: float = 1.0, audio: bool = True) -> Piece:
+    """The top line of ``melody`` (a MIDI file's path or bytes, or a Roll; a monophonic file is all
+    melody) kept note for note as the top voice, with the voices below written by the model, in
+    its key, metre, tempo and instrument unless ``tempo_bpm`` or ``program`` say otherwise (see
+    :func:`musicgan.harmonise.harmonise_rolls`). A model without a harmoniser clamps the melody
+    (its voices hear the melody up to each step only). ValueError (or MidiError) in words for a
+    melody the model cannot take."""
+    model = model or load_model()
+    if not isinstance(melody, Roll):
+        melody = midi.read(melody, model.model.steps_per_beat, name="the melody" if isinstance(melody, bytes) else None)
+    critic = {k: v for k, v in model.sampling.items() if k != "avoid"}
+    piece = harmonise.harmonise_rolls(model.generator, melody, [seed], model.harmoniser, temperature, **critic)[0]
+    line, _ = harmonise.melody_of(model.generator, melody)
+    tempo = float(tempo_bpm or piece.tempo_bpm)
+    program = piece.program if program is None else int(program)
+    piece = dataclasses.replace(piece, tempos=((0, tempo),), program=program)
+    how = "" if model.harmoniser is not None else " (clamped: this model has no harmoniser)"
+    bars = len(metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat))
+    return _piece(piece, f"seed {seed} · a melody of {bars} bars harmonised{how} · {tempo:g} bpm", program,
+                  tempo, audio, harmonise.melody_mask(piece, line))
 
 
 def compose_interpolation(model: ckpt.Checkpoint | None, seed_a: int, seed_b: int, steps: int = 5,
@@ -227,20 +251,20 @@ class WebPiece:
     mp3: bytes
     description: str
     engine: str  # the synthesiser that played it (see render.synthesize)
-    given_steps: int = 0  # see Piece.given_steps
+    given: np.ndarray | None = None  # see Piece.given
 
 
 _MAKERS = {"piece": compose, "interpolation": compose_interpolation, "variations": compose_variations,
-           "continuation": compose_continuation}
+           "continuation": compose_continuation, "harmonisation": compose_harmonisation}
 
 
 def web_piece(kind: str, model_path: str | None = None, **arguments) -> WebPiece:
     """:func:`compose` (``kind`` "piece"), :func:`compose_interpolation`,
-    :func:`compose_variations` or :func:`compose_continuation` with the model at ``model_path``
+    :func:`compose_variations`, :func:`compose_continuation` or :func:`compose_harmonisation` with the model at ``model_path``
     (None: the pretrained one)."""
     piece = _MAKERS[kind](load_model(model_path), **arguments)
     return WebPiece(piece.roll, piece.midi, piece.audio.mp3_bytes(), piece.description, piece.audio.engine,
-                    piece.given_steps)
+                    piece.given)
 
 
 def _worker_start(parent: int) -> None:

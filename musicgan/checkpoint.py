@@ -21,7 +21,7 @@ from safetensors.torch import load as load_safetensors, save as save_safetensors
 
 from . import __version__, copyguard, metre
 from .keys import KEYS
-from .models import Discriminator, Generator, ModelConfig
+from .models import Discriminator, Generator, LineReader, ModelConfig
 
 FORMAT = "musicgan-checkpoint"
 FORMAT_VERSION = 1
@@ -30,6 +30,7 @@ MAX_WEIGHTS_BYTES = 512 * 1024 * 1024
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_CANDIDATES = 64
 COPY_INDEX = "copyguard.pairs"
+HARMONISER = "harmoniser."  # the weights of a harmoniser's reader (musicgan.harmonise), when it has one
 # the generator's sampling biases (Generator.onset_bias, .rest_bias): not weights, saved beside them
 SAMPLING_BIASES = {"onset_bias": "sampling.onset_bias", "rest_bias": "sampling.rest_bias",
                    "tonal_bias": "sampling.tonal_bias"}
@@ -48,6 +49,7 @@ class Checkpoint:
     train_state: dict = field(default_factory=dict)  # optimiser and RNG tensors, for --resume
     path: str = ""
     copy_index: np.ndarray | None = None  # the copy guard's hashes of the training music (musicgan.copyguard)
+    harmoniser: LineReader | None = None  # reads a given melody for harmonising (musicgan.harmonise)
 
     @property
     def steps(self) -> int:
@@ -200,7 +202,20 @@ def load(path, with_discriminator: bool | None = None) -> Checkpoint:
         discriminator.eval()
     meta = {k: v for k, v in config.items() if k not in ("format", "format_version", "model")}
     return Checkpoint(cfg, generator, discriminator, meta, part("train."), str(path),
-                      _copy_index(tensors.get(COPY_INDEX), path.name))
+                      _copy_index(tensors.get(COPY_INDEX), path.name),
+                      _harmoniser(cfg, meta.get("harmoniser"), part(HARMONISER), path.name))
+
+
+def _harmoniser(cfg: ModelConfig, settings, state: dict, name: str) -> LineReader | None:
+    """The harmoniser's reader when the checkpoint has one (``harmoniser`` in its config)."""
+    if settings is None and not state:
+        return None
+    hidden = settings.get("hidden") if isinstance(settings, dict) else None
+    if not isinstance(hidden, int) or isinstance(hidden, bool) or not 1 <= hidden <= 1024:
+        raise CheckpointError(f"{name}: harmoniser.hidden is not a width for the harmoniser")
+    reader = LineReader(cfg, hidden)
+    _load_into(reader, state, name, "harmoniser")
+    return reader.eval()
 
 
 def _key_weights(config: dict, name: str) -> torch.Tensor:

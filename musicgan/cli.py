@@ -5,6 +5,8 @@
     train PATH... --out DIR             train a model (--steps / --minutes, --resume, --start-from, --device)
     generate [CKPT] --out FILE.mid      new music from a checkpoint (the pretrained one by default)
     continue FILE.mid [CKPT] --out F    carry on from the first bars of a MIDI file (--bars N more)
+    harmonise FILE.mid [CKPT] --out F   keep a melody (a file's top line) and write the voices below it
+    add-harmoniser CKPT PATH...         train a model's harmoniser on its training music (--minutes M)
     evaluate [CKPT] --reference PATH... generated vs. real music, in numbers
 """
 from __future__ import annotations
@@ -187,6 +189,57 @@ def cmd_continue(args) -> int:
     return 0
 
 
+def cmd_harmonise(args) -> int:
+    from . import api
+
+    if args.program is not None and not 0 <= args.program <= 127:
+        raise CliError("--program must be a General MIDI program number, 0-127")
+    model = api.load_model(args.checkpoint)
+    piece = api.compose_harmonisation(model, Path(args.melody), args.seed, args.tempo, args.program,
+                                      args.temperature, audio=False)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(piece.midi)  # the melody on a track of its own
+    print(f"{out}: {len(piece.roll.notes)} notes; {piece.description}")
+    return 0
+
+
+def cmd_add_harmoniser(args) -> int:
+    import torch
+
+    from . import checkpoint as ckpt, harmonise
+    from .batches import batches_for
+    from .train import TrainConfig
+
+    if not Path(args.checkpoint).is_dir():
+        raise CliError(f"{args.checkpoint}: a checkpoint folder (the harmoniser is added to it)")
+    if not 0 < args.minutes <= 24 * 60:
+        raise CliError("--minutes must be more than 0")
+    model = ckpt.load(args.checkpoint)
+    corpus = data_for(model, args.paths)
+    batches = batches_for(corpus.rolls, model.model, TrainConfig(), torch.device("cpu"))
+    print(f"training a harmoniser for {args.minutes:g} minutes on {len(corpus.rolls)} pieces ...", flush=True)
+
+    def progress(event):
+        if not args.quiet and event["step"] % 200 == 0:
+            print(f"  step {event['step']}: loss {event['loss']:.3f}", flush=True)
+
+    h = harmonise.train_reader(model.generator, batches, minutes=args.minutes, seed=args.seed, callback=progress)
+    harmonise.save(args.checkpoint, h)
+    print(f"{args.checkpoint}: harmoniser added ({h.meta['steps']} steps, loss {h.meta['loss']})")
+    return 0
+
+
+def data_for(model, paths):
+    """The music at ``paths`` read on ``model``'s grid, in its pitch range and metres."""
+    from . import data
+
+    corpus = data.load(paths, model.model.steps_per_beat)
+    if not corpus.rolls:
+        raise CliError("no usable MIDI in " + ", ".join(map(str, paths)))
+    return corpus
+
+
 def cmd_generate(args) -> int:
     from . import generate, keys, metre, midi
 
@@ -304,6 +357,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--program", type=int, help="General MIDI program 0-127 (default: the opening's)")
     p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer; above 1: wilder")
     p.set_defaults(func=cmd_continue)
+
+    p = sub.add_parser("harmonise", help="keep a melody and write the voices below it")
+    p.add_argument("melody", help="a MIDI file: a melody, or any music (its top line is the melody)")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint folder or .zip (default: the pretrained model)")
+    p.add_argument("--out", required=True, help="the .mid file to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tempo", type=float, help="beats per minute (default: the melody's)")
+    p.add_argument("--program", type=int, help="General MIDI program 0-127 (default: the melody's)")
+    p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer; above 1: wilder")
+    p.set_defaults(func=cmd_harmonise)
+
+    p = sub.add_parser("add-harmoniser", help="train a model's harmoniser (the model itself stays as it is)")
+    p.add_argument("checkpoint", help="checkpoint folder: the harmoniser is added to it")
+    p.add_argument("paths", nargs="+", help="the music the model was trained on (MIDI files, folders, zips)")
+    p.add_argument("--minutes", type=float, default=10.0, help="training time (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_add_harmoniser)
 
     p = sub.add_parser("evaluate", help="compare generated music with real music")
     p.add_argument("checkpoint", nargs="?")

@@ -463,12 +463,13 @@ TICKS_PER_BEAT = 480
 
 
 def to_midi_bytes(roll: Roll, program: int | None = None, tempo_bpm: float | None = None,
-                  given_steps: int = 0) -> bytes:
+                  given: np.ndarray | None = None) -> bytes:
     """The roll as a type-1 Standard MIDI File (bytes). Identical rolls give identical bytes.
 
     ``program`` and ``tempo_bpm`` override the roll's own (a tempo override replaces the map).
-    ``given_steps``: the notes that start before this step (an opening someone gave the model)
-    go on a track (and channel) of their own, named "given"; the model's are named "musicgan".
+    ``given``: which of the roll's notes someone gave the model (an opening it continued, a
+    melody it harmonised), a boolean per note: they go on a track (and channel) of their own,
+    named "given"; the model's are named "musicgan".
     """
     import mido
 
@@ -482,8 +483,7 @@ def to_midi_bytes(roll: Roll, program: int | None = None, tempo_bpm: float | Non
     _append_timed(meta, sorted(events, key=lambda e: (e[0], e[1])), ticks_per_step)
 
     program = roll.program if program is None else program
-    given = roll.notes[:, START] < given_steps
-    parts = [(roll.notes, 0, None)] if not given_steps else \
+    parts = [(roll.notes, 0, None)] if given is None or not np.any(given) else \
         [(roll.notes[given], 1, "given"), (roll.notes[~given], 0, "musicgan")]
     tracks = [meta]
     for notes, channel, name in parts:

@@ -284,22 +284,41 @@ class Generator(nn.Module):
         return logits, self.sample(z if z_sample is None else z_sample, noise,
                                    codes if codes_sample is None else codes_sample, tau=tau)
 
-    def teacher_forced(self, tokens: torch.Tensor, z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    def teacher_forced(self, tokens: torch.Tensor, z: torch.Tensor, codes: torch.Tensor,
+                       extra: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher forcing: tokens (B, T, V) and each step's code (B, T) -> logits (B, T, V, K)
-        for those same tokens."""
+        for those same tokens. ``extra``: see :meth:`head_logits`."""
+        return self.head_logits(self.hidden_states(tokens, z, codes), tokens, extra)
+
+    def hidden_states(self, tokens: torch.Tensor, z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """The LSTM's output (B, T, H) at each step of teacher forcing on ``tokens``."""
         B, T, V = tokens.shape
         E = self.cfg.embed_dim
         emb = self._embed_tokens(tokens)  # (B, T, V, E)
         prev = torch.cat([emb.new_zeros(B, 1, V, E), emb[:, :-1]], 1).reshape(B, T, V * E)
-        h, _ = self.lstm(self._inputs(prev, z, codes), self._state(z))
+        return self.lstm(self._inputs(prev, z, codes), self._state(z))[0]
+
+    def head_logits(self, h: torch.Tensor, tokens: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Each voice's logits (B, T, V, K) from the LSTM's output ``h`` and the tokens of the
+        voices above it. ``extra`` (B, T, V * H): a term added to each head's hidden layer (a
+        given line read by :class:`musicgan.harmonise.LineReader`)."""
+        B, T, V = tokens.shape
+        E, H = self.cfg.embed_dim, self.cfg.hidden
+        emb = self._embed_tokens(tokens)
         logits = []
         for v, head in enumerate(self.heads):
             above = torch.cat([emb[:, :, :v], emb.new_zeros(B, T, V - v, E)], 2).reshape(B, T, V * E)
-            logits.append(head(torch.cat([h, above], -1)))
+            logits.append(self._head(head, torch.cat([h, above], -1), None if extra is None else extra[..., v * H:(v + 1) * H]))
         return torch.stack(logits, 2)
 
+    @staticmethod
+    def _head(head: nn.Sequential, x: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+        if extra is None:
+            return head(x)
+        return head[2](head[1](head[0](x) + extra))
+
     def sample(self, z: torch.Tensor, noise: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
-               tau: float | None = None, given: torch.Tensor | None = None):
+               tau: float | None = None, given: torch.Tensor | None = None, extra: torch.Tensor | None = None):
         """Free-running generation.
 
         z: (B, cond_dim), see :meth:`condition`; noise: standard normal (B, T, V, K), the per-step
@@ -309,12 +328,13 @@ class Generator(nn.Module):
         without it nothing is differentiable and sampling is a plain Gumbel-max draw.
         ``given``: (B, T, V) tokens that are not drawn but given (-1 where the model draws): the
         model reads them as its own, so given opening steps set its state as teacher forcing does.
+        ``extra``: (B, T, V * H), added to each head's hidden layer (see :meth:`head_logits`).
         """
         B, T, V, K = noise.shape
         E = self.cfg.embed_dim
         gumbel = gumbel_from_normal(noise)
         if tau is None and not torch.is_grad_enabled():
-            return self._sample_fast(z, gumbel, codes, temperature, given)
+            return self._sample_fast(z, gumbel, codes, temperature, given, extra)
         state = self._state(z)
         prev = z.new_zeros(B, 1, V * E)
         tokens, one_hots = [], []
@@ -331,7 +351,8 @@ class Generator(nn.Module):
             for v, head in enumerate(self.heads):
                 above = torch.cat(chosen + [h.new_zeros(B, (V - v) * E)], -1)
                 step_bias = bias[codes[:, t], v] if tonal is None else bias[codes[:, t], v] + tonal
-                logits = (head(torch.cat([h, above], -1)) + step_bias) / temperature
+                extra_v = None if extra is None else extra[:, t, v * self.cfg.hidden:(v + 1) * self.cfg.hidden]
+                logits = (self._head(head, torch.cat([h, above], -1), extra_v) + step_bias) / temperature
                 y = logits + gumbel[:, t, v]
                 index = y.argmax(-1)
                 if given is not None:
@@ -353,16 +374,16 @@ class Generator(nn.Module):
 
 
     def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
-                     given: torch.Tensor | None = None):
+                     given: torch.Tensor | None = None, extra: torch.Tensor | None = None):
         # inference mode makes each of the loop's many small calls cheaper (no version counters);
         # the tokens leave it as an ordinary tensor, which a discriminator may then learn from
         with torch.inference_mode():
-            out = self._draw_fast(z, gumbel, codes, temperature, given)
+            out = self._draw_fast(z, gumbel, codes, temperature, given, extra)
         out = out.clone()
         return out, F.one_hot(out, self.cfg.vocab).float()
 
     def _draw_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
-                   given: torch.Tensor | None = None) -> torch.Tensor:
+                   given: torch.Tensor | None = None, extra: torch.Tensor | None = None) -> torch.Tensor:
         """Gumbel-max sampling without autograd: the draw of :meth:`sample`, computed step by step
         with plain matrix products instead of one LSTM call per step. On the CPU each small torch
         call costs more than its arithmetic, so the loop is written to make few calls:
@@ -436,6 +457,8 @@ class Generator(nn.Module):
                 c[k] = torch.addcmul(f * c[k], i, torch.tanh(gates[:, 2 * H:3 * H]))
                 h[k] = x = o * torch.tanh(c[k])
             torch.addmm(b_state, x, w_state, out=hidden)
+            if extra is not None:
+                hidden += extra[:, t]
             for v, (w_out, b_out) in enumerate(heads_out):
                 step_bias = b_out.index_select(0, code)
                 if tonal is not None:
@@ -451,6 +474,29 @@ class Generator(nn.Module):
                 if v < V - 1:
                     lower[v] += below[v].index_select(0, codes[v])
         return torch.stack(tokens, 1).view(B, T, V)
+
+
+class LineReader(nn.Module):
+    """The harmoniser's reader (see :mod:`musicgan.harmonise`). A given line (B, T) of one voice's tokens and each step's code (B, T) -> a term (B, T, V * H)
+    for every head of the generator, from what the line does from each step on."""
+
+    def __init__(self, cfg: ModelConfig, hidden: int = 128):
+        super().__init__()
+        self.cfg, self.hidden = cfg, hidden
+        E = cfg.embed_dim
+        self.embed = nn.Embedding(cfg.vocab, E)
+        self.pitch_embed = nn.Embedding(cfg.vocab, E)  # the pitch the line sounds (a held note's too)
+        self.lstm = nn.LSTM(E + cfg.frame_dim, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, cfg.voices * cfg.hidden)
+        nn.init.zeros_(self.out.weight)  # untrained, it adds nothing: the model draws as it did
+        nn.init.zeros_(self.out.bias)
+        self.register_buffer("frame", frame_table(cfg), persistent=False)
+
+    def forward(self, line: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        x = self.embed(line) + self.pitch_embed(sounding(line[..., None])[..., 0])
+        x = torch.cat([x, self.frame[codes].to(x.dtype)], -1)
+        h, _ = self.lstm(x.flip(1))  # read from the end: at step t, the line from t on
+        return self.out(h.flip(1))
 
 
 class Discriminator(nn.Module):

@@ -47,9 +47,9 @@
         ctx.beginPath(); ctx.moveTo(x(s) + 0.5, 0); ctx.lineTo(x(s) + 0.5, H); ctx.stroke();
       }
       const step = now / piece.seconds_per_step;
-      for (const [pitch, start, end, velocity] of notes) {
+      for (const [i, [pitch, start, end, velocity]] of notes.entries()) {
         const playing = start <= step && step < end;
-        const given = start < (piece.given || 0);  // notes the visitor gave (an opening), in their own colour
+        const given = piece.given && piece.given[i];  // notes the visitor gave (an opening, a melody), in their own colour
         ctx.fillStyle = playing ? "#f6a01a" : given ? `rgba(122, 92, 199, ${0.45 + 0.55 * velocity / 127})`
                                                     : `rgba(0, 121, 140, ${0.45 + 0.55 * velocity / 127})`;
         ctx.fillRect(x(start) + 0.5, y(pitch), Math.max(x(end) - x(start) - 1, 1), Math.max(rowH() - 1, 1));

@@ -93,7 +93,8 @@ def test_continue_an_uploaded_opening(session, tmp_path):
     payload = payload_of(out[ui("roll")])
     opening = midi.read(EXAMPLES[4])
     bar = opening.steps_per_bar
-    assert payload["given"] == 2 * bar  # the visitor's notes are drawn in their own colour
+    # the visitor's notes are drawn in their own colour: those of the opening, and only those
+    assert payload["given"] == [int(n[1] < 2 * bar) for n in payload["notes"]] and any(payload["given"])
     roll = midi.read(out[ui("midi_file")])
     assert roll.n_steps == 6 * bar and roll.tempo_bpm == pytest.approx(opening.tempo_bpm, rel=0.01)
     given = opening.notes[opening.notes[:, 1] < 2 * bar]
@@ -104,6 +105,20 @@ def test_continue_an_uploaded_opening(session, tmp_path):
     broken.write_bytes(b"MThd not really")
     with pytest.raises(gr.Error):
         app.continue_music(app.PRETRAINED, str(broken), 3, 4, 2, -1, 1.0, session)
+
+
+def test_harmonise_an_uploaded_melody(session):
+    melody_file = ROOT / "examples" / "melodies" / "old-hundredth.mid"
+    out = app.harmonise_music(app.PRETRAINED, str(melody_file), 3, -1, 1.0, session)
+    payload = payload_of(out[ui("roll")])
+    melody = midi.read(melody_file)
+    given = [n for n, g in zip(payload["notes"], payload["given"]) if g]  # drawn in their own colour
+    assert [n[:3] for n in given] == melody.notes[:, :3].tolist()
+    assert len(payload["notes"]) > 2 * len(given)
+    roll = midi.read(out[ui("midi_file")])
+    assert roll.n_steps == melody.n_steps and "harmonised" in out[ui("status")]
+    with pytest.raises(gr.Error, match="Upload a MIDI file"):
+        app.harmonise_music(app.PRETRAINED, None, 3, -1, 1.0, session)
 
 
 def test_a_handler_without_its_session_says_so():

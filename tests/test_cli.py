@@ -44,9 +44,9 @@ def test_generate_in_a_chosen_key(trained, tmp_path):
     assert drawn.returncode == 0 and ("major" in drawn.stdout or "minor" in drawn.stdout)
     bad = run("generate", trained, "--out", tmp_path / "c.mid", "--key", "H major")
     assert bad.returncode == 1 and "not a key" in bad.stderr and "Traceback" not in bad.stderr
-    # the pretrained model predates key input: a clear message, not a key it ignores
-    old = run("generate", "--out", tmp_path / "d.mid", "--key", "C major")
-    assert old.returncode == 1 and "trained without keys" in old.stderr
+    # the pretrained model takes a key too
+    pretrained = run("generate", "--out", tmp_path / "d.mid", "--key", "C major", "--bars", 4)
+    assert pretrained.returncode == 0 and "C major" in pretrained.stdout
 
 
 def test_generate_without_a_checkpoint_uses_the_pretrained_model(tmp_path):

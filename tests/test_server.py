@@ -160,14 +160,40 @@ def test_in_a_real_browser_continue_an_uploaded_opening(server, browser):
     expect(page.locator("#opening").get_by_text(EXAMPLES[6].name)).to_be_visible(timeout=30_000)
     page.locator("#continue").click()
     page.wait_for_function("document.querySelector('.mg-roll') && "
-                           "JSON.parse(decodeURIComponent(document.querySelector('.mg-roll').dataset.piece)).given > 0",
+                           "JSON.parse(decodeURIComponent(document.querySelector('.mg-roll').dataset.piece)).given.length > 0",
                            timeout=60_000)
     piece = piece_of(page.locator("#pianoroll").inner_html())
     opening = midi.read(EXAMPLES[6])
-    assert piece["given"] == 4 * opening.steps_per_bar and piece["steps"] >= 12 * opening.steps_per_bar
+    assert piece["given"] == [int(n[1] < 4 * opening.steps_per_bar) for n in piece["notes"]]
+    assert piece["steps"] >= 12 * opening.steps_per_bar
     expect(page.locator("#piece-status")).to_contain_text("opening and 8 bars")
     page.locator("#pianoroll").scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "continue.png"), full_page=True)
+    context.close()
+
+
+def test_in_a_real_browser_harmonise_a_melody_and_play_it(server, browser):
+    from playwright.sync_api import expect
+
+    melody_file = ROOT / "examples" / "melodies" / "old-hundredth.mid"
+    context, page = open_page(browser, server)
+    page.get_by_text("Start from your music").click()
+    page.locator("#opening input[type=file]").set_input_files(str(melody_file))
+    expect(page.locator("#opening").get_by_text(melody_file.name)).to_be_visible(timeout=30_000)
+    page.locator("#harmonise").click()
+    page.wait_for_function("document.querySelector('.mg-roll') && "
+                           "JSON.parse(decodeURIComponent(document.querySelector('.mg-roll').dataset.piece)).given.length > 0",
+                           timeout=60_000)
+    piece = piece_of(page.locator("#pianoroll").inner_html())
+    melody = midi.read(melody_file)
+    assert [n[:3] for n, g in zip(piece["notes"], piece["given"]) if g] == melody.notes[:, :3].tolist()
+    assert len(piece["notes"]) > 2 * len(melody.notes)
+    expect(page.locator("#piece-status")).to_contain_text("harmonised")
+    page.locator("#pianoroll").scroll_into_view_if_needed()
+    page.locator(".mg-play").click()  # it plays: the playhead moves on
+    page.wait_for_function("parseFloat(document.querySelector('.mg-roll').dataset.playhead) > 4", timeout=15_000)
+    page.locator(".mg-play").click()
+    page.screenshot(path=str(SHOTS / "harmonise.png"), full_page=True)
     context.close()
 
 

@@ -1,0 +1,139 @@
+"""Harmonise and continue held-out chorales, and compare with Bach's own.
+
+    python bench/harmonise.py [--model checkpoints/bach-chorales] [--data data/styles/bach]
+                              [--train-minutes 10] [--out runs/harmonise]
+
+1. The harmoniser: the model's own, or (``--train-minutes M``, or a model without one) a
+   :class:`musicgan.harmonise.LineReader` trained for M minutes on the training split with the
+   generator frozen, saved with a copy of the model in OUT/model.
+2. For every held-out chorale (none of them trained on):
+   * its soprano (the top line) harmonised twice, as the app does (the critic's choice): by
+     *clamping* (the unconditioned model with the melody fixed as its top voice) and by the
+     *conditioned* model (the same, with the reader's view of the melody still to come);
+   * the chorale continued from its first 4 bars: 4 more bars (the continuation alone);
+   (``--seeds`` of each, 3 by default)
+   * and, for comparison, free pieces of 16 bars as the app makes them.
+3. Every row is cut into 4-bar clips and scored against the clips of the held-out chorales
+   themselves (Bach's own harmonisations of those melodies, and his continuations): the two-sample
+   accuracy (0.50: indistinguishable; mean of ``--splits`` splits), the listener's statistics,
+   and the voice-leading counts of :mod:`musicgan.voiceleading`, computed the same way for Bach.
+   The training split against the held-out one is the floor.
+
+Results go to OUT/results.json. Run it on an otherwise idle machine: training is time-budgeted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from musicgan import checkpoint as ckpt, data, generate, harmonise, metrics, voiceleading  # noqa: E402
+from musicgan.batches import batches_for  # noqa: E402
+from musicgan.train import TrainConfig  # noqa: E402
+
+
+def rolls_in(folder: Path, steps_per_beat: int) -> list:
+    return data.load([folder], steps_per_beat).rolls
+
+
+def with_harmoniser(model_path: Path, train_rolls, minutes: float | None, out: Path) -> ckpt.Checkpoint:
+    model = ckpt.load(model_path)
+    if minutes is None and model.harmoniser is not None:
+        return model
+    minutes = minutes or 10.0
+    target = out / "model"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(model_path, target)
+    model = ckpt.load(target)
+    batches = batches_for(train_rolls, model.model, TrainConfig(), torch.device("cpu"))
+    print(f"training the harmoniser for {minutes:g} minutes ...", flush=True)
+    h = harmonise.train_reader(model.generator, batches, minutes=minutes,
+                               callback=lambda e: print(f"  step {e['step']}: loss {e['loss']:.3f}", flush=True)
+                               if e["step"] % 500 == 0 else None)
+    print(f"  {h.meta['steps']} steps, loss {h.meta['loss']}", flush=True)
+    harmonise.save(target, h)
+    return ckpt.load(target)
+
+
+def row(name: str, pieces: list, reference_clips: list | None, splits: int, melodies=None) -> dict:
+    """One column: the pieces' two-sample score against ``reference_clips`` (None: they are the
+    reference), voice-leading counts and statistics."""
+    clips = data.clips(pieces, 4)
+    out = {"name": name, "pieces": len(pieces), "clips": len(clips),
+           "two_sample": None if reference_clips is None else
+           metrics.two_sample_accuracy(clips, reference_clips, splits=splits),
+           **voiceleading.summary(pieces, melodies), **metrics.summary(clips, metrics.LISTENER)}
+    out.pop("duration histogram", None)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(generate.DEFAULT_CHECKPOINT))
+    parser.add_argument("--data", default="data/styles/bach")
+    parser.add_argument("--train-minutes", type=float, default=None,
+                        help="train a harmoniser for this long (default: the model's own, else 10 minutes)")
+    parser.add_argument("--out", default="runs/harmonise")
+    parser.add_argument("--splits", type=int, default=5)
+    parser.add_argument("--free", type=int, default=64, help="free pieces of 16 bars to compare with")
+    parser.add_argument("--seeds", type=int, default=3, help="harmonisations and continuations of each chorale")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(int(__import__("os").environ.get("BENCH_THREADS", 2)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(args.data)
+    if not (data_dir / "test").is_dir():
+        print(f"{data_dir}: no train/test split (build it with python -m musicgan.datasets bach {data_dir})")
+        return 2
+    spb = ckpt.load(args.model).model.steps_per_beat
+    train_rolls, test_rolls = rolls_in(data_dir / "train", spb), rolls_in(data_dir / "test", spb)
+    model = with_harmoniser(Path(args.model), train_rolls, args.train_minutes, out)
+    h, h_meta = model.harmoniser, model.meta.get("harmoniser")
+    G, sampling = model.generator, model.sampling
+    critic = {k: v for k, v in sampling.items() if k in ("critic", "candidates")}
+    reference = data.clips(test_rolls, 4)
+
+    t0 = time.time()
+    seeds = [[args.seeds * i + k for k in range(args.seeds)] for i in range(len(test_rolls))]
+    own = [harmonise.melody_of(G, r)[0] for r in test_rolls]
+    melodies = [m for m in own for _ in range(args.seeds)]
+    clamped = [p for r, s in zip(test_rolls, seeds) for p in harmonise.harmonise_rolls(G, r, s, None, **critic)]
+    conditioned = [p for r, s in zip(test_rolls, seeds) for p in harmonise.harmonise_rolls(G, r, s, h, **critic)]
+    t_harm = time.time() - t0
+    continued = [p for r, s in zip(test_rolls, seeds)
+                 for p in generate.continue_rolls(G, r, s, bars=4, primer_bars=4, whole=False, **sampling)]
+    free = generate.sample_rolls(G, range(args.free), 16, **sampling)
+    print(f"made {len(clamped)} harmonisations of each kind ({args.seeds} of each of {len(test_rolls)} melodies) "
+          f"in {t_harm:.0f} s", flush=True)
+
+    rows = [row("Bach (held-out chorales)", test_rolls, None, args.splits, own),
+            row("floor: training split", train_rolls, reference, args.splits),
+            row("harmonised: clamping", clamped, reference, args.splits, melodies),
+            row("harmonised: conditioned", conditioned, reference, args.splits, melodies),
+            row("continued (4 bars after 4)", continued, reference, args.splits),
+            row("free pieces", free, reference, args.splits)]
+    keys = ["two_sample", "parallels_per_100_beats", "non_chord_tones_strong", "above_melody_per_100_beats"]
+    keys += [k for k in rows[0] if k not in keys + ["name", "pieces", "clips"]]
+    print(f"\nmodel {args.model}; harmoniser {h_meta}")
+    print("| | " + " | ".join(r["name"] for r in rows) + " |")
+    print("|---" * (len(rows) + 1) + "|")
+    for k in keys:
+        cells = [r.get(k) for r in rows]
+        print(f"| {k} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
+    print("| clips | " + " | ".join(str(r["clips"]) for r in rows) + " |")
+    (out / "results.json").write_text(json.dumps({"model": args.model, "harmoniser": h_meta,
+                                                  "rows": rows}, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
