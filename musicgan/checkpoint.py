@@ -33,7 +33,7 @@ COPY_INDEX = "copyguard.pairs"
 HARMONISER = "harmoniser."  # the weights of a harmoniser's reader (musicgan.harmonise), when it has one
 # the generator's sampling biases (Generator.onset_bias, .rest_bias): not weights, saved beside them
 SAMPLING_BIASES = {"onset_bias": "sampling.onset_bias", "rest_bias": "sampling.rest_bias",
-                   "tonal_bias": "sampling.tonal_bias"}
+                   "tonal_bias": "sampling.tonal_bias", "parallel_bias": "sampling.parallel_bias"}
 
 
 class CheckpointError(ValueError):

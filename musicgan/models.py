@@ -183,6 +183,44 @@ def sounding(tokens: torch.Tensor) -> torch.Tensor:
     return torch.where(last < 0, REST, tokens.gather(-2, last.clamp(min=0)))
 
 
+def parallel_targets(before: torch.Tensor, now: torch.Tensor, struck: torch.Tensor, v: int) -> torch.Tensor:
+    """For voice ``v`` about to choose at a step: (B, v) the token that would take it in parallel
+    fifths or octaves (compound ones too) with each voice above it, or -1 where there is none.
+    ``before``/``now``: each voice's sounding token (B, V) at the step before and at this one
+    (voices above ``v`` have chosen); ``struck``: (B, V) which struck a new note now. A voice u above
+    moving from a to b while v sounds c, a - c a perfect fifth or octave: v to b - (a - c) is a
+    parallel. (Tokens of pitches differ as the pitches do.)"""
+    a, b, c = before[:, :v], now[:, :v], before[:, v:v + 1]
+    d = a - c
+    perfect = (d > 0) & ((d % 12 == 0) | (d % 12 == 7))
+    target = b - d
+    ok = struck[:, :v] & (b != a) & (a >= FIRST_PITCH) & (c >= FIRST_PITCH) & perfect & (target >= FIRST_PITCH)
+    return torch.where(ok, target, -1)
+
+
+def parallel_penalty(before, now, struck, v: int, beta: float, K: int) -> torch.Tensor:
+    """(B, K): -beta on each token of :func:`parallel_targets` (once for each voice above it makes a
+    parallel with)."""
+    target = parallel_targets(before, now, struck, v)
+    return torch.zeros(len(target), K, device=target.device).scatter_add_(
+        1, target.clamp(min=0), (target >= 0).float() * -beta)
+
+
+def parallel_rate(tokens) -> tuple[int, int]:
+    """(parallels, steps) in tokens (N, T, V): steps where two voices that both strike new notes
+    move in parallel fifths or octaves (as :func:`parallel_targets` defines them), and the steps."""
+    tokens = torch.as_tensor(np.asarray(tokens)).long()
+    s = sounding(tokens)  # (N, T, V)
+    struck = tokens >= FIRST_PITCH
+    count = 0
+    for v in range(1, tokens.shape[-1]):
+        target = parallel_targets(s[:, :-1].reshape(-1, s.shape[-1]), s[:, 1:].reshape(-1, s.shape[-1]),
+                                  struck[:, 1:].reshape(-1, s.shape[-1]), v)
+        mine = s[:, 1:, v].reshape(-1, 1)
+        count += int(((target == mine) & (target >= 0) & struck[:, 1:, v].reshape(-1, 1)).sum())
+    return count, tokens.shape[0] * max(tokens.shape[1] - 1, 0)
+
+
 def gumbel_from_normal(noise: torch.Tensor) -> torch.Tensor:
     """Standard normal noise -> Gumbel(0, 1) noise, through the normal CDF."""
     u = 0.5 * (1 + torch.erf(noise / math.sqrt(2)))
@@ -216,6 +254,10 @@ class Generator(nn.Module):
         # in major (row 0) and minor (row 1): fitted so that draws use the pitch classes of a key
         # as often as the music does (models that take a key only)
         self.register_buffer("tonal_bias", torch.zeros(2, 12), persistent=False)
+        # ... and taken (as a penalty) from the logits of a note that would move a voice in parallel
+        # fifths or octaves with a voice above it that has just moved (see parallel_targets):
+        # fitted so that draws move in parallels as often as the music does (0: never penalised)
+        self.register_buffer("parallel_bias", torch.zeros(1), persistent=False)
         self.lstm = nn.LSTM(V * E + cfg.cond_dim + cfg.frame_dim, H, cfg.layers, batch_first=True)
         self.heads = nn.ModuleList(
             nn.Sequential(nn.Linear(H + V * E, H), nn.ReLU(), nn.Linear(H, K)) for _ in range(V))
@@ -344,19 +386,26 @@ class Generator(nn.Module):
         not_hold[HOLD] = 0
         bias = self._sampling_bias()
         tonal = self._tonal_rows(z)
+        beta = float(self.parallel_bias)
+        sound = torch.full((B, V), REST, dtype=torch.long, device=z.device)  # each voice's sounding token
         for t in range(T):
             h, state = self.lstm(self._inputs(prev, z, codes[:, t:t + 1]), state)
             h = h[:, 0]
             chosen = []
+            before, struck = sound.clone(), torch.zeros(B, V, dtype=torch.bool, device=z.device)
             for v, head in enumerate(self.heads):
                 above = torch.cat(chosen + [h.new_zeros(B, (V - v) * E)], -1)
                 step_bias = bias[codes[:, t], v] if tonal is None else bias[codes[:, t], v] + tonal
+                if beta and t and v:
+                    step_bias = step_bias + parallel_penalty(before, sound, struck, v, beta, K)
                 extra_v = None if extra is None else extra[:, t, v * self.cfg.hidden:(v + 1) * self.cfg.hidden]
                 logits = (self._head(head, torch.cat([h, above], -1), extra_v) + step_bias) / temperature
                 y = logits + gumbel[:, t, v]
                 index = y.argmax(-1)
                 if given is not None:
                     index = torch.where(given[:, t, v] >= 0, given[:, t, v], index)
+                struck[:, v] = index >= FIRST_PITCH
+                sound[:, v] = torch.where(index == HOLD, sound[:, v], index)
                 hard = F.one_hot(index, K).to(logits.dtype)
                 if tau is not None:
                     soft = F.softmax(y / tau, -1)
@@ -443,7 +492,11 @@ class Generator(nn.Module):
         h, c = list(h0), list(c0)
         codes = [torch.full((B,), REST, dtype=torch.long, device=z.device)] * V  # a hold at t=0 holds a rest
         tokens = []
+        beta = float(self.parallel_bias)
+        sound = torch.full((B, V), REST, dtype=torch.long, device=z.device)  # (kept with a parallel bias only)
+        struck = torch.zeros(B, V, dtype=torch.bool, device=z.device)
         for t in range(T):
+            before = sound.clone() if beta else None
             code = step_codes[t]
             gates = z_part + frame_part.index_select(0, code)
             if t:
@@ -464,12 +517,17 @@ class Generator(nn.Module):
                 if tonal is not None:
                     step_bias = step_bias + tonal
                 logits = torch.addmm(step_bias, torch.relu(head_in[v]), w_out)
+                if beta and t and v:
+                    logits = logits + parallel_penalty(before, sound, struck, v, beta, K)
                 if temperature != 1:
                     logits = logits / temperature
                 index = torch.argmax(logits + noise[t][v], -1)
                 if fixed[t] is not None:
                     index = torch.where(fixed[t][v][1], fixed[t][v][0], index)
                 tokens.append(index)
+                if beta:
+                    struck[:, v] = index >= FIRST_PITCH
+                    sound[:, v] = torch.where(index == HOLD, sound[:, v], index)
                 codes[v] = index if self.pitch_embed is None else next_code[codes[v], index]
                 if v < V - 1:
                     lower[v] += below[v].index_select(0, codes[v])

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt, copyguard, metre
 from .batches import Batch, batches_for
-from .models import MAX_METRES, Discriminator, Generator, ModelConfig
+from .models import MAX_METRES, Discriminator, Generator, ModelConfig, parallel_rate
 from .settings import setting
 from .shards import ShardedCorpus
 from .voices import FIRST_PITCH, REST, voices_needed
@@ -510,8 +510,9 @@ class Trainer:
         real_tokens, real_codes, real_keys = self.data.sample(4096, self.config.seed + 31)
         target_on, target_rest, seen = _rates(real_tokens, real_codes, n_codes)
         target_tonal = _tonal_shares(real_tokens, real_keys, m.pitch_low)
+        real_parallels, real_steps = parallel_rate(real_tokens)
         G = self._cpu_generator()
-        biases = [G.onset_bias, G.rest_bias] + ([G.tonal_bias] if m.key_input else [])
+        biases = [G.onset_bias, G.rest_bias, G.parallel_bias] + ([G.tonal_bias] if m.key_input else [])
         for bias in biases:
             bias.zero_()
         gap = 0.0
@@ -528,7 +529,12 @@ class Trainer:
                 move = 0.7 * np.log(target_tonal / _tonal_shares(tokens, piece_keys, m.pitch_low))
                 move -= move.mean(1, keepdims=True)
                 G.tonal_bias.add_(torch.from_numpy(move).float().clamp(-1, 1)).clamp_(-4, 4)
-        for bias, name in zip(biases, ("onset_bias", "rest_bias", "tonal_bias")):
+            # parallel fifths and octaves: a penalty, raised while draws make more than the music
+            drawn_parallels, drawn_steps = parallel_rate(tokens)
+            want, got = (real_parallels + 0.5) / (real_steps + 1), (drawn_parallels + 0.5) / (drawn_steps + 1)
+            if _countable(np.array([[want]]), np.array([[got]]), np.array([min(real_steps, drawn_steps)])).all():
+                G.parallel_bias.add_(float(np.clip(0.7 * np.log(got / want), -1, 1))).clamp_(0, 6)
+        for bias, name in zip(biases, ("onset_bias", "rest_bias", "parallel_bias", "tonal_bias")):
             if share:  # every rank generates with rank 0's biases
                 bias.copy_(self.ranks.from_rank0(bias))
             getattr(self.G, name).copy_(bias)

@@ -624,3 +624,42 @@ def test_the_sampling_biases_are_saved_loaded_and_checked(trained, tmp_path, nam
         save_file({**tensors, key: bad}, copy / "model.safetensors")
         with pytest.raises(ckpt.CheckpointError, match="not a sampling bias"):
             ckpt.load(copy)
+
+
+def test_parallel_targets_name_the_note_that_would_move_in_parallel_fifths_or_octaves():
+    from musicgan.models import parallel_rate, parallel_targets
+
+    P = lambda pitch: voices.FIRST_PITCH + pitch  # noqa: E731  (the token of a pitch above the lowest)
+    before = torch.tensor([[P(19), P(12), P(0)]])  # G, C, and C an octave below
+    now = torch.tensor([[P(21), P(12), P(0)]])  # the top voice moves up a tone
+    struck = torch.tensor([[True, False, False]])
+    assert parallel_targets(before, now, struck, 1).tolist() == [[P(14)]]  # C -> D: parallel fifths
+    assert parallel_targets(before, now, struck, 2).tolist() == [[P(2), -1]]  # a twelfth, with the top voice
+    held = torch.tensor([[False, False, False]])  # the top voice holds its note: nothing is parallel
+    assert parallel_targets(before, before, held, 1).tolist() == [[-1]]
+    third = torch.tensor([[P(16), P(12), P(0)]])  # a third apart is no perfect interval
+    assert parallel_targets(third, now, struck, 1).tolist() == [[-1]]
+    # counted in music: two voices an octave apart, both moving up a tone at step 2
+    tokens = np.array([[[P(19), P(7)], [HOLD, HOLD], [P(21), P(9)], [P(24), P(14)]]])
+    assert parallel_rate(tokens) == (1, 3)
+
+
+def test_the_parallel_bias_makes_fewer_parallels_and_both_samplers_agree():
+    from musicgan.models import parallel_rate
+
+    g = ckpt.load(generate.DEFAULT_CHECKPOINT).generator  # a copy of its own (its bias is changed here)
+    seeds = list(range(48))
+    counts = []
+    for beta in (0.0, 3.0):
+        g.parallel_bias.fill_(beta)
+        tokens, _, _ = generate.draw_windows(g, seeds, 48)
+        counts.append(parallel_rate(tokens)[0])
+    noise = [generate.noise_for(s, 32, g.cfg) for s in range(6)]
+    z = g.condition(torch.stack([n[0] for n in noise]), torch.arange(6))
+    codes = torch.from_numpy(g.cfg.metre_codes((4, 4), 32)).expand(6, -1)
+    with torch.no_grad():
+        fast, _ = g.sample(z, torch.stack([n[1] for n in noise]), codes)
+    with torch.enable_grad():
+        slow, _ = g.sample(z, torch.stack([n[1] for n in noise]), codes)
+    assert counts[0] > 20 and counts[1] < counts[0] / 2, counts
+    assert (fast == slow).float().mean() > 0.9
