@@ -19,7 +19,8 @@
    and the voice-leading counts of :mod:`musicgan.voiceleading`, computed the same way for Bach.
    The training split against the held-out one is the floor.
 
-Results go to OUT/results.json. Run it on an otherwise idle machine: training is time-budgeted.
+Results go to OUT/results.json. Run it on an otherwise idle machine: training is time-budgeted
+(beside another busy process, ``BENCH_THREADS=1`` keeps torch from spinning two threads).
 """
 from __future__ import annotations
 
