@@ -175,31 +175,34 @@ def _train(args, device, rank) -> int:
 def cmd_continue(args) -> int:
     from . import api
 
-    if args.program is not None and not 0 <= args.program <= 127:
-        raise CliError("--program must be a General MIDI program number, 0-127")
+    _check_program(args)
     if not 1 <= args.opening_bars <= 64:
         raise CliError("--opening-bars must be 1 to 64")
     model = api.load_model(args.checkpoint)
-    piece = api.compose_continuation(model, Path(args.opening), args.seed, args.bars, args.opening_bars, args.tempo,
-                                     args.program, args.temperature, audio=False, whole=not args.only_new)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(piece.midi)  # the opening on a track of its own
-    print(f"{out}: {len(piece.roll.notes)} notes; {piece.description}")
-    return 0
+    return _write_piece(args, api.compose_continuation(model, Path(args.opening), args.seed, args.bars,
+                                                       args.opening_bars, args.tempo, args.program, args.temperature,
+                                                       audio=False, whole=not args.only_new))
 
 
 def cmd_harmonise(args) -> int:
     from . import api
 
+    _check_program(args)
+    model = api.load_model(args.checkpoint)
+    return _write_piece(args, api.compose_harmonisation(model, Path(args.melody), args.seed, args.tempo,
+                                                        args.program, args.temperature, audio=False))
+
+
+def _check_program(args) -> None:
     if args.program is not None and not 0 <= args.program <= 127:
         raise CliError("--program must be a General MIDI program number, 0-127")
-    model = api.load_model(args.checkpoint)
-    piece = api.compose_harmonisation(model, Path(args.melody), args.seed, args.tempo, args.program,
-                                      args.temperature, audio=False)
+
+
+def _write_piece(args, piece) -> int:
+    """Write a piece made from the user's file (its given notes on a track of their own) to --out."""
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(piece.midi)  # the melody on a track of its own
+    out.write_bytes(piece.midi)
     print(f"{out}: {len(piece.roll.notes)} notes; {piece.description}")
     return 0
 
@@ -352,20 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bars", type=int, default=8, help="bars to add")
     p.add_argument("--opening-bars", type=int, default=4, help="bars of the file the model reads first")
     p.add_argument("--only-new", action="store_true", help="write the continuation alone (default: the opening too)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tempo", type=float, help="beats per minute (default: the opening's)")
-    p.add_argument("--program", type=int, help="General MIDI program 0-127 (default: the opening's)")
-    p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer; above 1: wilder")
+    _sound_flags(p, "the opening's")
     p.set_defaults(func=cmd_continue)
 
     p = sub.add_parser("harmonise", help="keep a melody and write the voices below it")
     p.add_argument("melody", help="a MIDI file: a melody, or any music (its top line is the melody)")
     p.add_argument("checkpoint", nargs="?", help="checkpoint folder or .zip (default: the pretrained model)")
     p.add_argument("--out", required=True, help="the .mid file to write")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tempo", type=float, help="beats per minute (default: the melody's)")
-    p.add_argument("--program", type=int, help="General MIDI program 0-127 (default: the melody's)")
-    p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer; above 1: wilder")
+    _sound_flags(p, "the melody's")
     p.set_defaults(func=cmd_harmonise)
 
     p = sub.add_parser("add-harmoniser", help="train a model's harmoniser (the model itself stays as it is)")
@@ -385,6 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
     return parser
+
+
+def _sound_flags(p, whose: str) -> None:
+    """--seed, --tempo, --program and --temperature of a command that starts from the user's file."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tempo", type=float, help=f"beats per minute (default: {whose})")
+    p.add_argument("--program", type=int, help=f"General MIDI program 0-127 (default: {whose})")
+    p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer; above 1: wilder")
 
 
 def main(argv=None) -> int:
