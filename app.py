@@ -264,12 +264,18 @@ def continue_music(choice, opening, seed, add_bars, opening_bars, instrument, te
                  temperature=float(temperature))
 
 
-def harmonise_music(choice, melody, seed, instrument, temperature, session=None):
-    """Keep the melody (the top line) of an uploaded MIDI file and write the voices below it."""
+def harmonise_music(choice, melody, seed, instrument, temperature, session=None, voice="top"):
+    """Keep the melody (the top line) of an uploaded MIDI file, or its bass (``voice`` "bottom"),
+    and write the other voices."""
     session = _need(session)
-    melody_bytes = _uploaded_midi(melody, "Upload a MIDI file whose melody (its top line) the model should harmonise.")
+    line = "melody (its top line)" if voice == "top" else "bass (its lowest notes)"
+    melody_bytes = _uploaded_midi(melody, f"Upload a MIDI file whose {line} the model should harmonise.")
     return _made(session, choice, _model_path(choice, session), "harmonisation", melody=melody_bytes,
-                 seed=int(seed), program=_program(instrument), temperature=float(temperature))
+                 seed=int(seed), program=_program(instrument), temperature=float(temperature), voice=voice)
+
+
+def harmonise_bass(choice, melody, seed, instrument, temperature, session=None):
+    return harmonise_music(choice, melody, seed, instrument, temperature, session, voice="bottom")
 
 
 def _uploaded_midi(path, missing: str) -> bytes:
@@ -517,10 +523,10 @@ def build() -> gr.Blocks:
                         temperature = gr.Slider(0.5, 1.5, value=1.0, step=0.05,
                                                 label="Temperature (lower: safer, higher: wilder)")
                         with gr.Row():
-                            key = gr.Dropdown([KEY_AUTO, *keys.NAMES], value=KEY_AUTO, label="Key", min_width=140,
+                            key = gr.Dropdown([KEY_AUTO, *keys.NAMES], value=KEY_AUTO, label="Key", min_width=180,
                                               info="The seed picks one of the training music's keys.")
                             piece_metre = gr.Dropdown([METRE_AUTO, *map(metres.name, model.model.metres)],
-                                                      value=METRE_AUTO, label="Metre", min_width=140,
+                                                      value=METRE_AUTO, label="Metre", min_width=180,
                                                       info="The seed picks one of the training music's metres.")
                         go = gr.Button("Generate", variant="primary")
                         with gr.Accordion("Interpolate and vary", open=False):
@@ -538,8 +544,10 @@ def build() -> gr.Blocks:
                             with gr.Row():
                                 go_on = gr.Button("Continue it", elem_id="continue", min_width=120)
                                 harmonise = gr.Button("Harmonise its melody", elem_id="harmonise", min_width=120)
-                            gr.Markdown("<small>Harmonise keeps the file's top line note for note and writes the "
-                                        "voices below it.</small>")
+                                harmonise_low = gr.Button("Harmonise its bass", elem_id="harmonise-bass",
+                                                          min_width=120)
+                            gr.Markdown("<small>Harmonise keeps the file's top line (or its bass: its lowest "
+                                        "notes) note for note and writes the other voices.</small>")
                     with gr.Column(scale=2, min_width=300):
                         ui.roll = gr.HTML(PLACEHOLDER, label="Piano roll", js_on_load=PIANOROLL_JS,
                                           elem_id="pianoroll", min_height=300)
@@ -557,6 +565,8 @@ def build() -> gr.Blocks:
                                              session], outputs, api_name="continue", **CPU)
                 harmonise.click(harmonise_music, [ui.choice, opening, seed, instrument, temperature, session], outputs,
                                 api_name="harmonise", **CPU)
+                harmonise_low.click(harmonise_bass, [ui.choice, opening, seed, instrument, temperature, session],
+                                    outputs, api_name="harmonise_bass", **CPU)
                 dice.click(roll_dice, None, seed, api_name=False)
                 ck_file.upload(upload_checkpoint, [ck_file, session], [ui.choice, ui.ck_status, session],
                                api_name="upload_checkpoint")

@@ -3,13 +3,14 @@
     python bench/harmonise.py [--model checkpoints/bach-chorales] [--data data/styles/bach]
                               [--train-minutes 10] [--out runs/harmonise]
 
-1. The harmoniser: the model's own, or (``--train-minutes M``, or a model without one) a
-   :class:`musicgan.harmonise.LineReader` trained for M minutes on the training split with the
-   generator frozen, saved with a copy of the model in OUT/model.
+1. The harmonisers (one for a melody, one for a bass): the model's own, or (``--train-minutes M``,
+   or for one the model lacks) a :class:`musicgan.harmonise.LineReader` trained for M minutes (10)
+   on the training split with the generator frozen, saved with a copy of the model in OUT/model.
 2. For every held-out chorale (none of them trained on):
    * its soprano (the top line) harmonised twice, as the app does (the critic's choice): by
      *clamping* (the unconditioned model with the melody fixed as its top voice) and by the
      *conditioned* model (the same, with the reader's view of the melody still to come);
+   * its bass (the lowest line) harmonised the same two ways (the voices drawn above it);
    * the chorale continued from its first 4 bars: 4 more bars (the continuation alone);
    (``--seeds`` of each, 3 by default)
    * and, for comparison, free pieces of 16 bars as the app makes them.
@@ -45,23 +46,26 @@ def rolls_in(folder: Path, steps_per_beat: int) -> list:
     return data.load([folder], steps_per_beat).rolls
 
 
-def with_harmoniser(model_path: Path, train_rolls, minutes: float | None, out: Path) -> ckpt.Checkpoint:
+def with_harmonisers(model_path: Path, train_rolls, minutes: float | None, out: Path, lines) -> ckpt.Checkpoint:
+    """The model with a harmoniser for each of ``lines`` (a melody, a bass): its own, or trained here for
+    ``minutes`` each (10 for one it lacks) on a copy of it in OUT/model."""
     model = ckpt.load(model_path)
-    if minutes is None and model.harmoniser is not None:
+    missing = [v for v in lines if minutes is not None or v not in model.harmonisers]
+    if not missing:
         return model
-    minutes = minutes or 10.0
     target = out / "model"
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(model_path, target)
     model = ckpt.load(target)
     batches = batches_for(train_rolls, model.model, TrainConfig(), torch.device("cpu"))
-    print(f"training the harmoniser for {minutes:g} minutes ...", flush=True)
-    h = harmonise.train_reader(model.generator, batches, minutes=minutes,
-                               callback=lambda e: print(f"  step {e['step']}: loss {e['loss']:.3f}", flush=True)
-                               if e["step"] % 500 == 0 else None)
-    print(f"  {h.meta['steps']} steps, loss {h.meta['loss']}", flush=True)
-    harmonise.save(target, h)
+    for voice in missing:
+        print(f"training the harmoniser for the {voice} line for {minutes or 10:g} minutes ...", flush=True)
+        h = harmonise.train_reader(model.generator, batches, minutes=minutes or 10.0, voice=voice,
+                                   callback=lambda e: print(f"  step {e['step']}: loss {e['loss']:.3f}", flush=True)
+                                   if e["step"] % 500 == 0 else None)
+        print(f"  {h.meta['steps']} steps, loss {h.meta['loss']}", flush=True)
+        harmonise.save(target, h)
     return ckpt.load(target)
 
 
@@ -87,6 +91,9 @@ def main(argv=None) -> int:
     parser.add_argument("--splits", type=int, default=5)
     parser.add_argument("--free", type=int, default=64, help="free pieces of 16 bars to compare with")
     parser.add_argument("--seeds", type=int, default=3, help="harmonisations and continuations of each chorale")
+    parser.add_argument("--lines", nargs="+", choices=harmonise.VOICES, default=list(harmonise.VOICES),
+                        help="the lines to harmonise: top (the soprano), bottom (the bass); both by default")
+    parser.add_argument("--no-others", action="store_true", help="leave out the continued and free pieces")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(__import__("os").environ.get("BENCH_THREADS", 2)))
     out = Path(args.out)
@@ -97,41 +104,46 @@ def main(argv=None) -> int:
         return 2
     spb = ckpt.load(args.model).model.steps_per_beat
     train_rolls, test_rolls = rolls_in(data_dir / "train", spb), rolls_in(data_dir / "test", spb)
-    model = with_harmoniser(Path(args.model), train_rolls, args.train_minutes, out)
-    h, h_meta = model.harmoniser, model.meta.get("harmoniser")
+    model = with_harmonisers(Path(args.model), train_rolls, args.train_minutes, out, args.lines)
     G, sampling = model.generator, model.sampling
     critic = {k: v for k, v in sampling.items() if k in ("critic", "candidates")}
     reference = data.clips(test_rolls, 4)
 
-    t0 = time.time()
     seeds = [[args.seeds * i + k for k in range(args.seeds)] for i in range(len(test_rolls))]
-    own = [harmonise.melody_of(G, r)[0] for r in test_rolls]
+    harmonised = {}
+    for voice in args.lines:
+        t0 = time.time()
+        lines = [harmonise.line_of(G, r, voice) for r in test_rolls]
+        for how, reader in (("clamping", None), ("conditioned", model.harmonisers[voice])):
+            harmonised[voice, how] = [p for line, s in zip(lines, seeds)
+                                      for p in harmonise.harmonise_rolls(G, line, s, reader, **critic)]
+        print(f"made {args.seeds} harmonisations of each of {len(test_rolls)} {voice} lines, clamped and "
+              f"conditioned, in {time.time() - t0:.0f} s", flush=True)
+    own = [harmonise.line_of(G, r).roll for r in test_rolls]
     melodies = [m for m in own for _ in range(args.seeds)]
-    clamped = [p for r, s in zip(test_rolls, seeds) for p in harmonise.harmonise_rolls(G, r, s, None, **critic)]
-    conditioned = [p for r, s in zip(test_rolls, seeds) for p in harmonise.harmonise_rolls(G, r, s, h, **critic)]
-    t_harm = time.time() - t0
-    continued = [p for r, s in zip(test_rolls, seeds)
-                 for p in generate.continue_rolls(G, r, s, bars=4, primer_bars=4, whole=False, **sampling)]
-    free = generate.sample_rolls(G, range(args.free), 16, **sampling)
-    print(f"made {len(clamped)} harmonisations of each kind ({args.seeds} of each of {len(test_rolls)} melodies) "
-          f"in {t_harm:.0f} s", flush=True)
-
     rows = [row("Bach (held-out chorales)", test_rolls, None, args.splits, own),
-            row("floor: training split", train_rolls, reference, args.splits),
-            row("harmonised: clamping", clamped, reference, args.splits, melodies),
-            row("harmonised: conditioned", conditioned, reference, args.splits, melodies),
-            row("continued (4 bars after 4)", continued, reference, args.splits),
-            row("free pieces", free, reference, args.splits)]
+            row("floor: training split", train_rolls, reference, args.splits)]
+    for voice, how in harmonised:
+        name = {"top": "melody", "bottom": "bass"}[voice]
+        rows.append(row(f"{name} given: {how}", harmonised[voice, how], reference, args.splits,
+                        melodies if voice == "top" else None))
+    if not args.no_others:
+        continued = [p for r, s in zip(test_rolls, seeds)
+                     for p in generate.continue_rolls(G, r, s, bars=4, primer_bars=4, whole=False, **sampling)]
+        rows.append(row("continued (4 bars after 4)", continued, reference, args.splits))
+        rows.append(row("free pieces", generate.sample_rolls(G, range(args.free), 16, **sampling), reference,
+                        args.splits))
     keys = ["two_sample", "parallels_per_100_beats", "non_chord_tones_strong", "above_melody_per_100_beats"]
     keys += [k for k in rows[0] if k not in keys + ["name", "pieces", "clips"]]
-    print(f"\nmodel {args.model}; harmoniser {h_meta}")
+    h_meta = {v: model.meta.get(ckpt.READERS[v][0]) for v in args.lines}
+    print(f"\nmodel {args.model}; harmonisers {h_meta}")
     print("| | " + " | ".join(r["name"] for r in rows) + " |")
     print("|---" * (len(rows) + 1) + "|")
     for k in keys:
         cells = [r.get(k) for r in rows]
         print(f"| {k} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
     print("| clips | " + " | ".join(str(r["clips"]) for r in rows) + " |")
-    (out / "results.json").write_text(json.dumps({"model": args.model, "harmoniser": h_meta,
+    (out / "results.json").write_text(json.dumps({"model": args.model, "harmonisers": h_meta,
                                                   "rows": rows}, indent=2, default=float))
     return 0
 

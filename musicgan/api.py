@@ -107,26 +107,30 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
 
 
 def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, tempo_bpm: float | None = None,
-                          program: int | None = None, temperature: float = 1.0, audio: bool = True) -> Piece:
-    """The top line of ``melody`` (a MIDI file's path or bytes, or a Roll; a monophonic file is all
-    melody) kept note for note as the top voice, with the voices below written by the model, in
-    its key, metre, tempo and instrument unless ``tempo_bpm`` or ``program`` say otherwise (see
-    :func:`musicgan.harmonise.harmonise_rolls`). A model without a harmoniser clamps the melody
-    (its voices hear the melody up to each step only). ValueError (or MidiError) in words for a
-    melody the model cannot take."""
+                          program: int | None = None, temperature: float = 1.0, audio: bool = True,
+                          voice: str = "top") -> Piece:
+    """The top line of ``melody`` (``voice`` "top"; a MIDI file's path or bytes, or a Roll; a
+    one-line file is all melody), or its lowest line (``voice`` "bottom": a bass), kept note for note,
+    with the other voices written by the model, in its key, metre, tempo and instrument unless
+    ``tempo_bpm`` or ``program`` say otherwise (see :func:`musicgan.harmonise.harmonise_rolls`). A
+    model without a harmoniser for that line clamps it (its voices hear it up to each step only).
+    ValueError (or MidiError) in words for a line the model cannot take."""
     model = model or load_model()
+    what = harmonise.WHAT.get(voice, "the melody")
     if not isinstance(melody, Roll):
-        melody = midi.read(melody, model.model.steps_per_beat, name="the melody" if isinstance(melody, bytes) else None)
+        melody = midi.read(melody, model.model.steps_per_beat, name=what if isinstance(melody, bytes) else None)
     critic = {k: v for k, v in model.sampling.items() if k != "avoid"}
-    piece = harmonise.harmonise_rolls(model.generator, melody, [seed], model.harmoniser, temperature, **critic)[0]
-    line, _ = harmonise.melody_of(model.generator, melody)
+    line = harmonise.line_of(model.generator, melody, voice)
+    reader = model.harmonisers.get(voice)
+    piece = harmonise.harmonise_rolls(model.generator, line, [seed], reader, temperature, **critic)[0]
     tempo = float(tempo_bpm or piece.tempo_bpm)
     program = piece.program if program is None else int(program)
     piece = dataclasses.replace(piece, tempos=((0, tempo),), program=program)
-    how = "" if model.harmoniser is not None else " (clamped: this model has no harmoniser)"
+    named = "a melody" if voice == "top" else "a bass line"
+    how = "" if reader is not None else f" (clamped: this model has no harmoniser for {named})"
     bars = len(metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat))
-    return _piece(piece, f"seed {seed} · a melody of {bars} bars harmonised{how} · {tempo:g} bpm", program,
-                  tempo, audio, harmonise.melody_mask(piece, line))
+    return _piece(piece, f"seed {seed} · {named} of {bars} bars harmonised{how} · {tempo:g} bpm", program,
+                  tempo, audio, line.mask(piece))
 
 
 def compose_interpolation(model: ckpt.Checkpoint | None, seed_a: int, seed_b: int, steps: int = 5,

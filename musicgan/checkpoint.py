@@ -30,7 +30,9 @@ MAX_WEIGHTS_BYTES = 512 * 1024 * 1024
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_CANDIDATES = 64
 COPY_INDEX = "copyguard.pairs"
-HARMONISER = "harmoniser."  # the weights of a harmoniser's reader (musicgan.harmonise), when it has one
+# the harmonisers' readers (musicgan.harmonise), when it has them: for each given line, the setting
+# in the config that describes it and the prefix of its weights
+READERS = {"top": ("harmoniser", "harmoniser."), "bottom": ("bass_harmoniser", "bass_harmoniser.")}
 # the generator's sampling biases (Generator.onset_bias, .rest_bias): not weights, saved beside them
 SAMPLING_BIASES = {"onset_bias": "sampling.onset_bias", "rest_bias": "sampling.rest_bias",
                    "tonal_bias": "sampling.tonal_bias", "parallel_bias": "sampling.parallel_bias"}
@@ -49,7 +51,7 @@ class Checkpoint:
     train_state: dict = field(default_factory=dict)  # optimiser and RNG tensors, for --resume
     path: str = ""
     copy_index: np.ndarray | None = None  # the copy guard's hashes of the training music (musicgan.copyguard)
-    harmoniser: LineReader | None = None  # reads a given melody for harmonising (musicgan.harmonise)
+    harmonisers: dict = field(default_factory=dict)  # voice -> LineReader: reads a given line (musicgan.harmonise)
 
     @property
     def steps(self) -> int:
@@ -203,18 +205,24 @@ def load(path, with_discriminator: bool | None = None) -> Checkpoint:
     meta = {k: v for k, v in config.items() if k not in ("format", "format_version", "model")}
     return Checkpoint(cfg, generator, discriminator, meta, part("train."), str(path),
                       _copy_index(tensors.get(COPY_INDEX), path.name),
-                      _harmoniser(cfg, meta.get("harmoniser"), part(HARMONISER), path.name))
+                      {voice: reader for voice, (setting, prefix) in READERS.items()
+                       if (reader := _harmoniser(cfg, meta.get(setting), part(prefix), path.name, setting)) is not None})
 
 
-def _harmoniser(cfg: ModelConfig, settings, state: dict, name: str) -> LineReader | None:
-    """The harmoniser's reader when the checkpoint has one (``harmoniser`` in its config)."""
+def _harmoniser(cfg: ModelConfig, settings, state: dict, name: str, setting: str) -> LineReader | None:
+    """A harmoniser's reader when the checkpoint has it (``setting`` in its config)."""
     if settings is None and not state:
         return None
     hidden = settings.get("hidden") if isinstance(settings, dict) else None
     if not isinstance(hidden, int) or isinstance(hidden, bool) or not 1 <= hidden <= 1024:
-        raise CheckpointError(f"{name}: harmoniser.hidden is not a width for the harmoniser")
+        raise CheckpointError(f"{name}: {setting}.hidden is not a width for a harmoniser")
     reader = LineReader(cfg, hidden)
-    _load_into(reader, state, name, "harmoniser")
+    _load_into(reader, state, name, setting)
+    beta = settings.get("parallel_bias")  # (absent: one fitted before harmonisers fitted their own)
+    if beta is not None:
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 10:
+            raise CheckpointError(f"{name}: {setting}.parallel_bias is not a sampling penalty")
+        reader.parallel_bias = float(beta)
     return reader.eval()
 
 

@@ -5,8 +5,10 @@
     train PATH... --out DIR             train a model (--steps / --minutes, --resume, --start-from, --device)
     generate [CKPT] --out FILE.mid      new music from a checkpoint (the pretrained one by default)
     continue FILE.mid [CKPT] --out F    carry on from the first bars of a MIDI file (--bars N more)
-    harmonise FILE.mid [CKPT] --out F   keep a melody (a file's top line) and write the voices below it
-    add-harmoniser CKPT PATH...         train a model's harmoniser on its training music (--minutes M)
+    harmonise FILE.mid [CKPT] --out F   keep a melody (a file's top line; --voice bottom: its bass) and
+                                        write the other voices
+    add-harmoniser CKPT PATH...         train a model's harmoniser on its training music (--minutes M,
+                                        --voice top|bottom)
     evaluate [CKPT] --reference PATH... generated vs. real music, in numbers
 """
 from __future__ import annotations
@@ -190,7 +192,8 @@ def cmd_harmonise(args) -> int:
     _check_program(args)
     model = api.load_model(args.checkpoint)
     return _write_piece(args, api.compose_harmonisation(model, Path(args.melody), args.seed, args.tempo,
-                                                        args.program, args.temperature, audio=False))
+                                                        args.program, args.temperature, audio=False,
+                                                        voice=args.voice))
 
 
 def _check_program(args) -> None:
@@ -221,15 +224,18 @@ def cmd_add_harmoniser(args) -> int:
     model = ckpt.load(args.checkpoint)
     corpus = data_for(model, args.paths)
     batches = batches_for(corpus.rolls, model.model, TrainConfig(), torch.device("cpu"))
-    print(f"training a harmoniser for {args.minutes:g} minutes on {len(corpus.rolls)} pieces ...", flush=True)
+    line = "melody" if args.voice == "top" else "bass"
+    print(f"training a harmoniser for a {line} for {args.minutes:g} minutes on {len(corpus.rolls)} pieces ...",
+          flush=True)
 
     def progress(event):
         if not args.quiet and event["step"] % 200 == 0:
             print(f"  step {event['step']}: loss {event['loss']:.3f}", flush=True)
 
-    h = harmonise.train_reader(model.generator, batches, minutes=args.minutes, seed=args.seed, callback=progress)
+    h = harmonise.train_reader(model.generator, batches, minutes=args.minutes, seed=args.seed, voice=args.voice,
+                               callback=progress)
     harmonise.save(args.checkpoint, h)
-    print(f"{args.checkpoint}: harmoniser added ({h.meta['steps']} steps, loss {h.meta['loss']})")
+    print(f"{args.checkpoint}: harmoniser for a {line} added ({h.meta['steps']} steps, loss {h.meta['loss']})")
     return 0
 
 
@@ -358,8 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     _sound_flags(p, "the opening's")
     p.set_defaults(func=cmd_continue)
 
-    p = sub.add_parser("harmonise", help="keep a melody and write the voices below it")
+    p = sub.add_parser("harmonise", help="keep a melody (or a bass) and write the other voices")
     p.add_argument("melody", help="a MIDI file: a melody, or any music (its top line is the melody)")
+    p.add_argument("--voice", choices=("top", "bottom"), default="top",
+                   help="the line to keep: top (a melody, the default) or bottom (a bass: the file's lowest notes)")
     p.add_argument("checkpoint", nargs="?", help="checkpoint folder or .zip (default: the pretrained model)")
     p.add_argument("--out", required=True, help="the .mid file to write")
     _sound_flags(p, "the melody's")
@@ -369,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint folder: the harmoniser is added to it")
     p.add_argument("paths", nargs="+", help="the music the model was trained on (MIDI files, folders, zips)")
     p.add_argument("--minutes", type=float, default=10.0, help="training time (default 10)")
+    p.add_argument("--voice", choices=("top", "bottom"), default="top",
+                   help="the line it is given: top (a melody, the default) or bottom (a bass)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_add_harmoniser)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt, copyguard, data, keys, metre, midi, voices
+from .given import check_range, whole_bars
 from .keys import KEYS
 from .midi import Roll
 from .models import Discriminator, Generator
@@ -291,27 +292,8 @@ def opening(generator: Generator, roll: Roll, bars: int) -> tuple[Roll, np.ndarr
     on the model's grid, its tokens (T, V), the metre at its end). ValueError, in words, for an
     opening the model cannot read: in a metre it does not know, or outside its pitch range."""
     cfg = generator.cfg
-    roll = roll.on_grid(cfg.steps_per_beat)
-    if not len(roll.notes):
-        raise ValueError(f"{roll.name or 'the opening'} has no notes")
-    lines = metre.bar_lines(roll.time_signatures, roll.n_steps, cfg.steps_per_beat)
-    ends = [int(b) for b in lines[1:]] + [int(lines[-1]) + cfg.bar_steps(metre.metre_at(roll.time_signatures,
-                                                                                          int(lines[-1])))]
-    n_steps = ends[min(bars, len(ends)) - 1]  # whole bars: as many as asked, or all there are
-    used = set(metre.metre_at(roll.time_signatures, int(b)) for b in lines if b < n_steps)
-    unknown = [m for m in used if m not in cfg.metres]
-    if unknown and cfg.metre_input:
-        known = ", ".join(metre.name(m) for m in cfg.metres)
-        raise ValueError(f"the opening is in {metre.name(unknown[0])}; this model knows {known}")
-    notes = roll.notes[roll.notes[:, 1] < n_steps].copy()
-    notes[:, 2] = np.minimum(notes[:, 2], n_steps)
-    low, high = int(notes[:, 0].min()), int(notes[:, 0].max())
-    if low < cfg.pitch_low or high > cfg.pitch_high:
-        raise ValueError(f"the opening's notes go from MIDI {low} to {high}; this model plays {cfg.pitch_low} "
-                         f"to {cfg.pitch_high} (transpose it by octaves into that range)")
-    opened = midi.Roll(notes=notes, steps_per_beat=cfg.steps_per_beat, tempos=roll.tempos[:1],
-                       time_signatures=tuple(ts for ts in roll.time_signatures if ts[0] < n_steps),
-                       program=roll.program, name=roll.name)
+    opened, n_steps = whole_bars(cfg, roll, bars, "the opening")
+    check_range(cfg, opened.notes, "the opening")
     onset, sustain = opened.pianoroll(cfg.pitch_low, cfg.pitch_high, n_steps)
     tokens = voices.encode(onset, sustain, cfg.voices)  # pitch tokens count from pitch_low here
     return opened, tokens, metre.metre_at(roll.time_signatures, n_steps - 1)

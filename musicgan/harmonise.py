@@ -1,20 +1,26 @@
-"""Harmonise a melody: the melody stays as it is, as the top voice; the model writes the voices below.
+"""Harmonise a melody, or a bass: the given line stays as it is, as the top voice (a melody) or
+the lowest (a bass); the model writes the other voices.
 
 Clamping the top voice to the melody while the model draws the rest (what :meth:`Generator.sample`
 does with ``given``) lets the lower voices hear the melody's notes up to now, but never the next
 ones, and harmony has to anticipate them: a cadence is prepared before the melody arrives there.
-So the melody is also read *backwards* by a small LSTM, the :class:`LineReader`. At each step its
-output says what the melody does from that step to its end, and it enters every voice's head
+So the line is also read *backwards* by a small LSTM, the :class:`LineReader`. At each step its
+output says what the line does from that step to its end, and it enters every voice's head
 (a term added to the head's hidden layer; see :meth:`Generator.head_logits`).
 
-The reader is trained on its own, with the generator frozen (:func:`train_reader`): on windows
-of the training music, the top voice of each is the melody, and the loss is the likelihood of
-the voices below it. Its output layer starts at zero, so a reader that has not learnt anything
-yet draws exactly as clamping alone does, and the generator's own pieces never change: a
-checkpoint with a reader makes the same music from the same seed as without it.
+A bass cannot be clamped to one voice: the voices split each step highest first, so the bass is
+whichever voice sounds lowest, and the voices above it are drawn before it. So at each step the
+voices draw *above* the given bass until one takes it, and the rest fall silent
+(:func:`musicgan.models.bass_logits`); with the bass reader, they also hear where it goes.
+
+A reader is trained on its own, with the generator frozen (:func:`train_reader`): on windows
+of the training music, the top line (or the bottom line) of each is the given line, and the loss
+is the likelihood of the other voices. Its output layer starts at zero, so a reader that has not
+learnt anything yet draws exactly as clamping alone does, and the generator's own pieces never
+change: a checkpoint with readers makes the same music from the same seed as without them.
 
 With a critic, each harmonisation is the critic's choice among candidates, as for new pieces.
-The copy guard is not used here: the melody may well be one of the training pieces' own.
+The copy guard is not used here: the line may well be one of the training pieces' own.
 """
 from __future__ import annotations
 
@@ -31,30 +37,84 @@ from safetensors.torch import load as load_safetensors, save as save_safetensors
 
 from . import checkpoint as ckpt, keys, metre, midi, voices
 from .midi import Roll
-from .models import Discriminator, Generator, LineReader
+from .generate import _conditioned, candidate_seed, choose, noise_for
+from .given import check_range, whole_bars
+from .models import Discriminator, Generator, LineReader, parallel_rate, sounding
+from .train import parallel_move
+from .voices import HOLD, REST
 
-PREFIX = ckpt.HARMONISER
+VOICES = ("top", "bottom")  # the given line: a melody (the top voice), or a bass (the lowest)
 MAX_BARS = 128
+WHAT = {"top": "the melody", "bottom": "the bass line"}
 
 
 @dataclass
 class Harmoniser:
     reader: LineReader
-    meta: dict  # steps, minutes, loss, what it was trained on (kept in the config as "harmoniser")
+    meta: dict  # voice, steps, minutes, loss, ... (kept in the config, see checkpoint.READERS)
+
+
+@dataclass
+class Line:
+    """A given line on the model's grid: its notes (a roll), and its tokens (T,) as one voice."""
+    voice: str
+    roll: Roll
+    tokens: np.ndarray
+
+    def mask(self, roll: Roll) -> np.ndarray:
+        """Which notes of ``roll`` (a harmonisation of this line) are the line's, as a bool per note."""
+        mine = _starts(self.roll)
+        return np.array([(p, s) in mine for p, s, _, _ in roll.notes.tolist()], dtype=bool)
+
+
+def _starts(roll: Roll) -> set:
+    return {(p, s) for p, s, _, _ in roll.notes.tolist()}
 
 
 # ---------------------------------------------------------------------------------- training
 
+def bottom_line(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lowest sounding line of voice tokens (B, T, V) as one voice's tokens (B, T), as
+    :func:`line_of` reads a bass from a file, and the voice that plays it at each step (B, T; -1
+    where nothing sounds). Voices fill from the top, so it is the last one that is not resting. A
+    note the bass holds on while another voice takes it over is held, not struck again."""
+    low = (tokens != REST).sum(-1) - 1
+    at = low.clamp(min=0)[..., None]
+    pitch = torch.where(low >= 0, sounding(tokens).gather(-1, at)[..., 0], REST)
+    token = tokens.gather(-1, at)[..., 0]
+    before = torch.cat([torch.full_like(pitch[:, :1], REST), pitch[:, :-1]], 1)
+    low_before = torch.cat([torch.full_like(low[:, :1], -1), low[:, :-1]], 1)
+    held = (pitch == before) & ((token == HOLD) | (low != low_before))
+    return torch.where(low < 0, REST, torch.where(held, HOLD, pitch)), low
+
+
+def _line_and_targets(tokens: torch.Tensor, voice: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the given line (B, T), which voices' tokens (B, T, V) the reader is trained to predict):
+    every voice but the top one, for a melody; for a bass, where it sounds, the voices above it and
+    the one that plays it (below it they must rest). The bass is given, but which voice takes it is
+    the model's choice (see :func:`musicgan.models.bass_logits`): a voice above that plays a note
+    near it where the music would have the bass makes one voice too many."""
+    V = tokens.shape[-1]
+    index = torch.arange(V, device=tokens.device)
+    if voice == "top":
+        return tokens[..., 0], (index > 0).expand(tokens.shape).clone()
+    line, low = bottom_line(tokens)
+    return line, (index <= low[..., None]) | (low[..., None] < 0)
+
+
 def train_reader(generator: Generator, batches, steps: int | None = None, minutes: float | None = None,
-                 seed: int = 0, batch_size: int = 64, lr: float = 2e-3, hidden: int = 128,
+                 seed: int = 0, batch_size: int = 64, lr: float = 2e-3, hidden: int = 128, voice: str = "top",
                  callback: Callable[[dict], None] | None = None,
                  should_stop: Callable[[], bool] = lambda: False) -> Harmoniser:
-    """Train a :class:`LineReader` for ``generator`` (kept frozen) on ``batches`` (a
-    :class:`musicgan.batches.Batches` of its training music) for ``steps`` steps or ``minutes``.
-    The loss: the likelihood of every voice below the top one, with the top voice's whole line
-    read backwards. Only the reader learns, so only the heads are run with gradients."""
+    """Train a :class:`LineReader` of ``voice``'s line ("top": a melody; "bottom": a bass) for
+    ``generator`` (kept frozen) on ``batches`` (a :class:`musicgan.batches.Batches` of its training
+    music) for ``steps`` steps or ``minutes``. The loss: the likelihood of the other voices (see
+    :func:`_line_and_targets`), with the given line read backwards. Only the reader learns, so
+    only the heads are run with gradients."""
     if steps is None and minutes is None:
         raise ValueError("give steps or minutes")
+    if voice not in VOICES:
+        raise ValueError(f"voice must be one of {', '.join(VOICES)} (got {voice!r})")
     torch.manual_seed(seed)
     cfg = generator.cfg
     reader = LineReader(cfg, hidden).train()
@@ -74,8 +134,11 @@ def train_reader(generator: Generator, batches, steps: int | None = None, minute
             z = generator.condition(torch.randn(len(batch.tokens), cfg.latent_dim, generator=rng), batch.keys)
             with torch.no_grad():
                 h = generator.hidden_states(batch.tokens, z, codes)
-            logits = generator.head_logits(h, batch.tokens, reader(batch.tokens[..., 0], codes))
-            loss = F.cross_entropy(logits[:, :, 1:].reshape(-1, cfg.vocab), batch.tokens[:, :, 1:].reshape(-1))
+            line, targets = _line_and_targets(batch.tokens, voice)
+            logits = generator.head_logits(h, batch.tokens, reader(line, codes))
+            each = F.cross_entropy(logits.reshape(-1, cfg.vocab), batch.tokens.reshape(-1), reduction="none")
+            weight = targets.reshape(-1).float()
+            loss = (each * weight).sum() / weight.sum().clamp(min=1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(reader.parameters(), 1.0)
@@ -88,81 +151,101 @@ def train_reader(generator: Generator, batches, steps: int | None = None, minute
         for p in generator.parameters():
             p.requires_grad_(True)
     reader.eval()
-    return Harmoniser(reader, {"steps": step, "minutes": round((time.monotonic() - start) / 60, 2),
+    minutes_taken = round((time.monotonic() - start) / 60, 2)
+    reader.parallel_bias = fit_parallels(generator, reader, voice, batches, seed=seed)
+    return Harmoniser(reader, {"steps": step, "minutes": minutes_taken,
                                "loss": None if loss_avg is None else round(loss_avg, 4), "hidden": hidden,
-                               "voice": "top", "seed": seed, "lr": lr, "batch_size": batch_size})
+                               "voice": voice, "seed": seed, "lr": lr, "batch_size": batch_size,
+                               "parallel_bias": round(reader.parallel_bias, 4)})
+
+
+def _fixed(line: torch.Tensor, voice: str, V: int) -> dict:
+    """The sampler's arguments that hold a given line (B, T): the top voice given, or a bass."""
+    if voice == "bottom":
+        return {"bass": line}
+    given = torch.full((*line.shape, V), -1, dtype=torch.long)
+    given[..., 0] = line
+    return {"given": given}
+
+
+@torch.no_grad()
+def fit_parallels(generator: Generator, reader: LineReader, voice: str, batches, rounds: int = 4,
+                  clips: int = 128, seed: int = 0) -> float:
+    """The parallels penalty for harmonising with ``reader``: the lines of ``clips`` windows of the
+    training music harmonised, and the penalty moved (from the model's own) until they move in
+    parallel fifths and octaves as often as the music's own voices do, as the model's own penalty
+    is fitted on its free pieces (see ``Trainer.calibrate``). With a line given, and read ahead,
+    the voices draw differently from free pieces, and so do their parallels."""
+    cfg = generator.cfg
+    batch = batches.draw(clips, torch.Generator().manual_seed(seed + 17))
+    tokens, codes = batch.tokens, batch.codes.clamp(min=0)
+    line, _ = _line_and_targets(tokens, voice)
+    noise = [noise_for(10 ** 9 + i, tokens.shape[1], cfg) for i in range(clips)]
+    z = generator.condition(torch.stack([n[0] for n in noise]), batch.keys)
+    step_noise, extra, fixed = torch.stack([n[1] for n in noise]), reader(line, codes), _fixed(line, voice, cfg.voices)
+    real, beta = parallel_rate(tokens), float(generator.parallel_bias)
+    for _ in range(rounds):
+        drawn, _ = generator.sample(z, step_noise, codes, extra=extra, parallel_bias=beta, **fixed)
+        beta = parallel_move(beta, real, parallel_rate(drawn))
+    return beta
 
 
 def save(directory, harmoniser: Harmoniser) -> Path:
     """Add the harmoniser to the checkpoint folder ``directory`` (its weights beside the model's,
-    its settings under ``harmoniser`` in the config); the model's own weights stay as they are."""
+    its settings in the config; see ``checkpoint.READERS``), in place of one for the same voice;
+    the model's own weights stay as they are."""
     directory = Path(directory)
+    setting, prefix = ckpt.READERS[harmoniser.meta["voice"]]
     weights, config = ckpt._read_pair(directory)
-    tensors = {k: v for k, v in load_safetensors(weights).items() if not k.startswith(PREFIX)}
-    tensors.update({PREFIX + k: v.detach().cpu().contiguous() for k, v in harmoniser.reader.state_dict().items()})
+    tensors = {k: v for k, v in load_safetensors(weights).items() if not k.startswith(prefix)}
+    tensors.update({prefix + k: v.detach().cpu().contiguous() for k, v in harmoniser.reader.state_dict().items()})
     meta = json.loads(config)
-    meta["harmoniser"] = harmoniser.meta
+    meta[setting] = harmoniser.meta
     return ckpt._write(directory, save_safetensors(tensors, metadata={"format": ckpt.FORMAT}),
                        json.dumps(meta, indent=2, sort_keys=True).encode())
 
 
 # ---------------------------------------------------------------------------------- harmonising
 
-def melody_of(generator: Generator, roll: Roll, max_bars: int = MAX_BARS) -> tuple[Roll, np.ndarray]:
-    """The melody to harmonise: the top line of ``roll`` (all of it, for a monophonic file), on
-    the model's grid, as (a roll of its notes, its tokens (T,) as the model's top voice), at most
-    ``max_bars`` bars. ValueError, in words, for a melody the model cannot take."""
+def line_of(generator: Generator, roll: Roll, voice: str = "top", max_bars: int = MAX_BARS) -> Line:
+    """The line to harmonise: the top line of ``roll`` (``voice`` "top": a melody) or its lowest
+    ("bottom": a bass; all of it, for a one-line file), on the model's grid, at most ``max_bars``
+    bars. ValueError, in words, for a line the model cannot take."""
+    if voice not in VOICES:
+        raise ValueError(f"voice must be one of {', '.join(VOICES)} (got {voice!r})")
     cfg = generator.cfg
-    roll = roll.on_grid(cfg.steps_per_beat)
-    if not len(roll.notes):
-        raise ValueError(f"{roll.name or 'the melody'} has no notes")
-    lines = metre.bar_lines(roll.time_signatures, roll.n_steps, cfg.steps_per_beat)
-    if len(lines) > max_bars:
-        T = int(lines[max_bars])
-        lines = lines[:max_bars]
-    else:  # to the end of the last bar
-        T = int(lines[-1]) + cfg.bar_steps(metre.metre_at(roll.time_signatures, int(lines[-1])))
-    unknown = sorted(set(metre.metre_at(roll.time_signatures, int(b)) for b in lines) - set(cfg.metres))
-    if unknown and cfg.metre_input:
-        known = ", ".join(metre.name(m) for m in cfg.metres)
-        raise ValueError(f"the melody is in {metre.name(unknown[0])}; this model knows {known}")
-    onset, sustain = roll.pianoroll(0, 127, T)
-    top = voices.encode(onset, sustain, 2)[:, 0]  # at each step the highest note (tokens of MIDI pitches)
-    notes = voices.decode(top[:, None], 0).notes.copy()
-    notes[:, 3] = int(np.median(roll.notes[:, 3]))
-    low, high = int(notes[:, 0].min()), int(notes[:, 0].max())
-    if low < cfg.pitch_low or high > cfg.pitch_high:
-        raise ValueError(f"the melody's notes go from MIDI {low} to {high}; this model plays {cfg.pitch_low} "
-                         f"to {cfg.pitch_high} (transpose it by octaves into that range)")
-    melody = Roll(notes=notes, steps_per_beat=cfg.steps_per_beat, tempos=roll.tempos[:1],
-                  time_signatures=tuple(ts for ts in roll.time_signatures if ts[0] < T),
-                  program=roll.program, name=roll.name)
-    return melody, np.where(top >= voices.FIRST_PITCH, top - cfg.pitch_low, top).astype(np.int64)
+    what = WHAT[voice]
+    cut, T = whole_bars(cfg, roll, max_bars, what)
+    onset, sustain = cut.pianoroll(0, 127, T)
+    # voices.encode keeps the highest note in the first voice, and the lowest in the last
+    tokens = voices.encode(onset, sustain, 2)[:, 0] if voice == "top" else voices.encode(onset, sustain, 1)[:, 0]
+    notes = voices.decode(tokens[:, None], 0).notes.copy()
+    notes[:, 3] = int(np.median(cut.notes[:, 3]))
+    check_range(cfg, notes, what)
+    line = replace(cut, notes=notes)
+    return Line(voice, line, np.where(tokens >= voices.FIRST_PITCH, tokens - cfg.pitch_low, tokens).astype(np.int64))
 
 
-def harmonise_rolls(generator: Generator, melody: Roll, seeds, reader: LineReader | None = None,
+def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader | None = None,
                     temperature: float = 1.0, critic: Discriminator | None = None,
                     candidates: int = 1) -> list[Roll]:
-    """One harmonisation of ``melody``'s top line per seed: the line stays exactly as it is, as the
-    top voice, and the model writes the voices below, in the melody's key (estimated from it),
-    metre, tempo and instrument. With a ``reader`` (a checkpoint's ``harmoniser``) the voices
-    below hear the whole line; without one they hear it only up to each step (plain clamping). With
-    a ``critic``, each piece is its choice among ``candidates`` harmonisations."""
+    """One harmonisation of ``line`` (see :func:`line_of`) per seed: the line stays exactly as it
+    is, as the top voice or the bass, and the model writes the other voices, in the line's key
+    (estimated from it), metre, tempo and instrument. With a ``reader`` (a checkpoint's harmoniser
+    for that voice) the voices hear the whole line; without one they hear it only up to each step
+    (plain clamping). With a ``critic``, each piece is its choice among ``candidates`` harmonisations."""
     if not 0.05 <= temperature <= 5:
         raise ValueError(f"temperature must be between 0.05 and 5 (got {temperature})")
-    from .generate import _conditioned, candidate_seed, choose, noise_for  # (generate imports this module)
-
     cfg = generator.cfg
     if cfg.voices < 2:
-        raise ValueError("this model writes one voice: there are no voices below a melody to write")
-    line_roll, line = melody_of(generator, melody)
-    T = len(line)
+        raise ValueError(f"this model writes one voice: there are no other voices to write with {WHAT[line.voice]}")
+    line_roll, T = line.roll, len(line.tokens)
     codes = torch.from_numpy(cfg.step_codes(line_roll.time_signatures, T)).clamp(min=0)
     key = keys.estimate(line_roll.notes) if cfg.key_input else None
-    given = torch.full((T, cfg.voices), -1, dtype=torch.long)
-    given[:, 0] = torch.from_numpy(line)
+    tokens = torch.from_numpy(line.tokens)
+    fixed = _fixed(tokens, line.voice, cfg.voices)
     with torch.no_grad():
-        extra = None if reader is None else reader(given[None, :, 0], codes[None])
+        extra = None if reader is None else reader(tokens[None], codes[None])
     k = candidates if critic is not None else 1
     first_metre = metre.metre_at(line_roll.time_signatures, 0)
     pieces = []
@@ -170,26 +253,25 @@ def harmonise_rolls(generator: Generator, melody: Roll, seeds, reader: LineReade
         noise = [noise_for(candidate_seed(seed, j), T, cfg) for j in range(k)]
         z = _conditioned(generator, torch.stack([n[0] for n in noise]), key)
         with torch.no_grad():
-            tokens, _ = generator.sample(z, torch.stack([n[1] for n in noise]), codes.expand(k, -1), temperature,
-                                         given=given.expand(k, -1, -1),
-                                         extra=None if extra is None else extra.expand(k, -1, -1))
-        tokens = tokens.numpy()
-        j = choose(critic, tokens, seed, first_metre)[0] if k > 1 else 0
-        decoded = voices.decode(tokens[j], cfg.pitch_low, name=f"{line_roll.name or 'melody'} harmonised, seed {seed}",
+            drawn, _ = generator.sample(z, torch.stack([n[1] for n in noise]), codes.expand(k, -1), temperature,
+                                        extra=None if extra is None else extra.expand(k, -1, -1),
+                                        parallel_bias=None if reader is None else reader.parallel_bias,
+                                        **{name: v.expand(k, *v.shape) for name, v in fixed.items()})
+        drawn = drawn.numpy()
+        j = choose(critic, drawn, seed, first_metre)[0] if k > 1 else 0
+        decoded = voices.decode(drawn[j], cfg.pitch_low, name=f"{line_roll.name or WHAT[line.voice]} harmonised, seed {seed}",
                                 steps_per_beat=cfg.steps_per_beat, tempos=line_roll.tempos,
                                 time_signatures=line_roll.time_signatures, program=line_roll.program)
-        pieces.append(_with_melody(decoded, line_roll))
+        pieces.append(_with_line(decoded, line_roll))
     return pieces
 
 
-def _with_melody(decoded: Roll, melody: Roll) -> Roll:
-    """The melody's own notes (its velocities), and the model's notes that are not the melody's."""
-    mine = {(p, s) for p, s, _, _ in melody.notes.tolist()}
-    drawn = np.array([n for n in decoded.notes.tolist() if (n[0], n[1]) not in mine], dtype=np.int32).reshape(-1, 4)
-    return replace(decoded, notes=midi._sorted_notes(np.concatenate([melody.notes.astype(np.int32), drawn])))
-
-
-def melody_mask(roll: Roll, melody: Roll) -> np.ndarray:
-    """Which notes of ``roll`` are the melody's (pitch and start), as a boolean per note."""
-    mine = {(p, s) for p, s, _, _ in melody.notes.tolist()}
-    return np.array([(p, s) in mine for p, s, _, _ in roll.notes.tolist()], dtype=bool)
+def _with_line(decoded: Roll, line: Roll) -> Roll:
+    """The line's own notes (its velocities), and the model's notes that are not the line's: a drawn
+    note is the line's when it starts where the line sounds its pitch (a bass may pass from voice
+    to voice, and be drawn as two notes where it is one)."""
+    sounds = np.full(max(decoded.n_steps, line.n_steps) + 1, -1)
+    for p, s, e, _ in line.notes.tolist():
+        sounds[s:e] = p
+    drawn = decoded.notes[sounds[decoded.notes[:, 1]] != decoded.notes[:, 0]].astype(np.int32)
+    return replace(decoded, notes=midi._sorted_notes(np.concatenate([line.notes.astype(np.int32), drawn])))

@@ -206,6 +206,23 @@ def parallel_penalty(before, now, struck, v: int, beta: float, K: int) -> torch.
         1, target.clamp(min=0), (target >= 0).float() * -beta)
 
 
+def bass_parallel_penalty(before: torch.Tensor, bass_before: torch.Tensor, bass_now: torch.Tensor,
+                          bass_struck: torch.Tensor, beta: float, K: int) -> torch.Tensor:
+    """(B, K): with a given bass, -beta on the token that would take a voice in parallel fifths or
+    octaves with it. The bass is drawn last at each step (it is the lowest voice), so the penalty
+    of :func:`parallel_penalty` never sees it; but it is given, so each voice knows where it goes.
+    ``before``: the voice's sounding token at the step before; the bass's sounding token then and
+    now, and whether it strikes now. The bass moving from a to b while the voice sounds c, c - a a
+    perfect fifth or octave: the voice to b + (c - a) is a parallel."""
+    d = before - bass_before
+    perfect = (d > 0) & ((d % 12 == 0) | (d % 12 == 7))
+    target = bass_now + d
+    ok = bass_struck & (bass_now != bass_before) & (bass_before >= FIRST_PITCH) & (before >= FIRST_PITCH) & \
+        perfect & (target < K)
+    return torch.zeros(len(target), K, device=target.device).scatter_add_(
+        1, torch.where(ok, target, 0)[:, None], ok.float()[:, None] * -beta)
+
+
 def parallel_rate(tokens) -> tuple[int, int]:
     """(parallels, steps) in tokens (N, T, V): steps where two voices that both strike new notes
     move in parallel fifths or octaves (as :func:`parallel_targets` defines them), and the steps."""
@@ -219,6 +236,31 @@ def parallel_rate(tokens) -> tuple[int, int]:
         mine = s[:, 1:, v].reshape(-1, 1)
         count += int(((target == mine) & (target >= 0) & struck[:, 1:, v].reshape(-1, 1)).sum())
     return count, tokens.shape[0] * max(tokens.shape[1] - 1, 0)
+
+
+def bass_logits(logits: torch.Tensor, bass: torch.Tensor, bass_struck: torch.Tensor, sound: torch.Tensor,
+                placed: torch.Tensor, last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A given bass line, for one voice about to choose at a step: (its logits (B, K) with the bass
+    in force, the token that plays the bass in it (B,)). ``bass``: the token of the pitch the bass
+    sounds now (REST: silent, and the voices are free); ``bass_struck``: whether it strikes it now;
+    ``sound``: the pitch this voice sounds so far; ``placed``: whether a voice above has taken the
+    bass. Voices split a step highest first, so the bass is the lowest voice that sounds: until a
+    voice takes it, each one plays a note above it (or holds one) or takes it; the last one must;
+    after it, every voice rests. What the voice would have done that the bass forbids (rest, end
+    the chord above the bass; go to the bass's note or under it), it does by taking the bass: their
+    probabilities go to the bass's token, so the voices above the bass are as many as the model
+    would have written."""
+    K = logits.shape[-1]
+    token = torch.arange(K, device=bass.device)[None]
+    holds = (sound == bass) & ~bass_struck  # the voice already sounds the bass's note, not struck again
+    bass_token = torch.where(holds, HOLD, bass)
+    allowed = (token > bass[:, None]) & ~torch.full((1, K), last, device=bass.device)  # notes above it
+    allowed[:, HOLD] = (sound > bass) & (not last)
+    taken = allowed.scatter(1, bass_token[:, None], False)  # (the bass's own token is merged below)
+    merged = torch.logsumexp(logits.masked_fill(taken, float("-inf")), -1, keepdim=True)
+    out = logits.masked_fill(~taken, float("-inf")).scatter(1, bass_token[:, None], merged)
+    out = torch.where(placed[:, None], logits.masked_fill(token != REST, float("-inf")), out)
+    return torch.where((bass == REST)[:, None], logits, out), bass_token
 
 
 def gumbel_from_normal(noise: torch.Tensor) -> torch.Tensor:
@@ -360,7 +402,8 @@ class Generator(nn.Module):
         return head[2](head[1](head[0](x) + extra))
 
     def sample(self, z: torch.Tensor, noise: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
-               tau: float | None = None, given: torch.Tensor | None = None, extra: torch.Tensor | None = None):
+               tau: float | None = None, given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
+               bass: torch.Tensor | None = None, parallel_bias: float | None = None):
         """Free-running generation.
 
         z: (B, cond_dim), see :meth:`condition`; noise: standard normal (B, T, V, K), the per-step
@@ -371,12 +414,17 @@ class Generator(nn.Module):
         ``given``: (B, T, V) tokens that are not drawn but given (-1 where the model draws): the
         model reads them as its own, so given opening steps set its state as teacher forcing does.
         ``extra``: (B, T, V * H), added to each head's hidden layer (see :meth:`head_logits`).
+        ``bass``: (B, T) tokens of a given bottom line: where it sounds, it is the lowest note, and
+        the voices draw above it (see :func:`bass_logits`). ``parallel_bias``: the parallels penalty
+        to draw with, in place of the model's own (a harmoniser fits its own).
         """
         B, T, V, K = noise.shape
         E = self.cfg.embed_dim
         gumbel = gumbel_from_normal(noise)
         if tau is None and not torch.is_grad_enabled():
-            return self._sample_fast(z, gumbel, codes, temperature, given, extra)
+            return self._sample_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias)
+        if bass is not None:
+            bass_sound, bass_struck = sounding(bass[..., None])[..., 0], bass >= FIRST_PITCH
         state = self._state(z)
         prev = z.new_zeros(B, 1, V * E)
         tokens, one_hots = [], []
@@ -386,24 +434,33 @@ class Generator(nn.Module):
         not_hold[HOLD] = 0
         bias = self._sampling_bias()
         tonal = self._tonal_rows(z)
-        beta = float(self.parallel_bias)
+        beta = float(self.parallel_bias if parallel_bias is None else parallel_bias)
         sound = torch.full((B, V), REST, dtype=torch.long, device=z.device)  # each voice's sounding token
         for t in range(T):
             h, state = self.lstm(self._inputs(prev, z, codes[:, t:t + 1]), state)
             h = h[:, 0]
             chosen = []
             before, struck = sound.clone(), torch.zeros(B, V, dtype=torch.bool, device=z.device)
+            placed = torch.zeros(B, dtype=torch.bool, device=z.device)  # (a given bass: a voice has taken it)
             for v, head in enumerate(self.heads):
                 above = torch.cat(chosen + [h.new_zeros(B, (V - v) * E)], -1)
                 step_bias = bias[codes[:, t], v] if tonal is None else bias[codes[:, t], v] + tonal
                 if beta and t and v:
                     step_bias = step_bias + parallel_penalty(before, sound, struck, v, beta, K)
+                if beta and t and bass is not None:
+                    step_bias = step_bias + bass_parallel_penalty(before[:, v], bass_sound[:, t - 1], bass_sound[:, t],
+                                                                  bass_struck[:, t], beta, K)
                 extra_v = None if extra is None else extra[:, t, v * self.cfg.hidden:(v + 1) * self.cfg.hidden]
                 logits = (self._head(head, torch.cat([h, above], -1), extra_v) + step_bias) / temperature
+                if bass is not None:
+                    logits, bass_token = bass_logits(logits, bass_sound[:, t], bass_struck[:, t], sound[:, v], placed,
+                                                     v == V - 1)
                 y = logits + gumbel[:, t, v]
                 index = y.argmax(-1)
                 if given is not None:
                     index = torch.where(given[:, t, v] >= 0, given[:, t, v], index)
+                if bass is not None:
+                    placed = placed | ((index == bass_token) & (bass_sound[:, t] != REST))
                 struck[:, v] = index >= FIRST_PITCH
                 sound[:, v] = torch.where(index == HOLD, sound[:, v], index)
                 hard = F.one_hot(index, K).to(logits.dtype)
@@ -423,16 +480,18 @@ class Generator(nn.Module):
 
 
     def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
-                     given: torch.Tensor | None = None, extra: torch.Tensor | None = None):
+                     given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
+                     bass: torch.Tensor | None = None, parallel_bias: float | None = None):
         # inference mode makes each of the loop's many small calls cheaper (no version counters);
         # the tokens leave it as an ordinary tensor, which a discriminator may then learn from
         with torch.inference_mode():
-            out = self._draw_fast(z, gumbel, codes, temperature, given, extra)
+            out = self._draw_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias)
         out = out.clone()
         return out, F.one_hot(out, self.cfg.vocab).float()
 
     def _draw_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
-                   given: torch.Tensor | None = None, extra: torch.Tensor | None = None) -> torch.Tensor:
+                   given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
+                   bass: torch.Tensor | None = None, parallel_bias: float | None = None) -> torch.Tensor:
         """Gumbel-max sampling without autograd: the draw of :meth:`sample`, computed step by step
         with plain matrix products instead of one LSTM call per step. On the CPU each small torch
         call costs more than its arithmetic, so the loop is written to make few calls:
@@ -492,11 +551,15 @@ class Generator(nn.Module):
         h, c = list(h0), list(c0)
         codes = [torch.full((B,), REST, dtype=torch.long, device=z.device)] * V  # a hold at t=0 holds a rest
         tokens = []
-        beta = float(self.parallel_bias)
-        sound = torch.full((B, V), REST, dtype=torch.long, device=z.device)  # (kept with a parallel bias only)
+        beta = float(self.parallel_bias if parallel_bias is None else parallel_bias)
+        track = bool(beta) or bass is not None
+        sound = torch.full((B, V), REST, dtype=torch.long, device=z.device)  # (kept with a parallel bias or bass only)
         struck = torch.zeros(B, V, dtype=torch.bool, device=z.device)
+        if bass is not None:
+            bass_sound, bass_struck = sounding(bass[..., None])[..., 0].t(), (bass >= FIRST_PITCH).t()
         for t in range(T):
             before = sound.clone() if beta else None
+            placed = None if bass is None else torch.zeros(B, dtype=torch.bool, device=z.device)
             code = step_codes[t]
             gates = z_part + frame_part.index_select(0, code)
             if t:
@@ -519,13 +582,20 @@ class Generator(nn.Module):
                 logits = torch.addmm(step_bias, torch.relu(head_in[v]), w_out)
                 if beta and t and v:
                     logits = logits + parallel_penalty(before, sound, struck, v, beta, K)
+                if beta and t and bass is not None:
+                    logits = logits + bass_parallel_penalty(before[:, v], bass_sound[t - 1], bass_sound[t],
+                                                            bass_struck[t], beta, K)
                 if temperature != 1:
                     logits = logits / temperature
+                if bass is not None:
+                    logits, bass_token = bass_logits(logits, bass_sound[t], bass_struck[t], sound[:, v], placed, v == V - 1)
                 index = torch.argmax(logits + noise[t][v], -1)
                 if fixed[t] is not None:
                     index = torch.where(fixed[t][v][1], fixed[t][v][0], index)
+                if bass is not None:
+                    placed = placed | ((index == bass_token) & (bass_sound[t] != REST))
                 tokens.append(index)
-                if beta:
+                if track:
                     struck[:, v] = index >= FIRST_PITCH
                     sound[:, v] = torch.where(index == HOLD, sound[:, v], index)
                 codes[v] = index if self.pitch_embed is None else next_code[codes[v], index]
@@ -546,6 +616,9 @@ class LineReader(nn.Module):
         self.pitch_embed = nn.Embedding(cfg.vocab, E)  # the pitch the line sounds (a held note's too)
         self.lstm = nn.LSTM(E + cfg.frame_dim, hidden, batch_first=True)
         self.out = nn.Linear(hidden, cfg.voices * cfg.hidden)
+        # the parallels penalty to draw with (see Generator.parallel_bias), fitted on the harmoniser's
+        # own draws (musicgan.harmonise.fit_parallels); None: the model's own
+        self.parallel_bias: float | None = None
         nn.init.zeros_(self.out.weight)  # untrained, it adds nothing: the model draws as it did
         nn.init.zeros_(self.out.bias)
         self.register_buffer("frame", frame_table(cfg), persistent=False)

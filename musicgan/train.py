@@ -217,6 +217,17 @@ def _countable(want: np.ndarray, got: np.ndarray, steps: np.ndarray, events: int
     return rare * steps[:, None] >= events
 
 
+def parallel_move(beta: float, real: tuple[int, int], drawn: tuple[int, int]) -> float:
+    """One round of fitting a parallels penalty (see ``Generator.parallel_bias``): from ``beta``,
+    raised while the draws move in parallel fifths and octaves more often than the music does and
+    lowered while less, by the damped log ratio of the rates. ``real``/``drawn``: (parallels,
+    steps) of :func:`musicgan.models.parallel_rate`. Too rare to count: left alone."""
+    want, got = (real[0] + 0.5) / (real[1] + 1), (drawn[0] + 0.5) / (drawn[1] + 1)
+    if not _countable(np.array([[want]]), np.array([[got]]), np.array([min(real[1], drawn[1])])).all():
+        return beta
+    return float(np.clip(beta + np.clip(0.7 * np.log(got / want), -1, 1), 0, 6))
+
+
 def _log_odds(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-3, 1 - 1e-3)
     return np.log(p / (1 - p))
@@ -510,7 +521,7 @@ class Trainer:
         real_tokens, real_codes, real_keys = self.data.sample(4096, self.config.seed + 31)
         target_on, target_rest, seen = _rates(real_tokens, real_codes, n_codes)
         target_tonal = _tonal_shares(real_tokens, real_keys, m.pitch_low)
-        real_parallels, real_steps = parallel_rate(real_tokens)
+        real_parallels = parallel_rate(real_tokens)
         G = self._cpu_generator()
         biases = [G.onset_bias, G.rest_bias, G.parallel_bias] + ([G.tonal_bias] if m.key_input else [])
         for bias in biases:
@@ -530,10 +541,7 @@ class Trainer:
                 move -= move.mean(1, keepdims=True)
                 G.tonal_bias.add_(torch.from_numpy(move).float().clamp(-1, 1)).clamp_(-4, 4)
             # parallel fifths and octaves: a penalty, raised while draws make more than the music
-            drawn_parallels, drawn_steps = parallel_rate(tokens)
-            want, got = (real_parallels + 0.5) / (real_steps + 1), (drawn_parallels + 0.5) / (drawn_steps + 1)
-            if _countable(np.array([[want]]), np.array([[got]]), np.array([min(real_steps, drawn_steps)])).all():
-                G.parallel_bias.add_(float(np.clip(0.7 * np.log(got / want), -1, 1))).clamp_(0, 6)
+            G.parallel_bias.fill_(parallel_move(float(G.parallel_bias), real_parallels, parallel_rate(tokens)))
         for bias, name in zip(biases, ("onset_bias", "rest_bias", "parallel_bias", "tonal_bias")):
             if share:  # every rank generates with rank 0's biases
                 bias.copy_(self.ranks.from_rank0(bias))

@@ -14,7 +14,7 @@ import soundfile
 import app
 from types import SimpleNamespace
 
-from musicgan import api, midi, render
+from musicgan import api, harmonise, midi, render
 from musicgan.models import ModelConfig
 
 from conftest import EXAMPLES, ROOT
@@ -119,6 +119,20 @@ def test_harmonise_an_uploaded_melody(session):
     assert roll.n_steps == melody.n_steps and "harmonised" in out[ui("status")]
     with pytest.raises(gr.Error, match="Upload a MIDI file"):
         app.harmonise_music(app.PRETRAINED, None, 3, -1, 1.0, session)
+
+
+def test_harmonise_the_bass_of_an_uploaded_chorale(session):
+    chorale = EXAMPLES[9]
+    out = app.harmonise_bass(app.PRETRAINED, str(chorale), 3, -1, 1.0, session)
+    payload = payload_of(out[ui("roll")])
+    model = api.load_model()
+    bass = harmonise.line_of(model.generator, midi.read(chorale, model.model.steps_per_beat), "bottom").roll
+    given = [n for n, g in zip(payload["notes"], payload["given"]) if g]
+    assert [n[:3] for n in given] == bass.notes[:, :3].tolist()
+    assert min(n[0] for n in payload["notes"]) == bass.notes[:, 0].min()
+    assert len(payload["notes"]) > 2 * len(given) and "a bass line of" in out[ui("status")]
+    with pytest.raises(gr.Error, match="its lowest notes"):
+        app.harmonise_bass(app.PRETRAINED, None, 3, -1, 1.0, session)
 
 
 def test_a_handler_without_its_session_says_so():

@@ -365,6 +365,40 @@ def test_given_tokens_are_kept_and_set_the_state_as_the_models_own_draws_do():
     assert torch.equal(held[:, :, 0], b[:, :, 0])
 
 
+def test_a_given_bass_is_the_lowest_voice_on_both_sampling_paths():
+    """Harmonising a bass: the voices split each step highest first, so the bass is whichever voice
+    sounds lowest. Where the given bass sounds, the drawn voices play above it until one takes it,
+    and the rest are silent; the two sampling paths draw alike."""
+    from musicgan.harmonise import bottom_line
+    from musicgan.models import Generator, sounding
+
+    torch.manual_seed(2)
+    g = Generator(ModelConfig(pitch_low=40, pitch_high=70, **TINY)).eval()
+    g.rest_bias.normal_(0, 1)
+    noise_a = [generate.noise_for(s, 32, g.cfg) for s in range(12)]
+    noise_b = [generate.noise_for(100 + s, 32, g.cfg) for s in range(12)]
+    z, step_a, step_b = (torch.stack([n[0] for n in noise_a]), torch.stack([n[1] for n in noise_a]),
+                         torch.stack([n[1] for n in noise_b]))
+    z = g.condition(z, torch.arange(12) % 24)
+    codes = torch.from_numpy(g.cfg.metre_codes((4, 4), 32)).expand(12, -1)
+    with torch.no_grad():
+        b, _ = g.sample(z, step_b, codes)
+        bass, _ = bottom_line(b)
+        free, _ = g.sample(z, step_a, codes)
+        fast, _ = g.sample(z, step_a, codes, bass=bass)
+    with torch.enable_grad():
+        slow, _ = g.sample(z, step_a, codes, bass=bass)
+    want = sounding(bass[..., None])[..., 0]
+    assert (want != 0).float().mean() > 0.5
+    for drawn in (fast, slow):
+        heard = sounding(drawn)  # each voice's sounding token (pitch tokens rise with the pitch)
+        lowest = torch.where(heard >= 2, heard, 10 ** 6).min(-1).values
+        assert torch.equal(lowest[want != 0], want[want != 0])  # the bass, and nothing under it
+        assert torch.equal(sounding(bottom_line(drawn)[0][..., None])[..., 0][want != 0], want[want != 0])
+    assert (fast == slow).float().mean() > 0.9
+    assert (fast != free).any()
+
+
 @pytest.mark.parametrize("sounding_input", [True, False])
 def test_teacher_forcing_sees_what_sampling_saw(sounding_input):
     """The likelihood loss trains the model that generates: teacher forcing on a drawn piece gives

@@ -1,4 +1,6 @@
-"""Harmonising a melody: it stays note for note as the top voice; the voices below hear all of it."""
+"""Harmonising a melody (or a bass): it stays note for note as the top voice (or the lowest); the
+other voices hear all of it."""
+import dataclasses
 import io
 import shutil
 import subprocess
@@ -10,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from musicgan import api, checkpoint as ckpt, harmonise, midi
+from musicgan import api, checkpoint as ckpt, generate, harmonise, midi, voices
 from musicgan.batches import batches_for
 from musicgan.models import LineReader
 from musicgan.train import TrainConfig
@@ -38,8 +40,9 @@ def with_reader(model, tmp_path_factory):
     rolls = [midi.read(p, model.model.steps_per_beat) for p in EXAMPLES[:8]]
     batches = batches_for(rolls, model.model, TrainConfig(), torch.device("cpu"))
     torch.set_num_threads(2)
-    trained = harmonise.train_reader(model.generator, batches, steps=40, batch_size=16, seed=0)
-    harmonise.save(folder, trained)
+    for voice in harmonise.VOICES:
+        harmonise.save(folder, harmonise.train_reader(model.generator, batches, steps=40, batch_size=16, seed=0,
+                                                      voice=voice))
     return ckpt.load(folder)
 
 
@@ -51,9 +54,9 @@ def melody_notes(notes):
 @pytest.mark.parametrize("source", [MELODY, EXAMPLES[9]], ids=["a melody", "the top line of a chorale"])
 @pytest.mark.parametrize("reader", [False, True], ids=["clamped", "conditioned"])
 def test_the_melody_comes_out_note_for_note_as_the_top_voice(model, with_reader, source, reader):
-    checkpoint = with_reader if reader else model
+    checkpoint = with_reader if reader else dataclasses.replace(model, harmonisers={})  # (clamped)
     piece = api.compose_harmonisation(checkpoint, source, seed=4, audio=False)
-    line, _ = harmonise.melody_of(checkpoint.generator, midi.read(source, checkpoint.model.steps_per_beat))
+    line = harmonise.line_of(checkpoint.generator, midi.read(source, checkpoint.model.steps_per_beat)).roll
     roll = midi.read(piece.midi, checkpoint.model.steps_per_beat)
     tracks = mido.MidiFile(file=io.BytesIO(piece.midi)).tracks
     names = [next((m.name for m in t if m.type == "track_name"), None) for t in tracks[1:]]
@@ -69,6 +72,36 @@ def test_the_melody_comes_out_note_for_note_as_the_top_voice(model, with_reader,
     assert roll.tempo_bpm == pytest.approx(source_roll.tempo_bpm, rel=0.01)
 
 
+@pytest.mark.parametrize("reader", [False, True], ids=["clamped", "conditioned"])
+def test_a_bass_comes_out_note_for_note_as_the_lowest_voice(model, with_reader, reader):
+    checkpoint = with_reader if reader else dataclasses.replace(model, harmonisers={})  # (clamped)
+    source = EXAMPLES[9]
+    piece = api.compose_harmonisation(checkpoint, source, seed=4, audio=False, voice="bottom")
+    line = harmonise.line_of(checkpoint.generator, midi.read(source, checkpoint.model.steps_per_beat), "bottom").roll
+    assert ("clamped" in piece.description) != reader and "a bass line of 16 bars" in piece.description
+    assert np.array_equal(melody_notes(piece.roll.notes[piece.given]), melody_notes(line.notes))
+    T = piece.roll.n_steps
+    lowest, bass = np.full(T, 1000), np.full(T, -1)
+    for pitch, start, end, _ in piece.roll.notes.tolist():
+        lowest[start:end] = np.minimum(lowest[start:end], pitch)
+    for pitch, start, end, _ in line.notes.tolist():
+        bass[start:end] = pitch
+    assert (bass >= 0).mean() > 0.8 and np.array_equal(lowest[bass >= 0], bass[bass >= 0])  # nothing under it
+    assert (~piece.given).sum() > 2 * len(line.notes)  # voices above it, written
+    roll = midi.read(piece.midi)
+    assert roll.time_signatures == midi.read(source).time_signatures
+
+
+def test_the_bass_a_reader_learns_from_is_the_bass_read_from_a_file():
+    """Training reads the bass from the voices (the lowest one that sounds); harmonising reads it
+    from the file (its lowest notes): the two must be the same line, token for token."""
+    for path in EXAMPLES[:6]:
+        roll = midi.read(path, 4)
+        onset, sustain = roll.pianoroll(0, 127, roll.n_steps)
+        by_voices, _ = harmonise.bottom_line(torch.from_numpy(voices.encode(onset, sustain, 5))[None])
+        assert np.array_equal(by_voices[0].numpy(), voices.encode(onset, sustain, 1)[:, 0])
+
+
 def test_the_same_melody_model_and_seed_give_the_same_bytes(with_reader):
     first = api.compose_harmonisation(with_reader, MELODY, seed=2, audio=False)
     again = api.compose_harmonisation(with_reader, MELODY.read_bytes(), seed=2, audio=False)
@@ -80,12 +113,12 @@ def test_a_harmoniser_leaves_the_models_own_pieces_as_they_were(model, with_read
     """The reader is an add-on: the same seed writes the same piece with and without it, and a reader
     that has learnt nothing (its output layer is zero) harmonises exactly as clamping does."""
     assert api.compose(model, seed=3, bars=4, audio=False).midi == api.compose(with_reader, seed=3, bars=4, audio=False).midi
-    melody = midi.read(MELODY, model.model.steps_per_beat)
+    melody = harmonise.line_of(model.generator, midi.read(MELODY, model.model.steps_per_beat))
     untrained = LineReader(model.model, 16).eval()
     clamped = harmonise.harmonise_rolls(model.generator, melody, [1])[0]
     read = harmonise.harmonise_rolls(model.generator, melody, [1], untrained)[0]
     assert np.array_equal(clamped.notes, read.notes)
-    trained = harmonise.harmonise_rolls(model.generator, melody, [1], with_reader.harmoniser)[0]
+    trained = harmonise.harmonise_rolls(model.generator, melody, [1], with_reader.harmonisers["top"])[0]
     assert not np.array_equal(clamped.notes, trained.notes)
 
 
@@ -131,10 +164,44 @@ def test_the_reader_hears_the_melody_still_to_come():
     assert read < 0.5 * plain, (read, plain)
 
 
+def test_a_harmoniser_fits_its_own_parallels_penalty(with_reader):
+    """Harmonisations draw differently from free pieces, and so do their parallels: each reader
+    fits its own penalty (saved with it), from the model's, toward the music's rate. From no
+    penalty at all, the fit brings the draws' parallels toward the chorales'."""
+    from musicgan.models import parallel_rate
+
+    model = ckpt.load(with_reader.path)
+    G = model.generator
+    batches = batches_for([midi.read(p, G.cfg.steps_per_beat) for p in EXAMPLES[:8]], model.model, TrainConfig(),
+                          torch.device("cpu"))
+    for voice, reader in model.harmonisers.items():
+        assert reader.parallel_bias == model.meta[ckpt.READERS[voice][0]]["parallel_bias"]  # kept in the checkpoint
+    reader = model.harmonisers["top"]
+    G.parallel_bias.fill_(0.0)
+    fitted = harmonise.fit_parallels(G, reader, "top", batches, clips=96)
+    assert fitted > 0.5
+    batch = batches.draw(96, torch.Generator().manual_seed(5))
+    codes, line = batch.codes.clamp(min=0), batch.tokens[..., 0]
+    noise = [generate.noise_for(i, batch.tokens.shape[1], G.cfg) for i in range(96)]
+    z = G.condition(torch.stack([n[0] for n in noise]), batch.keys)
+
+    def rate(beta):
+        with torch.no_grad():
+            drawn, _ = G.sample(z, torch.stack([n[1] for n in noise]), codes, extra=reader(line, codes),
+                                parallel_bias=beta, **harmonise._fixed(line, "top", G.cfg.voices))
+        n, steps = parallel_rate(drawn)
+        return n / steps
+
+    real = parallel_rate(batch.tokens)
+    want = real[0] / real[1]
+    assert abs(rate(fitted) - want) < abs(rate(0.0) - want)
+
+
 def test_the_fast_and_the_step_by_step_sampler_agree_with_a_reader(with_reader):
     G = with_reader.generator
     melody = midi.read(MELODY, G.cfg.steps_per_beat)
-    line_roll, line = harmonise.melody_of(G, melody)
+    given_line = harmonise.line_of(G, melody)
+    line_roll, line = given_line.roll, given_line.tokens
     T = len(line)
     codes = torch.from_numpy(G.cfg.step_codes(line_roll.time_signatures, T))[None]
     given = torch.full((1, T, G.cfg.voices), -1)
@@ -143,7 +210,7 @@ def test_the_fast_and_the_step_by_step_sampler_agree_with_a_reader(with_reader):
     z, noise = noise_for(5, T, G.cfg)
     z = G.condition(z[None], torch.tensor([7]))
     with torch.no_grad():
-        extra = with_reader.harmoniser(given[..., 0], codes)
+        extra = with_reader.harmonisers["top"](given[..., 0], codes)
         fast, _ = G.sample(z, noise[None], codes, given=given, extra=extra)
     with torch.enable_grad():
         slow, _ = G.sample(z, noise[None], codes, given=given, extra=extra)
@@ -179,12 +246,17 @@ def test_cli_adds_a_harmoniser_and_harmonises(model, tmp_path):
     shutil.copytree(model.path, folder)
     result = run_cli("add-harmoniser", folder, *EXAMPLES[:3], "--minutes", "0.05", "--quiet")
     assert result.returncode == 0, result.stderr
-    assert "harmoniser added" in result.stdout and ckpt.load(folder).harmoniser is not None
+    assert "harmoniser for a melody added" in result.stdout and set(ckpt.load(folder).harmonisers) == {"top", "bottom"}
     out = tmp_path / "harmonised.mid"
     result = run_cli("harmonise", MELODY, folder, "--out", out, "--seed", "3", "--program", "19")
     assert result.returncode == 0, result.stderr
     assert "harmonised" in result.stdout and "clamped" not in result.stdout
     roll = midi.read(out)
     assert roll.program == 19 and len(roll.notes) > 2 * len(midi.read(MELODY).notes)
+    bass = tmp_path / "bass.mid"
+    result = run_cli("harmonise", EXAMPLES[9], folder, "--voice", "bottom", "--out", bass, "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    assert "a bass line of" in result.stdout and "clamped" not in result.stdout  # (the pretrained model's bass reader)
+    assert len(midi.read(bass).notes) > 2 * len(harmonise.line_of(model.generator, midi.read(EXAMPLES[9]), "bottom").roll.notes)
     result = run_cli("harmonise", tmp_path / "missing.mid", "--out", out)
     assert result.returncode == 1 and "Traceback" not in result.stderr

@@ -194,6 +194,15 @@ def test_in_a_real_browser_harmonise_a_melody_and_play_it(server, browser):
     page.wait_for_function("parseFloat(document.querySelector('.mg-roll').dataset.playhead) > 4", timeout=15_000)
     page.locator(".mg-play").click()
     page.screenshot(path=str(SHOTS / "harmonise.png"), full_page=True)
+    # ... and a chorale's bass: the voices written above it
+    page.locator("#opening button[aria-label=Clear]").click()
+    page.locator("#opening input[type=file]").set_input_files(str(EXAMPLES[9]))
+    expect(page.locator("#opening").get_by_text(EXAMPLES[9].name)).to_be_visible(timeout=30_000)
+    page.locator("#harmonise-bass").click()
+    expect(page.locator("#piece-status")).to_contain_text("a bass line of", timeout=60_000)
+    piece = piece_of(page.locator("#pianoroll").inner_html())
+    given = [n for n, g in zip(piece["notes"], piece["given"]) if g]
+    assert given and min(n[0] for n in given) == min(n[0] for n in piece["notes"])
     context.close()
 
 
