@@ -536,8 +536,8 @@ def build() -> gr.Blocks:
                             amount = gr.Slider(0.05, 1.0, value=0.3, step=0.05, label="Variation amount")
                             vary = gr.Button("3 variations of this seed")
                         with gr.Accordion("Start from your music", open=False):
-                            opening = gr.File(label="A MIDI file of yours: an opening to continue, or a melody to "
-                                                    "harmonise", file_types=[".mid", ".midi"], elem_id="opening")
+                            opening = gr.File(label="A MIDI file of yours: an opening to continue, or a melody "
+                                                    "(or a bass) to harmonise", file_types=[".mid", ".midi"], elem_id="opening")
                             with gr.Row():
                                 opening_bars = gr.Slider(1, 16, value=4, step=1, label="Bars of it the model reads")
                                 add_bars = gr.Slider(1, 32, value=8, step=1, label="Bars to add")
