@@ -331,6 +331,16 @@ def test_fast_sampling_draws_what_the_step_by_step_loop_draws(layers, temperatur
     assert len({tuple(t.flatten().tolist()) for t in fast}) == 16
 
 
+def two_draws(g):
+    """12 pieces of 32 steps of 4/4, each in its own key: (z, step noise a, step noise b, codes),
+    the noises from two sets of seeds."""
+    noise_a = [generate.noise_for(s, 32, g.cfg) for s in range(12)]
+    noise_b = [generate.noise_for(100 + s, 32, g.cfg) for s in range(12)]
+    z = g.condition(torch.stack([n[0] for n in noise_a]), torch.arange(12) % 24)
+    step_a, step_b = torch.stack([n[1] for n in noise_a]), torch.stack([n[1] for n in noise_b])
+    return z, step_a, step_b, torch.from_numpy(g.cfg.metre_codes((4, 4), 32)).expand(12, -1)
+
+
 def test_given_tokens_are_kept_and_set_the_state_as_the_models_own_draws_do():
     """Continuing an opening: the given steps come out as given on both sampling paths, and the
     model reads them as it reads its own draws (the opening sets the state)."""
@@ -339,12 +349,7 @@ def test_given_tokens_are_kept_and_set_the_state_as_the_models_own_draws_do():
     torch.manual_seed(1)
     g = Generator(ModelConfig(pitch_low=40, pitch_high=70, **TINY)).eval()
     g.onset_bias.normal_(0, 1)
-    noise_a = [generate.noise_for(s, 32, g.cfg) for s in range(12)]
-    noise_b = [generate.noise_for(100 + s, 32, g.cfg) for s in range(12)]
-    z, step_a, step_b = (torch.stack([n[0] for n in noise_a]), torch.stack([n[1] for n in noise_a]),
-                         torch.stack([n[1] for n in noise_b]))
-    z = g.condition(z, torch.arange(12) % 24)
-    codes = torch.from_numpy(g.cfg.metre_codes((4, 4), 32)).expand(12, -1)
+    z, step_a, step_b, codes = two_draws(g)
     with torch.no_grad():
         a, _ = g.sample(z, step_a, codes)
         b, _ = g.sample(z, step_b, codes)
@@ -375,12 +380,7 @@ def test_a_given_bass_is_the_lowest_voice_on_both_sampling_paths():
     torch.manual_seed(2)
     g = Generator(ModelConfig(pitch_low=40, pitch_high=70, **TINY)).eval()
     g.rest_bias.normal_(0, 1)
-    noise_a = [generate.noise_for(s, 32, g.cfg) for s in range(12)]
-    noise_b = [generate.noise_for(100 + s, 32, g.cfg) for s in range(12)]
-    z, step_a, step_b = (torch.stack([n[0] for n in noise_a]), torch.stack([n[1] for n in noise_a]),
-                         torch.stack([n[1] for n in noise_b]))
-    z = g.condition(z, torch.arange(12) % 24)
-    codes = torch.from_numpy(g.cfg.metre_codes((4, 4), 32)).expand(12, -1)
+    z, step_a, step_b, codes = two_draws(g)
     with torch.no_grad():
         b, _ = g.sample(z, step_b, codes)
         bass, _ = bottom_line(b)
