@@ -585,7 +585,8 @@ def build() -> gr.Blocks:
                 ui.report = gr.Markdown("Upload MIDI files (or a .zip of them) to train on.")
                 with gr.Row():
                     minutes = gr.Slider(0.5, MAX_TRAIN_MINUTES, value=3, step=0.5, label="Training time (minutes)")
-                    batch = _setting_widget(TrainConfig, "batch_size", choices=[16, 32, 64, 128, 256])
+                    batch = _setting_widget(TrainConfig, "batch_size",
+                                            choices=[("Auto", 0)] + [(str(n), n) for n in (16, 32, 64, 128, 256, 512)])
                     window = _setting_widget(TrainConfig, "window_bars", maximum=8)
                 from_pretrained = gr.Checkbox(
                     False, label="Start from the pretrained Bach model (fine-tune)",

@@ -1,22 +1,27 @@
-"""The GPU in one run of about 5 minutes: how busy training keeps it, against a reference step,
-and what 3 GPU minutes make of the chorales. Prints one JSON summary (also to --out).
+"""The GPU in one run of about 7 minutes: how busy training keeps it, against a reference step,
+and what 2 GPU minutes make of the chorales at the old batch and the trainer's own choice.
+Prints one JSON summary (also to --out, rewritten after each part).
 
-    python bench/gpu.py [--device cuda] [--minutes 3] [--out runs/gpu.json]
+    python bench/gpu.py [--device cuda] [--minutes 2] [--out runs/gpu.json] [--parts phases graphs ...]
     python bench/gpu.py --device cpu --quick          # check the script on a CPU (seconds, not figures)
 
-On a lent device machine (it has PyTorch, not our other needs): carry the wheels of safetensors
-and the chorale split (``python -m musicgan.datasets bach data/styles/bach`` here), then
+On a lent device machine (it has PyTorch, not our other needs): carry the wheel of mido and the
+chorale split (``python -m musicgan.datasets bach data/styles/bach`` here), then
 ``PYTHONUNBUFFERED=1 python bench/gpu.py --out $OUT/gpu.json``.
 
-1. **Throughput per phase** (likelihood, critic, G adversarial), in sample-timesteps per second
-   (batch x window steps / seconds per step), at the default batch (64) and at larger ones, with
-   the peak memory and the SM busy share that ``nvidia-smi`` reports while each runs.
-2. **The reference step**: a C-RNN-GAN-style GAN written here (an LSTM generator feeding back its
-   own output, hidden 256, and a bidirectional LSTM discriminator, hidden 256, 64 steps), one
-   G + D step at batch 64 and 1,024, in the same run: what a plain recurrent GAN gets from the card.
-3. **3 GPU minutes on the chorales** (the bench's training split), scored as ``bench/styles.py``
-   scores (pieces of 16 bars as the app makes them, 4-bar clips against the held-out chorales,
-   two-sample accuracy over several splits), beside the shipped pretrained model in the same run.
+1. **phases**: throughput per phase (likelihood, critic, G adversarial), in sample-timesteps per
+   second (batch x window steps / seconds per step), at batch 64, at the trainer's own choice for
+   the device (``TrainConfig.sized_for``) and at a larger one, with the peak memory and the SM
+   busy share that ``nvidia-smi`` reports while each runs; and the critic phase again with its
+   draws launched step by step instead of replayed from a CUDA graph (:mod:`musicgan.cudagraph`).
+2. **graphs**: whether the graph's draws are the eager draws, token for token.
+3. **reference**: a C-RNN-GAN-style GAN written here (an LSTM generator feeding back its own
+   output, hidden 256, and a bidirectional LSTM discriminator, hidden 256, 64 steps), one G + D
+   step at batch 64 and 1,024, in the same run: what a plain recurrent GAN gets from the card.
+4. **chorales**: 2 GPU minutes on the chorales (the bench's training split) at each of
+   ``--train-batches``, scored as ``bench/styles.py`` scores (pieces of 16 bars as the app makes
+   them, 4-bar clips against the held-out chorales, two-sample accuracy over several splits),
+   beside the shipped pretrained model in the same run.
 """
 from __future__ import annotations
 
@@ -91,16 +96,19 @@ def seconds_per_step(step, device, n: int) -> float:
     return statistics.median(times)
 
 
-def phases(rolls, device, batch: int, n: int) -> dict:
-    """Sample-timesteps/s of each training phase at one batch size (the project's model)."""
+def phases(rolls, device, batch: int, n: int, graphs: bool = True,
+           names=("likelihood", "critic", "g_adversarial")) -> dict:
+    """Sample-timesteps/s of each training phase at one batch size (the project's model); 0: the
+    trainer's own choice for the device (its learning rates do not change the speed)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    config = TrainConfig(batch_size=batch, d_warmup_steps=0)
+    config = TrainConfig(batch_size=batch, d_warmup_steps=0, cuda_graphs=graphs)
     trainer = Trainer(rolls, config=config, device=device, budget=Budget(steps=10 ** 6))
+    batch = trainer.config.batch_size
     window = trainer.windows.config.window_steps
-    out = {"batch": batch, "window_steps": window, "hidden": trainer.model.hidden}
-    for name in ("likelihood", "critic", "g_adversarial"):
-        if name == "critic":
+    out = {"batch": batch, "window_steps": window, "hidden": trainer.model.hidden, "cuda_graphs": graphs}
+    for name in names:
+        if name in ("critic", "g_adversarial"):
             trainer.adversarial_from = trainer.step_count
         if name == "g_adversarial":
             trainer.config = dataclasses.replace(trainer.config, g_adversarial=True)
@@ -111,6 +119,31 @@ def phases(rolls, device, batch: int, n: int) -> dict:
     if device.type == "cuda":
         out["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
     return out
+
+
+def graph_agrees(rolls, device, batch: int = 512) -> dict:
+    """Whether the critic's draws replayed from a CUDA graph are the eager draws, token for token
+    (same weights, noise, keys and metres), with a parallels penalty and a tonal bias set; and
+    again after the weights moved (a replay reads them where they live)."""
+    trainer = Trainer(rolls, config=TrainConfig(batch_size=batch), device=device, budget=Budget(steps=10 ** 6))
+    G = trainer.G
+    G.parallel_bias.fill_(1.5)
+    G.tonal_bias.normal_(0, 0.3, generator=torch.Generator(device).manual_seed(1))
+    result = {}
+    for when in ("initial weights", "after 5 likelihood steps"):
+        if when != "initial weights":
+            for _ in range(5):
+                trainer.step()
+        real = trainer._batch(untransposed=True)
+        z, noise = trainer._noise(*real.tokens.shape[:2])
+        z = G.condition(z, real.keys)
+        graphed, _ = trainer.draw(z, noise, real.codes)
+        with torch.no_grad():
+            eager, _ = G.sample(z, noise, real.codes)
+        result[when] = {"identical": bool(torch.equal(graphed, eager)),
+                        "tokens_differing": int((graphed != eager).sum()), "tokens": eager.numel()}
+    result["recorded"] = trainer.draw.captures
+    return result
 
 
 class ReferenceG(nn.Module):
@@ -174,39 +207,63 @@ def reference(device, batch: int, n: int, steps: int = 64) -> dict:
             "sample_timesteps_per_s": round(batch * steps / s), "sm_busy_pct": sm.busy}
 
 
-def chorales(device, minutes: float, split: Path, out: Path, pieces: int, splits: int) -> dict:
+def chorales(device, minutes: float, split: Path, out: Path, pieces: int, splits: int, batches,
+             graphs: bool = True, pretrained: bool = True) -> dict:
+    """``minutes`` of training at each batch size (0: the trainer's choice for the device), each
+    scored beside the shipped pretrained model, in the same run."""
     import styles
 
     train_rolls, test_rolls = data.load([split / "train"]).rolls, data.load([split / "test"]).rolls
-    trainer = Trainer(train_rolls, config=TrainConfig(), device=device, budget=Budget(minutes=minutes))
-    with SMBusy(device) as sm:
-        trainer.run()
-    trainer.save(out)
     reference_clips = data.clips(test_rolls, styles.CLIP_BARS)
-    result = {"training": {"steps": trainer.step_count, "adversarial_from": trainer.adversarial_from,
-                           "minutes": minutes, "hidden": trainer.model.hidden, "batch": trainer.config.batch_size,
-                           "sm_busy_pct": sm.busy}}
-    for label, path in (("trained here", out), ("pretrained (shipped)", ROOT / "checkpoints" / "bach-chorales")):
-        model = ckpt.load(path)
-        clips = data.clips(styles.project_pieces(model, pieces), styles.CLIP_BARS)
-        scored = styles.score(clips, reference_clips, train_rolls, splits, copies=False)
-        result[label] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in scored.items()}
+
+    def scored(path):
+        clips = data.clips(styles.project_pieces(ckpt.load(path), pieces), styles.CLIP_BARS)
+        result = styles.score(clips, reference_clips, train_rolls, splits, copies=False)
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()}
+
+    result = {}
+    for batch in batches:
+        overrides = json.loads(batch) if isinstance(batch, str) and batch.startswith("{") else {"batch_size": int(batch)}
+        trainer = Trainer(train_rolls, config=TrainConfig(cuda_graphs=graphs, **overrides), device=device,
+                          budget=Budget(minutes=minutes))
+        with SMBusy(device) as sm:
+            trainer.run()
+        c = trainer.config
+        label = f"batch {c.batch_size}" + (" (auto)" if not overrides["batch_size"] else "") + \
+            "".join(f" {k} {v}" for k, v in overrides.items() if k != "batch_size")
+        trainer.save(out / label.replace(" ", "-").replace("(", "").replace(")", ""))
+        result[label] = {"training": {"steps": trainer.step_count, "adversarial_from": trainer.adversarial_from,
+                                      "minutes": minutes, "hidden": trainer.model.hidden, "lr_mle": c.lr_mle,
+                                      "lr_d": c.lr_d, "skipped": trainer.skipped, "sm_busy_pct": sm.busy},
+                         **scored(out / label.replace(" ", "-").replace("(", "").replace(")", ""))}
+        print(json.dumps({label: result[label]}), flush=True)
+    if pretrained:
+        result["pretrained (shipped)"] = scored(ROOT / "checkpoints" / "bach-chorales")
     return result
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--minutes", type=float, default=3.0, help="the chorale training's budget")
-    parser.add_argument("--batches", type=int, nargs="+", default=[64, 1024, 4096])
+    parser.add_argument("--minutes", type=float, default=2.0, help="each chorale training's budget")
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 0, 2048],
+                        help="batch sizes whose phases are timed (0: the trainer's choice for the device)")
+    parser.add_argument("--train-batches", nargs="+", default=["64", "0"],
+                        help="batch sizes trained on the chorales (0: the trainer's choice), or JSON objects "
+                             "of TrainConfig fields (e.g. '{\"batch_size\": 64, \"seed\": 1}')")
+    parser.add_argument("--parts", nargs="+", default=["phases", "graphs", "reference", "chorales"])
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "styles" / "bach")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu.json")
     parser.add_argument("--quick", action="store_true", help="a few steps of everything (to check the script)")
+    parser.add_argument("--no-graphs", dest="graphs", action="store_false",
+                        help="launch the critic's draws step by step everywhere (no CUDA graphs)")
+    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                        help="do not score the shipped model beside the trained ones")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     n = 2 if args.quick else 10
     if args.quick:
-        args.batches, args.minutes = args.batches[:1], min(args.minutes, 0.2)
+        args.batches, args.minutes = args.batches[:2], min(args.minutes, 0.1)
     if not args.data.exists():
         from musicgan import datasets
         datasets.main(["bach", str(args.data)])
@@ -215,19 +272,34 @@ def main(argv=None) -> int:
         summary["card"] = torch.cuda.get_device_name(device)
     rolls = data.load(sorted((ROOT / "examples").glob("*.mid"))).rolls
     t0 = time.time()
-    summary["phases"] = [phases(rolls, device, batch, n) for batch in args.batches]
-    print(json.dumps(summary["phases"]), flush=True)
-    summary["reference"] = [reference(device, batch, n) for batch in ([64] if args.quick else [64, 1024])]
-    print(json.dumps(summary["reference"]), flush=True)
-    best = max(r["sample_timesteps_per_s"] for r in summary["reference"])
-    summary["against_reference_best"] = {
-        f"batch {p['batch']}": {k: round(p[k]["sample_timesteps_per_s"] / best, 2) for k in ("critic", "g_adversarial")}
-        for p in summary["phases"]}
-    summary["chorales"] = chorales(device, args.minutes, args.data, args.out.with_suffix("") / "chorales",
-                                   pieces=16 if args.quick else 200, splits=2 if args.quick else 5)
-    summary["wall_s"] = round(time.time() - t0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2))
+
+    def report(name, value):
+        summary[name] = value
+        summary["wall_s"] = round(time.time() - t0)
+        print(json.dumps({name: value}), flush=True)
+        args.out.write_text(json.dumps(summary, indent=2))  # what is done so far, if a later part fails
+
+    if "phases" in args.parts:
+        report("phases", [phases(rolls, device, batch, n, args.graphs) for batch in args.batches])
+        report("critic_without_graphs", [phases(rolls, device, batch, n, graphs=False, names=("critic",))
+                                         for batch in args.batches[:2]])
+    if "graphs" in args.parts:
+        try:
+            report("graph_agrees", graph_agrees(rolls, device, batch=64 if args.quick else 512))
+        except RuntimeError as e:  # (the figures of the other parts still come)
+            report("graph_agrees", {"error": str(e)[:2000]})
+    if "reference" in args.parts:
+        report("reference", [reference(device, batch, n) for batch in ([64] if args.quick else [64, 1024])])
+        if "phases" in args.parts:
+            best = max(r["sample_timesteps_per_s"] for r in summary["reference"])
+            report("against_reference_best", {
+                f"batch {p['batch']}": {k: round(p[k]["sample_timesteps_per_s"] / best, 2)
+                                        for k in ("critic", "g_adversarial")} for p in summary["phases"]})
+    if "chorales" in args.parts:
+        report("chorales", chorales(device, args.minutes, args.data, args.out.with_suffix("") / "chorales",
+                                    pieces=16 if args.quick else 200, splits=2 if args.quick else 5,
+                                    batches=args.train_batches, graphs=args.graphs, pretrained=args.pretrained))
     print(json.dumps(summary, indent=2))
     return 0
 

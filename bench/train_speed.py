@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     rolls = data.load(sorted((ROOT / "examples").glob("*.mid"))).rolls
-    config = TrainConfig(d_warmup_steps=0)
-    trainer = Trainer(rolls, config=config, device=device, budget=Budget(steps=10 ** 6))
+    trainer = Trainer(rolls, config=TrainConfig(d_warmup_steps=0), device=device, budget=Budget(steps=10 ** 6))
+    config = trainer.config  # (with the batch sized for the device)
     window = trainer.windows.config.window_steps
     print(f"device: {device_label(device)}, {args.threads} CPU threads; batch {config.batch_size} x {window} steps; "
           f"model: {sum(p.numel() for p in trainer.G.parameters()):,} G + "

@@ -324,11 +324,12 @@ class Generator(nn.Module):
         bias[..., REST] = self.rest_bias
         return bias
 
-    def _tonal_rows(self, z: torch.Tensor) -> torch.Tensor | None:
+    def _tonal_rows(self, z: torch.Tensor, tonal: bool | None = None) -> torch.Tensor | None:
         """(B, K): each piece's tonal bias on every token (see ``tonal_bias``), from the key in
         its conditioning vector (a blend of keys gets the blend of their biases); None when the
-        model takes no key or the bias is all zero."""
-        if not self.cfg.key_input or not self.tonal_bias.any():
+        model takes no key or the bias is all zero. ``tonal``: whether the bias is not all zero,
+        when the caller knows (a CUDA graph's capture may not read the GPU's values)."""
+        if not self.cfg.key_input or not (self.tonal_bias.any() if tonal is None else tonal):
             return None
         K, low = self.cfg.vocab, self.cfg.pitch_low
         tonic = torch.arange(KEYS, device=z.device) % 12
@@ -491,7 +492,8 @@ class Generator(nn.Module):
 
     def _draw_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
                    given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
-                   bass: torch.Tensor | None = None, parallel_bias: float | None = None) -> torch.Tensor:
+                   bass: torch.Tensor | None = None, parallel_bias: float | None = None,
+                   tonal: bool | None = None) -> torch.Tensor:
         """Gumbel-max sampling without autograd: the draw of :meth:`sample`, computed step by step
         with plain matrix products instead of one LSTM call per step. On the CPU each small torch
         call costs more than its arithmetic, so the loop is written to make few calls:
@@ -503,7 +505,10 @@ class Generator(nn.Module):
           it sounds, which is the token itself unless the token is HOLD. So one *code* names both:
           the token, or K + the held pitch for a hold, and every table has a row per code;
         * the heads' first layers write into one buffer whose per-voice views are made once;
-          biases ride in ``addmm``; the tokens are stacked once at the end."""
+          biases ride in ``addmm``; the tokens are stacked once at the end.
+
+        With ``parallel_bias`` and ``tonal`` given (see :meth:`_tonal_rows`) it reads no value back
+        from the device, so it can be captured as a CUDA graph (:mod:`musicgan.cudagraph`)."""
         B, T, V, K = gumbel.shape
         E, H = self.cfg.embed_dim, self.cfg.hidden
         lstm = self.lstm
@@ -539,7 +544,7 @@ class Generator(nn.Module):
         # each head's output bias at each code (with the sampling biases in it)
         bias = self._sampling_bias()
         heads_out = [(head[2].weight.T.contiguous(), head[2].bias + bias[:, v]) for v, head in enumerate(self.heads)]
-        tonal = self._tonal_rows(z)  # (B, K) or None
+        tonal = self._tonal_rows(z, tonal)  # (B, K) or None
         noise = [step.unbind(0) for step in gumbel.permute(1, 2, 0, 3).unbind(0)]  # [t][v]: (B, K)
         # [t][v]: (given tokens (B,), where they are given (B,)) on the steps that have any, else None
         fixed = [None] * T if given is None else \

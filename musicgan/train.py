@@ -32,8 +32,9 @@ Non-finite losses or gradients are skipped, never applied, and never reach a che
 """
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -43,6 +44,7 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt, copyguard, metre
 from .batches import Batch, batches_for
+from .cudagraph import Draw
 from .models import MAX_METRES, Discriminator, Generator, ModelConfig, parallel_rate
 from .settings import setting
 from .shards import ShardedCorpus
@@ -82,12 +84,18 @@ def device_label(device: torch.device) -> str:
     return "Apple GPU (MPS)" if device.type == "mps" else "CPU"
 
 
+BASE_BATCH = 64  # windows per step that the learning rates are set for (and a CPU's batch)
+GPU_BATCH = 256  # windows per step on a CUDA GPU, when the batch is left to the trainer (bench/gpu.py)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a model is trained. The fields made with :func:`~musicgan.settings.setting` are the
     ones people set (CLI flags and app widgets are built from them); the rest are for research."""
 
-    batch_size: int = setting(64, "training windows per step", label="Batch size", minimum=1, maximum=65536)
+    batch_size: int = setting(0, "training windows per step (0: chosen for the device: 64 on a CPU, "
+                                 f"{GPU_BATCH} on a CUDA GPU, with learning rates to match)",
+                              label="Batch size", minimum=0, maximum=65536)
     window_bars: int = setting(0, "length of a training window, in bars of the music's commonest metre "
                                   "(0: as many as make about 64 steps: 4 bars of 4/4, 6 of 3/4 or 6/8, 2 of 4/2)",
                                label="Window (bars; 0 fits it to the music)", minimum=0, maximum=16, step=1)
@@ -121,6 +129,23 @@ class TrainConfig:
     max_bad_steps: int = 20  # non-finite steps in a row before training stops
     seed: int = setting(0, "random seed of the weights, batches and noise", label="Training seed", minimum=0)
     amp: bool = True  # bfloat16 autocast on CUDA, likelihood phase only
+    cuda_graphs: bool = True  # on CUDA, the critic phase's draws replay a CUDA graph (musicgan.cudagraph)
+
+    def sized_for(self, device: torch.device, world: int = 1) -> "TrainConfig":
+        """The config a run uses on ``device``. A batch size of 0 (the default) is chosen here:
+        64 windows on a CPU (or Apple GPU), and on a CUDA GPU :data:`GPU_BATCH`, which keeps the
+        card busy where 64 left it mostly idle, with the learning rates scaled by the square root
+        of the batch's growth (the square-root rule for Adam: Malladi et al., "On the SDEs and
+        Scaling Rules for Adaptive Gradient Algorithms", 2022). A batch someone chose is used as
+        it is, with the learning rates as they are. ``world``: the processes under torchrun (the
+        chosen batch is rounded up to split evenly over them)."""
+        if self.batch_size:
+            return self
+        batch = GPU_BATCH if device.type == "cuda" else BASE_BATCH
+        batch = -(-batch // world) * world
+        scale = math.sqrt(batch / BASE_BATCH) if device.type == "cuda" else 1.0
+        return replace(self, batch_size=batch, lr_mle=self.lr_mle * scale, lr_g=self.lr_g * scale,
+                       lr_d=self.lr_d * scale)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -275,6 +300,7 @@ class Trainer:
             raise TrainingError("no usable music to train on")
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.ranks = ranks = Ranks(self.device)
+        config = config.sized_for(self.device, ranks.world)
         if config.batch_size % ranks.world:
             raise TrainingError(f"the batch size {config.batch_size} does not split over {ranks.world} processes")
         self.config, self.callback = config, callback or (lambda event: None)
@@ -297,6 +323,7 @@ class Trainer:
         self.G, self.D = Generator(m).to(self.device), Discriminator(m).to(self.device)
         self._describe_music(self.G)
         self.g_train, self.d_train = ranks.wrap(self.G), ranks.wrap(self.D)
+        self.draw = Draw(self.G, config.cuda_graphs)  # the critic phase's draws
         self.opt_mle = torch.optim.Adam(self.G.parameters(), lr=config.lr_mle)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
@@ -419,8 +446,7 @@ class Trainer:
         d_only = not c.g_adversarial or self.step_count - self.adversarial_from < c.d_warmup_steps
         real_label = c.label_smoothing if c.g_adversarial else 1.0
         if d_only:
-            with torch.no_grad():
-                _, fake = self.G.sample(z_fake, step_noise, real_d.codes)
+            _, fake = self.draw(z_fake, step_noise, real_d.codes)
             logits = None
         else:  # one forward: the free-running draw (for D) and teacher forcing (for the likelihood term)
             logits, (_, fake) = self.g_train(real.tokens if c.mle_weight else None, z_real, real.codes, step_noise,

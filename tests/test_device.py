@@ -1,0 +1,89 @@
+"""The trainer sizes itself to its device: the automatic batch and learning rates, and the
+critic's draws replayed from a CUDA graph (run on a GPU where there is one; the rest on a CPU)."""
+import math
+
+import pytest
+import torch
+
+from musicgan import data
+from musicgan.cudagraph import Draw
+from musicgan.train import BASE_BATCH, GPU_BATCH, Budget, TrainConfig, Trainer
+
+from conftest import EXAMPLES
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def rolls():
+    return data.load(EXAMPLES, cache_dir=False).rolls
+
+
+def test_automatic_batch_is_64_on_a_cpu_and_larger_on_a_gpu_with_scaled_rates():
+    config = TrainConfig()
+    assert config.batch_size == 0  # left to the trainer
+    assert config.sized_for(torch.device("cpu")) == TrainConfig(batch_size=BASE_BATCH)  # the rates as they are
+    gpu = config.sized_for(torch.device("cuda"))
+    scale = math.sqrt(GPU_BATCH / BASE_BATCH)
+    assert gpu.batch_size == GPU_BATCH > BASE_BATCH
+    assert (gpu.lr_mle, gpu.lr_g, gpu.lr_d) == pytest.approx((config.lr_mle * scale, config.lr_g * scale,
+                                                              config.lr_d * scale))
+    assert gpu.sized_for(torch.device("cuda")) == gpu  # sized once: a resumed run is not scaled again
+    assert config.sized_for(torch.device("cpu"), world=3).batch_size == 66  # splits over 3 processes
+    assert config.sized_for(torch.device("cuda"), world=8).batch_size == GPU_BATCH
+
+
+def test_a_chosen_batch_is_kept_with_its_rates_on_any_device():
+    chosen = TrainConfig(batch_size=32, lr_mle=1e-3)
+    for device in ("cpu", "cuda", "mps"):
+        assert chosen.sized_for(torch.device(device)) == chosen
+
+
+def test_the_trainer_runs_and_saves_the_sized_config(rolls, tmp_path):
+    trainer = Trainer(rolls[:3], config=TrainConfig(window_bars=2, warmup=1.0), device="cpu", budget=Budget(steps=1))
+    assert trainer.config.batch_size == BASE_BATCH
+    trainer.run()
+    assert trainer._batch().tokens.shape[0] == BASE_BATCH
+    from musicgan import checkpoint as ckpt
+
+    trainer.save(tmp_path / "m")
+    assert ckpt.load(tmp_path / "m").meta["train"]["batch_size"] == BASE_BATCH
+
+
+def test_on_a_cpu_the_draw_is_the_generators_own(rolls):
+    trainer = Trainer(rolls[:3], config=TrainConfig(batch_size=4, window_bars=2), device="cpu",
+                      budget=Budget(steps=1))
+    real = trainer._batch(untransposed=True)
+    z, noise = trainer._noise(*real.tokens.shape[:2])
+    z = trainer.G.condition(z, real.keys)
+    tokens, one_hot = trainer.draw(z, noise, real.codes)
+    with torch.no_grad():
+        eager, eager_one_hot = trainer.G.sample(z, noise, real.codes)
+    assert torch.equal(tokens, eager) and torch.equal(one_hot, eager_one_hot)
+    assert trainer.draw.captures == 0
+
+
+@cuda
+def test_graph_draws_are_the_eager_draws_as_the_weights_move(rolls):
+    trainer = Trainer(rolls, config=TrainConfig(batch_size=32, window_bars=2, warmup=1.0), device="cuda",
+                      budget=Budget(steps=100))
+    G = trainer.G
+    G.parallel_bias.fill_(1.5)  # the paths a calibrated model draws through
+    G.tonal_bias.normal_(0, 0.3)
+    for moves in range(3):
+        real = trainer._batch(untransposed=True)
+        z, noise = trainer._noise(*real.tokens.shape[:2])
+        z = G.condition(z, real.keys)
+        graphed, _ = trainer.draw(z, noise, real.codes)
+        with torch.no_grad():
+            eager, _ = G.sample(z, noise, real.codes)
+        assert torch.equal(graphed, eager), moves
+        trainer.step()  # the weights move in place; the graph reads them where they live
+    assert trainer.draw.captures == 1
+    G.parallel_bias.fill_(0.0)  # another path: recorded again
+    trainer.draw(z, noise, real.codes)
+    assert trainer.draw.captures == 2
+
+
+def test_draw_can_be_switched_off():
+    assert not Draw(torch.nn.Linear(1, 1), enabled=False).on(torch.zeros(1))
