@@ -21,7 +21,9 @@ chorale split (``python -m musicgan.datasets bach data/styles/bach`` here), then
 4. **chorales**: 2 GPU minutes on the chorales (the bench's training split) at each of
    ``--train-batches``, scored as ``bench/styles.py`` scores (pieces of 16 bars as the app makes
    them, 4-bar clips against the held-out chorales, two-sample accuracy over several splits),
-   beside the shipped pretrained model in the same run.
+   beside the shipped pretrained model in the same run. Each trained model is saved in a folder
+   named after it beside ``--out`` (``$OUT/gpu/batch-64/``: shallow enough to come back from a
+   lent device), ready for ``python -m musicgan generate`` or ``add-harmoniser``.
 """
 from __future__ import annotations
 
@@ -297,7 +299,7 @@ def main(argv=None) -> int:
                 f"batch {p['batch']}": {k: round(p[k]["sample_timesteps_per_s"] / best, 2)
                                         for k in ("critic", "g_adversarial")} for p in summary["phases"]})
     if "chorales" in args.parts:
-        report("chorales", chorales(device, args.minutes, args.data, args.out.with_suffix("") / "chorales",
+        report("chorales", chorales(device, args.minutes, args.data, args.out.with_suffix(""),
                                     pieces=16 if args.quick else 200, splits=2 if args.quick else 5,
                                     batches=args.train_batches, graphs=args.graphs, pretrained=args.pretrained))
     print(json.dumps(summary, indent=2))

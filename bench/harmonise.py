@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     rows = [row("Bach (held-out chorales)", test_rolls, None, args.splits, own),
             row("floor: training split", train_rolls, reference, args.splits)]
     for voice, how in harmonised:
-        name = {"top": "melody", "bottom": "bass"}[voice]
+        name = harmonise.NAMES[voice]
         rows.append(row(f"{name} given: {how}", harmonised[voice, how], reference, args.splits,
                         melodies if voice == "top" else None))
     if not args.no_others:

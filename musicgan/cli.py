@@ -224,7 +224,7 @@ def cmd_add_harmoniser(args) -> int:
     model = ckpt.load(args.checkpoint)
     corpus = data_for(model, args.paths)
     batches = batches_for(corpus.rolls, model.model, TrainConfig(), torch.device("cpu"))
-    line = "melody" if args.voice == "top" else "bass"
+    line = harmonise.NAMES[args.voice]
     print(f"training a harmoniser for a {line} for {args.minutes:g} minutes on {len(corpus.rolls)} pieces ...",
           flush=True)
 

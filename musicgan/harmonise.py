@@ -45,6 +45,7 @@ from .voices import HOLD, REST
 
 VOICES = ("top", "bottom")  # the given line: a melody (the top voice), or a bass (the lowest)
 MAX_BARS = 128
+NAMES = {"top": "melody", "bottom": "bass"}  # each line's name, and in a sentence:
 WHAT = {"top": "the melody", "bottom": "the bass line"}
 
 
