@@ -214,6 +214,18 @@ def test_training_streams_progress_and_ends_with_a_checkpoint(session):
     assert payload_of(waltz[ui("roll")])["bars"] == [0, 12, 24]
     with pytest.raises(gr.Error, match="knows 4/4, 3/4 only"):
         app.generate(app.TRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, "6/8", session)
+    # "Start from your music" with the model just trained: it continues an opening, and it
+    # harmonises a melody by clamping it (it has no harmoniser), and says so
+    chorale = midi.read(EXAMPLES[0])
+    out = app.continue_music(app.TRAINED, str(EXAMPLES[0]), 3, 2, 2, -1, 1.0, session)
+    roll, bar = midi.read(out[ui("midi_file")]), chorale.steps_per_bar
+    opening = chorale.notes[chorale.notes[:, 1] < 2 * bar]
+    assert np.array_equal(roll.notes[roll.notes[:, 1] < 2 * bar][:, :2], opening[:, :2]) and roll.n_steps > 2 * bar
+    out = app.harmonise_music(app.TRAINED, str(EXAMPLES[0]), 3, -1, 1.0, session)
+    payload = payload_of(out[ui("roll")])
+    melody = harmonise.line_of(api.load_model(session.trained).generator, chorale).roll
+    assert [n[:3] for n, g in zip(payload["notes"], payload["given"]) if g] == melody.notes[:, :3].tolist()
+    assert "clamped: this model has no harmoniser" in out[ui("status")]
 
 
 def test_on_zerogpu_the_train_tab_trains_in_short_gpu_calls(session, monkeypatch):
