@@ -183,27 +183,43 @@ def sounding(tokens: torch.Tensor) -> torch.Tensor:
     return torch.where(last < 0, REST, tokens.gather(-2, last.clamp(min=0)))
 
 
-def parallel_targets(before: torch.Tensor, now: torch.Tensor, struck: torch.Tensor, v: int) -> torch.Tensor:
+def perfect_intervals(before: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`parallel_targets` needs of the step before, for every pair of voices at once
+    (a sampler works it out once a step, not once a voice): ``d`` (B, V, V), voice u's sounding
+    token minus voice v's, and where u sounds a perfect fifth or octave (compound ones too) above
+    v, both sounding."""
+    d = before[:, :, None] - before[:, None, :]
+    sounds = before >= FIRST_PITCH
+    perfect = (d > 0) & ((d % 12 == 0) | (d % 12 == 7)) & sounds[:, :, None] & sounds[:, None, :]
+    return d, perfect
+
+
+def _parallels(before, now, struck, v: int, intervals=None) -> tuple[torch.Tensor, torch.Tensor]:
+    d, perfect = perfect_intervals(before) if intervals is None else intervals
+    b = now[:, :v]
+    target = b - d[:, :v, v]
+    return target, perfect[:, :v, v] & struck[:, :v] & (b != before[:, :v]) & (target >= FIRST_PITCH)
+
+
+def parallel_targets(before: torch.Tensor, now: torch.Tensor, struck: torch.Tensor, v: int,
+                     intervals: tuple | None = None) -> torch.Tensor:
     """For voice ``v`` about to choose at a step: (B, v) the token that would take it in parallel
     fifths or octaves (compound ones too) with each voice above it, or -1 where there is none.
     ``before``/``now``: each voice's sounding token (B, V) at the step before and at this one
     (voices above ``v`` have chosen); ``struck``: (B, V) which struck a new note now. A voice u above
     moving from a to b while v sounds c, a - c a perfect fifth or octave: v to b - (a - c) is a
-    parallel. (Tokens of pitches differ as the pitches do.)"""
-    a, b, c = before[:, :v], now[:, :v], before[:, v:v + 1]
-    d = a - c
-    perfect = (d > 0) & ((d % 12 == 0) | (d % 12 == 7))
-    target = b - d
-    ok = struck[:, :v] & (b != a) & (a >= FIRST_PITCH) & (c >= FIRST_PITCH) & perfect & (target >= FIRST_PITCH)
+    parallel. (Tokens of pitches differ as the pitches do.) ``intervals``: the step's
+    :func:`perfect_intervals`, when already worked out."""
+    target, ok = _parallels(before, now, struck, v, intervals)
     return torch.where(ok, target, -1)
 
 
-def parallel_penalty(before, now, struck, v: int, beta: float, K: int) -> torch.Tensor:
+def parallel_penalty(before, now, struck, v: int, beta: float, K: int, intervals: tuple | None = None) -> torch.Tensor:
     """(B, K): -beta on each token of :func:`parallel_targets` (once for each voice above it makes a
     parallel with)."""
-    target = parallel_targets(before, now, struck, v)
+    target, ok = _parallels(before, now, struck, v, intervals)
     return torch.zeros(len(target), K, device=target.device).scatter_add_(
-        1, target.clamp(min=0), (target >= 0).float() * -beta)
+        1, torch.where(ok, target, 0), ok.float() * -beta)
 
 
 def bass_parallel_penalty(before: torch.Tensor, bass_before: torch.Tensor, bass_now: torch.Tensor,
@@ -564,6 +580,7 @@ class Generator(nn.Module):
             bass_sound, bass_struck = sounding(bass[..., None])[..., 0].t(), (bass >= FIRST_PITCH).t()
         for t in range(T):
             before = sound.clone() if beta else None
+            intervals = perfect_intervals(before) if beta and t else None
             placed = None if bass is None else torch.zeros(B, dtype=torch.bool, device=z.device)
             code = step_codes[t]
             gates = z_part + frame_part.index_select(0, code)
@@ -586,7 +603,7 @@ class Generator(nn.Module):
                     step_bias = step_bias + tonal
                 logits = torch.addmm(step_bias, torch.relu(head_in[v]), w_out)
                 if beta and t and v:
-                    logits = logits + parallel_penalty(before, sound, struck, v, beta, K)
+                    logits = logits + parallel_penalty(before, sound, struck, v, beta, K, intervals)
                 if beta and t and bass is not None:
                     logits = logits + bass_parallel_penalty(before[:, v], bass_sound[t - 1], bass_sound[t],
                                                             bass_struck[t], beta, K)

@@ -697,3 +697,38 @@ def test_the_parallel_bias_makes_fewer_parallels_and_both_samplers_agree():
         slow, _ = g.sample(z, torch.stack([n[1] for n in noise]), codes)
     assert counts[0] > 20 and counts[1] < counts[0] / 2, counts
     assert (fast == slow).float().mean() > 0.9
+
+
+def test_parallel_targets_match_the_definition_pair_by_pair():
+    """The samplers work out the step before's intervals once a step (perfect_intervals) and every
+    voice reads them; checked here against the definition, one pair of voices at a time."""
+    from musicgan.models import parallel_penalty, parallel_targets, perfect_intervals
+    from musicgan.voices import FIRST_PITCH
+
+    rng = torch.Generator().manual_seed(0)
+    found = 0
+    for _ in range(10):
+        before = torch.randint(0, 40, (32, 5), generator=rng)
+        now = torch.where(torch.rand(32, 5, generator=rng) < 0.5, before, torch.randint(0, 40, (32, 5), generator=rng))
+        struck = torch.rand(32, 5, generator=rng) < 0.6
+        intervals = perfect_intervals(before)
+        for v in range(1, 5):
+            targets = parallel_targets(before, now, struck, v, intervals)
+            assert torch.equal(targets, parallel_targets(before, now, struck, v))
+            penalty = parallel_penalty(before, now, struck, v, 2.0, 40, intervals)
+            for b in range(32):
+                want = []
+                for u in range(v):
+                    a, c, moved_to = int(before[b, u]), int(before[b, v]), int(now[b, u])
+                    d = a - c
+                    ok = bool(struck[b, u]) and moved_to != a and a >= FIRST_PITCH and c >= FIRST_PITCH \
+                        and d > 0 and d % 12 in (0, 7) and moved_to - d >= FIRST_PITCH
+                    want.append(moved_to - d if ok else -1)
+                assert targets[b].tolist() == want
+                hits = torch.zeros(40)
+                for target in want:
+                    if target >= 0:
+                        hits[target] -= 2.0
+                assert torch.equal(penalty[b], hits)
+                found += sum(t >= 0 for t in want)
+    assert found > 20  # (the case is exercised)
