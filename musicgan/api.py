@@ -450,7 +450,7 @@ class TrainingJob:
         if base:
             trainer.start_from(base)
         self._save = lambda: trainer.step_count > 0 and trainer.save(self.out_dir, with_train_state=False)
-        self.state.message = f"training on {device_label(self.device)}"
+        self.state.message = f"training on {device_label(self.device)}, {trainer.config.batch_size} windows a step"
         status = trainer.run(self.budget, should_stop=self._stop.is_set, sample_every_s=self.sample_every_s)
         self.state.sample, self.state.sample_step = trainer.sample(), trainer.step_count
         return status, f"{'finished' if status == 'done' else 'stopped'} after {trainer.step_count} steps"

@@ -156,8 +156,9 @@ def _train(args, device, rank) -> int:
         m = trainer.model
         known = ", ".join(metres.name(x) for x in m.metres) if m.metre_input else "4/4 bars (a model from before metres)"
         print(f"training on {device_label(device)} x {trainer.world_size}: {len(trainer.data):,} windows of "
-              f"{trainer.windows.config.window_steps} steps; {m.voices} voices, pitches {m.pitch_low}-{m.pitch_high}, "
-              f"metres {known}", file=sys.stderr)
+              f"{trainer.windows.config.window_steps} steps, {trainer.config.batch_size} a step"
+              f"{'' if config.batch_size else ' (chosen for the device)'}; {m.voices} voices, "
+              f"pitches {m.pitch_low}-{m.pitch_high}, metres {known}", file=sys.stderr)
     try:
         outcome = trainer.run(budget)
     except TrainingError as e:

@@ -50,6 +50,19 @@ def test_the_trainer_runs_and_saves_the_sized_config(rolls, tmp_path):
     assert ckpt.load(tmp_path / "m").meta["train"]["batch_size"] == BASE_BATCH
 
 
+def test_the_cli_says_the_batch_it_chose(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run([sys.executable, "-m", "musicgan", "train", *map(str, EXAMPLES[:2]), "--out",
+                             str(tmp_path / "m"), "--steps", "1", "--window-bars", "2", "--device", "cpu", "--quiet"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"{BASE_BATCH} a step (chosen for the device)" in result.stderr
+
+
 def test_on_a_cpu_the_draw_is_the_generators_own(rolls):
     trainer = Trainer(rolls[:3], config=TrainConfig(batch_size=4, window_bars=2), device="cpu",
                       budget=Budget(steps=1))
