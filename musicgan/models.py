@@ -183,6 +183,11 @@ def sounding(tokens: torch.Tensor) -> torch.Tensor:
     return torch.where(last < 0, REST, tokens.gather(-2, last.clamp(min=0)))
 
 
+def _perfect(d: torch.Tensor) -> torch.Tensor:
+    """Where an interval of ``d`` semitones (upwards) is a perfect fifth or octave, compound ones too."""
+    return (d > 0) & ((d % 12 == 0) | (d % 12 == 7))
+
+
 def perfect_intervals(before: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """What :func:`parallel_targets` needs of the step before, for every pair of voices at once
     (a sampler works it out once a step, not once a voice): ``d`` (B, V, V), voice u's sounding
@@ -190,7 +195,7 @@ def perfect_intervals(before: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     v, both sounding."""
     d = before[:, :, None] - before[:, None, :]
     sounds = before >= FIRST_PITCH
-    perfect = (d > 0) & ((d % 12 == 0) | (d % 12 == 7)) & sounds[:, :, None] & sounds[:, None, :]
+    perfect = _perfect(d) & sounds[:, :, None] & sounds[:, None, :]
     return d, perfect
 
 
@@ -231,10 +236,9 @@ def bass_parallel_penalty(before: torch.Tensor, bass_before: torch.Tensor, bass_
     now, and whether it strikes now. The bass moving from a to b while the voice sounds c, c - a a
     perfect fifth or octave: the voice to b + (c - a) is a parallel."""
     d = before - bass_before
-    perfect = (d > 0) & ((d % 12 == 0) | (d % 12 == 7))
     target = bass_now + d
     ok = bass_struck & (bass_now != bass_before) & (bass_before >= FIRST_PITCH) & (before >= FIRST_PITCH) & \
-        perfect & (target < K)
+        _perfect(d) & (target < K)
     return torch.zeros(len(target), K, device=target.device).scatter_add_(
         1, torch.where(ok, target, 0)[:, None], ok.float()[:, None] * -beta)
 
