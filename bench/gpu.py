@@ -45,7 +45,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from musicgan import checkpoint as ckpt, data  # noqa: E402
-from musicgan.train import Budget, TrainConfig, Trainer, device_label, pick_device  # noqa: E402
+from musicgan.models import ModelConfig  # noqa: E402
+from musicgan.train import (Budget, TrainConfig, Trainer, default_width, device_label, model_config_for,  # noqa: E402
+                            pick_device)
 
 
 class SMBusy:
@@ -223,19 +225,26 @@ def chorales(device, minutes: float, split: Path, out: Path, pieces: int, splits
         result = styles.score(clips, reference_clips, train_rolls, splits, copies=False)
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()}
 
-    result = {}
+    result, model_fields = {}, {f.name for f in dataclasses.fields(ModelConfig)}
     for batch in batches:
         overrides = json.loads(batch) if isinstance(batch, str) and batch.startswith("{") else {"batch_size": int(batch)}
-        trainer = Trainer(train_rolls, config=TrainConfig(cuda_graphs=graphs, **overrides), device=device,
-                          budget=Budget(minutes=minutes))
+        train_overrides = {k: v for k, v in overrides.items() if k not in model_fields}
+        config, budget = TrainConfig(cuda_graphs=graphs, **train_overrides), Budget(minutes=minutes)
+        model = None
+        if len(train_overrides) < len(overrides):  # a model setting too (hidden, layers, d_hidden ...)
+            model = model_config_for(train_rolls, transpose=config.transpose, **{
+                "hidden": default_width(device, budget), **{k: overrides[k] for k in model_fields & set(overrides)}})
+        trainer = Trainer(train_rolls, model, config=config, device=device, budget=budget)
         with SMBusy(device) as sm:
             trainer.run()
         c = trainer.config
-        label = f"batch {c.batch_size}" + (" (auto)" if not overrides["batch_size"] else "") + \
+        label = f"batch {c.batch_size}" + (" (auto)" if not overrides.get("batch_size") else "") + \
             "".join(f" {k} {v}" for k, v in overrides.items() if k != "batch_size")
         trainer.save(out / label.replace(" ", "-").replace("(", "").replace(")", ""))
         result[label] = {"training": {"steps": trainer.step_count, "adversarial_from": trainer.adversarial_from,
-                                      "minutes": minutes, "hidden": trainer.model.hidden, "lr_mle": c.lr_mle,
+                                      "minutes": minutes, "hidden": trainer.model.hidden,
+                                      "layers": trainer.model.layers, "d_hidden": trainer.model.d_hidden,
+                                      "window_steps": trainer.data.windows.config.window_steps, "lr_mle": c.lr_mle,
                                       "lr_d": c.lr_d, "skipped": trainer.skipped, "sm_busy_pct": sm.busy},
                          **scored(out / label.replace(" ", "-").replace("(", "").replace(")", ""))}
         print(json.dumps({label: result[label]}), flush=True)
@@ -252,7 +261,8 @@ def main(argv=None) -> int:
                         help="batch sizes whose phases are timed (0: the trainer's choice for the device)")
     parser.add_argument("--train-batches", nargs="+", default=["64", "0"],
                         help="batch sizes trained on the chorales (0: the trainer's choice), or JSON objects "
-                             "of TrainConfig fields (e.g. '{\"batch_size\": 64, \"seed\": 1}')")
+                             "of TrainConfig and ModelConfig fields (e.g. '{\"batch_size\": 64, \"seed\": 1}', "
+                             "'{\"hidden\": 512, \"window_bars\": 8}')")
     parser.add_argument("--parts", nargs="+", default=["phases", "graphs", "reference", "chorales"])
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "styles" / "bach")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu.json")

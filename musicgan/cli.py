@@ -8,7 +8,7 @@
     harmonise FILE.mid [CKPT] --out F   keep a melody (a file's top line; --voice bottom: its bass) and
                                         write the other voices
     add-harmoniser CKPT PATH...         train a model's harmoniser on its training music (--minutes M,
-                                        --voice top|bottom)
+                                        --voice top|bottom, --device)
     evaluate [CKPT] --reference PATH... generated vs. real music, in numbers
 """
 from __future__ import annotations
@@ -212,11 +212,9 @@ def _write_piece(args, piece) -> int:
 
 
 def cmd_add_harmoniser(args) -> int:
-    import torch
-
     from . import checkpoint as ckpt, harmonise
     from .batches import batches_for
-    from .train import TrainConfig
+    from .train import TrainConfig, device_label, pick_device
 
     if not Path(args.checkpoint).is_dir():
         raise CliError(f"{args.checkpoint}: a checkpoint folder (the harmoniser is added to it)")
@@ -224,17 +222,18 @@ def cmd_add_harmoniser(args) -> int:
         raise CliError("--minutes must be more than 0")
     model = ckpt.load(args.checkpoint)
     corpus = data_for(model, args.paths)
-    batches = batches_for(corpus.rolls, model.model, TrainConfig(), torch.device("cpu"))
+    device = pick_device(args.device)
+    batches = batches_for(corpus.rolls, model.model, TrainConfig(), device)
     line = harmonise.NAMES[args.voice]
-    print(f"training a harmoniser for a {line} for {args.minutes:g} minutes on {len(corpus.rolls)} pieces ...",
-          flush=True)
+    print(f"training a harmoniser for a {line} for {args.minutes:g} minutes on {len(corpus.rolls)} pieces "
+          f"({device_label(device)}) ...", flush=True)
 
     def progress(event):
         if not args.quiet and event["step"] % 200 == 0:
             print(f"  step {event['step']}: loss {event['loss']:.3f}", flush=True)
 
     h = harmonise.train_reader(model.generator, batches, minutes=args.minutes, seed=args.seed, voice=args.voice,
-                               callback=progress)
+                               callback=progress, device=device)
     harmonise.save(args.checkpoint, h)
     print(f"{args.checkpoint}: harmoniser for a {line} added ({h.meta['steps']} steps, loss {h.meta['loss']})")
     return 0
@@ -381,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voice", choices=("top", "bottom"), default="top",
                    help="the line it is given: top (a melody, the default) or bottom (a bass)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_add_harmoniser)
 

@@ -106,20 +106,24 @@ def _line_and_targets(tokens: torch.Tensor, voice: str) -> tuple[torch.Tensor, t
 def train_reader(generator: Generator, batches, steps: int | None = None, minutes: float | None = None,
                  seed: int = 0, batch_size: int = 64, lr: float = 2e-3, hidden: int = 128, voice: str = "top",
                  callback: Callable[[dict], None] | None = None,
-                 should_stop: Callable[[], bool] = lambda: False) -> Harmoniser:
+                 should_stop: Callable[[], bool] = lambda: False, device=None) -> Harmoniser:
     """Train a :class:`LineReader` of ``voice``'s line ("top": a melody; "bottom": a bass) for
     ``generator`` (kept frozen) on ``batches`` (a :class:`musicgan.batches.Batches` of its training
     music) for ``steps`` steps or ``minutes``. The loss: the likelihood of the other voices (see
     :func:`_line_and_targets`), with the given line read backwards. Only the reader learns, so
-    only the heads are run with gradients."""
+    only the heads are run with gradients. ``device``: where to train (``batches`` must be there
+    too); the generator goes back where it was, and the reader comes back on the CPU. The reader's
+    first weights and the windows drawn are the same on any device."""
     if steps is None and minutes is None:
         raise ValueError("give steps or minutes")
     if voice not in VOICES:
         raise ValueError(f"voice must be one of {', '.join(VOICES)} (got {voice!r})")
     torch.manual_seed(seed)
     cfg = generator.cfg
-    reader = LineReader(cfg, hidden).train()
-    generator.eval()
+    device = torch.device(device or "cpu")
+    home = next(generator.parameters()).device
+    reader = LineReader(cfg, hidden).to(device).train()
+    generator.to(device).eval()
     for p in generator.parameters():
         p.requires_grad_(False)
     opt = torch.optim.Adam(reader.parameters(), lr=lr)
@@ -132,7 +136,8 @@ def train_reader(generator: Generator, batches, steps: int | None = None, minute
                 break
             batch = batches.draw(batch_size, rng)
             codes = batch.codes.clamp(min=0)
-            z = generator.condition(torch.randn(len(batch.tokens), cfg.latent_dim, generator=rng), batch.keys)
+            z = generator.condition(torch.randn(len(batch.tokens), cfg.latent_dim, generator=rng).to(device),
+                                    batch.keys)
             with torch.no_grad():
                 h = generator.hidden_states(batch.tokens, z, codes)
             line, targets = _line_and_targets(batch.tokens, voice)
@@ -148,12 +153,13 @@ def train_reader(generator: Generator, batches, steps: int | None = None, minute
             loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
             if callback is not None and step % 50 == 0:
                 callback({"step": step, "loss": loss_avg, "elapsed_s": time.monotonic() - start})
+        reader.cpu().eval()
+        minutes_taken = round((time.monotonic() - start) / 60, 2)
+        reader.parallel_bias = fit_parallels(generator.cpu(), reader, voice, batches, seed=seed)  # on the CPU
     finally:
         for p in generator.parameters():
             p.requires_grad_(True)
-    reader.eval()
-    minutes_taken = round((time.monotonic() - start) / 60, 2)
-    reader.parallel_bias = fit_parallels(generator, reader, voice, batches, seed=seed)
+        generator.to(home)
     return Harmoniser(reader, {"steps": step, "minutes": minutes_taken,
                                "loss": None if loss_avg is None else round(loss_avg, 4), "hidden": hidden,
                                "voice": voice, "seed": seed, "lr": lr, "batch_size": batch_size,
@@ -179,10 +185,10 @@ def fit_parallels(generator: Generator, reader: LineReader, voice: str, batches,
     the voices draw differently from free pieces, and so do their parallels."""
     cfg = generator.cfg
     batch = batches.draw(clips, torch.Generator().manual_seed(seed + 17))
-    tokens, codes = batch.tokens, batch.codes.clamp(min=0)
+    tokens, codes = batch.tokens.cpu(), batch.codes.clamp(min=0).cpu()
     line, _ = _line_and_targets(tokens, voice)
     noise = [noise_for(10 ** 9 + i, tokens.shape[1], cfg) for i in range(clips)]
-    z = generator.condition(torch.stack([n[0] for n in noise]), batch.keys)
+    z = generator.condition(torch.stack([n[0] for n in noise]), batch.keys.cpu())
     step_noise, extra, fixed = torch.stack([n[1] for n in noise]), reader(line, codes), _fixed(line, voice, cfg.voices)
     real, beta = parallel_rate(tokens), float(generator.parallel_bias)
     for _ in range(rounds):

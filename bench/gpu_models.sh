@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# More model where a GPU affords it (issue 15, item 2), and a chorale model trained on the GPU, in
+# one run of about 8 minutes on a lent device machine:
+#
+#   1. four chorale trainings of MINUTES GPU minutes each, side by side on the one card (each a
+#      process of its own, so all four share the card alike): the GPU defaults (2 x 256 LSTM,
+#      batch 256), a wider generator (512 units), longer windows (8 bars) and a stronger critic
+#      (256 units). Each is scored by bench/gpu.py as bench/styles.py scores (200 pieces of 16 bars
+#      as the app makes them, 4-bar clips against the held-out chorales, 5 splits).
+#   2. the best of them that ships (2 x 256 units at most) gets its two harmonisers (a melody's and a bass's), trained on the GPU at
+#      the same time, HARMONISER_MINUTES each, and comes back without its training state in
+#      $OUT/best (ready for `python -m musicgan generate $OUT/best`).
+#
+# Here first: `python -m musicgan.datasets bach data/styles/bach`, and the wheel of mido in .whl
+# (see the device notes); then on the device, with .whl and data/styles/bach carried:
+#   bash bench/gpu_models.sh
+# (DEVICE=cpu QUICK=--quick bash bench/gpu_models.sh checks the script here in a minute or two.)
+set -u
+MINUTES=${MINUTES:-4}
+HARMONISER_MINUTES=${HARMONISER_MINUTES:-1.5}
+OUT=${OUT:-runs/gpu-models}
+DEVICE=${DEVICE:-cuda}
+QUICK=${QUICK:-}
+WORK=/tmp/gpu-models
+rm -rf "$WORK"; mkdir -p "$OUT" "$WORK"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+
+declare -A RUNS=(
+    [default]='{"batch_size": 0}'
+    [wide]='{"batch_size": 0, "hidden": 512}'
+    [long]='{"batch_size": 0, "window_bars": 8}'
+    [critic]='{"batch_size": 0, "d_hidden": 256}'
+)
+for name in "${!RUNS[@]}"; do
+    python3 bench/gpu.py --device "$DEVICE" $QUICK --parts chorales --no-pretrained --minutes "$MINUTES" \
+        --train-batches "${RUNS[$name]}" --out "$WORK/$name.json" >"$WORK/$name.log" 2>&1 &
+done
+wait
+for name in "${!RUNS[@]}"; do echo "== $name"; grep -v '^ ' "$WORK/$name.log" | tail -n 5; done >"$OUT/train.log"
+
+python3 - "$OUT" "$WORK" <<'PY'
+import glob, json, sys
+from pathlib import Path
+out, work = Path(sys.argv[1]), sys.argv[2]
+summary = {}
+for f in sorted(glob.glob(f"{work}/*.json")):
+    (label, result), = json.loads(Path(f).read_text())["chorales"].items()
+    folder = Path(f).with_suffix("") / label.replace(" ", "-").replace("(", "").replace(")", "")
+    summary[Path(f).stem] = {"label": label, "folder": str(folder), **result}
+(out / "summary.json").write_text(json.dumps(summary, indent=2))
+# the best of those that ship: a checkpoint of a few MB, and generation on a Space's CPU no slower
+# than a 2 x 256 generator's (a 512-unit one takes about 2x as long and is 4x the size)
+shippable = [k for k in summary if summary[k]["training"]["hidden"] <= 256]
+best = min(shippable, key=lambda k: summary[k]["two_sample"])
+for k, v in summary.items():
+    print(f"{k:8s} steps {v['training']['steps']:6d}  two-sample {v['two_sample']:.3f}")
+print("best:", best)
+Path(work, "best.txt").write_text(summary[best]["folder"])
+PY
+BEST=$(cat "$WORK/best.txt")
+python3 -c "import sys; from musicgan import checkpoint as c; c.without_train_state(sys.argv[1], sys.argv[2])" \
+    "$BEST" "$OUT/best"
+cp -r "$OUT/best" "$WORK/bass"
+python3 -m musicgan add-harmoniser "$OUT/best" data/styles/bach/train --minutes "$HARMONISER_MINUTES" \
+    --device "$DEVICE" >"$WORK/harmoniser-top.log" 2>&1 &
+python3 -m musicgan add-harmoniser "$WORK/bass" data/styles/bach/train --voice bottom \
+    --minutes "$HARMONISER_MINUTES" --device "$DEVICE" >"$WORK/harmoniser-bottom.log" 2>&1 &
+wait
+tail -n 3 "$WORK"/harmoniser-*.log | tee "$OUT/harmonisers.log"
+python3 - "$WORK/bass" "$OUT/best" <<'PY'
+import sys
+from musicgan import checkpoint as c, harmonise
+bass = c.load(sys.argv[1])
+harmonise.save(sys.argv[2], harmonise.Harmoniser(bass.harmonisers["bottom"], bass.meta["bass_harmoniser"]))
+print(sys.argv[2], "has harmonisers for:", sorted(c.load(sys.argv[2]).harmonisers))
+PY
+ls -la "$OUT" "$OUT/best"
