@@ -14,7 +14,7 @@
 # Here first: `python -m musicgan.datasets bach data/styles/bach`, and the wheel of mido in .whl
 # (see the device notes); then on the device, with .whl and data/styles/bach carried:
 #   bash bench/gpu_models.sh
-# (DEVICE=cpu QUICK=--quick bash bench/gpu_models.sh checks the script here in a minute or two.)
+# (ONLY=default trains the one alone. DEVICE=cpu QUICK=--quick bash bench/gpu_models.sh checks the script here in a minute or two.)
 set -u
 MINUTES=${MINUTES:-4}
 HARMONISER_MINUTES=${HARMONISER_MINUTES:-1.5}
@@ -34,6 +34,7 @@ declare -A RUNS=(
     [long]='{"batch_size": 0, "window_bars": 8}'
     [critic]='{"batch_size": 0, "d_hidden": 256}'
 )
+[ -n "${ONLY:-}" ] && for name in "${!RUNS[@]}"; do [ "$name" = "$ONLY" ] || unset "RUNS[$name]"; done
 for name in "${!RUNS[@]}"; do
     python3 bench/gpu.py --device "$DEVICE" $QUICK --parts chorales --no-pretrained --minutes "$MINUTES" \
         --train-batches "${RUNS[$name]}" --out "$WORK/$name.json" >"$WORK/$name.log" 2>&1 &

@@ -361,6 +361,7 @@ class TrainingJob:
         self.sample_every_s = sample_every_s
         self.owner = owner  # who started it (a browser session), so that leaving can stop it
         self.state = JobState()
+        self._note = ""  # said beside the step once the warm-up ended early
         self._stop = threading.Event()
         self._keep = True
         self._thread: threading.Thread | None = None
@@ -415,7 +416,10 @@ class TrainingJob:
         if event["event"] == "step":
             self.state.history.append({k: v for k, v in event.items() if k != "event"})
             self.state.progress, self.state.elapsed_s = event["progress"], event["elapsed_s"]
-            self.state.message = f"step {event['step']} ({event['phase']})"
+            self.state.message = f"step {event['step']} ({event['phase']})" + self._note
+        elif event["event"] == "ended_early":
+            self._note = (f"; the held-out pieces' loss stopped falling at step {event['best_step']}, "
+                          f"so the warm-up ended early and keeps that step's model")
         elif event["event"] == "sample":
             self.state.sample, self.state.sample_step = event["roll"], event["step"]
 
@@ -439,7 +443,7 @@ class TrainingJob:
                 message += f" (the model could not be saved: {e})"
             finally:
                 shutil.rmtree(self._work, ignore_errors=True)
-            self.state.status, self.state.message = status, message
+            self.state.status, self.state.message = status, message + self._note
             _RUNNING.pop(self.owner, None)
             _TRAINING_SLOT.release()
 

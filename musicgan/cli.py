@@ -133,7 +133,7 @@ def _train(args, device, rank) -> int:
     def on_event(event):
         if event["event"] == "step":
             bar.n = int(1000 * event["progress"])
-            shown = {k: f"{event[k]:.3f}" for k in ("mle", "d_loss", "g_loss", "d_accuracy") if k in event}
+            shown = {k: f"{event[k]:.3f}" for k in ("mle", "held_out", "d_loss", "g_loss", "d_accuracy") if k in event}
             bar.set_postfix(step=event["step"], phase=event["phase"], **shown, refresh=False)
             bar.update(0)
 
@@ -159,6 +159,9 @@ def _train(args, device, rank) -> int:
               f"{trainer.windows.config.window_steps} steps, {trainer.config.batch_size} a step"
               f"{'' if config.batch_size else ' (chosen for the device)'}; {m.voices} voices, "
               f"pitches {m.pitch_low}-{m.pitch_high}, metres {known}", file=sys.stderr)
+        if trainer.held_out is not None:
+            print(f"{trainer.held_out.pieces} of the pieces held out, to measure what it learns of the style "
+                  f"(--holdout; the weights where their loss is lowest are kept)", file=sys.stderr)
     try:
         outcome = trainer.run(budget)
     except TrainingError as e:
@@ -170,6 +173,9 @@ def _train(args, device, rank) -> int:
             trainer.save(out)  # also on Ctrl-C and on errors: nothing is lost
     if rank > 0:
         return 0
+    if trainer.ended_early is not None:
+        print(f"the loss on the held-out pieces stopped falling at step {trainer.best['step']}: the warm-up ended "
+              f"early, and the model is the one from that step", file=sys.stderr)
     print(f"{outcome} after {trainer.step_count} steps ({trainer.elapsed_s / 60:.1f} min); "
           f"checkpoint in {out}", file=sys.stderr)
     return 130 if outcome == "stopped" else 0

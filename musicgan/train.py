@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt, copyguard, metre
+from . import checkpoint as ckpt, copyguard, heldout, metre
 from .batches import Batch, batches_for
 from .cudagraph import Draw
 from .models import MAX_METRES, Discriminator, Generator, ModelConfig, parallel_rate
@@ -118,6 +118,13 @@ class TrainConfig:
                           label="Generator learning rate (when it learns from D)", minimum=1e-7, maximum=1.0)
     lr_d: float = setting(1e-3, "discriminator learning rate", label="Discriminator learning rate",
                           minimum=1e-7, maximum=1.0)
+    holdout: float = setting(0.0, "share of the pieces to hold out of training (from 20 pieces up; 0: none): the "
+                                  "likelihood on them is measured as it trains, the weights where it was lowest "
+                                  "are kept, and the warm-up ends early once it stops falling. Music less by "
+                                  "heart, but free pieces less like it (musicgan.heldout)",
+                             label="Held-out share of the pieces", minimum=0.0, maximum=0.5, step=0.05)
+    eval_every: int = 100  # steps between measures of the held-out loss
+    patience: int = 5  # measures without a new lowest held-out loss before the warm-up ends early
     d_warmup_steps: int = 100  # adversarial phase: steps that train D alone first
     fm_weight: float = 1.0
     mle_weight: float = 1.0
@@ -309,13 +316,21 @@ class Trainer:
             rolls = [r.on_grid(model.steps_per_beat) for r in rolls]
         self.model = m = model or model_config_for(rolls, transpose=config.transpose,
                                                    hidden=default_width(self.device, budget))
-        # -- the data
-        self.data = batches_for(rolls, m, config, self.device, ranks.rank, ranks.world)
+        # -- the data: whole pieces held out (heldout.split) measure what the model generalises
+        train_rolls, held = (rolls, []) if isinstance(rolls, ShardedCorpus) else \
+            heldout.split(rolls, config.holdout, config.seed)
+        self.data = batches_for(train_rolls, m, config, self.device, ranks.rank, ranks.world)
         if len(self.data) == 0:
             raise TrainingError(f"no window of the music fits ({self.data.windows.config.window_steps} steps): it is "
                                 f"shorter than that, or it leaves the model's pitch range ({m.pitch_low}-{m.pitch_high})")
         self.data_meta = self.data.meta
-        self.rolls = None if isinstance(rolls, ShardedCorpus) else rolls  # for the copy guard's index
+        self.rolls = None if isinstance(rolls, ShardedCorpus) else rolls  # for the copy guard's index (all)
+        self.held_out = heldout.HeldOut(held, m, config, self.device, config.seed) if held else None
+        if not self.held_out:
+            self.held_out = None
+        self.best: dict | None = None  # the lowest held-out loss so far: {"loss", "step"}
+        self._best_weights: dict | None = None  # the generator's weights at that step
+        self.ended_early: dict | None = None  # where the held-out loss stopped the warm-up: {"step", "elapsed_s"}
         self._copy_index = None
         self._inherited_index = None  # the index of the model this run started from or resumes
         # -- the networks, their optimisers and random streams
@@ -364,6 +379,7 @@ class Trainer:
     def begin_adversarial(self) -> None:
         """The switch to the adversarial phase: calibrate first, so that the critic learns from the
         draws that generation makes (every rank together under torchrun)."""
+        self.keep_best()
         self.adversarial_from = self.step_count
         self.calibrate(share=True)
         self.callback({"event": "phase", "step": self.step_count, "phase": "adversarial"})
@@ -392,12 +408,54 @@ class Trainer:
                 raise TrainingError(f"the losses were not finite for {self.bad_in_a_row} steps in a row; "
                                     "training stopped (the last good model is kept). Try lower learning rates.")
         self.step_count += 1
+        if self.phase == "mle" and self.held_out is not None and self.step_count % self.config.eval_every == 0:
+            metrics["held_out"] = self._measure_held_out()
         self.elapsed_s += time.perf_counter() - t0
         event = {"event": "step", "step": self.step_count, "phase": self.phase, "skipped": not ok,
                  "elapsed_s": self.elapsed_s, "progress": self.budget.progress(self.step_count, self.elapsed_s),
                  **metrics}
         self.callback(event)
         return event
+
+    # ---------------------------------------------------------------- the held-out pieces
+
+    def _measure_held_out(self) -> float:
+        """The held-out loss now (:mod:`musicgan.heldout`). The lowest so far keeps its weights;
+        when it has not fallen for ``patience`` measures, the warm-up ends early: the run is cut to
+        what makes the warm-up its usual share of it (all of it, with no adversarial phase)."""
+        loss = self.held_out.loss(self.G, self._autocast())
+        c = self.config
+        if self.best is None or loss < self.best["loss"]:
+            self.best = {"loss": round(loss, 5), "step": self.step_count}
+            self._best_weights = {k: v.detach().clone() for k, v in self.G.named_parameters()}
+        elif self.ended_early is None and self.step_count - self.best["step"] >= c.patience * c.eval_every:
+            self.ended_early = {"step": self.step_count, "elapsed_s": round(self.elapsed_s, 3)}
+            self.budget = self._cut(self.budget)
+            self.callback({"event": "ended_early", "step": self.step_count, "best_step": self.best["step"]})
+        return loss
+
+    def _cut(self, budget: Budget) -> Budget:
+        """``budget``, cut where the warm-up ended early (unchanged when it did not)."""
+        if self.ended_early is None:
+            return budget
+        share, e = min(self.config.warmup, 1.0), self.ended_early
+        return Budget(steps=int(e["step"] / share) if budget.steps else None,
+                      minutes=e["elapsed_s"] / 60 / share if budget.minutes else None)
+
+    def keep_best(self) -> None:
+        """At the end of the warm-up: the generator goes back to the weights with the lowest
+        held-out loss, unless the weights it has now do better."""
+        if self._best_weights is None:
+            return
+        if self.best["step"] != self.step_count:
+            now = self.held_out.loss(self.G, self._autocast())
+            if now < self.best["loss"]:
+                self.best = {"loss": round(now, 5), "step": self.step_count}
+            else:
+                self.G.load_state_dict(self._best_weights, strict=False)
+                self.callback({"event": "best", "step": self.step_count, "best_step": self.best["step"],
+                               "held_out": self.best["loss"]})
+        self._best_weights = None
 
     def _batch(self, untransposed: bool = False) -> Batch:
         """This rank's share of the global batch."""
@@ -497,7 +555,7 @@ class Trainer:
               sample_every_s: float | None = None, sample_bars: int = 4):
         """:meth:`run` as a generator: yields each step's event (and each sample's) as it
         happens, and returns 'done' or 'stopped' (the value of its StopIteration)."""
-        self.budget = budget or self.budget
+        self.budget = self._cut(budget or self.budget)
         last_sample = self.elapsed_s
         try:
             while self.budget.progress(self.step_count, self.elapsed_s) < 1.0:
@@ -511,6 +569,8 @@ class Trainer:
                     yield event
         except KeyboardInterrupt:
             return "stopped"
+        if self.adversarial_from is None:
+            self.keep_best()
         return "done"
 
     def _cpu_generator(self) -> Generator:
@@ -595,7 +655,9 @@ class Trainer:
                 "sampling": {"candidates": c.candidates if critic else 1},
                 "budget": {"steps": self.budget.steps, "minutes": self.budget.minutes},
                 "train": asdict(self.config), "data": self.data_meta, "device": str(self.device),
-                "started_from": self.started_from}
+                "started_from": self.started_from, **({} if self.held_out is None else {"held_out": {
+                    "pieces": self.held_out.pieces, "windows": self.held_out.windows, "best": self.best,
+                    "ended_early": self.ended_early}})}
 
     def train_state(self) -> dict:
         state = {"batch_rng": self.batch_rng.get_state(), "noise_rng": self.noise_rng.get_state()}
@@ -603,6 +665,7 @@ class Trainer:
             for pid, values in opt.state_dict()["state"].items():
                 for key, value in values.items():
                     state[f"{name}.{pid}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        state.update({f"best.{k}": v for k, v in (self._best_weights or {}).items()})
         return state
 
     def copy_index(self):
@@ -674,6 +737,10 @@ class Trainer:
         self.started_from = meta.get("started_from") if isinstance(meta.get("started_from"), dict) else None
         self._inherited_index = checkpoint.copy_index
         self.skipped = int(meta.get("skipped_steps", 0))
+        held = meta.get("held_out") if isinstance(meta.get("held_out"), dict) else {}
+        self.best, self.ended_early = held.get("best"), held.get("ended_early")
+        best = {k[len("best."):]: v.to(self.device) for k, v in state.items() if k.startswith("best.")}
+        self._best_weights = best or None
 
 
 def diversity(tokens: torch.Tensor) -> float:
