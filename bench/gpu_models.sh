@@ -14,7 +14,8 @@
 # Here first: `python -m musicgan.datasets bach data/styles/bach`, and the wheel of mido in .whl
 # (see the device notes); then on the device, with .whl and data/styles/bach carried:
 #   bash bench/gpu_models.sh
-# (ONLY=default trains the one alone. DEVICE=cpu QUICK=--quick bash bench/gpu_models.sh checks the script here in a minute or two.)
+# (ONLY="default heldout" trains those two: a tenth of the pieces held out, see musicgan.heldout.
+# DEVICE=cpu QUICK=--quick bash bench/gpu_models.sh checks the script here in a minute or two.)
 set -u
 MINUTES=${MINUTES:-4}
 HARMONISER_MINUTES=${HARMONISER_MINUTES:-1.5}
@@ -33,8 +34,10 @@ declare -A RUNS=(
     [wide]='{"batch_size": 0, "hidden": 512}'
     [long]='{"batch_size": 0, "window_bars": 8}'
     [critic]='{"batch_size": 0, "d_hidden": 256}'
+    [heldout]='{"batch_size": 0, "holdout": 0.1}'
 )
-[ -n "${ONLY:-}" ] && for name in "${!RUNS[@]}"; do [ "$name" = "$ONLY" ] || unset "RUNS[$name]"; done
+ONLY=${ONLY:-default wide long critic}
+for name in "${!RUNS[@]}"; do [[ " $ONLY " == *" $name "* ]] || unset "RUNS[$name]"; done
 for name in "${!RUNS[@]}"; do
     python3 bench/gpu.py --device "$DEVICE" $QUICK --parts chorales --no-pretrained --minutes "$MINUTES" \
         --train-batches "${RUNS[$name]}" --out "$WORK/$name.json" >"$WORK/$name.log" 2>&1 &
