@@ -240,13 +240,14 @@ def chorales(device, minutes: float, split: Path, out: Path, pieces: int, splits
         c = trainer.config
         label = f"batch {c.batch_size}" + (" (auto)" if not overrides.get("batch_size") else "") + \
             "".join(f" {k} {v}" for k, v in overrides.items() if k != "batch_size")
-        trainer.save(out / label.replace(" ", "-").replace("(", "").replace(")", ""))
-        result[label] = {"training": {"steps": trainer.step_count, "adversarial_from": trainer.adversarial_from,
+        folder = trainer.save(out / label.replace(" ", "-").replace("(", "").replace(")", ""))
+        result[label] = {"folder": str(folder),
+                         "training": {"steps": trainer.step_count, "adversarial_from": trainer.adversarial_from,
                                       "minutes": minutes, "hidden": trainer.model.hidden,
                                       "layers": trainer.model.layers, "d_hidden": trainer.model.d_hidden,
                                       "window_steps": trainer.data.windows.config.window_steps, "lr_mle": c.lr_mle,
                                       "lr_d": c.lr_d, "skipped": trainer.skipped, "sm_busy_pct": sm.busy},
-                         **scored(out / label.replace(" ", "-").replace("(", "").replace(")", ""))}
+                         **scored(folder)}
         print(json.dumps({label: result[label]}), flush=True)
     if pretrained:
         result["pretrained (shipped)"] = scored(ROOT / "checkpoints" / "bach-chorales")

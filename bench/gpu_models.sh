@@ -52,8 +52,7 @@ out, work = Path(sys.argv[1]), sys.argv[2]
 summary = {}
 for f in sorted(glob.glob(f"{work}/*.json")):
     (label, result), = json.loads(Path(f).read_text())["chorales"].items()
-    folder = Path(f).with_suffix("") / label.replace(" ", "-").replace("(", "").replace(")", "")
-    summary[Path(f).stem] = {"label": label, "folder": str(folder), **result}
+    summary[Path(f).stem] = {"label": label, **result}
 (out / "summary.json").write_text(json.dumps(summary, indent=2))
 # the best of those that ship: a checkpoint of a few MB, and generation on a Space's CPU no slower
 # than a 2 x 256 generator's (a 512-unit one takes about 2x as long and is 4x the size)

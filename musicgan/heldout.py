@@ -66,9 +66,6 @@ class HeldOut:
             z = torch.randn(len(tokens), model.latent_dim, generator=torch.Generator().manual_seed(seed + 4099))
             self.z = z.to(device)
 
-    def __bool__(self) -> bool:
-        return self.batch is not None
-
     @property
     def windows(self) -> int:
         return 0 if self.batch is None else len(self.batch.tokens)

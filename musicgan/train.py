@@ -326,7 +326,7 @@ class Trainer:
         self.data_meta = self.data.meta
         self.rolls = None if isinstance(rolls, ShardedCorpus) else rolls  # for the copy guard's index (all)
         self.held_out = heldout.HeldOut(held, m, config, self.device, config.seed) if held else None
-        if not self.held_out:
+        if self.held_out is not None and not self.held_out.windows:  # no window of them fits
             self.held_out = None
         self.best: dict | None = None  # the lowest held-out loss so far: {"loss", "step"}
         self._best_weights: dict | None = None  # the generator's weights at that step
