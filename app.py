@@ -45,9 +45,10 @@ MAX_TRAIN_MINUTES = float(os.environ.get("MUSICGAN_MAX_TRAIN_MINUTES", 30))
 # the training settings the Train tab offers, in the order of its widgets (defaults and help: TrainConfig)
 SLOT_WAIT_S = 20.0  # how long Start waits for a job that is finishing before it says the server is busy
 TRAIN_SETTINGS = ("batch_size", "window_bars", "warmup", "g_adversarial", "lr_g", "lr_d")
-# the CPU-heavy events share one queue group, one per core (api.cpu_slot then leaves a running
-# training job its core)
-CPU = {"concurrency_id": "cpu", "concurrency_limit": api.cpu_slot.cores}
+# the CPU-heavy events share one queue group. Its handlers wait for api.cpu_slot (one per core, less
+# the core a running training job holds), so that pieces waiting there can be drawn together
+# (api.Composers): the group lets in two batches' worth, one being drawn and one gathering
+CPU = {"concurrency_id": "cpu", "concurrency_limit": 2 * api.TOGETHER}
 COMPOSERS = api.Composers(api.cpu_slot.cores)  # the processes that make the pieces
 
 ui = SimpleNamespace()  # the components, by name (filled by build)
@@ -197,12 +198,11 @@ def _program(instrument) -> int | None:
 
 def _made(session, choice, path, kind: str, **arguments) -> dict:
     """A piece made in a worker process (``kind``, see api.web_piece), its files in the session folder."""
-    with api.cpu_slot():
-        try:
-            piece = COMPOSERS.web_piece(kind, path, **arguments)
-        except (ValueError, RuntimeError) as e:
-            raise gr.Error(str(e))
-        paths = session.save("piece", {".mid": piece.midi, ".mp3": piece.mp3})
+    try:
+        piece = COMPOSERS.web_piece(kind, path, **arguments)  # (it waits for a CPU slot)
+    except (ValueError, RuntimeError) as e:
+        raise gr.Error(str(e))
+    paths = session.save("piece", {".mid": piece.midi, ".mp3": piece.mp3})
     status = f"**{piece.description}** · {choice} · {len(piece.roll.notes)} notes · audio: {_engine_text(piece.engine)}"
     return {ui.roll: roll_html(piece.roll, paths[".mp3"], piece.description, piece.given),
             ui.midi_file: paths[".mid"],

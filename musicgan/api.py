@@ -13,7 +13,7 @@ import os
 import shutil
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -73,14 +73,34 @@ def compose(model: ckpt.Checkpoint | None = None, seed: int = 0, bars: int = 16,
             metre: tuple | None = None) -> Piece:
     """One new piece: the same model and arguments always give the same music. ``key`` and
     ``metre``: see :func:`musicgan.generate.sample_rolls` (None: the seed's)."""
+    piece = compose_many(model, [seed], bars, tempo_bpm, program, temperature, key, metre)[0]
+    return sounded(piece) if audio else piece
+
+
+def compose_many(model: ckpt.Checkpoint | None, seeds, bars: int = 16, tempo_bpm: float | None = None,
+                 program: int | None = None, temperature: float = 1.0, key: int | None = None,
+                 metre: tuple | None = None) -> list[Piece]:
+    """:func:`compose` for several seeds at once, without audio (see :func:`sounded`): each seed's
+    piece is the one it gets alone, and the seeds are drawn in one batch. The sampler's loop is
+    bound by the number of its small torch calls on a CPU, not their size, so 8 seeds together cost
+    about 2.5x one seed instead of 8x (a server drawing its waiting visitors' pieces together)."""
     model = model or load_model()
     tempo, program = _defaults(model, tempo_bpm, program)
-    roll = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program, key=key, metre=metre,
-                                 **model.sampling)[0]
-    in_key = generate.piece_key(seed, model.generator, key)
-    key_text = "" if in_key is None else f" · {keys.name(in_key)}"
-    in_metre = metres.name(generate.piece_metre(seed, model.generator, metre))
-    return _piece(roll, f"seed {seed} · {bars} bars of {in_metre} · {tempo:g} bpm{key_text}", program, tempo, audio)
+    rolls = generate.sample_rolls(model.generator, seeds, bars, temperature, tempo, program, key=key, metre=metre,
+                                  **model.sampling)
+    pieces = []
+    for seed, roll in zip(seeds, rolls):
+        in_key = generate.piece_key(seed, model.generator, key)
+        key_text = "" if in_key is None else f" · {keys.name(in_key)}"
+        in_metre = metres.name(generate.piece_metre(seed, model.generator, metre))
+        pieces.append(_piece(roll, f"seed {seed} · {bars} bars of {in_metre} · {tempo:g} bpm{key_text}", program,
+                             tempo, audio=False))
+    return pieces
+
+
+def sounded(piece: Piece) -> Piece:
+    """The piece with its audio: its roll played at the roll's tempo, on the roll's instrument."""
+    return dataclasses.replace(piece, audio=render.synthesize(piece.roll, piece.roll.program, piece.roll.tempo_bpm))
 
 
 def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, bars: int = 8,
@@ -218,29 +238,50 @@ def serve_on_shared_cores() -> None:
 
 class CpuSlots:
     """How many CPU-heavy requests (pieces, comparisons) run at once: one per core, less the
-    core a running training job holds. Everything else waits its turn here, so a training run
-    keeps its pace however many people generate, and a piece never shares a core."""
+    core a running training job holds. Everything else waits its turn here, first come first
+    served, so a training run keeps its pace however many people generate, and a piece never
+    shares a core."""
 
     def __init__(self, cores: int | None = None):
         self.cores = max(1, cores or os.cpu_count() or 1)
         self._busy = 0
+        self._line: list = []  # those waiting, in the order they came
         self._free = threading.Condition()
 
     def limit(self) -> int:
         return max(1, self.cores - (1 if TrainingJob.busy() else 0))
 
+    def take(self, timeout: float | None = None) -> bool:
+        """Take a slot in turn, waiting at most ``timeout`` seconds (None: as long as it takes);
+        False if none came."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        me = object()
+        with self._free:
+            self._line.append(me)
+            try:
+                while self._line[0] is not me or self._busy >= self.limit():
+                    left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+                    if left <= 0:
+                        return False
+                    self._free.wait(left)  # a training job may end meanwhile: look again soon
+                self._busy += 1
+                return True
+            finally:
+                self._line.remove(me)
+                self._free.notify_all()  # the next in line may go now
+
+    def give(self) -> None:
+        with self._free:
+            self._busy -= 1
+            self._free.notify_all()
+
     @contextmanager
     def __call__(self):
-        with self._free:
-            while self._busy >= self.limit():
-                self._free.wait(0.05)  # a training job may end meanwhile: look again soon
-            self._busy += 1
+        self.take()
         try:
             yield
         finally:
-            with self._free:
-                self._busy -= 1
-                self._free.notify()
+            self.give()
 
 
 cpu_slot = CpuSlots()
@@ -266,9 +307,18 @@ def web_piece(kind: str, model_path: str | None = None, **arguments) -> WebPiece
     """:func:`compose` (``kind`` "piece"), :func:`compose_interpolation`,
     :func:`compose_variations`, :func:`compose_continuation` or :func:`compose_harmonisation` with the model at ``model_path``
     (None: the pretrained one)."""
-    piece = _MAKERS[kind](load_model(model_path), **arguments)
+    return web_sound(_MAKERS[kind](load_model(model_path), **arguments))
+
+
+def web_sound(piece: Piece) -> WebPiece:
+    """A piece without audio (see :func:`compose_many`) as the web page needs it."""
+    piece = piece if piece.audio is not None else sounded(piece)
     return WebPiece(piece.roll, piece.midi, piece.audio.mp3_bytes(), piece.description, piece.audio.engine,
                     piece.given)
+
+
+def _drawn_together(model_path: str | None, seeds: list[int], arguments: dict) -> list[Piece]:
+    return compose_many(load_model(model_path), seeds, **arguments)
 
 
 def _worker_start(parent: int) -> None:
@@ -285,17 +335,34 @@ def _leave_with(parent: int) -> None:
     os._exit(0)
 
 
+TOGETHER = 8  # at most this many visitors' pieces are drawn in one batch (8: about 2.5x the time of one)
+
+
 class Composers:
     """:func:`web_piece` in worker processes, one per core, for a server of many visitors.
     Threads of one process hold Python's lock in turn: two of them made 16-bar pieces 1.35x as
     fast as one, two processes 2.2x. The workers start when first needed (or by :meth:`warm`);
     each keeps its own cache of models, read by path, so the same model and arguments give the
-    same music as in this process."""
+    same music as in this process.
 
-    def __init__(self, workers: int | None = None):
+    Each worker task holds one of ``slots`` (:class:`CpuSlots`). New pieces ("piece") are made in
+    two tasks: the draw, then the audio. Visitors whose pieces wait to be drawn with the same model
+    and arguments are drawn together, up to :data:`TOGETHER` at once, when a slot comes free
+    (:func:`compose_many`: a batch costs little more than one piece, and each seed still gets its
+    own music). Alone, a visitor's piece is drawn at once, as before. The audio of pieces already
+    drawn (and any other task) goes before the next draw: it finishes those visitors' pieces first,
+    and the next draw gathers the visitors who click meanwhile. In a simulation of 8 visitors
+    clicking back to back on 2 cores, this order gave 3.6 pieces/s against 2.7 for first come,
+    first served, which left nearly every draw alone."""
+
+    def __init__(self, workers: int | None = None, slots: CpuSlots | None = None):
         self.workers = max(1, workers or os.cpu_count() or 1)
+        self.slots = slots or cpu_slot
+        self.batches: list[int] = []  # the size of every draw so far (for tests and benches)
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._waiting: dict[tuple, list[tuple[int, Future]]] = {}  # by (model, arguments): (seed, its piece)
+        self._ahead = 0  # tasks waiting for a slot that go before the draws (see _run)
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -304,6 +371,13 @@ class Composers:
                                                  initializer=_worker_start, initargs=(os.getpid(),))
             return self._pool
 
+    def _broken(self, pool: ProcessPoolExecutor) -> RuntimeError:
+        """A worker died (out of memory?): start afresh next time."""
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        return RuntimeError("the piece could not be made (a worker process stopped); please try again")
+
     def warm(self) -> None:
         """Start every worker now (each loads torch and the pretrained model: a few seconds)."""
         pool = self._executor()
@@ -311,14 +385,82 @@ class Composers:
             future.result()
 
     def web_piece(self, kind: str, model_path: str | None = None, **arguments) -> WebPiece:
-        pool = self._executor()
+        if kind == "piece":
+            piece = self._drawn(model_path, arguments.pop("seed"), arguments)
+            return self._run(web_sound, piece)
+        return self._run(web_piece, kind, model_path, **arguments)
+
+    def _run(self, fn, *args, **kwargs):
+        """``fn`` in a worker, holding a CPU slot; it goes before the draws that wait."""
+        with self._lock:
+            self._ahead += 1
         try:
-            return pool.submit(web_piece, kind, model_path, **arguments).result()
-        except BrokenProcessPool:  # a worker died (out of memory?): start afresh next time
+            self.slots.take()
+        finally:
             with self._lock:
-                if self._pool is pool:
-                    self._pool = None
-            raise RuntimeError("the piece could not be made (a worker process stopped); please try again") from None
+                self._ahead -= 1
+        try:
+            pool = self._executor()
+            try:
+                return pool.submit(fn, *args, **kwargs).result()
+            except BrokenProcessPool:
+                raise self._broken(pool) from None
+        finally:
+            self.slots.give()
+
+    def _drawn(self, model_path: str | None, seed: int, arguments: dict) -> Piece:
+        """The seed's piece without audio, drawn with whatever else waits for the same model and arguments."""
+        mine: Future = Future()
+        group = (model_path, tuple(sorted(arguments.items())))
+        with self._lock:
+            self._waiting.setdefault(group, []).append((seed, mine))
+        while not mine.done():
+            if self._ahead:  # pieces drawn already are finished first, and more visitors gather meanwhile
+                wait([mine], timeout=0.02)
+                continue
+            if not self.slots.take(timeout=0.05):
+                continue
+            with self._lock:
+                group = next(iter(self._waiting), None)  # the group waiting longest
+                if group is not None:
+                    tickets = self._waiting.pop(group)
+                    if len(tickets) > TOGETHER:
+                        tickets, self._waiting[group] = tickets[:TOGETHER], tickets[TOGETHER:]
+            if group is None:  # this piece is being drawn in another's batch
+                self.slots.give()
+                wait([mine], timeout=0.05)
+            else:
+                self._draw(group, tickets)
+        return mine.result()
+
+    def _draw(self, group: tuple, tickets: list[tuple[int, Future]]) -> None:
+        """Start drawing a batch in a worker; the slot taken for it is given back when it is done."""
+        self.batches.append(len(tickets))
+        model_path, arguments = group[0], dict(group[1])
+        pool = self._executor()
+
+        def done(future: Future) -> None:
+            self.slots.give()
+            try:
+                pieces = future.result()
+            except BrokenProcessPool:
+                error = self._broken(pool)
+            except BaseException as e:  # ValueError and the like: the same arguments fail alike for all
+                error = e
+            else:
+                for (_, ticket), piece in zip(tickets, pieces):
+                    ticket.set_result(piece)
+                return
+            for _, ticket in tickets:
+                ticket.set_exception(error)
+
+        try:
+            pool.submit(_drawn_together, model_path, [seed for seed, _ in tickets], arguments).add_done_callback(done)
+        except BrokenProcessPool:
+            self.slots.give()
+            error = self._broken(pool)
+            for _, ticket in tickets:
+                ticket.set_exception(error)
 
     def close(self) -> None:
         with self._lock:

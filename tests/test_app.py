@@ -382,10 +382,54 @@ def test_pieces_are_made_on_one_thread_in_worker_processes():
     assert pool.submit(os.getpid).result() != os.getpid()
 
 
-def test_the_cpu_heavy_clicks_share_one_queue_place_per_core(page):
+def test_the_cpu_heavy_clicks_share_one_queue_group(page):
+    """One group, as wide as a batch of pieces: its handlers then wait for a CPU slot (one per core)."""
     heavy = {fn.name: (fn.concurrency_id, fn.concurrency_limit) for fn in page.fns.values()
              if fn.name in ("generate", "interpolate", "variations", "closeness")}
-    assert len(heavy) == 4 and set(heavy.values()) == {("cpu", api.cpu_slot.cores)}
+    assert len(heavy) == 4 and set(heavy.values()) == {("cpu", 2 * api.TOGETHER)}
+
+
+def test_pieces_drawn_together_are_the_pieces_drawn_alone():
+    model = api.load_model()
+    seeds = [3, 11, 12, 40, 41]
+    for seed, piece in zip(seeds, api.compose_many(model, seeds, bars=4, tempo_bpm=90)):
+        alone = api.compose(model, seed, bars=4, tempo_bpm=90, audio=False)
+        assert piece.midi == alone.midi and piece.description == alone.description
+
+
+def test_visitors_waiting_for_a_core_are_drawn_together_each_with_their_own_music():
+    import threading
+
+    slots = api.CpuSlots(cores=1)
+    pool = api.Composers(1, slots)
+    seeds, made = [5, 6, 7, 8, 9], {}
+    arguments = {"bars": 4, "tempo_bpm": 120.0, "program": None, "temperature": 1.0, "key": None, "metre": None}
+
+    def visitor(seed):
+        made[seed] = pool.web_piece("piece", None, seed=seed, **arguments)
+
+    try:
+        pool.warm()
+        threads = [threading.Thread(target=visitor, args=(s,)) for s in seeds]
+        with slots():  # the one core is busy: every visitor's piece waits
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 30
+            while sum(map(len, pool._waiting.values())) < len(seeds) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        for t in threads:
+            t.join(60)
+        assert pool.batches == [len(seeds)]  # one draw for all five
+        model = api.load_model()
+        for seed in seeds:
+            assert made[seed].midi == api.compose(model, seed, **arguments, audio=False).midi
+            assert len(made[seed].mp3) > 1000
+        pool.web_piece("piece", None, seed=1, **arguments)
+        assert pool.batches == [len(seeds), 1]  # alone, a piece is drawn at once
+        with pytest.raises(ValueError, match="bars"):
+            pool.web_piece("piece", None, seed=1, **{**arguments, "bars": 0})
+    finally:
+        pool.close()
 
 
 def test_a_training_job_keeps_a_core_of_its_own(monkeypatch):
