@@ -397,6 +397,34 @@ def test_pieces_drawn_together_are_the_pieces_drawn_alone():
         assert piece.midi == alone.midi and piece.description == alone.description
 
 
+def test_cpu_slots_go_in_turn_and_those_behind_go_last():
+    import threading
+
+    slots, order = api.CpuSlots(cores=1), []
+
+    def wait_for_slot(name, behind):
+        assert slots.take(behind=behind)
+        order.append(name)
+        slots.give()
+
+    slots.take()  # the one core is busy
+    threads = []
+    for name, behind in [("draw", True), ("audio 1", False), ("audio 2", False)]:
+        threads.append(threading.Thread(target=wait_for_slot, args=(name, behind)))
+        threads[-1].start()
+        while len(slots._line) < len(threads):
+            time.sleep(0.01)
+    slots.give()
+    for t in threads:
+        t.join(10)
+    assert order == ["audio 1", "audio 2", "draw"]
+    slots.take()
+    t0 = time.monotonic()
+    assert not slots.take(give_up=lambda: True) and time.monotonic() - t0 < 1
+    assert not slots.take(timeout=0.1)
+    slots.give()
+
+
 def test_visitors_waiting_for_a_core_are_drawn_together_each_with_their_own_music():
     import threading
 
