@@ -429,18 +429,23 @@ class Trainer:
             self.best = {"loss": round(loss, 5), "step": self.step_count}
             self._best_weights = {k: v.detach().clone() for k, v in self.G.named_parameters()}
         elif self.ended_early is None and self.step_count - self.best["step"] >= c.patience * c.eval_every:
-            self.ended_early = {"step": self.step_count, "elapsed_s": round(self.elapsed_s, 3)}
+            self.ended_early = {"step": self.step_count, "elapsed_s": round(self.elapsed_s, 3),
+                                "asked": {"steps": self.budget.steps, "minutes": self.budget.minutes}}
             self.budget = self._cut(self.budget)
             self.callback({"event": "ended_early", "step": self.step_count, "best_step": self.best["step"]})
         return loss
 
     def _cut(self, budget: Budget) -> Budget:
-        """``budget``, cut where the warm-up ended early (unchanged when it did not)."""
+        """``budget``, cut where the warm-up ended early (unchanged when it did not). A resumed run
+        asked for more than the run that ended early adds the difference to the cut budget."""
         if self.ended_early is None:
             return budget
         share, e = min(self.config.warmup, 1.0), self.ended_early
-        return Budget(steps=int(e["step"] / share) if budget.steps else None,
-                      minutes=e["elapsed_s"] / 60 / share if budget.minutes else None)
+        asked = e.get("asked") or {}
+        more_steps = max(0, (budget.steps or 0) - (asked.get("steps") or budget.steps or 0))
+        more_minutes = max(0.0, (budget.minutes or 0) - (asked.get("minutes") or budget.minutes or 0))
+        return Budget(steps=int(e["step"] / share) + more_steps if budget.steps else None,
+                      minutes=e["elapsed_s"] / 60 / share + more_minutes if budget.minutes else None)
 
     def keep_best(self) -> None:
         """At the end of the warm-up: the generator goes back to the weights with the lowest

@@ -89,6 +89,17 @@ def test_a_resumed_run_is_the_run_that_did_not_stop(pieces, monkeypatch, tmp_pat
         assert torch.equal(v, w), k
 
 
+def test_a_run_that_ended_early_and_is_resumed_with_more_steps_adds_them(pieces, monkeypatch, tmp_path):
+    now = scripted(monkeypatch, {2: 5.0, 4: 4.0, 6: 3.0, 8: 3.5, 10: 3.6})
+    first = now["t"] = trainer(pieces, seed=3)
+    assert first.run() == "done" and first.step_count == 13  # 40 steps asked, cut to 13
+    first.save(tmp_path / "m")
+    again = now["t"] = trainer(pieces, seed=3)
+    again.restore(ckpt.load(tmp_path / "m", with_discriminator=True))
+    assert again.run(Budget(steps=40)) == "done" and again.step_count == 13  # the same asked: nothing more
+    assert again.run(Budget(steps=60)) == "done" and again.step_count == 33  # 20 more asked: 20 more
+
+
 def test_the_real_held_out_loss_is_the_same_each_time_and_falls_with_training(pieces):
     t = trainer(pieces, steps=30, warmup=1.0, eval_every=10, patience=100)
     first = t.held_out.loss(t.G, t._autocast())
