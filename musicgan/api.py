@@ -453,11 +453,12 @@ class Composers:
 
         try:
             pool.submit(_drawn_together, model_path, [seed for seed, _ in tickets], arguments).add_done_callback(done)
-        except BrokenProcessPool:
-            self.slots.give()
-            error = self._broken(pool)
+        except Exception as e:  # a broken pool, or one shut down meanwhile: no waiting visitor may hang
+            error = self._broken(pool) if isinstance(e, BrokenProcessPool) else \
+                RuntimeError(f"the piece could not be made ({e}); please try again")
             for _, ticket in tickets:
                 ticket.set_exception(error)
+            self.slots.give()
 
     def close(self) -> None:
         with self._lock:

@@ -397,6 +397,18 @@ def test_pieces_drawn_together_are_the_pieces_drawn_alone():
         assert piece.midi == alone.midi and piece.description == alone.description
 
 
+def test_a_draw_that_cannot_start_says_so_and_frees_its_slot():
+    class ShutDown:  # a pool shut down while a visitor waited
+        def submit(self, *args, **kwargs):
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    pool = api.Composers(1, api.CpuSlots(cores=1))
+    pool._pool = ShutDown()
+    with pytest.raises(RuntimeError, match="could not be made"):
+        pool.web_piece("piece", None, seed=1, bars=4)
+    assert pool.slots._busy == 0 and not pool._waiting
+
+
 def test_cpu_slots_go_in_turn_and_those_behind_go_last():
     import threading
 
