@@ -58,11 +58,12 @@ def load_model(path=None) -> ckpt.Checkpoint:
     return _cached_model(str(p), mtime)
 
 
-def _piece(roll: Roll, description: str, program: int, tempo: float, audio: bool,
-           given: np.ndarray | None = None) -> Piece:
-    return Piece(roll=roll, midi=midi.to_midi_bytes(roll, given=given),
-                 audio=render.synthesize(roll, program, tempo) if audio else None, description=description,
-                 given=given)
+def _piece(roll: Roll, description: str, audio: bool, given: np.ndarray | None = None) -> Piece:
+    """The roll with its MIDI, and its audio (:func:`sounded`) when asked for. Every maker sets the
+    roll's tempo and instrument to the ones it plays at."""
+    piece = Piece(roll=roll, midi=midi.to_midi_bytes(roll, given=given), audio=None, description=description,
+                  given=given)
+    return sounded(piece) if audio else piece
 
 
 def _defaults(model: ckpt.Checkpoint, tempo_bpm, program):
@@ -95,8 +96,8 @@ def compose_many(model: ckpt.Checkpoint | None, seeds, bars: int = 16, tempo_bpm
         in_key = generate.piece_key(seed, model.generator, key)
         key_text = "" if in_key is None else f" · {keys.name(in_key)}"
         in_metre = metres.name(generate.piece_metre(seed, model.generator, metre))
-        pieces.append(_piece(roll, f"seed {seed} · {bars} bars of {in_metre} · {tempo:g} bpm{key_text}", program,
-                             tempo, audio=False))
+        pieces.append(_piece(roll, f"seed {seed} · {bars} bars of {in_metre} · {tempo:g} bpm{key_text}",
+                             audio=False))
     return pieces
 
 
@@ -125,7 +126,7 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     what = "opening and" if whole else "after the opening:"
     given = piece.notes[:, 1] < len(generate.opening(model.generator, roll, opening_bars)[1]) if whole else None
     return _piece(piece, f"seed {seed} · {what} {bars} bars of {metres.name(piece.time_signatures[-1][1:])}"
-                         f" · {tempo:g} bpm", program, tempo, audio, given)
+                         f" · {tempo:g} bpm", audio, given)
 
 
 def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, tempo_bpm: float | None = None,
@@ -151,8 +152,8 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     named = "a melody" if voice == "top" else "a bass line"
     how = "" if reader is not None else f" (clamped: this model has no harmoniser for {named})"
     bars = len(metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat))
-    return _piece(piece, f"seed {seed} · {named} of {bars} bars harmonised{how} · {tempo:g} bpm", program,
-                  tempo, audio, line.mask(piece))
+    return _piece(piece, f"seed {seed} · {named} of {bars} bars harmonised{how} · {tempo:g} bpm", audio,
+                  line.mask(piece))
 
 
 def compose_interpolation(model: ckpt.Checkpoint | None, seed_a: int, seed_b: int, steps: int = 5,
@@ -163,8 +164,7 @@ def compose_interpolation(model: ckpt.Checkpoint | None, seed_a: int, seed_b: in
     tempo, program = _defaults(model, tempo_bpm, program)
     rolls = generate.interpolate_rolls(model.generator, seed_a, seed_b, steps, bars, temperature, tempo, program,
                                        key=key, metre=metre)
-    return _piece(generate.concatenate(rolls), f"seed {seed_a} → {seed_b} in {steps} steps of {bars} bars",
-                  program, tempo, audio)
+    return _piece(generate.concatenate(rolls), f"seed {seed_a} → {seed_b} in {steps} steps of {bars} bars", audio)
 
 
 def compose_variations(model: ckpt.Checkpoint | None, seed: int, n: int = 4, amount: float = 0.3,
@@ -177,7 +177,7 @@ def compose_variations(model: ckpt.Checkpoint | None, seed: int, n: int = 4, amo
     original = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program, key=key, metre=metre)
     rolls = original + generate.variation_rolls(model.generator, seed, n, amount, bars, temperature, tempo, program,
                                                 key=key, metre=metre)
-    return _piece(generate.concatenate(rolls), f"seed {seed} and {n} variations", program, tempo, audio)
+    return _piece(generate.concatenate(rolls), f"seed {seed} and {n} variations", audio)
 
 
 # ------------------------------------------------------------------------------ closeness

@@ -330,7 +330,8 @@ class Trainer:
             self.held_out = None
         self.best: dict | None = None  # the lowest held-out loss so far: {"loss", "step"}
         self._best_weights: dict | None = None  # the generator's weights at that step
-        self.ended_early: dict | None = None  # where the held-out loss stopped the warm-up: {"step", "elapsed_s"}
+        # where the held-out loss stopped the warm-up: {"step", "elapsed_s", "asked": the budget then}
+        self.ended_early: dict | None = None
         self._copy_index = None
         self._inherited_index = None  # the index of the model this run started from or resumes
         # -- the networks, their optimisers and random streams
