@@ -223,6 +223,10 @@ def _harmoniser(cfg: ModelConfig, settings, state: dict, name: str, setting: str
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 10:
             raise CheckpointError(f"{name}: {setting}.parallel_bias is not a sampling penalty")
         reader.parallel_bias = float(beta)
+    temperature = settings.get("pitch_temperature", 1.0)  # (absent: one fitted before harmonisers fitted theirs)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.05 <= temperature <= 5:
+        raise CheckpointError(f"{name}: {setting}.pitch_temperature is not a temperature")
+    reader.pitch_temperature = float(temperature)
     return reader.eval()
 
 

@@ -258,6 +258,16 @@ def parallel_rate(tokens) -> tuple[int, int]:
     return count, tokens.shape[0] * max(tokens.shape[1] - 1, 0)
 
 
+def sharpen_pitches(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B, K) logits with the choice *among pitches* made at ``temperature`` (below 1: the likelier
+    pitches likelier still), while the chance of striking a note at all, against holding or
+    resting, stays as it was: the rhythm is the model's, the notes more decided. A harmoniser
+    fits its own (see :func:`musicgan.harmonise.fit_sampling`)."""
+    pitches = logits[:, FIRST_PITCH:]
+    return torch.cat([logits[:, :FIRST_PITCH],
+                      torch.logsumexp(pitches, -1, keepdim=True) + torch.log_softmax(pitches / temperature, -1)], -1)
+
+
 def bass_logits(logits: torch.Tensor, bass: torch.Tensor, bass_struck: torch.Tensor, sound: torch.Tensor,
                 placed: torch.Tensor, last: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """A given bass line, for one voice about to choose at a step: (its logits (B, K) with the bass
@@ -424,7 +434,7 @@ class Generator(nn.Module):
 
     def sample(self, z: torch.Tensor, noise: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
                tau: float | None = None, given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
-               bass: torch.Tensor | None = None, parallel_bias: float | None = None):
+               bass: torch.Tensor | None = None, parallel_bias: float | None = None, pitch_temperature: float = 1.0):
         """Free-running generation.
 
         z: (B, cond_dim), see :meth:`condition`; noise: standard normal (B, T, V, K), the per-step
@@ -437,13 +447,14 @@ class Generator(nn.Module):
         ``extra``: (B, T, V * H), added to each head's hidden layer (see :meth:`head_logits`).
         ``bass``: (B, T) tokens of a given bottom line: where it sounds, it is the lowest note, and
         the voices draw above it (see :func:`bass_logits`). ``parallel_bias``: the parallels penalty
-        to draw with, in place of the model's own (a harmoniser fits its own).
+        to draw with, in place of the model's own (a harmoniser fits its own). ``pitch_temperature``:
+        the temperature of the choice among pitches alone (see :func:`sharpen_pitches`).
         """
         B, T, V, K = noise.shape
         E = self.cfg.embed_dim
         gumbel = gumbel_from_normal(noise)
         if tau is None and not torch.is_grad_enabled():
-            return self._sample_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias)
+            return self._sample_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias, pitch_temperature)
         if bass is not None:
             bass_sound, bass_struck = sounding(bass[..., None])[..., 0], bass >= FIRST_PITCH
         state = self._state(z)
@@ -473,6 +484,8 @@ class Generator(nn.Module):
                                                                   bass_struck[:, t], beta, K)
                 extra_v = None if extra is None else extra[:, t, v * self.cfg.hidden:(v + 1) * self.cfg.hidden]
                 logits = (self._head(head, torch.cat([h, above], -1), extra_v) + step_bias) / temperature
+                if pitch_temperature != 1:
+                    logits = sharpen_pitches(logits, pitch_temperature)
                 if bass is not None:
                     logits, bass_token = bass_logits(logits, bass_sound[:, t], bass_struck[:, t], sound[:, v], placed,
                                                      v == V - 1)
@@ -502,18 +515,20 @@ class Generator(nn.Module):
 
     def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
                      given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
-                     bass: torch.Tensor | None = None, parallel_bias: float | None = None):
+                     bass: torch.Tensor | None = None, parallel_bias: float | None = None,
+                     pitch_temperature: float = 1.0):
         # inference mode makes each of the loop's many small calls cheaper (no version counters);
         # the tokens leave it as an ordinary tensor, which a discriminator may then learn from
         with torch.inference_mode():
-            out = self._draw_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias)
+            out = self._draw_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias,
+                                  pitch_temperature=pitch_temperature)
         out = out.clone()
         return out, F.one_hot(out, self.cfg.vocab).float()
 
     def _draw_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
                    given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
                    bass: torch.Tensor | None = None, parallel_bias: float | None = None,
-                   tonal: bool | None = None) -> torch.Tensor:
+                   tonal: bool | None = None, pitch_temperature: float = 1.0) -> torch.Tensor:
         """Gumbel-max sampling without autograd: the draw of :meth:`sample`, computed step by step
         with plain matrix products instead of one LSTM call per step. On the CPU each small torch
         call costs more than its arithmetic, so the loop is written to make few calls:
@@ -613,6 +628,8 @@ class Generator(nn.Module):
                                                             bass_struck[t], beta, K)
                 if temperature != 1:
                     logits = logits / temperature
+                if pitch_temperature != 1:
+                    logits = sharpen_pitches(logits, pitch_temperature)
                 if bass is not None:
                     logits, bass_token = bass_logits(logits, bass_sound[t], bass_struck[t], sound[:, v], placed, v == V - 1)
                 index = torch.argmax(logits + noise[t][v], -1)
@@ -643,8 +660,9 @@ class LineReader(nn.Module):
         self.lstm = nn.LSTM(E + cfg.frame_dim, hidden, batch_first=True)
         self.out = nn.Linear(hidden, cfg.voices * cfg.hidden)
         # the parallels penalty to draw with (see Generator.parallel_bias), fitted on the harmoniser's
-        # own draws (musicgan.harmonise.fit_parallels); None: the model's own
+        # own draws (musicgan.harmonise.fit_sampling); None: the model's own
         self.parallel_bias: float | None = None
+        self.pitch_temperature = 1.0  # the same: the temperature of its choice among pitches (sharpen_pitches)
         nn.init.zeros_(self.out.weight)  # untrained, it adds nothing: the model draws as it did
         nn.init.zeros_(self.out.bias)
         self.register_buffer("frame", frame_table(cfg), persistent=False)

@@ -164,37 +164,67 @@ def test_the_reader_hears_the_melody_still_to_come():
     assert read < 0.5 * plain, (read, plain)
 
 
-def test_a_harmoniser_fits_its_own_parallels_penalty(with_reader):
-    """Harmonisations draw differently from free pieces, and so do their parallels: each reader
-    fits its own penalty (saved with it), from the model's, toward the music's rate. From no
-    penalty at all, the fit brings the draws' parallels toward the chorales'."""
+def test_a_harmoniser_fits_its_own_parallels_penalty_and_pitch_temperature(with_reader):
+    """Harmonisations draw differently from free pieces: each reader fits its own parallels penalty
+    and pitch temperature (saved with it), toward the music's rates of parallels and of seconds,
+    tritones and sevenths. From no penalty at all, the fit brings the draws' parallels toward the
+    chorales'; and a temperature fitted to their dissonance brings that toward the chorales' too."""
     from musicgan.models import parallel_rate
 
     model = ckpt.load(with_reader.path)
     G = model.generator
     batches = batches_for([midi.read(p, G.cfg.steps_per_beat) for p in EXAMPLES[:8]], model.model, TrainConfig(),
                           torch.device("cpu"))
-    for voice, reader in model.harmonisers.items():
-        assert reader.parallel_bias == model.meta[ckpt.READERS[voice][0]]["parallel_bias"]  # kept in the checkpoint
+    for voice, reader in model.harmonisers.items():  # kept in the checkpoint
+        setting = model.meta[ckpt.READERS[voice][0]]
+        assert (reader.parallel_bias, reader.pitch_temperature) == (setting["parallel_bias"],
+                                                                    setting["pitch_temperature"])
     reader = model.harmonisers["top"]
     G.parallel_bias.fill_(0.0)
-    fitted = harmonise.fit_parallels(G, reader, "top", batches, clips=96)
-    assert fitted > 0.5
+    fitted, temperature = harmonise.fit_sampling(G, reader, "top", batches, clips=96)
+    assert fitted > 0.5 and temperature != 1.0
     batch = batches.draw(96, torch.Generator().manual_seed(5))
     codes, line = batch.codes.clamp(min=0), batch.tokens[..., 0]
     noise = [generate.noise_for(i, batch.tokens.shape[1], G.cfg) for i in range(96)]
     z = G.condition(torch.stack([n[0] for n in noise]), batch.keys)
 
-    def rate(beta):
+    def rates(beta, temperature):
         with torch.no_grad():
             drawn, _ = G.sample(z, torch.stack([n[1] for n in noise]), codes, extra=reader(line, codes),
-                                parallel_bias=beta, **harmonise._fixed(line, "top", G.cfg.voices))
-        n, steps = parallel_rate(drawn)
-        return n / steps
+                                parallel_bias=beta, pitch_temperature=temperature,
+                                **harmonise._fixed(line, "top", G.cfg.voices))
+        (n, steps), (d, pairs) = parallel_rate(drawn), harmonise.dissonance_rate(drawn)
+        return n / steps, d / pairs
 
-    real = parallel_rate(batch.tokens)
-    want = real[0] / real[1]
-    assert abs(rate(fitted) - want) < abs(rate(0.0) - want)
+    (n, steps), (d, pairs) = parallel_rate(batch.tokens), harmonise.dissonance_rate(batch.tokens)
+    fit, plain, unsharpened = rates(fitted, temperature), rates(0.0, temperature), rates(fitted, 1.0)
+    assert abs(fit[0] - n / steps) < abs(plain[0] - n / steps)
+    assert abs(fit[1] - d / pairs) < abs(unsharpened[1] - d / pairs), (fit, unsharpened, d / pairs)
+
+
+def test_the_dissonance_rate_counts_the_pairs_heard_as_a_chord_arrives():
+    P = lambda p: voices.FIRST_PITCH + p  # noqa: E731
+    H, R = voices.HOLD, voices.REST
+    tokens = np.array([[[P(12), P(7), P(0)],     # a fifth, an octave and a fourth: none dissonant
+                        [H, H, H],               # nothing struck: not counted
+                        [P(11), H, H],           # a major seventh over the bass, a third over the middle
+                        [H, P(6), R],            # one pair: a fourth (11 - 6)
+                        [P(25), P(23), H]]])     # a held rest is silent: a second, 25 - 23
+    assert harmonise.dissonance_rate(tokens) == (2, 8)
+
+
+def test_sharpened_pitches_keep_the_odds_of_striking_a_note():
+    from musicgan.models import sharpen_pitches
+
+    logits = torch.randn(6, 40, generator=torch.Generator().manual_seed(0))
+    sharp = sharpen_pitches(logits, 0.5)
+    p, q = logits.softmax(-1), sharp.softmax(-1)
+    first = voices.FIRST_PITCH
+    assert torch.allclose(p[:, :first], q[:, :first], atol=1e-6)  # rest and hold as they were
+    assert torch.allclose(p[:, first:].sum(-1), q[:, first:].sum(-1), atol=1e-6)
+    assert torch.equal(p[:, first:].argmax(-1), q[:, first:].argmax(-1))
+    assert (q[:, first:].max(-1).values > p[:, first:].max(-1).values).all()  # the likeliest pitch likelier
+    assert torch.allclose(sharpen_pitches(logits, 1.0).softmax(-1), p, atol=1e-6)
 
 
 def test_the_fast_and_the_step_by_step_sampler_agree_with_a_reader(with_reader):
@@ -211,11 +241,13 @@ def test_the_fast_and_the_step_by_step_sampler_agree_with_a_reader(with_reader):
     z = G.condition(z[None], torch.tensor([7]))
     with torch.no_grad():
         extra = with_reader.harmonisers["top"](given[..., 0], codes)
-        fast, _ = G.sample(z, noise[None], codes, given=given, extra=extra)
-    with torch.enable_grad():
-        slow, _ = G.sample(z, noise[None], codes, given=given, extra=extra)
-    assert torch.equal(fast[..., 0], given[..., 0]) and torch.equal(slow[..., 0], given[..., 0])
-    assert (fast == slow).float().mean() > 0.9
+    for temperature in (1.0, 0.7):  # (a harmoniser's pitch temperature)
+        with torch.no_grad():
+            fast, _ = G.sample(z, noise[None], codes, given=given, extra=extra, pitch_temperature=temperature)
+        with torch.enable_grad():
+            slow, _ = G.sample(z, noise[None], codes, given=given, extra=extra, pitch_temperature=temperature)
+        assert torch.equal(fast[..., 0], given[..., 0]) and torch.equal(slow[..., 0], given[..., 0])
+        assert (fast == slow).float().mean() > 0.9
 
 
 def test_a_melody_the_model_cannot_take_gets_a_message(model, tmp_path):
@@ -238,6 +270,11 @@ def test_a_checkpoint_with_a_broken_harmoniser_is_refused(with_reader, tmp_path)
     config["harmoniser"]["hidden"] = 3
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ckpt.CheckpointError, match="harmoniser"):
+        ckpt.load(folder)
+    config["harmoniser"]["hidden"] = with_reader.meta["harmoniser"]["hidden"]
+    config["bass_harmoniser"]["pitch_temperature"] = 0
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ckpt.CheckpointError, match="bass_harmoniser.pitch_temperature is not a temperature"):
         ckpt.load(folder)
 
 
