@@ -241,7 +241,9 @@ def cmd_add_harmoniser(args) -> int:
     h = harmonise.train_reader(model.generator, batches, minutes=args.minutes, seed=args.seed, voice=args.voice,
                                callback=progress, device=device)
     harmonise.save(args.checkpoint, h)
-    print(f"{args.checkpoint}: harmoniser for a {line} added ({h.meta['steps']} steps, loss {h.meta['loss']})")
+    print(f"{args.checkpoint}: harmoniser for a {line} added ({h.meta['steps']} steps, loss {h.meta['loss']}; "
+          f"it draws with a parallels penalty of {h.meta['parallel_bias']:.2f} and a pitch temperature of "
+          f"{h.meta['pitch_temperature']:.2f}, fitted to the music)")
     return 0
 
 

@@ -283,7 +283,8 @@ def test_cli_adds_a_harmoniser_and_harmonises(model, tmp_path):
     shutil.copytree(model.path, folder)
     result = run_cli("add-harmoniser", folder, *EXAMPLES[:3], "--minutes", "0.05", "--quiet")
     assert result.returncode == 0, result.stderr
-    assert "harmoniser for a melody added" in result.stdout and set(ckpt.load(folder).harmonisers) == {"top", "bottom"}
+    assert "harmoniser for a melody added" in result.stdout and "pitch temperature of" in result.stdout
+    assert set(ckpt.load(folder).harmonisers) == {"top", "bottom"}
     out = tmp_path / "harmonised.mid"
     result = run_cli("harmonise", MELODY, folder, "--out", out, "--seed", "3", "--program", "19")
     assert result.returncode == 0, result.stderr
