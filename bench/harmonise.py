@@ -8,8 +8,10 @@
    on the training split with the generator frozen, saved with a copy of the model in OUT/model.
 2. For every held-out chorale (none of them trained on):
    * its soprano (the top line) harmonised twice, as the app does (the critic's choice): by
-     *clamping* (the unconditioned model with the melody fixed as its top voice) and by the
-     *conditioned* model (the same, with the reader's view of the melody still to come);
+     *clamping* (the unconditioned model with the melody fixed as its top voice, drawn as free
+     pieces are) and by the *conditioned* model (the same, with the reader's view of the melody
+     still to come); and, when the model's trainer fitted how it clamps (``Checkpoint.clamped``),
+     a third time as a model without a harmoniser does: clamping, drawn as fitted;
    * its bass (the lowest line) harmonised the same two ways (the voices drawn above it);
    * the chorale continued from its first 4 bars: 4 more bars (the continuation alone);
    (``--seeds`` of each, 3 by default)
@@ -114,9 +116,12 @@ def main(argv=None) -> int:
     for voice in args.lines:
         t0 = time.time()
         lines = [harmonise.line_of(G, r, voice) for r in test_rolls]
-        for how, reader in (("clamping", None), ("conditioned", model.harmonisers[voice])):
+        ways = [("clamping", None, None), ("conditioned", model.harmonisers[voice], None)]
+        if voice in model.clamped:  # as a model without a harmoniser does it (its trainer's fit)
+            ways.insert(1, ("clamping, fitted", None, model.clamped[voice]))
+        for how, reader, clamped in ways:
             harmonised[voice, how] = [p for line, s in zip(lines, seeds)
-                                      for p in harmonise.harmonise_rolls(G, line, s, reader, **critic)]
+                                      for p in harmonise.harmonise_rolls(G, line, s, reader, **critic, clamped=clamped)]
         print(f"made {args.seeds} harmonisations of each of {len(test_rolls)} {voice} lines, clamped and "
               f"conditioned, in {time.time() - t0:.0f} s", flush=True)
     own = [harmonise.line_of(G, r).roll for r in test_rolls]

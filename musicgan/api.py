@@ -136,7 +136,8 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     one-line file is all melody), or its lowest line (``voice`` "bottom": a bass), kept note for note,
     with the other voices written by the model, in its key, metre, tempo and instrument unless
     ``tempo_bpm`` or ``program`` say otherwise (see :func:`musicgan.harmonise.harmonise_rolls`). A
-    model without a harmoniser for that line clamps it (its voices hear it up to each step only).
+    model without a harmoniser for that line clamps it (its voices hear it up to each step only,
+    drawn as its trainer fitted for clamping: ``Checkpoint.clamped``).
     ValueError (or MidiError) in words for a line the model cannot take."""
     model = model or load_model()
     what = harmonise.WHAT.get(voice, "the melody")
@@ -145,7 +146,8 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     critic = {k: v for k, v in model.sampling.items() if k != "avoid"}
     line = harmonise.line_of(model.generator, melody, voice)
     reader = model.harmonisers.get(voice)
-    piece = harmonise.harmonise_rolls(model.generator, line, [seed], reader, temperature, **critic)[0]
+    piece = harmonise.harmonise_rolls(model.generator, line, [seed], reader, temperature, **critic,
+                                      clamped=model.clamped.get(voice))[0]
     tempo = float(tempo_bpm or piece.tempo_bpm)
     program = piece.program if program is None else int(program)
     piece = dataclasses.replace(piece, tempos=((0, tempo),), program=program)

@@ -63,6 +63,13 @@ class Checkpoint:
         return _candidates(self.meta)
 
     @property
+    def clamped(self) -> dict:
+        """How the model harmonises a line it has no harmoniser for, by line ("top", "bottom"):
+        (parallels penalty, pitch temperature), as its trainer fitted them (``sampling.clamped``
+        in the config; see ``Trainer.calibrate``). A line it does not say: drawn as free pieces are."""
+        return _clamped(self.meta, Path(self.path).name)
+
+    @property
     def sampling(self) -> dict:
         """Keyword arguments for :func:`musicgan.generate.sample_rolls`: the critic and its
         candidates, and the copy guard's index."""
@@ -70,6 +77,20 @@ class Checkpoint:
         if self.discriminator is not None and self.candidates > 1:
             kwargs.update(critic=self.discriminator, candidates=self.candidates)
         return kwargs
+
+
+def _clamped(config: dict, name: str) -> dict:
+    """``sampling.clamped`` of a config (see :attr:`Checkpoint.clamped`), checked."""
+    sampling = config.get("sampling")
+    fitted = sampling.get("clamped", {}) if isinstance(sampling, dict) else {}
+    out = {}
+    for voice, v in (fitted.items() if isinstance(fitted, dict) else [(None, None)]):
+        numbers = [v.get(k) for k in ("parallel_bias", "pitch_temperature")] if isinstance(v, dict) else [None, None]
+        if voice not in READERS or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in numbers) \
+                or not 0 <= numbers[0] <= 10 or not 0.05 <= numbers[1] <= 5:
+            raise CheckpointError(f"{name}: sampling.clamped is not a parallels penalty and pitch temperature by line")
+        out[voice] = (float(numbers[0]), float(numbers[1]))
+    return out
 
 
 def _candidates(config: dict) -> int:
@@ -178,6 +199,7 @@ def load(path, with_discriminator: bool | None = None) -> Checkpoint:
     def part(prefix):
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
+    _clamped(config, path.name)
     generator = Generator(cfg)
     _load_into(generator, part("generator."), path.name, "generator")
     if cfg.key_input:

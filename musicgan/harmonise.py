@@ -212,9 +212,10 @@ def temperature_move(temperature: float, real: tuple[int, int], drawn: tuple[int
 
 
 @torch.no_grad()
-def fit_sampling(generator: Generator, reader: LineReader, voice: str, batches, rounds: int = 4,
+def fit_sampling(generator: Generator, reader: LineReader | None, voice: str, batches, rounds: int = 4,
                  clips: int = 128, seed: int = 0) -> tuple[float, float]:
-    """How to draw harmonisations with ``reader``: (the parallels penalty, the pitch temperature).
+    """How to draw harmonisations with ``reader`` (None: clamping the line, as a model without a
+    harmoniser does; see ``Trainer.calibrate``): (the parallels penalty, the pitch temperature).
     The lines of ``clips`` windows of the training music are harmonised, and both are moved, from
     the model's own penalty and a temperature of 1, until the voices move in parallel fifths and
     octaves as often as the music's own do, and sound seconds, tritones and sevenths as often
@@ -228,7 +229,8 @@ def fit_sampling(generator: Generator, reader: LineReader, voice: str, batches, 
     line, _ = _line_and_targets(tokens, voice)
     noise = [noise_for(10 ** 9 + i, tokens.shape[1], cfg) for i in range(clips)]
     z = generator.condition(torch.stack([n[0] for n in noise]), batch.keys.cpu())
-    step_noise, extra, fixed = torch.stack([n[1] for n in noise]), reader(line, codes), _fixed(line, voice, cfg.voices)
+    step_noise, fixed = torch.stack([n[1] for n in noise]), _fixed(line, voice, cfg.voices)
+    extra = None if reader is None else reader(line, codes)
     real_parallels, real_dissonance = parallel_rate(tokens), dissonance_rate(tokens)
     beta, temperature = float(generator.parallel_bias), 1.0
     for _ in range(rounds):
@@ -277,12 +279,14 @@ def line_of(generator: Generator, roll: Roll, voice: str = "top", max_bars: int 
 
 def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader | None = None,
                     temperature: float = 1.0, critic: Discriminator | None = None,
-                    candidates: int = 1) -> list[Roll]:
+                    candidates: int = 1, clamped: tuple[float, float] | None = None) -> list[Roll]:
     """One harmonisation of ``line`` (see :func:`line_of`) per seed: the line stays exactly as it
     is, as the top voice or the bass, and the model writes the other voices, in the line's key
     (estimated from it), metre, tempo and instrument. With a ``reader`` (a checkpoint's harmoniser
-    for that voice) the voices hear the whole line; without one they hear it only up to each step
-    (plain clamping). With a ``critic``, each piece is its choice among ``candidates`` harmonisations."""
+    for that voice) the voices hear the whole line, drawn as the reader fitted; without one they
+    hear it only up to each step (clamping), drawn as ``clamped`` says (the parallels penalty and
+    pitch temperature a trainer fitted for clamping: ``Checkpoint.clamped``), or else as free pieces
+    are (plain clamping). With a ``critic``, each piece is its choice among ``candidates`` harmonisations."""
     if not 0.05 <= temperature <= 5:
         raise ValueError(f"temperature must be between 0.05 and 5 (got {temperature})")
     cfg = generator.cfg
@@ -295,6 +299,8 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
     fixed = _fixed(tokens, line.voice, cfg.voices)
     with torch.no_grad():
         extra = None if reader is None else reader(tokens[None], codes[None])
+    beta, pitch_temperature = (reader.parallel_bias, reader.pitch_temperature) if reader is not None else \
+        clamped if clamped is not None else (None, 1.0)
     k = candidates if critic is not None else 1
     first_metre = metre.metre_at(line_roll.time_signatures, 0)
     pieces = []
@@ -304,8 +310,7 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
         with torch.no_grad():
             drawn, _ = generator.sample(z, torch.stack([n[1] for n in noise]), codes.expand(k, -1), temperature,
                                         extra=None if extra is None else extra.expand(k, -1, -1),
-                                        parallel_bias=None if reader is None else reader.parallel_bias,
-                                        pitch_temperature=1.0 if reader is None else reader.pitch_temperature,
+                                        parallel_bias=beta, pitch_temperature=pitch_temperature,
                                         **{name: v.expand(k, *v.shape) for name, v in fixed.items()})
         drawn = drawn.numpy()
         j = choose(critic, drawn, seed, first_metre)[0] if k > 1 else 0

@@ -298,3 +298,41 @@ def test_cli_adds_a_harmoniser_and_harmonises(model, tmp_path):
     assert len(midi.read(bass).notes) > 2 * len(harmonise.line_of(model.generator, midi.read(EXAMPLES[9]), "bottom").roll.notes)
     result = run_cli("harmonise", tmp_path / "missing.mid", "--out", out)
     assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def test_a_model_without_a_harmoniser_clamps_as_its_trainer_fitted(tmp_path, monkeypatch):
+    """A model from the Train tab has no harmoniser: it clamps the line. Its trainer fits how
+    clamping draws (a parallels penalty and a pitch temperature) for a melody and for a bass; the
+    checkpoint keeps them, a resumed run keeps them, and harmonising with the model uses them."""
+    import json
+
+    from musicgan.train import Budget, Trainer, model_config_for
+
+    rolls = [midi.read(p, 4) for p in EXAMPLES[:8]]
+    model = model_config_for(rolls, transpose=1, latent_dim=8, embed_dim=8, hidden=32, layers=1, d_hidden=16,
+                             d_embed=16)
+    config = TrainConfig(batch_size=8, window_bars=2, transpose=1, warmup=1.0)
+    trainer = Trainer(rolls, model, config, device="cpu", budget=Budget(steps=3))
+    trainer.run()
+    trainer.save(tmp_path / "m")
+    loaded = ckpt.load(tmp_path / "m")
+    assert not loaded.harmonisers and set(loaded.clamped) == {"top", "bottom"}
+    assert loaded.clamped == {v: (s["parallel_bias"], s["pitch_temperature"]) for v, s in trainer.clamped.items()}
+    resumed = Trainer(rolls, model, config, device="cpu", budget=Budget(steps=3))
+    resumed.restore(ckpt.load(tmp_path / "m", with_discriminator=True))
+    assert resumed.clamped == trainer.clamped
+
+    drawn = []
+    real = harmonise.harmonise_rolls
+    monkeypatch.setattr(harmonise, "harmonise_rolls", lambda *a, **k: drawn.append(k.get("clamped")) or real(*a, **k))
+    for voice in harmonise.VOICES:
+        piece = api.compose_harmonisation(loaded, MELODY, seed=1, audio=False, voice=voice)
+        assert "clamped" in piece.description
+    assert drawn == [loaded.clamped["top"], loaded.clamped["bottom"]]
+
+    config_path = tmp_path / "m" / "config.json"
+    settings = json.loads(config_path.read_text())
+    settings["sampling"]["clamped"]["top"]["pitch_temperature"] = "cold"
+    config_path.write_text(json.dumps(settings))
+    with pytest.raises(ckpt.CheckpointError, match="sampling.clamped"):
+        ckpt.load(tmp_path / "m")
