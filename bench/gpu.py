@@ -24,6 +24,9 @@ chorale split (``python -m musicgan.datasets bach data/styles/bach`` here), then
    beside the shipped pretrained model in the same run. Each trained model is saved in a folder
    named after it beside ``--out`` (``$OUT/gpu/batch-64/``: shallow enough to come back from a
    lent device), ready for ``python -m musicgan generate`` or ``add-harmoniser``.
+5. **profile**: where a step's time goes at the trainer's own batch (``torch.profiler``, 20
+   steps of each phase after 5 unprofiled, and 20 timed without it): the share of the wall time the
+   card spends in kernels, and the operators that take the most GPU time and the most host time.
 """
 from __future__ import annotations
 
@@ -122,6 +125,54 @@ def phases(rolls, device, batch: int, n: int, graphs: bool = True,
                      "sm_busy_pct": sm.busy}
     if device.type == "cuda":
         out["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+    return out
+
+
+def profile(rolls, device, n: int = 20, top: int = 12) -> dict:
+    """Where a step's time goes at the trainer's own batch: the wall time of ``n`` steps of each
+    phase, the time the card spent in kernels (their union on the timeline, as a share of the
+    wall time), and the top operators by GPU time and by host time."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    trainer = Trainer(rolls, config=TrainConfig(d_warmup_steps=0), device=device, budget=Budget(steps=10 ** 6))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    out = {"batch": trainer.config.batch_size}
+    for name in ("likelihood", "critic"):
+        if name == "critic":
+            trainer.adversarial_from = trainer.step_count
+        for _ in range(5):
+            trainer.step()
+        sync(device)
+        t0 = time.perf_counter()
+        with SMBusy(device) as sm:  # unprofiled first: the profiler slows the host
+            for _ in range(n):
+                trainer.step()
+            sync(device)
+        plain = (time.perf_counter() - t0) / n
+        with torch_profile(activities=activities) as prof:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                trainer.step()
+            sync(device)
+            wall = time.perf_counter() - t0
+        spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                       if e.device_type == torch.autograd.DeviceType.CUDA)
+        busy, end = 0.0, float("-inf")  # the union of the kernels' spans (us)
+        for a, b in spans:
+            if b > end:
+                busy += b - max(a, end)
+                end = b
+        averages = prof.key_averages()
+
+        def table(key):
+            rows = sorted(averages, key=lambda a: getattr(a, key), reverse=True)[:top]
+            return [{"op": a.key[:60], "calls": a.count, "ms": round(getattr(a, key) / 1000, 2)} for a in rows]
+
+        kernels = sum(a.self_device_time_total for a in averages) if device.type == "cuda" else 0.0
+        out[name] = {"s_per_step": round(plain, 4), "sm_busy_pct": sm.busy, "profiled_s_per_step": round(wall / n, 4),
+                     "kernel_busy_share": round(busy / 1e6 / wall, 3), "kernel_time_share": round(kernels / 1e6 / wall, 3),
+                     "by_gpu_time": table("self_device_time_total") if device.type == "cuda" else [],
+                     "by_host_time": table("self_cpu_time_total")}
     return out
 
 
@@ -264,7 +315,8 @@ def main(argv=None) -> int:
                         help="batch sizes trained on the chorales (0: the trainer's choice), or JSON objects "
                              "of TrainConfig and ModelConfig fields (e.g. '{\"batch_size\": 64, \"seed\": 1}', "
                              "'{\"hidden\": 512, \"window_bars\": 8}')")
-    parser.add_argument("--parts", nargs="+", default=["phases", "graphs", "reference", "chorales"])
+    parser.add_argument("--parts", nargs="+", default=["phases", "graphs", "reference", "chorales"],
+                        help="of: phases graphs reference profile chorales")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "styles" / "bach")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu.json")
     parser.add_argument("--quick", action="store_true", help="a few steps of everything (to check the script)")
@@ -309,6 +361,8 @@ def main(argv=None) -> int:
             report("against_reference_best", {
                 f"batch {p['batch']}": {k: round(p[k]["sample_timesteps_per_s"] / best, 2)
                                         for k in ("critic", "g_adversarial")} for p in summary["phases"]})
+    if "profile" in args.parts:
+        report("profile", profile(rolls, device, n=3 if args.quick else 20))
     if "chorales" in args.parts:
         report("chorales", chorales(device, args.minutes, args.data, args.out.with_suffix(""),
                                     pieces=16 if args.quick else 200, splits=2 if args.quick else 5,

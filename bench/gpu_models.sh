@@ -15,6 +15,8 @@
 # (see the device notes); then on the device, with .whl and data/styles/bach carried:
 #   bash bench/gpu_models.sh
 # (ONLY="default heldout" trains those two: a tenth of the pieces held out, see musicgan.heldout.
+# PRETRAINED=1 scores the shipped model beside them, in the same run. PROFILE=1 first profiles the
+# trainer's steps on the card (bench/gpu.py --parts profile, about half a minute, to $OUT/profile.json).
 # DEVICE=cpu QUICK=--quick bash bench/gpu_models.sh checks the script here in a minute or two.)
 set -u
 MINUTES=${MINUTES:-4}
@@ -37,10 +39,15 @@ declare -A RUNS=(
     [heldout]='{"batch_size": 0, "holdout": 0.1}'
 )
 ONLY=${ONLY:-default wide long critic}
+[ "${PROFILE:-}" = 1 ] && python3 bench/gpu.py --device "$DEVICE" $QUICK --parts profile --out "$OUT/profile.json" \
+    >"$WORK/profile.log" 2>&1
+SHIPPED=--no-pretrained; [ "${PRETRAINED:-}" = 1 ] && SHIPPED=
+# (only the first run scores the shipped model, when asked)
 for name in "${!RUNS[@]}"; do [[ " $ONLY " == *" $name "* ]] || unset "RUNS[$name]"; done
 for name in "${!RUNS[@]}"; do
-    python3 bench/gpu.py --device "$DEVICE" $QUICK --parts chorales --no-pretrained --minutes "$MINUTES" \
+    python3 bench/gpu.py --device "$DEVICE" $QUICK --parts chorales $SHIPPED --minutes "$MINUTES" \
         --train-batches "${RUNS[$name]}" --out "$WORK/$name.json" >"$WORK/$name.log" 2>&1 &
+    SHIPPED=--no-pretrained
 done
 wait
 for name in "${!RUNS[@]}"; do echo "== $name"; grep -v '^ ' "$WORK/$name.log" | tail -n 5; done >"$OUT/train.log"
@@ -51,15 +58,18 @@ from pathlib import Path
 out, work = Path(sys.argv[1]), sys.argv[2]
 summary = {}
 for f in sorted(glob.glob(f"{work}/*.json")):
-    (label, result), = json.loads(Path(f).read_text())["chorales"].items()
-    summary[Path(f).stem] = {"label": label, **result}
+    for label, result in json.loads(Path(f).read_text())["chorales"].items():
+        if "folder" in result:  # a model trained here
+            summary[Path(f).stem] = {"label": label, **result}
+        else:  # the shipped model, scored in the same run
+            summary["shipped"] = {"label": label, **result}
 (out / "summary.json").write_text(json.dumps(summary, indent=2))
 # the best of those that ship: a checkpoint of a few MB, and generation on a Space's CPU no slower
 # than a 2 x 256 generator's (a 512-unit one takes about 2x as long and is 4x the size)
-shippable = [k for k in summary if summary[k]["training"]["hidden"] <= 256]
+shippable = [k for k in summary if "training" in summary[k] and summary[k]["training"]["hidden"] <= 256]
 best = min(shippable, key=lambda k: summary[k]["two_sample"])
 for k, v in summary.items():
-    print(f"{k:8s} steps {v['training']['steps']:6d}  two-sample {v['two_sample']:.3f}")
+    print(f"{k:8s} steps {v.get('training', {}).get('steps', 0):6d}  two-sample {v['two_sample']:.3f}")
 print("best:", best)
 Path(work, "best.txt").write_text(summary[best]["folder"])
 PY
