@@ -370,9 +370,11 @@ class Generator(nn.Module):
         return z[:, self.cfg.latent_dim:self.cfg.latent_dim + KEYS] @ table
 
     def _embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (..., T, V) -> each voice's input embedding (..., T, V, E)."""
-        emb = self.embed[tokens]
-        return emb if self.pitch_embed is None else emb + self.pitch_embed[sounding(tokens)]
+        """tokens (..., T, V) -> each voice's input embedding (..., T, V, E). (F.embedding, not
+        indexing: the same rows, but on CUDA indexing's backward took 18 of a 32 ms likelihood step
+        at batch 256 on an H100, with every token a duplicate of thousands; bench/gpu.py --parts profile.)"""
+        emb = F.embedding(tokens, self.embed)
+        return emb if self.pitch_embed is None else emb + F.embedding(sounding(tokens), self.pitch_embed)
 
     def _state(self, z):
         B, L, H = z.shape[0], self.cfg.layers, self.cfg.hidden
