@@ -24,12 +24,12 @@ chorale split (``python -m musicgan.datasets bach data/styles/bach`` here), then
    beside the shipped pretrained model in the same run. Each trained model is saved in a folder
    named after it beside ``--out`` (``$OUT/gpu/batch-64/``: shallow enough to come back from a
    lent device), ready for ``python -m musicgan generate`` or ``add-harmoniser``.
-6. **stepgraph** (not among the default parts): the whole likelihood step recorded as one CUDA
-   graph, against the same step launched op by op (:func:`step_graph`): a lead for the host-bound
-   likelihood phase, not yet what the trainer does.
 5. **profile**: where a step's time goes at the trainer's own batch (``torch.profiler``, 20
    steps of each phase after 5 unprofiled, and 20 timed without it): the share of the wall time the
    card spends in kernels, and the operators that take the most GPU time and the most host time.
+6. **stepgraph** (not among the default parts): the whole likelihood step recorded as one CUDA
+   graph, against the same step launched op by op (:func:`step_graph`): a lead for the host-bound
+   likelihood phase, not yet what the trainer does.
 """
 from __future__ import annotations
 
@@ -146,12 +146,12 @@ def profile(rolls, device, n: int = 20, top: int = 12) -> dict:
         for _ in range(5):
             trainer.step()
         sync(device)
-        t0 = time.perf_counter()
         with SMBusy(device) as sm:  # unprofiled first: the profiler slows the host
+            t0 = time.perf_counter()
             for _ in range(n):
                 trainer.step()
             sync(device)
-        plain = (time.perf_counter() - t0) / n
+            plain = (time.perf_counter() - t0) / n
         with torch_profile(activities=activities) as prof:
             t0 = time.perf_counter()
             for _ in range(n):
@@ -171,9 +171,8 @@ def profile(rolls, device, n: int = 20, top: int = 12) -> dict:
             rows = sorted(averages, key=lambda a: getattr(a, key), reverse=True)[:top]
             return [{"op": a.key[:60], "calls": a.count, "ms": round(getattr(a, key) / 1000, 2)} for a in rows]
 
-        kernels = sum(a.self_device_time_total for a in averages) if device.type == "cuda" else 0.0
         out[name] = {"s_per_step": round(plain, 4), "sm_busy_pct": sm.busy, "profiled_s_per_step": round(wall / n, 4),
-                     "kernel_busy_share": round(busy / 1e6 / wall, 3), "kernel_time_share": round(kernels / 1e6 / wall, 3),
+                     "kernel_busy_share": round(busy / 1e6 / wall, 3),
                      "by_gpu_time": table("self_device_time_total") if device.type == "cuda" else [],
                      "by_host_time": table("self_cpu_time_total")}
     return out
