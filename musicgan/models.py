@@ -405,27 +405,44 @@ class Generator(nn.Module):
                        extra: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher forcing: tokens (B, T, V) and each step's code (B, T) -> logits (B, T, V, K)
         for those same tokens. ``extra``: see :meth:`head_logits`."""
-        return self.head_logits(self.hidden_states(tokens, z, codes), tokens, extra)
+        emb = self._embed_tokens(tokens)  # (the LSTM and the heads read the same embeddings)
+        return self.head_logits(self.hidden_states(tokens, z, codes, emb), tokens, extra, emb)
 
-    def hidden_states(self, tokens: torch.Tensor, z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """The LSTM's output (B, T, H) at each step of teacher forcing on ``tokens``."""
+    def hidden_states(self, tokens: torch.Tensor, z: torch.Tensor, codes: torch.Tensor,
+                      emb: torch.Tensor | None = None) -> torch.Tensor:
+        """The LSTM's output (B, T, H) at each step of teacher forcing on ``tokens`` (``emb``:
+        their :meth:`_embed_tokens`, when already at hand)."""
         B, T, V = tokens.shape
         E = self.cfg.embed_dim
-        emb = self._embed_tokens(tokens)  # (B, T, V, E)
+        emb = self._embed_tokens(tokens) if emb is None else emb  # (B, T, V, E)
         prev = torch.cat([emb.new_zeros(B, 1, V, E), emb[:, :-1]], 1).reshape(B, T, V * E)
         return self.lstm(self._inputs(prev, z, codes), self._state(z))[0]
 
-    def head_logits(self, h: torch.Tensor, tokens: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+    def head_logits(self, h: torch.Tensor, tokens: torch.Tensor, extra: torch.Tensor | None = None,
+                    emb: torch.Tensor | None = None) -> torch.Tensor:
         """Each voice's logits (B, T, V, K) from the LSTM's output ``h`` and the tokens of the
         voices above it. ``extra`` (B, T, V * H): a term added to each head's hidden layer (a
-        given line read by :class:`musicgan.harmonise.LineReader`)."""
+        given line read by :class:`musicgan.harmonise.LineReader`).
+
+        Each head's first layer reads [h, the embeddings of the voices above, zeros for the rest];
+        here it is computed in parts, as the fast sampler does: h's part for every head in one
+        product, then each head's product with the voices above it only. The same sums as the
+        layer on the zero-padded input, without its multiplications by zero (a third of the
+        heads' work for 5 voices) or the padded copies."""
         B, T, V = tokens.shape
         E, H = self.cfg.embed_dim, self.cfg.hidden
-        emb = self._embed_tokens(tokens)
+        emb = self._embed_tokens(tokens) if emb is None else emb
+        first = [head[0] for head in self.heads]
+        hidden = F.linear(h, torch.cat([f.weight[:, :H] for f in first]), torch.cat([f.bias for f in first]))
+        if extra is not None:
+            hidden = hidden + extra
+        # (split, not slices: a slice's backward fills a zero tensor the size of the whole)
+        above = emb.reshape(B, T, V * E)
         logits = []
-        for v, head in enumerate(self.heads):
-            above = torch.cat([emb[:, :, :v], emb.new_zeros(B, T, V - v, E)], 2).reshape(B, T, V * E)
-            logits.append(self._head(head, torch.cat([h, above], -1), None if extra is None else extra[..., v * H:(v + 1) * H]))
+        for v, (head, x) in enumerate(zip(self.heads, hidden.split(H, -1))):
+            if v:
+                x = x + F.linear(above[..., :v * E], first[v].weight[:, H:H + v * E])
+            logits.append(head[2](head[1](x)))
         return torch.stack(logits, 2)
 
     @staticmethod
