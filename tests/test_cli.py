@@ -22,7 +22,7 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "model"
     result = run("train", *EXAMPLES[:3], "--out", out, *TINY)
     assert result.returncode == 0, result.stderr
-    assert "done after 4 steps" in result.stderr and "8 a step;" in result.stderr  # the batch asked for
+    assert "done after 4 steps" in result.stderr and "8 a step," in result.stderr  # the batch asked for
     return out
 
 

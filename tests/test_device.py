@@ -7,7 +7,7 @@ import torch
 
 from musicgan import data
 from musicgan.cudagraph import Draw
-from musicgan.train import BASE_BATCH, GPU_BATCH, Budget, TrainConfig, Trainer
+from musicgan.train import BASE_BATCH, BASE_WIDTH, GPU_BATCH, LR_MLE, Budget, TrainConfig, Trainer
 
 from conftest import EXAMPLES
 
@@ -22,15 +22,26 @@ def rolls():
 def test_automatic_batch_is_64_on_a_cpu_and_larger_on_a_gpu_with_scaled_rates():
     config = TrainConfig()
     assert config.batch_size == 0  # left to the trainer
-    assert config.sized_for(torch.device("cpu")) == TrainConfig(batch_size=BASE_BATCH)  # the rates as they are
+    # the rates as they are (the likelihood's, left to the trainer, is LR_MLE for a BASE_WIDTH generator)
+    assert config.sized_for(torch.device("cpu")) == TrainConfig(batch_size=BASE_BATCH, lr_mle=LR_MLE)
     gpu = config.sized_for(torch.device("cuda"))
     scale = math.sqrt(GPU_BATCH / BASE_BATCH)
     assert gpu.batch_size == GPU_BATCH > BASE_BATCH
-    assert (gpu.lr_mle, gpu.lr_g, gpu.lr_d) == pytest.approx((config.lr_mle * scale, config.lr_g * scale,
+    assert (gpu.lr_mle, gpu.lr_g, gpu.lr_d) == pytest.approx((LR_MLE * scale, config.lr_g * scale,
                                                               config.lr_d * scale))
     assert gpu.sized_for(torch.device("cuda")) == gpu  # sized once: a resumed run is not scaled again
     assert config.sized_for(torch.device("cpu"), world=3).batch_size == 66  # splits over 3 processes
     assert config.sized_for(torch.device("cuda"), world=8).batch_size == GPU_BATCH
+
+
+def test_the_likelihood_rate_left_to_the_trainer_follows_the_width():
+    config = TrainConfig()
+    assert config.lr_mle == 0  # left to the trainer
+    assert config.sized_for(torch.device("cpu"), width=BASE_WIDTH).lr_mle == LR_MLE
+    narrow = config.sized_for(torch.device("cpu"), width=BASE_WIDTH // 2)
+    assert narrow.lr_mle == pytest.approx(2 * LR_MLE)
+    assert narrow.sized_for(torch.device("cpu"), width=BASE_WIDTH) == narrow  # sized once: kept on resuming
+    assert TrainConfig(lr_mle=1e-3).sized_for(torch.device("cpu"), width=64).lr_mle == 1e-3  # a chosen rate is kept
 
 
 def test_a_chosen_batch_is_kept_with_its_rates_on_any_device():
