@@ -571,10 +571,14 @@ def build() -> gr.Blocks:
                 ck_file.upload(upload_checkpoint, [ck_file, session], [ui.choice, ui.ck_status, session],
                                api_name="upload_checkpoint")
                 # an example fills in the controls, then generates like the button (with this tab's session)
+                # labelled, not a table of eight columns (which a phone scrolls sideways)
                 examples = gr.Examples([[PRETRAINED, 0, 8, round(tempo_default), -1, 1.0, KEY_AUTO, METRE_AUTO],
                                         [PRETRAINED, 42, 16, 80, 19, 0.9, KEY_AUTO, METRE_AUTO],
                                         [PRETRAINED, 7, 8, 110, 52, 1.1, KEY_AUTO, METRE_AUTO]],
-                                       [ui.choice, seed, bars, *sound], label="Try one (one click makes music)")
+                                       [ui.choice, seed, bars, *sound], label="Try one (one click makes music)",
+                                       example_labels=[f"Seed 0: 8 bars, {round(tempo_default)} bpm",
+                                                       "Seed 42: 16 bars, organ, 80 bpm",
+                                                       "Seed 7: 8 bars, choir, 110 bpm"])
                 examples.load_input_event.then(generate, [ui.choice, seed, bars, *sound, session], outputs,
                                                api_name=False, **CPU)
 

@@ -215,7 +215,7 @@ def test_in_a_real_browser_train_then_generate_and_listen(server, browser):
     page.on("requestfinished", lambda request: fetched.append(request))
 
     # Generate tab: one click on an example makes music
-    page.locator("[data-testid='dataset-cell-1-1']").click()
+    page.get_by_role("button", name="Seed 42: 16 bars, organ, 80 bpm").click()
     expect(page.locator(".mg-roll canvas")).to_be_attached(timeout=60_000)
     expect(page.locator("a[href$='.mid']").first).to_be_attached(timeout=30_000)
     # the playable roll: clicking the middle seeks to the middle; playing moves the playhead on
@@ -260,8 +260,8 @@ def test_an_example_click_keeps_the_trained_model(server, browser):
     context, page = open_page(browser, server)
     train_and_stop(page)
     page.get_by_role("tab", name="Generate").click()
-    page.locator("[data-testid='dataset-cell-0-1']").click()  # an example of the pretrained model
-    expect(page.get_by_text("seed 0 · 8 bars")).to_be_attached(timeout=60_000)
+    page.get_by_role("button", name=re.compile("^Seed 0: 8 bars")).click()  # an example of the pretrained model
+    expect(page.locator("#piece-status")).to_contain_text("seed 0 · 8 bars", timeout=60_000)
     page.get_by_label("My trained model").check()
     page.get_by_role("button", name="Generate", exact=True).click()
     page.wait_for_function("document.querySelector('#piece-status').innerText.includes('My trained model') || "
@@ -308,6 +308,11 @@ def test_the_page_on_a_phone(server, browser):
     for name in ("Generate", "Random seed"):
         box = page.get_by_role("button", name=name, exact=True).bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    examples = page.get_by_role("button", name=re.compile(r"^Seed \d+: ")).all()
+    assert len(examples) == 3
+    for example in examples:  # each whole on the screen (they were a table that scrolled sideways)
+        box = example.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, example.inner_text()
     page.locator(".mg-roll").scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "phone.png"), full_page=True)
     context.close()
