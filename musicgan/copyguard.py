@@ -3,11 +3,13 @@ that quotes it verbatim.
 
 A model that learned from a few files can replay runs of them note for note, and a musician
 should not get someone else's bars back as "new" music. The index holds a 64-bit hash of every
-pair of consecutive bars of the training music (transposition-invariant, starting on any beat:
-the same bar keys as :func:`musicgan.metrics.copy_runs`). A generated piece *copies* when two of
-its consecutive bars hash to a pair in the index, i.e. when ``copy_runs`` would find a run of 2
-bars or more. The hashes cannot be played back: the checkpoint gains a few hundred kilobytes,
-not the training music.
+pair of consecutive bars of the training music (bars of 4 beats, transposition-invariant,
+starting on any beat: the same bar keys as :func:`musicgan.metrics.copy_runs`). A generated piece
+*copies* when two consecutive bars of it, starting on any of its beats, hash to a pair in the
+index, i.e. when ``copy_runs`` would find a run of 2 bars or more. (Starting on its beats, not
+only every 4 beats from its start: a piece in 3/4 or 9/8 can quote 8 beats that begin anywhere.)
+The hashes cannot be played back: the checkpoint gains a few hundred kilobytes, not the training
+music.
 
 :func:`musicgan.generate.sample_rolls` uses the index to pass over candidates that copy (see
 there). The measurement in :mod:`musicgan.metrics` stays independent of it: it searches the
@@ -47,11 +49,11 @@ def build(rolls) -> np.ndarray | None:
 
 
 def copies(roll: Roll, index: np.ndarray) -> bool:
-    """Whether two consecutive bars of ``roll`` (from its first bar line) occur verbatim in the
-    indexed music."""
+    """Whether two consecutive bars of ``roll`` (4 beats each, starting on any of its beats) occur
+    verbatim in the indexed music."""
     if index is None or not len(index):
         return False
-    pairs = np.array(_pair_hashes(roll, 4 * roll.steps_per_beat), dtype=np.int64)  # from bar lines
+    pairs = np.array(_pair_hashes(roll, None), dtype=np.int64)  # starting on every beat
     if not len(pairs):
         return False
     found = np.searchsorted(index, pairs)

@@ -321,7 +321,7 @@ def bar_blocks(roll: Roll, length: int, every: int | None = None) -> dict:
         inside = notes[(notes[:, START] < start + length) & (notes[:, END] > start)]
         if len(inside) == 0:
             continue
-        key = inside.copy()[:, :3]
+        key = inside[:, :3].astype(np.int32)  # (a copy) the bytes of one type, whatever the roll's
         key[:, 1:] = np.clip(key[:, 1:] - start, 0, length)
         key[:, 0] -= key[:, 0].min()
         out[start] = key[np.lexsort((key[:, 0], key[:, 1]))].tobytes()
@@ -335,7 +335,10 @@ def longest_copy(generated: list[Roll], training: list[Roll]) -> int:
 
 
 def copy_runs(generated: list[Roll], training: list[Roll]) -> list[int]:
-    """For each generated piece, its longest run of bars found verbatim in the training music."""
+    """For each generated piece, its longest run of bars (of 4 beats, starting on any of its
+    beats) found verbatim in the training music. Any beat, not only every 4 beats from its start:
+    a 4-bar clip of a piece in 9/8 starts on a beat that is not a multiple of 4, and a quote that
+    starts there is as audible as one on the piece's first beat."""
     if not generated:
         return []
     bar = 4 * generated[0].steps_per_beat
@@ -345,15 +348,14 @@ def copy_runs(generated: list[Roll], training: list[Roll]) -> list[int]:
             known.setdefault(key, set()).add((r, start))
     runs = []
     for roll in generated:
-        blocks = bar_blocks(roll, bar, bar)
-        n_bars = roll.n_steps // bar
+        blocks = bar_blocks(roll, bar)
         best = 0
-        for first in range(n_bars):
-            places = known.get(blocks.get(first * bar), set())  # where this bar occurs
+        for first, key in blocks.items():
+            places = known.get(key, set())  # where this bar occurs
             run = 0
             while places:  # keep the places where the following bars occur too
                 run += 1
-                following = known.get(blocks.get((first + run) * bar), set())
+                following = known.get(blocks.get(first + run * bar), set())
                 places = {(r, s) for r, s in places if (r, s + run * bar) in following}
             best = max(best, run)
         runs.append(best)

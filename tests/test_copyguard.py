@@ -46,6 +46,20 @@ def test_the_index_finds_exactly_the_runs_the_copy_check_finds(rolls):
     assert 20 < sum(guarded) < len(clips) - 20  # both kinds are well represented
 
 
+def test_a_quote_that_starts_off_the_four_beat_grid_is_found(rolls):
+    """8 beats of the training music that begin on beat 3 of a piece (as in a piece in 3/4 or 9/8)."""
+    spb = rolls[0].steps_per_beat
+    training = rolls[:5]
+    quote = crop(rolls[1], 8 * spb, 8 * spb).transpose(1).notes + [0, 3 * spb, 3 * spb, 0]
+    lead = np.array([[60, 0, 3 * spb, 80]])  # 3 beats of one held note first
+    tail = np.array([[62, 11 * spb, 12 * spb, 80]])
+    piece = Roll(notes=midi._sorted_notes(np.concatenate([lead, quote, tail])), steps_per_beat=spb)
+    assert metrics.copy_runs([piece], training) == [2]
+    assert copyguard.copies(piece, copyguard.build(training))
+    shifted = Roll(notes=piece.notes + [0, spb, spb, 0], steps_per_beat=spb)  # and one beat later
+    assert copyguard.copies(shifted, copyguard.build(training))
+
+
 def test_the_index_is_empty_for_music_without_two_bars_and_refuses_huge_corpora(rolls, monkeypatch):
     one_bar = crop(rolls[0], 0, 4 * rolls[0].steps_per_beat)
     assert len(copyguard.build([one_bar])) == 0
