@@ -28,10 +28,10 @@ COPY_BARS = 2  # a run of this many consecutive bars found verbatim in the train
 MAX_INDEX = 4_000_000  # hashes (32 MB); a corpus with more bar pairs than this is not indexed
 
 
-def _pair_hashes(roll: Roll, every: int | None) -> list[int]:
-    """Hashes of each block of a bar (starting every ``every`` steps) joined with the bar after it."""
+def _pair_hashes(roll: Roll) -> list[int]:
+    """Hashes of each block of a bar (4 beats, starting on every beat) joined with the bar after it."""
     bar = 4 * roll.steps_per_beat
-    keys = bar_blocks(roll, bar, every)
+    keys = bar_blocks(roll, bar)
     return [int.from_bytes(hashlib.blake2b(len(key).to_bytes(4, "little") + key + keys[start + bar],
                                            digest_size=8).digest(), "little", signed=True)
             for start, key in keys.items() if start + bar in keys]
@@ -42,7 +42,7 @@ def build(rolls) -> np.ndarray | None:
     than MAX_INDEX of them."""
     hashes: set[int] = set()
     for roll in rolls:
-        hashes.update(_pair_hashes(roll, None))  # starting on every beat
+        hashes.update(_pair_hashes(roll))
         if len(hashes) > MAX_INDEX:
             return None
     return np.array(sorted(hashes), dtype=np.int64)
@@ -53,7 +53,7 @@ def copies(roll: Roll, index: np.ndarray) -> bool:
     verbatim in the indexed music."""
     if index is None or not len(index):
         return False
-    pairs = np.array(_pair_hashes(roll, None), dtype=np.int64)  # starting on every beat
+    pairs = np.array(_pair_hashes(roll), dtype=np.int64)
     if not len(pairs):
         return False
     found = np.searchsorted(index, pairs)

@@ -312,12 +312,12 @@ def _two_sample(fa: list, fb: list, n: int, folds: int, seed: int) -> float:
 
 # ------------------------------------------------------------------ copy check
 
-def bar_blocks(roll: Roll, length: int, every: int | None = None) -> dict:
+def bar_blocks(roll: Roll, length: int) -> dict:
     """Transposition-invariant keys (bytes) of the non-empty ``length``-step blocks of a roll,
-    by start step, for starts every ``every`` steps (default: on every beat)."""
+    by start step, starting on every beat."""
     notes = roll.notes
     out = {}
-    for start in range(0, max(roll.n_steps - length, 0) + 1, every or roll.steps_per_beat):
+    for start in range(0, max(roll.n_steps - length, 0) + 1, roll.steps_per_beat):
         inside = notes[(notes[:, START] < start + length) & (notes[:, END] > start)]
         if len(inside) == 0:
             continue
