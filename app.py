@@ -60,6 +60,14 @@ def _instrument_choices():
     return [("Model default", -1)] + [(f"{i} · {pretty_midi.program_to_instrument_name(i)}", i) for i in range(128)]
 
 
+def _example_label(seed: int, bars: int, tempo: int, program: int) -> str:
+    """What an example button says: 'Seed 42: 16 bars, Church Organ, 80 bpm'."""
+    import pretty_midi
+
+    instrument = f"{pretty_midi.program_to_instrument_name(program)}, " if program >= 0 else ""
+    return f"Seed {seed}: {bars} bars, {instrument}{tempo} bpm"
+
+
 try:  # ZeroGPU Spaces: a training run is a sequence of short GPU calls (musicgan.zerogpu)
     import spaces
 
@@ -572,13 +580,11 @@ def build() -> gr.Blocks:
                                api_name="upload_checkpoint")
                 # an example fills in the controls, then generates like the button (with this tab's session)
                 # labelled, not a table of eight columns (which a phone scrolls sideways)
-                examples = gr.Examples([[PRETRAINED, 0, 8, round(tempo_default), -1, 1.0, KEY_AUTO, METRE_AUTO],
-                                        [PRETRAINED, 42, 16, 80, 19, 0.9, KEY_AUTO, METRE_AUTO],
-                                        [PRETRAINED, 7, 8, 110, 52, 1.1, KEY_AUTO, METRE_AUTO]],
-                                       [ui.choice, seed, bars, *sound], label="Try one (one click makes music)",
-                                       example_labels=[f"Seed 0: 8 bars, {round(tempo_default)} bpm",
-                                                       "Seed 42: 16 bars, organ, 80 bpm",
-                                                       "Seed 7: 8 bars, choir, 110 bpm"])
+                rows = [[PRETRAINED, 0, 8, round(tempo_default), -1, 1.0, KEY_AUTO, METRE_AUTO],
+                        [PRETRAINED, 42, 16, 80, 19, 0.9, KEY_AUTO, METRE_AUTO],
+                        [PRETRAINED, 7, 8, 110, 52, 1.1, KEY_AUTO, METRE_AUTO]]
+                examples = gr.Examples(rows, [ui.choice, seed, bars, *sound], label="Try one (one click makes music)",
+                                       example_labels=[_example_label(*row[1:5]) for row in rows])
                 examples.load_input_event.then(generate, [ui.choice, seed, bars, *sound, session], outputs,
                                                api_name=False, **CPU)
 

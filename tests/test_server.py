@@ -215,7 +215,7 @@ def test_in_a_real_browser_train_then_generate_and_listen(server, browser):
     page.on("requestfinished", lambda request: fetched.append(request))
 
     # Generate tab: one click on an example makes music
-    page.get_by_role("button", name="Seed 42: 16 bars, organ, 80 bpm").click()
+    page.get_by_role("button", name="Seed 42: 16 bars, Church Organ, 80 bpm").click()
     expect(page.locator(".mg-roll canvas")).to_be_attached(timeout=60_000)
     expect(page.locator("a[href$='.mid']").first).to_be_attached(timeout=30_000)
     # the playable roll: clicking the middle seeks to the middle; playing moves the playhead on
