@@ -17,6 +17,9 @@ Starts the app on a free loopback port and prints four things, measured in one r
    (one thread, as the app runs it) in this process, median of 5, and the whole click through
    the server, median of 5.
 
+5. **Files left behind**: the size of the server's temporary folder (the visitors' session
+   folders and Gradio's cache) when the bench is done, and the most it reached.
+
 Only loopback addresses are ever contacted. Run it with nothing else busy on the machine.
 """
 from __future__ import annotations
@@ -25,10 +28,12 @@ import argparse
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -40,12 +45,13 @@ sys.path.insert(0, str(ROOT))
 PRETRAINED = "Pretrained: Bach chorales"
 
 
-def start_app() -> tuple[subprocess.Popen, str]:
+def start_app(tmp: Path) -> tuple[subprocess.Popen, str]:
+    """The app on a free loopback port, with ``tmp`` as its temporary folder (sessions and Gradio's cache)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False"}
+           "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
@@ -136,6 +142,16 @@ class Training:
         self.job.result(timeout=120)
 
 
+def folder_bytes(path: Path) -> int:
+    total = 0
+    for f in path.rglob("*"):
+        try:
+            total += f.stat().st_size if f.is_file() else 0
+        except OSError:  # removed while we looked
+            pass
+    return total
+
+
 def percentile(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
@@ -170,7 +186,15 @@ def main(argv=None) -> int:
 
     api.serve_on_shared_cores()  # this process's own pieces (part 4) run as the app's do
     library_piece(4, 1)  # load the model
-    proc, url = start_app()
+    tmp = Path(tempfile.mkdtemp(prefix="musicgan-load-"))
+    proc, url = start_app(tmp)
+    most, watching = [0], threading.Event()
+
+    def watch():  # the most the server's files reach, looked at every 2 s
+        while not watching.wait(2):
+            most[0] = max(most[0], folder_bytes(tmp))
+
+    threading.Thread(target=watch, daemon=True).start()
     try:
         alone_click, alone_piece = clicks(url), library_piece()
         print(f"alone on this machine: a 16-bar piece {alone_piece:.2f} s (library), {alone_click:.2f} s (click to audio)")
@@ -210,9 +234,14 @@ def main(argv=None) -> int:
         print(f"4. a 16-bar piece beside the training run: {beside_piece:.2f} s (library), {beside_click:.2f} s "
               f"(click to audio); beside a busy process: {busy_piece:.2f} s, {busy_click:.2f} s "
               f"(alone: {alone_piece:.2f} s, {alone_click:.2f} s)")
+        left = folder_bytes(tmp)
+        print(f"5. the server's temporary files (sessions and Gradio's cache): {left / 1e6:.1f} MB after the bench, "
+              f"at most {max(most[0], left) / 1e6:.1f} MB on the way")
     finally:
+        watching.set()
         proc.terminate()
         proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 1 if errors else 0
 
 
