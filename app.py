@@ -39,8 +39,9 @@ KEY_AUTO = METRE_AUTO = "From the seed"
 UPLOAD_LIMITS = data.Limits(max_files=200, max_file_bytes=4 * 1024 * 1024, max_zip_members=1000,
                             max_zip_bytes=64 * 1024 * 1024)
 MAX_UPLOAD = "32mb"
-LIMITS_TEXT = (f"Up to {UPLOAD_LIMITS.max_files} MIDI files or .zip archives, each file at most "
-               f"{UPLOAD_LIMITS.max_file_bytes // 2 ** 20} MB, uploads at most {MAX_UPLOAD.upper()}.")
+LIMITS_TEXT = (f"Up to {UPLOAD_LIMITS.max_files} MIDI files or .zip archives: each MIDI file at most "
+               f"{UPLOAD_LIMITS.max_file_bytes // 2 ** 20} MB, each file uploaded (a .zip too) at most "
+               f"{MAX_UPLOAD[:-2]} MB.")
 MAX_TRAIN_MINUTES = float(os.environ.get("MUSICGAN_MAX_TRAIN_MINUTES", 30))
 # the training settings the Train tab offers, in the order of its widgets (defaults and help: TrainConfig)
 SLOT_WAIT_S = 20.0  # how long Start waits for a job that is finishing before it says the server is busy
@@ -357,9 +358,13 @@ MAX_POINTS = 300  # per series: the page gets a light table however long the run
 
 def curves(history: list[dict], series: dict) -> pd.DataFrame:
     """The live plot's table (step, value, series) of the 'step' events: each series thinned to
-    at most MAX_POINTS points, each point the mean of the steps it stands for (GAN losses are noisy)."""
-    # a blank point of every series first: the page fixes the plot's colours by the series of its first table
-    rows = [(0.0, float("nan"), label) for label in series.values()]
+    at most MAX_POINTS points, each point the mean of the steps it stands for (GAN losses are noisy).
+    Every table spans the run's steps so far, so that the two plots share their step axis (the
+    critic's is empty until the GAN phase: without this it showed a lone '0.000000')."""
+    # a blank point of every series first: the page fixes the plot's colours by the series of its first
+    # table; and one at the latest step
+    last = float(max((h["step"] for h in history), default=0))
+    rows = [(step, float("nan"), label) for step in (0.0, last) for label in series.values()]
     for key, label in series.items():
         points = [(h["step"], h[key]) for h in history if key in h]
         k = max(1, -(-len(points) // MAX_POINTS))
@@ -484,6 +489,9 @@ CSS = """
 .mg-progress { height: 12px; background: #e6e6ef; border-radius: 6px; overflow: hidden; }
 .mg-progress-fill { height: 100%; background: #00798c; transition: width 0.5s; }
 .mg-progress-text { font-size: 0.9em; margin-top: 4px; }
+/* the plots' legends sit below their charts, outside the box Gradio sizes: let them show */
+.mg-curves, .mg-curves .wrap, .mg-curves svg.marks { overflow: visible !important; }
+.mg-curves { padding-bottom: 40px !important; }
 """
 
 
@@ -616,10 +624,11 @@ def build() -> gr.Blocks:
                 with gr.Row():
                     ui.losses = gr.LinePlot(curves([], LOSSES), x="step", y="value", color="series",
                                             label="Losses (live)", elem_id="curves", height=260, min_width=300,
+                                            y_title="loss", color_title="", elem_classes="mg-curves",
                                             color_map={v: COLORS[v] for v in LOSSES.values()})
                     ui.critic = gr.LinePlot(curves([], CRITIC), x="step", y="value", color="series", y_lim=[0, 1],
                                             label="Discriminator accuracy and sample diversity (from the GAN phase)",
-                                            height=260, min_width=300,
+                                            height=260, min_width=300, y_title="share", color_title="", elem_classes="mg-curves",
                                             color_map={v: COLORS[v] for v in CRITIC.values()})
                 ui.sample = gr.HTML(SAMPLE_PLACEHOLDER, label="Latest sample", js_on_load=PIANOROLL_JS,
                                     elem_id="sample")

@@ -264,6 +264,14 @@ def test_curves_thin_long_runs_and_average_what_they_drop():
     assert table.step.iloc[-1] == 1000
 
 
+def test_both_curves_span_the_steps_so_far_before_the_gan_phase():
+    history = [{"step": i + 1, "mle": 1.0} for i in range(40)]
+    losses, critic = app.curves(history, app.LOSSES), app.curves(history, app.CRITIC)
+    assert critic.dropna().empty  # nothing to draw yet, but the same axis as the losses
+    assert (critic.step.min(), critic.step.max()) == (losses.step.min(), losses.step.max()) == (0, 40)
+    assert set(critic.series) == set(app.CRITIC.values())
+
+
 def test_training_can_fine_tune_the_pretrained_model(session):
     app.read_uploads([str(p) for p in EXAMPLES[4:7]], session)
     out = last(app.train(session, 0.02, True, 16, 2, 1.0, False, 1e-4, 1e-3, poll_s=0.2))

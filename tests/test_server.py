@@ -243,6 +243,11 @@ def test_in_a_real_browser_train_then_generate_and_listen(server, browser):
     drawn = curve.get_attribute("d")
     time.sleep(2.5)
     assert curve.get_attribute("d") != drawn  # the plot grows while training runs
+    for plot, name in ((page.locator("#curves"), "likelihood loss"), (page.locator(".mg-curves").last, "D accuracy")):
+        # each line is named in a legend the visitor can see (it sat below the box, cut off)
+        legend = plot.locator("svg text", has_text=name).first.bounding_box()
+        box = plot.bounding_box()
+        assert box["y"] < legend["y"] and legend["y"] + legend["height"] <= box["y"] + box["height"], (legend, box)
     page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
     page.get_by_role("button", name="Stop (keeps the model)").click()
     page.get_by_text("stopped after").first.wait_for(timeout=60_000)
