@@ -464,9 +464,13 @@ def closeness(choice, session=None):
         except ValueError as e:
             raise gr.Error(str(e))
         path = session.save("closeness", {".png": result.png})[".png"]
-    text = (f"**{result.verdict}**\n\nCompared with {what}: a simple classifier told generated 4-bar clips "
-            f"from real ones {100 * result.two_sample:.0f}% of the time (50% would mean it cannot tell them "
-            f"apart). Generated music plays {result.generated['polyphony']:.1f} notes at once and "
+    against = "" if result.yardstick is None else (
+        f" It tells half of these real pieces from the other half {100 * result.yardstick:.0f}% of the time: "
+        f"clips of one piece share its key, metre and texture, so with few pieces that is the yardstick.")
+    text = (f"**{result.verdict}**\n\nCompared with {what}: a simple classifier told generated 4-bar clips, "
+            f"each in the key and metre of a real one, from real ones {100 * result.two_sample:.0f}% of the time "
+            f"(50% would mean it cannot tell them apart).{against} Generated music plays "
+            f"{result.generated['polyphony']:.1f} notes at once and "
             f"{result.generated['notes per bar']:.1f} notes per bar; the real music "
             f"{result.reference['polyphony']:.1f} and {result.reference['notes per bar']:.1f}.")
     return {ui.close_png: path, ui.close_text: text, ui.session: session}

@@ -188,14 +188,16 @@ def draw_windows(generator: Generator, seeds: list[int], n_steps: int, temperatu
 
 def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float = 1.0,
                  tempo_bpm: float = 100.0, program: int = 0, critic: Discriminator | None = None,
-                 candidates: int = 1, avoid: np.ndarray | None = None, key: int | None = None,
-                 metre: tuple | None = None) -> list[Roll]:
+                 candidates: int = 1, avoid: np.ndarray | None = None, key: int | list | None = None,
+                 metre: tuple | list | None = None) -> list[Roll]:
     """One piece per seed; with a ``critic``, each the critic's choice among ``candidates`` draws.
 
     ``key`` (:mod:`musicgan.keys`, for a model that takes one): the key of every piece; None
     draws each seed's key from the keys of the training music (:func:`key_for`). ``metre``: the
     metre of every piece, one the model knows; None draws each seed's from the metres of the
     training music (:func:`metre_for`). A piece is ``bars`` bars of its metre, and its MIDI says so.
+    Either may also be a list with one entry (a key, a metre or None) per seed; a seed's piece is
+    the same whichever way its key and metre are given.
 
     ``avoid``: a :mod:`musicgan.copyguard` index of the training music. A candidate that copies
     2 bars of it is passed over for the critic's next choice (or the next draw); when a whole
@@ -205,8 +207,12 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
     cfg = generator.cfg
     seeds = [int(s) for s in seeds]
     k = candidates if critic is not None else 1
-    seed_keys = [piece_key(s, generator, key) for s in seeds]
-    seed_metres = [piece_metre(s, generator, metre) for s in seeds]
+    keys_ = key if isinstance(key, list) else [key] * len(seeds)
+    metres_ = metre if isinstance(metre, list) else [metre] * len(seeds)
+    if len(keys_) != len(seeds) or len(metres_) != len(seeds):
+        raise ValueError("give one key and one metre per seed, or one for all")
+    seed_keys = [piece_key(s, generator, k_) for s, k_ in zip(seeds, keys_)]
+    seed_metres = [piece_metre(s, generator, m_) for s, m_ in zip(seeds, metres_)]
 
     def offered(tokens: np.ndarray, seed: int, piece_metre: tuple, round_: int = 0):
         """(first piece offered, first that does not copy or None) among one round's candidates."""

@@ -286,10 +286,14 @@ def two_sample_accuracy(a: list[Roll], b: list[Roll], folds: int = 5, seed: int 
     """Cross-validated accuracy of a logistic-regression classifier telling clips of ``a`` from
     clips of ``b`` (equal numbers of each). 0.5: indistinguishable; 1.0: always told apart.
     ``splits``: the mean over that many random draws and fold splits (one moves by about ±0.04)."""
-    n = min(len(a), len(b))
+    return features_two_sample([features(r) for r in a], [features(r) for r in b], folds, seed, splits)
+
+
+def features_two_sample(fa: list, fb: list, folds: int = 5, seed: int = 0, splits: int = 1) -> float:
+    """:func:`two_sample_accuracy` of clips already described by :func:`features`."""
+    n = min(len(fa), len(fb))
     if n < folds:
         raise ValueError(f"the two-sample test needs at least {folds} clips on each side")
-    fa, fb = [features(r) for r in a], [features(r) for r in b]
     return float(np.mean([_two_sample(fa, fb, n, folds, seed + k) for k in range(splits)]))
 
 

@@ -192,7 +192,7 @@ def piano_roll_png(roll: Roll, title: str = "", pitch_range: tuple | None = None
     return buf.getvalue()
 
 
-def closeness_png(generated: dict, reference: dict, accuracy: float) -> bytes:
+def closeness_png(generated: dict, reference: dict, accuracy: float, yardstick: float | None = None) -> bytes:
     """Generated vs. reference side by side: pitch classes, note lengths, polyphony, notes per bar."""
     import matplotlib
 
@@ -220,7 +220,8 @@ def closeness_png(generated: dict, reference: dict, accuracy: float) -> bytes:
         ax.bar([0, 1], [reference[key], generated[key]], color=[colors["real"], colors["generated"]])
         ax.set_xticks([0, 1], ["real", "gen."], fontsize=8)
         ax.set_title(key, fontsize=10)
-    fig.suptitle(f"two-sample classifier accuracy {accuracy:.2f} (0.50 = indistinguishable)", fontsize=10)
+    against = "" if yardstick is None else f"; real against real: {yardstick:.2f}"
+    fig.suptitle(f"two-sample classifier accuracy {accuracy:.2f} (0.50 = indistinguishable{against})", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -311,6 +311,36 @@ def test_leaving_the_page_stops_its_training_job(session):
 def test_closeness_panel_for_the_pretrained_model(session):
     out = app.closeness(app.PRETRAINED, session)
     assert open(out[ui("close_png")], "rb").read(4) == b"\x89PNG" and "%" in out[ui("close_text")]
+    assert "half of these real pieces from the other half" in out[ui("close_text")]  # the yardstick
+
+
+def test_closeness_reads_the_score_against_the_real_pieces_told_from_one_another():
+    from musicgan import data
+
+    model, rolls = api.load_model(), data.load(EXAMPLES).rolls
+    result = api.closeness(model, rolls)
+    # 10 chorales are few: clips of one piece share its key, metre and texture, so the classifier
+    # tells half of them from the other half well above chance, and that is the yardstick
+    assert 0.5 < result.yardstick < 1 and 0 < result.two_sample <= 1
+    assert result.verdict == api.verdict(result.two_sample, result.yardstick)
+    assert api.closeness(model, rolls[:3]).yardstick is None  # too few pieces to halve
+    assert api.verdict(0.74, 0.72).startswith("As close as this music can show")
+    assert api.verdict(0.9, 0.52).startswith("Recognisably related") and api.verdict(0.9).startswith("Recognisably")
+    assert api.verdict(0.98, 0.55).startswith("Far")
+
+
+def test_keys_and_metres_can_be_given_one_per_seed():
+    from musicgan import generate
+
+    g = api.load_model().generator
+    keys, metres = [0, 13, None], [(3, 4), None, (4, 4)]
+    together = generate.sample_rolls(g, [3, 4, 5], bars=2, key=keys, metre=metres)
+    for seed, key, metre, piece in zip([3, 4, 5], keys, metres, together):
+        alone = generate.sample_rolls(g, [seed], bars=2, key=key, metre=metre)[0]
+        assert np.array_equal(alone.notes, piece.notes) and alone.time_signatures == piece.time_signatures
+    assert together[0].time_signatures[0][1:] == (3, 4)
+    with pytest.raises(ValueError, match="one key and one metre per seed"):
+        generate.sample_rolls(g, [1, 2], bars=2, key=[0])
 
 
 # --------------------------------------------------------------------------- audio
