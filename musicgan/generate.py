@@ -119,9 +119,9 @@ def sample_tokens(generator: Generator, z: torch.Tensor, step_noise: torch.Tenso
     return tokens.numpy()
 
 
-def _roll_meta(cfg, tempo_bpm, program, name, piece_metre):
+def _roll_meta(cfg, tempo_bpm, program, name, piece_metre, key=None):
     return {"steps_per_beat": cfg.steps_per_beat, "tempos": ((0, float(tempo_bpm)),),
-            "time_signatures": ((0, *piece_metre),), "program": int(program), "name": name}
+            "time_signatures": ((0, *piece_metre),), "program": int(program), "name": name, "key": key}
 
 
 def _check(bars: int, temperature: float):
@@ -214,13 +214,13 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
     seed_keys = [piece_key(s, generator, k_) for s, k_ in zip(seeds, keys_)]
     seed_metres = [piece_metre(s, generator, m_) for s, m_ in zip(seeds, metres_)]
 
-    def offered(tokens: np.ndarray, seed: int, piece_metre: tuple, round_: int = 0):
+    def offered(tokens: np.ndarray, seed: int, piece_metre: tuple, seed_key, round_: int = 0):
         """(first piece offered, first that does not copy or None) among one round's candidates."""
         first = None
         by_critic = critic is not None and len(tokens) > 1
         for j in choose(critic, tokens, seed + round_, piece_metre) if by_critic else range(len(tokens)):
             roll = voices.decode(tokens[j], cfg.pitch_low,
-                                 **_roll_meta(cfg, tempo_bpm, program, f"seed {seed}", piece_metre))
+                                 **_roll_meta(cfg, tempo_bpm, program, f"seed {seed}", piece_metre, seed_key))
             first = roll if first is None else first
             if avoid is None or not copyguard.copies(roll, avoid):
                 return first, roll
@@ -232,13 +232,13 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
         group, group_keys = [seeds[i] for i in where], [seed_keys[i] for i in where]
         drawn = _draw(generator, group, 0, k, n_steps, temperature, group_keys, piece_metre_)
         for i, seed, seed_key, tokens in zip(where, group, group_keys, drawn):
-            first, kept = offered(tokens, seed, piece_metre_)
+            first, kept = offered(tokens, seed, piece_metre_, seed_key)
             size, done = max(k, GUARD_ROUND), k
             for round_ in range(1, GUARD_ROUNDS + 1):
                 if kept is not None:
                     break
                 more = _draw(generator, [seed], done, size, n_steps, temperature, [seed_key], piece_metre_)[0]
-                kept = offered(more, seed, piece_metre_, round_)[1]
+                kept = offered(more, seed, piece_metre_, seed_key, round_)[1]
                 done += size
             pieces[i] = first if kept is None else kept
     return pieces
@@ -259,6 +259,7 @@ def interpolate_rolls(generator: Generator, seed_a: int, seed_b: int, n: int = 5
     (za, na), (zb, nb) = noise_for(seed_a, n_steps, cfg), noise_for(seed_b, n_steps, cfg)
     ts = [i / (n - 1) for i in range(n)]
     z = torch.stack([slerp(za, zb, t) for t in ts])
+    ka = kb = None
     if cfg.key_input:
         ka, kb = piece_key(seed_a, generator, key), piece_key(seed_b, generator, key)
         one_hot = F.one_hot(torch.tensor([ka, kb]), KEYS).float()
@@ -266,7 +267,7 @@ def interpolate_rolls(generator: Generator, seed_a: int, seed_b: int, n: int = 5
     step_noise = torch.stack([slerp(na, nb, t) for t in ts])
     tokens = sample_tokens(generator, z, step_noise, piece_metre_, temperature)
     return [voices.decode(tok, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"{seed_a}->{seed_b} {t:.2f}",
-                                                           piece_metre_))
+                                                           piece_metre_, ka if t < 0.5 else kb))
             for tok, t in zip(tokens, ts)]
 
 
@@ -286,10 +287,11 @@ def variation_rolls(generator: Generator, seed: int, n: int = 4, amount: float =
         zi, ni = noise_for(seed * 7919 + 104729 * i, n_steps, cfg)
         zs.append(math.cos(angle) * z0 + math.sin(angle) * zi)
         ns.append(math.cos(angle) * n0 + math.sin(angle) * ni)
-    z = _conditioned(generator, torch.stack(zs), piece_key(seed, generator, key))
+    in_key = piece_key(seed, generator, key)
+    z = _conditioned(generator, torch.stack(zs), in_key)
     tokens = sample_tokens(generator, z, torch.stack(ns), piece_metre_, temperature)
     return [voices.decode(tok, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"seed {seed} variation {i}",
-                                                           piece_metre_))
+                                                           piece_metre_, in_key))
             for i, tok in enumerate(tokens, 1)]
 
 
@@ -340,7 +342,7 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
 
         def as_roll(tokens: np.ndarray) -> Roll:
             decoded = voices.decode(tokens, cfg.pitch_low, name=f"{opened.name} continued, seed {seed}",
-                                    time_signatures=ts, **meta)
+                                    time_signatures=ts, key=key, **meta)
             return _joined(opened, decoded, P)
 
         def offered(tokens: np.ndarray, round_: int):
@@ -399,8 +401,10 @@ def concatenate(rolls: list[Roll], gap_steps: int = 0) -> Roll:
         offset += -(-length // bar) * bar + gap_steps
     first = rolls[0]
     kept = [row for i, row in enumerate(signatures) if i == 0 or row[1:] != signatures[i - 1][1:]]
+    same_key = len({roll.key for roll in rolls}) == 1  # (an interpolation may walk between two)
     return Roll(notes=midi._sorted_notes(np.concatenate(parts)), steps_per_beat=first.steps_per_beat,
-                tempos=first.tempos, time_signatures=tuple(kept), program=first.program, name=first.name)
+                tempos=first.tempos, time_signatures=tuple(kept), program=first.program, name=first.name,
+                key=first.key if same_key else None)
 
 
 def load_model(path=None) -> ckpt.Checkpoint:

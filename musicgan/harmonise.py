@@ -316,7 +316,7 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
         j = choose(critic, drawn, seed, first_metre)[0] if k > 1 else 0
         decoded = voices.decode(drawn[j], cfg.pitch_low, name=f"{line_roll.name or WHAT[line.voice]} harmonised, seed {seed}",
                                 steps_per_beat=cfg.steps_per_beat, tempos=line_roll.tempos,
-                                time_signatures=line_roll.time_signatures, program=line_roll.program)
+                                time_signatures=line_roll.time_signatures, program=line_roll.program, key=key)
         pieces.append(_with_line(decoded, line_roll))
     return pieces
 

@@ -57,3 +57,11 @@ def parse(text: str) -> int:
 
 
 NAMES = [name(k) for k in range(KEYS)]
+# each key's signature as MIDI files name it (mido's spelling), with the fewer accidentals
+_SIGNATURES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B",
+               "Cm", "C#m", "Dm", "Ebm", "Em", "Fm", "F#m", "Gm", "G#m", "Am", "Bbm", "Bm")
+
+
+def signature(key: int) -> str:
+    """The key signature of a key, as a MIDI key_signature message names it ('Eb', 'F#m')."""
+    return _SIGNATURES[key]

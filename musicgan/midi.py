@@ -78,6 +78,9 @@ class Roll:
         grid three times finer keeps (triplets, swing): (moved, kept by thirds).
     name : str
         Where the roll came from (file name), for messages.
+    key : int or None
+        The key the music is in (:mod:`musicgan.keys`) when it is known (the model wrote in it):
+        written to MIDI as its key signature. Reading a file leaves it None.
     """
 
     notes: np.ndarray
@@ -88,6 +91,7 @@ class Roll:
     drum_notes: int = 0
     name: str = ""
     off_grid: tuple = (0, 0)
+    key: int | None = None
 
     @property
     def n_steps(self) -> int:
@@ -480,6 +484,10 @@ def to_midi_bytes(roll: Roll, program: int | None = None, tempo_bpm: float | Non
               for step, bpm in tempos]
     events += [(step, 1, mido.MetaMessage("time_signature", numerator=num, denominator=den))
                for step, num, den in roll.time_signatures]
+    if roll.key is not None:  # notation programs then write the piece with its key's sharps or flats
+        from .keys import signature
+
+        events.append((0, 2, mido.MetaMessage("key_signature", key=signature(roll.key))))
     _append_timed(meta, sorted(events, key=lambda e: (e[0], e[1])), ticks_per_step)
 
     program = roll.program if program is None else program

@@ -329,6 +329,27 @@ def test_closeness_reads_the_score_against_the_real_pieces_told_from_one_another
     assert api.verdict(0.98, 0.55).startswith("Far")
 
 
+def test_every_kind_of_piece_writes_the_key_it_is_in_as_its_key_signature(tmp_path):
+    import io
+
+    import mido
+
+    from musicgan import keys
+
+    def signature(piece):
+        return [m.key for m in mido.MidiFile(file=io.BytesIO(piece.midi)).tracks[0] if m.type == "key_signature"]
+
+    model = api.load_model()
+    for seed in range(4):
+        piece = api.compose(model, seed=seed, bars=2, audio=False)
+        assert signature(piece) == [keys.signature(piece.roll.key)] and keys.name(piece.roll.key) in piece.description
+    assert signature(api.compose(model, seed=0, bars=2, key=keys.parse("Eb minor"), audio=False)) == ["Ebm"]
+    # a continuation is in its opening's key, a harmonisation in its line's (as the model was told)
+    for piece in (api.compose_continuation(model, EXAMPLES[0], seed=1, bars=2, audio=False),
+                  api.compose_harmonisation(model, EXAMPLES[0], seed=1, audio=False)):
+        assert piece.roll.key is not None and signature(piece) == [keys.signature(piece.roll.key)]
+
+
 def test_keys_and_metres_can_be_given_one_per_seed():
     from musicgan import generate
 

@@ -1,4 +1,5 @@
 """musicgan.midi: reading real-world MIDI into a Roll and writing it back."""
+import dataclasses
 import io
 
 import numpy as np
@@ -217,3 +218,21 @@ def test_random_garbage_after_a_header_never_escapes_as_another_error():
             midi.read(data)
         except MidiError:
             pass
+
+
+def test_a_roll_in_a_known_key_writes_its_key_signature():
+    import mido
+
+    from musicgan import keys
+
+    roll = midi.Roll(notes=np.array([[60, 0, 4, 80], [64, 4, 8, 80]], dtype=np.int32))
+    assert not [m for m in mido.MidiFile(file=io.BytesIO(midi.to_midi_bytes(roll))).tracks[0]
+                if m.type == "key_signature"]  # a key nobody told us: none written
+    for key in range(keys.KEYS):
+        written = mido.MidiFile(file=io.BytesIO(midi.to_midi_bytes(dataclasses.replace(roll, key=key))))
+        found = [m.key for m in written.tracks[0] if m.type == "key_signature"]
+        assert found == [keys.signature(key)]
+        # the signature names the same key: its tonic and mode
+        assert keys.parse(found[0].rstrip("m") + (" minor" if found[0].endswith("m") else " major")) == key
+    # as few accidentals as the key allows: Db major (5 flats), not C# (7 sharps); G# minor, not Ab minor
+    assert keys.signature(1) == "Db" and keys.signature(20) == "G#m"
