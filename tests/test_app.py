@@ -325,7 +325,8 @@ def test_closeness_reads_the_score_against_the_real_pieces_told_from_one_another
     assert result.verdict == api.verdict(result.two_sample, result.yardstick)
     assert api.closeness(model, rolls[:3]).yardstick is None  # too few pieces to halve
     assert api.verdict(0.74, 0.72).startswith("As close as this music can show")
-    assert api.verdict(0.9, 0.52).startswith("Recognisably related") and api.verdict(0.9).startswith("Recognisably")
+    assert api.verdict(0.8, 0.52).startswith("Recognisably related") and api.verdict(0.8).startswith("Recognisably")
+    assert api.verdict(0.645, 0.567).startswith("Close")
     assert api.verdict(0.98, 0.55).startswith("Far")
 
 
