@@ -17,6 +17,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Callable
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -44,18 +45,24 @@ class Piece:
 
 
 @lru_cache(maxsize=4)
-def _cached_model(path: str, mtime: float) -> ckpt.Checkpoint:
+def _cached_model(path: str, stamp: tuple) -> ckpt.Checkpoint:
     return ckpt.load(path)
+
+
+def model_stamp(path=None) -> tuple[str, tuple]:
+    """(the checkpoint's path, (name, time changed, size) of each of its files): what names a
+    model's music (the pretrained default when ``path`` is None). CheckpointError when there is none."""
+    p = Path(path) if path else generate.DEFAULT_CHECKPOINT
+    try:
+        files = sorted(p.iterdir()) if p.is_dir() else [p]
+        return str(p), tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    except OSError:
+        raise ckpt.CheckpointError(f"{p}: no such checkpoint") from None
 
 
 def load_model(path=None) -> ckpt.Checkpoint:
     """A checkpoint (the pretrained default when ``path`` is None), cached while unchanged."""
-    p = Path(path) if path else generate.DEFAULT_CHECKPOINT
-    try:
-        mtime = max(f.stat().st_mtime for f in ([p] + list(p.iterdir()) if p.is_dir() else [p]))
-    except OSError:
-        raise ckpt.CheckpointError(f"{p}: no such checkpoint") from None
-    return _cached_model(str(p), mtime)
+    return _cached_model(*model_stamp(path))
 
 
 def _piece(roll: Roll, description: str, audio: bool, given: np.ndarray | None = None) -> Piece:
@@ -376,6 +383,10 @@ def web_sound(piece: Piece) -> WebPiece:
                     piece.given)
 
 
+def _size(piece: WebPiece) -> int:
+    return len(piece.midi) + len(piece.mp3) + piece.roll.notes.nbytes
+
+
 def _drawn_together(model_path: str | None, seeds: list[int], arguments: dict) -> list[Piece]:
     return compose_many(load_model(model_path), seeds, **arguments)
 
@@ -395,6 +406,8 @@ def _leave_with(parent: int) -> None:
 
 
 TOGETHER = 8  # at most this many visitors' pieces are drawn in one batch (8: about 2.5x the time of one)
+KEPT_BYTES = 48 * 2 ** 20  # finished pieces kept to hand out again (the examples, seed 0 ...), at most this much
+KEPT_KINDS = ("piece", "interpolation", "variations")  # the kinds made from seeds alone (not from uploads)
 
 
 class Composers:
@@ -421,6 +434,8 @@ class Composers:
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self._waiting: dict[tuple, list[tuple[int, Future]]] = {}  # by (model, arguments): (seed, its piece)
+        self._kept: OrderedDict = OrderedDict()  # finished pieces by what made them, the latest used last
+        self.kept_hits = 0  # pieces handed out again (for tests and benches)
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -443,10 +458,35 @@ class Composers:
             future.result()
 
     def web_piece(self, kind: str, model_path: str | None = None, **arguments) -> WebPiece:
+        """:func:`web_piece`, made in a worker, or handed out again when the same model (unchanged
+        since) made it with the same arguments: the same model and arguments always give the
+        same music, and on a Space many visitors click the same examples and start from seed 0."""
+        name = (kind, model_stamp(model_path), tuple(sorted(arguments.items()))) if kind in KEPT_KINDS else None
+        try:
+            hash(name)
+        except TypeError:  # an argument that names no piece by value
+            name = None
+        with self._lock:
+            if name in self._kept:
+                self._kept.move_to_end(name)
+                self.kept_hits += 1
+                return self._kept[name]
         if kind == "piece":
+            arguments = dict(arguments)
             piece = self._drawn(model_path, arguments.pop("seed"), arguments)
-            return self._run(web_sound, piece)
-        return self._run(web_piece, kind, model_path, **arguments)
+            made = self._run(web_sound, piece)
+        else:
+            made = self._run(web_piece, kind, model_path, **arguments)
+        if name is not None:
+            self._keep(name, made)
+        return made
+
+    def _keep(self, name: tuple, made: WebPiece) -> None:
+        """Keep a finished piece, forgetting the least recently used beyond KEPT_BYTES."""
+        with self._lock:
+            self._kept[name] = made
+            while sum(_size(p) for p in self._kept.values()) > KEPT_BYTES and len(self._kept) > 1:
+                self._kept.popitem(last=False)
 
     def _run(self, fn, *args, **kwargs):
         """``fn`` in a worker, holding a CPU slot (it goes before the draws that wait)."""

@@ -469,6 +469,30 @@ def test_a_draw_that_cannot_start_says_so_and_frees_its_slot():
     assert pool.slots._busy == 0 and not pool._waiting
 
 
+def test_a_piece_made_before_is_handed_out_again_until_its_model_changes(tmp_path):
+    import os
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(ROOT / "checkpoints" / "bach-chorales", model)
+    pool = api.Composers(1, api.CpuSlots(cores=1))
+    arguments = {"bars": 2, "tempo_bpm": 100.0, "program": None, "temperature": 1.0, "key": None, "metre": None}
+    try:
+        first = pool.web_piece("piece", str(model), seed=3, **arguments)
+        assert pool.web_piece("piece", str(model), seed=3, **arguments) is first  # the examples, seed 0 ...
+        assert pool.batches == [1] and pool.kept_hits == 1
+        assert pool.web_piece("piece", str(model), seed=4, **arguments) is not first and pool.batches == [1, 1]
+        later = os.stat(model / "model.safetensors").st_mtime + 10
+        os.utime(model / "model.safetensors", (later, later))  # a model trained again in the same place
+        again = pool.web_piece("piece", str(model), seed=3, **arguments)
+        assert again is not first and pool.batches == [1, 1, 1] and again.midi == first.midi
+        walk = dict(seed_a=1, seed_b=2, steps=2, bars=2, tempo_bpm=100.0, program=None, temperature=1.0, key=None,
+                    metre=None)
+        assert pool.web_piece("interpolation", str(model), **walk) is pool.web_piece("interpolation", str(model), **walk)
+    finally:
+        pool.close()
+
+
 def test_cpu_slots_go_in_turn_and_those_behind_go_last():
     import threading
 
