@@ -350,9 +350,10 @@ def progress_html(fraction: float, elapsed_s: float, text: str, done: bool = Fal
 
 
 LOSSES = {"mle": "likelihood loss", "d_loss": "D loss", "g_loss": "G loss"}
-CRITIC = {"d_accuracy": "D accuracy", "diversity": "diversity of samples", "diversity_real": "diversity of real data"}
+# (short names: each plot's legend is one row, and it must fit a phone's width)
+CRITIC = {"d_accuracy": "D accuracy", "diversity": "diversity", "diversity_real": "real diversity"}
 COLORS = {"likelihood loss": "#00798c", "D loss": "#d1495b", "G loss": "#edae49", "D accuracy": "#d1495b",
-          "diversity of samples": "#30638e", "diversity of real data": "#999999"}
+          "diversity": "#30638e", "real diversity": "#999999"}
 MAX_POINTS = 300  # per series: the page gets a light table however long the run
 
 
@@ -631,7 +632,7 @@ def build() -> gr.Blocks:
                                             y_title="loss", color_title="", elem_classes="mg-curves",
                                             color_map={v: COLORS[v] for v in LOSSES.values()})
                     ui.critic = gr.LinePlot(curves([], CRITIC), x="step", y="value", color="series", y_lim=[0, 1],
-                                            label="Discriminator accuracy and sample diversity (from the GAN phase)",
+                                            label="D accuracy and diversity (GAN phase)",
                                             height=260, min_width=300, y_title="share", color_title="", elem_classes="mg-curves",
                                             color_map={v: COLORS[v] for v in CRITIC.values()})
                 ui.sample = gr.HTML(SAMPLE_PLACEHOLDER, label="Latest sample", js_on_load=PIANOROLL_JS,

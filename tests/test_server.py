@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import app
 from musicgan import midi
 
 from conftest import EXAMPLES, ROOT
@@ -144,6 +145,18 @@ def wait_for_steps(page, at_least: int = 2, timeout_ms: int = 120_000):
         timeout=timeout_ms)
 
 
+def legends_inside_their_plots(page):
+    """Each line of the live plots is named in a legend the visitor can see (it sat below the box,
+    cut off; on a phone the critic's ran off the side)."""
+    for plot, names in ((page.locator("#curves"), app.LOSSES.values()), (page.locator(".mg-curves").last,
+                                                                          app.CRITIC.values())):
+        box = plot.bounding_box()
+        for name in names:
+            legend = plot.locator("svg text", has_text=name).first.bounding_box()
+            assert box["y"] < legend["y"] and legend["y"] + legend["height"] <= box["y"] + box["height"], (name, legend, box)
+            assert box["x"] <= legend["x"] and legend["x"] + legend["width"] <= box["x"] + box["width"], (name, legend, box)
+
+
 def train_and_stop(page):
     start_training(page)
     wait_for_steps(page, 5)
@@ -243,11 +256,7 @@ def test_in_a_real_browser_train_then_generate_and_listen(server, browser):
     drawn = curve.get_attribute("d")
     time.sleep(2.5)
     assert curve.get_attribute("d") != drawn  # the plot grows while training runs
-    for plot, name in ((page.locator("#curves"), "likelihood loss"), (page.locator(".mg-curves").last, "D accuracy")):
-        # each line is named in a legend the visitor can see (it sat below the box, cut off)
-        legend = plot.locator("svg text", has_text=name).first.bounding_box()
-        box = plot.bounding_box()
-        assert box["y"] < legend["y"] and legend["y"] + legend["height"] <= box["y"] + box["height"], (legend, box)
+    legends_inside_their_plots(page)
     page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
     page.get_by_role("button", name="Stop (keeps the model)").click()
     page.get_by_text("stopped after").first.wait_for(timeout=60_000)
@@ -320,6 +329,9 @@ def test_the_page_on_a_phone(server, browser):
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390, example.inner_text()
     page.locator(".mg-roll").scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "phone.png"), full_page=True)
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#curves svg text").first.wait_for()
+    legends_inside_their_plots(page)
     context.close()
 
 
