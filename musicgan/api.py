@@ -54,8 +54,8 @@ def model_stamp(path=None) -> tuple[str, tuple]:
     model's music (the pretrained default when ``path`` is None). CheckpointError when there is none."""
     p = Path(path) if path else generate.DEFAULT_CHECKPOINT
     try:
-        files = sorted(p.iterdir()) if p.is_dir() else [p]
-        return str(p), tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+        stats = [(f.name, f.stat()) for f in (sorted(p.iterdir()) if p.is_dir() else [p])]
+        return str(p), tuple((name, st.st_mtime_ns, st.st_size) for name, st in stats)
     except OSError:
         raise ckpt.CheckpointError(f"{p}: no such checkpoint") from None
 
@@ -256,20 +256,21 @@ def closeness(model: ckpt.Checkpoint, reference: list[Roll], n: int = 60, bars: 
     fake = generate.sample_rolls(model.generator, range(1000, 1000 + count), bars,
                                  key=[real_keys[i % len(real)] if cfg.key_input else None for i in range(count)],
                                  metre=[m if m in cfg.metres else None for m in at], **model.sampling)
-    accuracy = metrics.two_sample_accuracy(fake, real, splits=SPLITS)
+    real_features = [metrics.features(r) for r in real]  # (described once: the comparison and the yardstick)
+    accuracy = metrics.features_two_sample([metrics.features(f) for f in fake], real_features, splits=SPLITS)
     g, r = _profile(fake), _profile(real)
-    yardstick = _yardstick(real, np.array(piece_of))
+    yardstick = _yardstick(real_features, np.array(piece_of))
     return Closeness(accuracy, yardstick, verdict(accuracy, yardstick), g, r,
                      render.closeness_png(g, r, accuracy, yardstick))
 
 
-def _yardstick(real: list[Roll], piece_of: np.ndarray) -> float | None:
-    """The two-sample accuracy of half the pieces' clips against the other half's, averaged over
-    HALVINGS random halvings (the same every time); None with fewer than 4 pieces or 5 clips a side."""
+def _yardstick(features: list, piece_of: np.ndarray) -> float | None:
+    """The two-sample accuracy of half the pieces' clips (their :func:`metrics.features`) against
+    the other half's, averaged over HALVINGS random halvings (the same every time); None with
+    fewer than 4 pieces or 5 clips a side."""
     pieces = np.unique(piece_of)
     if len(pieces) < 4:
         return None
-    features = [metrics.features(r) for r in real]
     rng, scores = np.random.default_rng(0), []
     for k in range(HALVINGS):
         half = set(rng.permutation(pieces)[: len(pieces) // 2].tolist())
