@@ -35,7 +35,8 @@ COPY_INDEX = "copyguard.pairs"
 READERS = {"top": ("harmoniser", "harmoniser."), "bottom": ("bass_harmoniser", "bass_harmoniser.")}
 # the generator's sampling biases (Generator.onset_bias, .rest_bias): not weights, saved beside them
 SAMPLING_BIASES = {"onset_bias": "sampling.onset_bias", "rest_bias": "sampling.rest_bias",
-                   "tonal_bias": "sampling.tonal_bias", "parallel_bias": "sampling.parallel_bias"}
+                   "tonal_bias": "sampling.tonal_bias", "parallel_bias": "sampling.parallel_bias",
+                   "interval_bias": "sampling.interval_bias"}
 
 
 class CheckpointError(ValueError):

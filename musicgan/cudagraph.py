@@ -10,7 +10,7 @@ an H100 the critic step ran 4.5x faster at batch 64 and 2.9x at 512 (``bench/gpu
 A replay runs the same kernels on the same memory: the weights are read where they live, so a
 graph stays right while the optimiser updates them in place, and the draw's inputs are copied
 into the graph's own tensors first. What picks the loop's path on the host (the shapes, the
-parallels penalty, whether a tonal bias is set) is part of the graph's key: when it changes (the
+parallels penalty, whether a tonal or interval bias is set) is part of the graph's key: when it changes (the
 calibration at the switch to the adversarial phase), the draw is recorded again.
 
 On a CPU (or with ``enabled=False``) :class:`Draw` is the generator's own draw, unchanged.
@@ -42,10 +42,10 @@ class Draw:
         if not self.on(z):
             return self.G.sample(z, noise, codes)
         G = self.G
-        beta, tonal = float(G.parallel_bias), bool(G.tonal_bias.any())
-        key = (tuple(z.shape), tuple(noise.shape), tuple(codes.shape), z.dtype, beta, tonal)
+        beta, tonal, harmony = float(G.parallel_bias), bool(G.tonal_bias.any()), bool(G.interval_bias.any())
+        key = (tuple(z.shape), tuple(noise.shape), tuple(codes.shape), z.dtype, beta, tonal, harmony)
         if key != self.key:
-            self._record(z, noise, codes, beta, tonal)
+            self._record(z, noise, codes, beta, tonal, harmony)
             self.key = key
         self.z.copy_(z)
         self.noise.copy_(noise)
@@ -54,11 +54,11 @@ class Draw:
         tokens = self.tokens.clone()
         return tokens, F.one_hot(tokens, G.cfg.vocab).float()
 
-    def _draw(self, beta: float, tonal: bool) -> torch.Tensor:
+    def _draw(self, beta: float, tonal: bool, harmony: bool) -> torch.Tensor:
         return self.G._draw_fast(self.z, gumbel_from_normal(self.noise), self.codes, 1.0,
-                                 parallel_bias=beta, tonal=tonal)
+                                 parallel_bias=beta, tonal=tonal, harmony=harmony)
 
-    def _record(self, z, noise, codes, beta: float, tonal: bool) -> None:
+    def _record(self, z, noise, codes, beta: float, tonal: bool, harmony: bool) -> None:
         self.graph = None  # (frees the last graph's memory first)
         self.z, self.noise, self.codes = z.clone(), noise.clone(), codes.clone()
         # a few eager runs on a side stream first, as torch.cuda.graph asks (libraries set up their
@@ -67,9 +67,9 @@ class Draw:
         side.wait_stream(torch.cuda.current_stream(z.device))
         with torch.cuda.stream(side):
             for _ in range(2):
-                self._draw(beta, tonal)
+                self._draw(beta, tonal, harmony)
         torch.cuda.current_stream(z.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.tokens = self._draw(beta, tonal)
+            self.tokens = self._draw(beta, tonal, harmony)
         self.captures += 1

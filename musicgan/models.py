@@ -258,6 +258,21 @@ def parallel_rate(tokens) -> tuple[int, int]:
     return count, tokens.shape[0] * max(tokens.shape[1] - 1, 0)
 
 
+def interval_counts(tokens) -> np.ndarray:
+    """(12,) how often each interval class (semitones apart, octaves folded) sounds between two
+    voices in tokens (N, T, V), counted at the steps where some voice strikes a note: the vertical
+    intervals a listener hears (what ``Generator.interval_bias`` is fitted to)."""
+    tokens = torch.as_tensor(np.asarray(tokens)).long()
+    s = sounding(tokens)
+    onset = (tokens >= FIRST_PITCH).any(-1)
+    counts = torch.zeros(12, dtype=torch.float64)
+    for v in range(1, tokens.shape[-1]):
+        for u in range(v):
+            both = onset & (s[..., u] >= FIRST_PITCH) & (s[..., v] >= FIRST_PITCH)
+            counts += torch.bincount(((s[..., u] - s[..., v]).abs() % 12)[both], minlength=12).double()
+    return counts.numpy()
+
+
 def sharpen_pitches(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """(B, K) logits with the choice *among pitches* made at ``temperature`` (below 1: the likelier
     pitches likelier still), while the chance of striking a note at all, against holding or
@@ -330,6 +345,11 @@ class Generator(nn.Module):
         # fifths or octaves with a voice above it that has just moved (see parallel_targets):
         # fitted so that draws move in parallels as often as the music does (0: never penalised)
         self.register_buffer("parallel_bias", torch.zeros(1), persistent=False)
+        # ... and added to the logits of a voice's note by the interval class (0-11 semitones, the
+        # octaves folded) it makes with each voice above it that sounds, for a new note and for a
+        # held one alike (a hold by the pitch it keeps): fitted so that draws sound the vertical
+        # intervals of the music as often as it does (see interval_shares)
+        self.register_buffer("interval_bias", torch.zeros(12), persistent=False)
         self.lstm = nn.LSTM(V * E + cfg.cond_dim + cfg.frame_dim, H, cfg.layers, batch_first=True)
         self.heads = nn.ModuleList(
             nn.Sequential(nn.Linear(H + V * E, H), nn.ReLU(), nn.Linear(H, K)) for _ in range(V))
@@ -368,6 +388,24 @@ class Generator(nn.Module):
         table = z.new_zeros(KEYS, K)  # key -> its bias on every token (rest and hold: none)
         table[:, FIRST_PITCH:] = self.tonal_bias[mode[:, None], (pitch_class[None] - tonic[:, None]) % 12]
         return z[:, self.cfg.latent_dim:self.cfg.latent_dim + KEYS] @ table
+
+    def _interval_table(self, harmony: bool | None = None) -> torch.Tensor | None:
+        """(K, K): row a, the interval bias on every token of a voice below one that sounds
+        token a (zero where either is not a pitch); None when it is all zero (``harmony``: whether
+        it is not, when the caller knows, as for ``tonal`` in :meth:`_tonal_rows`)."""
+        if self.cfg.voices < 2 or not (self.interval_bias.any() if harmony is None else harmony):
+            return None
+        K = self.cfg.vocab
+        token = torch.arange(K, device=self.interval_bias.device)
+        table = self.interval_bias[(token[:, None] - token[None]).abs() % 12]
+        pitch = token >= FIRST_PITCH
+        return table * (pitch[:, None] & pitch[None]).to(table.dtype)
+
+    @staticmethod
+    def _interval_term(acc: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """(B, K): one voice's interval bias from ``acc``, the sum of the table rows of the voices
+        above it, with the hold's entry that of the pitch the voice holds (``own``, (B,))."""
+        return acc.scatter(1, torch.full_like(own[:, None], HOLD), acc.gather(1, own[:, None]))
 
     def _embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (..., T, V) -> each voice's input embedding (..., T, V, E). (F.embedding, not
@@ -453,7 +491,8 @@ class Generator(nn.Module):
 
     def sample(self, z: torch.Tensor, noise: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
                tau: float | None = None, given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
-               bass: torch.Tensor | None = None, parallel_bias: float | None = None, pitch_temperature: float = 1.0):
+               bass: torch.Tensor | None = None, parallel_bias: float | None = None, pitch_temperature: float = 1.0,
+               intervals: bool = True):
         """Free-running generation.
 
         z: (B, cond_dim), see :meth:`condition`; noise: standard normal (B, T, V, K), the per-step
@@ -473,7 +512,8 @@ class Generator(nn.Module):
         E = self.cfg.embed_dim
         gumbel = gumbel_from_normal(noise)
         if tau is None and not torch.is_grad_enabled():
-            return self._sample_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias, pitch_temperature)
+            return self._sample_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias, pitch_temperature,
+                                     intervals)
         if bass is not None:
             bass_sound, bass_struck = sounding(bass[..., None])[..., 0], bass >= FIRST_PITCH
         state = self._state(z)
@@ -485,6 +525,7 @@ class Generator(nn.Module):
         not_hold[HOLD] = 0
         bias = self._sampling_bias()
         tonal = self._tonal_rows(z)
+        table = self._interval_table() if intervals else None
         beta = float(self.parallel_bias if parallel_bias is None else parallel_bias)
         sound = torch.full((B, V), REST, dtype=torch.long, device=z.device)  # each voice's sounding token
         for t in range(T):
@@ -493,9 +534,12 @@ class Generator(nn.Module):
             chosen = []
             before, struck = sound.clone(), torch.zeros(B, V, dtype=torch.bool, device=z.device)
             placed = torch.zeros(B, dtype=torch.bool, device=z.device)  # (a given bass: a voice has taken it)
+            acc = None if table is None else z.new_zeros(B, K)  # the interval rows of the voices above
             for v, head in enumerate(self.heads):
                 above = torch.cat(chosen + [h.new_zeros(B, (V - v) * E)], -1)
                 step_bias = bias[codes[:, t], v] if tonal is None else bias[codes[:, t], v] + tonal
+                if acc is not None and v:
+                    step_bias = step_bias + self._interval_term(acc, sound[:, v])
                 if beta and t and v:
                     step_bias = step_bias + parallel_penalty(before, sound, struck, v, beta, K)
                 if beta and t and bass is not None:
@@ -516,6 +560,8 @@ class Generator(nn.Module):
                     placed = placed | ((index == bass_token) & (bass_sound[:, t] != REST))
                 struck[:, v] = index >= FIRST_PITCH
                 sound[:, v] = torch.where(index == HOLD, sound[:, v], index)
+                if acc is not None:
+                    acc = acc + table.index_select(0, sound[:, v])
                 hard = F.one_hot(index, K).to(logits.dtype)
                 if tau is not None:
                     soft = F.softmax(y / tau, -1)
@@ -535,19 +581,20 @@ class Generator(nn.Module):
     def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
                      given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
                      bass: torch.Tensor | None = None, parallel_bias: float | None = None,
-                     pitch_temperature: float = 1.0):
+                     pitch_temperature: float = 1.0, intervals: bool = True):
         # inference mode makes each of the loop's many small calls cheaper (no version counters);
         # the tokens leave it as an ordinary tensor, which a discriminator may then learn from
         with torch.inference_mode():
             out = self._draw_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias,
-                                  pitch_temperature=pitch_temperature)
+                                  pitch_temperature=pitch_temperature, harmony=None if intervals else False)
         out = out.clone()
         return out, F.one_hot(out, self.cfg.vocab).float()
 
     def _draw_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
                    given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
                    bass: torch.Tensor | None = None, parallel_bias: float | None = None,
-                   tonal: bool | None = None, pitch_temperature: float = 1.0) -> torch.Tensor:
+                   tonal: bool | None = None, pitch_temperature: float = 1.0,
+                   harmony: bool | None = None) -> torch.Tensor:
         """Gumbel-max sampling without autograd: the draw of :meth:`sample`, computed step by step
         with plain matrix products instead of one LSTM call per step. On the CPU each small torch
         call costs more than its arithmetic, so the loop is written to make few calls:
@@ -561,7 +608,8 @@ class Generator(nn.Module):
         * the heads' first layers write into one buffer whose per-voice views are made once;
           biases ride in ``addmm``; the tokens are stacked once at the end.
 
-        With ``parallel_bias`` and ``tonal`` given (see :meth:`_tonal_rows`) it reads no value back
+        With ``parallel_bias``, ``tonal`` and ``harmony`` given (see :meth:`_tonal_rows`; ``harmony``:
+        whether the interval bias is applied and not all zero) it reads no value back
         from the device, so it can be captured as a CUDA graph (:mod:`musicgan.cudagraph`)."""
         B, T, V, K = gumbel.shape
         E, H = self.cfg.embed_dim, self.cfg.hidden
@@ -599,6 +647,7 @@ class Generator(nn.Module):
         bias = self._sampling_bias()
         heads_out = [(head[2].weight.T.contiguous(), head[2].bias + bias[:, v]) for v, head in enumerate(self.heads)]
         tonal = self._tonal_rows(z, tonal)  # (B, K) or None
+        table = self._interval_table(harmony)  # (K, K) or None
         noise = [step.unbind(0) for step in gumbel.permute(1, 2, 0, 3).unbind(0)]  # [t][v]: (B, K)
         # [t][v]: (given tokens (B,), where they are given (B,)) on the steps that have any, else None
         fixed = [None] * T if given is None else \
@@ -611,8 +660,8 @@ class Generator(nn.Module):
         codes = [torch.full((B,), REST, dtype=torch.long, device=z.device)] * V  # a hold at t=0 holds a rest
         tokens = []
         beta = float(self.parallel_bias if parallel_bias is None else parallel_bias)
-        track = bool(beta) or bass is not None
-        sound = torch.full((B, V), REST, dtype=torch.long, device=z.device)  # (kept with a parallel bias or bass only)
+        track = bool(beta) or bass is not None or table is not None
+        sound = torch.full((B, V), REST, dtype=torch.long, device=z.device)  # (kept with a penalty or bass only)
         struck = torch.zeros(B, V, dtype=torch.bool, device=z.device)
         if bass is not None:
             bass_sound, bass_struck = sounding(bass[..., None])[..., 0].t(), (bass >= FIRST_PITCH).t()
@@ -620,6 +669,7 @@ class Generator(nn.Module):
             before = sound.clone() if beta else None
             intervals = perfect_intervals(before) if beta and t else None
             placed = None if bass is None else torch.zeros(B, dtype=torch.bool, device=z.device)
+            acc = None if table is None else z.new_zeros(B, K)  # the interval rows of the voices above
             code = step_codes[t]
             gates = z_part + frame_part.index_select(0, code)
             if t:
@@ -639,6 +689,8 @@ class Generator(nn.Module):
                 step_bias = b_out.index_select(0, code)
                 if tonal is not None:
                     step_bias = step_bias + tonal
+                if acc is not None and v:
+                    step_bias = step_bias + self._interval_term(acc, sound[:, v])
                 logits = torch.addmm(step_bias, torch.relu(head_in[v]), w_out)
                 if beta and t and v:
                     logits = logits + parallel_penalty(before, sound, struck, v, beta, K, intervals)
@@ -660,6 +712,8 @@ class Generator(nn.Module):
                 if track:
                     struck[:, v] = index >= FIRST_PITCH
                     sound[:, v] = torch.where(index == HOLD, sound[:, v], index)
+                if acc is not None and v < V - 1:
+                    acc = acc + table.index_select(0, sound[:, v])
                 codes[v] = index if self.pitch_embed is None else next_code[codes[v], index]
                 if v < V - 1:
                     lower[v] += below[v].index_select(0, codes[v])

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from . import checkpoint as ckpt, copyguard, heldout, metre
 from .batches import Batch, batches_for
 from .cudagraph import Draw
-from .models import MAX_METRES, Discriminator, Generator, ModelConfig, parallel_rate
+from .models import MAX_METRES, Discriminator, Generator, ModelConfig, interval_counts, parallel_rate
 from .settings import setting
 from .shards import ShardedCorpus
 from .voices import FIRST_PITCH, REST, voices_needed
@@ -251,6 +251,11 @@ def _tonal_shares(tokens: np.ndarray, piece_keys: np.ndarray, pitch_low: int) ->
             relative = (pitch - (piece_keys[rows] % 12)[:, None, None]) % 12
             counts[mode] += np.bincount(relative[struck], minlength=12)
     return counts / counts.sum(1, keepdims=True)
+
+
+def _shares(counts: np.ndarray) -> np.ndarray:
+    """Counts as shares, a little smoothed (no share is zero)."""
+    return (counts + 0.5) / (counts.sum() + 0.5 * len(counts))
 
 
 def _countable(want: np.ndarray, got: np.ndarray, steps: np.ndarray, events: int = 10) -> np.ndarray:
@@ -606,7 +611,7 @@ class Trainer:
         biases, for drawing (on the CPU, like :mod:`musicgan.generate`)."""
         G = Generator(self.model)
         G.load_state_dict({k: v.detach().float().cpu() for k, v in self.G.state_dict().items()})
-        for name in ("key_weights", "metre_weights", "onset_bias", "rest_bias", "tonal_bias"):
+        for name in ("key_weights", "metre_weights", "onset_bias", "rest_bias", "tonal_bias", "interval_bias"):
             getattr(G, name).copy_(getattr(self.G, name).cpu())
         return G.eval()
 
@@ -636,8 +641,9 @@ class Trainer:
         target_on, target_rest, seen = _rates(real_tokens, real_codes, n_codes)
         target_tonal = _tonal_shares(real_tokens, real_keys, m.pitch_low)
         real_parallels = parallel_rate(real_tokens)
+        target_intervals = _shares(interval_counts(real_tokens))
         G = self._cpu_generator()
-        biases = [G.onset_bias, G.rest_bias, G.parallel_bias] + ([G.tonal_bias] if m.key_input else [])
+        biases = [G.onset_bias, G.rest_bias, G.parallel_bias, G.interval_bias] + ([G.tonal_bias] if m.key_input else [])
         for bias in biases:
             bias.zero_()
         gap = 0.0
@@ -654,9 +660,14 @@ class Trainer:
                 move = 0.7 * np.log(target_tonal / _tonal_shares(tokens, piece_keys, m.pitch_low))
                 move -= move.mean(1, keepdims=True)
                 G.tonal_bias.add_(torch.from_numpy(move).float().clamp(-1, 1)).clamp_(-4, 4)
+            if m.voices > 1:  # the intervals between voices: a multinomial too, whose moves cancel out
+                # on the music's mix of intervals (so sounding at all is left to the rest bias)
+                move = 0.7 * np.log(target_intervals / _shares(interval_counts(tokens)))
+                move -= (move * target_intervals).sum()
+                G.interval_bias.add_(torch.from_numpy(move).float().clamp(-1, 1)).clamp_(-4, 4)
             # parallel fifths and octaves: a penalty, raised while draws make more than the music
             G.parallel_bias.fill_(parallel_move(float(G.parallel_bias), real_parallels, parallel_rate(tokens)))
-        for bias, name in zip(biases, ("onset_bias", "rest_bias", "parallel_bias", "tonal_bias")):
+        for bias, name in zip(biases, ("onset_bias", "rest_bias", "parallel_bias", "interval_bias", "tonal_bias")):
             if share:  # every rank generates with rank 0's biases
                 bias.copy_(self.ranks.from_rank0(bias))
             getattr(self.G, name).copy_(bias)

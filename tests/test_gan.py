@@ -315,6 +315,7 @@ def test_fast_sampling_draws_what_the_step_by_step_loop_draws(layers, temperatur
     g.onset_bias.normal_(0, 1)  # the calibrated biases are part of the draw on both paths
     g.rest_bias.normal_(0, 1)
     g.tonal_bias.normal_(0, 1)
+    g.interval_bias.normal_(0, 1)
     seeds = range(16)
     noise = [generate.noise_for(s, 32, g.cfg) for s in seeds]
     z, step_noise = torch.stack([n[0] for n in noise]), torch.stack([n[1] for n in noise])
@@ -610,6 +611,28 @@ def test_calibration_keeps_draws_in_the_key_as_the_music_is(rolls):
     wanted = 1 - target[0, major].sum()
     assert trainer.G.tonal_bias.abs().max() > 0.1
     assert abs(off_the_scale() - wanted) < 0.5 * abs(before - wanted)
+
+
+def test_calibration_brings_the_intervals_between_voices_to_the_musics(rolls):
+    """The vertical intervals of drawn music (interval classes between voices, where a note is
+    struck) are brought toward the music's; a model of one voice has no interval bias."""
+    from musicgan.models import interval_counts
+
+    trainer = tiny_trainer(rolls, steps=30, warmup=1.0, lr_mle=1e-2)
+    trainer.run()
+    T = trainer.windows.config.window_steps
+    real_tokens, _, _ = trainer.data.sample(4096, 0)
+    target = interval_counts(real_tokens) / interval_counts(real_tokens).sum()
+
+    def distance():  # total variation between the drawn and the music's interval shares
+        tokens, _, _ = generate.draw_windows(trainer.G.eval(), list(range(500, 756)), T)
+        counts = interval_counts(tokens)
+        return 0.5 * np.abs(counts / counts.sum() - target).sum()
+
+    before = distance()
+    trainer.calibrate()
+    assert trainer.G.interval_bias.abs().max() > 0.1
+    assert distance() < 0.7 * before, before
 
 
 def test_calibration_brings_rests_to_the_musics_rate_where_voices_rest(rolls):
