@@ -143,6 +143,25 @@ def without_train_state(source, directory) -> Path:
     return _write(Path(directory), save_safetensors(tensors, metadata={"format": FORMAT}), config)
 
 
+def with_sampling(directory, generator: Generator, clamped: dict) -> Path:
+    """Write ``generator``'s sampling biases and how it clamps a given line (``clamped``, see
+    ``Trainer.calibrate``) into the checkpoint folder ``directory``, in place of its own; its
+    weights, critic, harmonisers and the rest of its config stay as they are."""
+    directory = Path(directory)
+    weights, config = _read_pair(directory)
+    tensors = {k: v for k, v in load_safetensors(weights).items() if k not in SAMPLING_BIASES.values()}
+    for name, key in SAMPLING_BIASES.items():
+        bias = getattr(generator, name)
+        if bias.any():
+            tensors[key] = bias.detach().cpu().float().contiguous()
+    meta = json.loads(config)
+    meta.setdefault("sampling", {}).pop("clamped", None)
+    if clamped:
+        meta["sampling"]["clamped"] = clamped
+    return _write(directory, save_safetensors(tensors, metadata={"format": FORMAT}),
+                  json.dumps(meta, indent=2, sort_keys=True).encode())
+
+
 def _read_pair(path: Path) -> tuple[bytes, bytes]:
     if path.is_dir():
         weights, config = path / WEIGHTS, path / CONFIG

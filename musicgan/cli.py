@@ -9,6 +9,8 @@
                                         write the other voices
     add-harmoniser CKPT PATH...         train a model's harmoniser on its training music (--minutes M,
                                         --voice top|bottom, --device)
+    recalibrate CKPT PATH...            fit a model's sampling biases again on its training music (its
+                                        weights stay as they are)
     evaluate [CKPT] --reference PATH... generated vs. real music, in numbers
 """
 from __future__ import annotations
@@ -248,6 +250,25 @@ def cmd_add_harmoniser(args) -> int:
     return 0
 
 
+def cmd_recalibrate(args) -> int:
+    from . import checkpoint as ckpt
+    from .train import Budget, TrainConfig, Trainer
+
+    if not Path(args.checkpoint).is_dir():
+        raise CliError(f"{args.checkpoint}: a checkpoint folder (its sampling biases are fitted again in it)")
+    model = ckpt.load(args.checkpoint)
+    corpus = data_for(model, args.paths)
+    config = TrainConfig.from_dict(model.meta.get("train") or {})
+    trainer = Trainer(corpus.rolls, model=model.model, config=config, device="cpu", budget=Budget(steps=1))
+    trainer.start_from(model)
+    print(f"fitting the sampling biases of {Path(args.checkpoint).name} on {len(corpus.rolls)} pieces ...", flush=True)
+    gap = trainer.calibrate()
+    ckpt.with_sampling(args.checkpoint, trainer.G, trainer.clamped)
+    print(f"{args.checkpoint}: sampling biases fitted again (onset rates within {gap:.3f} of the music's; "
+          f"parallels penalty {float(trainer.G.parallel_bias):.2f}); its weights are as they were")
+    return 0
+
+
 def data_for(model, paths):
     """The music at ``paths`` read on ``model``'s grid, in its pitch range and metres."""
     from . import data
@@ -392,6 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_add_harmoniser)
+
+    p = sub.add_parser("recalibrate", help="fit a model's sampling biases again on its training music "
+                                           "(for a model trained before a bias was added; weights unchanged)")
+    p.add_argument("checkpoint", help="checkpoint folder: its biases are replaced")
+    p.add_argument("paths", nargs="+", help="the music the model was trained on (MIDI files, folders, zips)")
+    p.set_defaults(func=cmd_recalibrate)
 
     p = sub.add_parser("evaluate", help="compare generated music with real music")
     p.add_argument("checkpoint", nargs="?")

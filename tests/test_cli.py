@@ -68,6 +68,29 @@ def test_generate_options_num_tempo_program(tmp_path):
     assert midi.to_midi_bytes(rolls[0]) != midi.to_midi_bytes(rolls[1])
 
 
+def test_recalibrate_fits_the_biases_again_and_keeps_the_weights(trained, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from musicgan import checkpoint as ckpt
+
+    copy = tmp_path / "model"
+    shutil.copytree(trained, copy)
+    before = load_file(copy / "model.safetensors")
+    # a model from before a bias existed: its saved biases gone
+    save_file({k: v for k, v in before.items() if not k.startswith("sampling.")}, copy / "model.safetensors",
+              metadata={"format": ckpt.FORMAT})
+    result = run("recalibrate", copy, *EXAMPLES[:3])
+    assert result.returncode == 0, result.stderr
+    assert "its weights are as they were" in result.stdout
+    after = load_file(copy / "model.safetensors")
+    assert set(after) == set(before)  # every bias the training run wrote is back
+    for name, tensor in before.items():  # the same weights, and the same biases: calibration is deterministic
+        assert torch.equal(after[name], tensor), name
+    assert ckpt.load(copy).clamped == ckpt.load(trained).clamped
+
+
 def test_resume_continues_the_run(trained, tmp_path):
     import shutil
     copy = tmp_path / "model"
@@ -102,7 +125,8 @@ def test_fine_tuning_starts_from_a_trained_model(tmp_path):
     (["generate", "--out", "{tmp}/x.mid", "--program", "300"], "0-127"),
     (["generate", "--out", "{tmp}/x.mid", "--bars", "0"], "bars"),
     (["train", "README.md", "--out", "{tmp}/x", "--steps", "1"], "no usable MIDI"),
-], ids=["missing-checkpoint", "program", "bars", "no-midi"])
+    (["recalibrate", "{tmp}/nowhere", "examples"], "a checkpoint folder"),
+], ids=["missing-checkpoint", "program", "bars", "no-midi", "recalibrate-nothing"])
 def test_mistakes_give_one_line_errors(args, message, tmp_path):
     result = run(*[a.format(tmp=tmp_path) for a in args])
     assert result.returncode == 1
