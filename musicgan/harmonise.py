@@ -234,9 +234,8 @@ def fit_sampling(generator: Generator, reader: LineReader | None, voice: str, ba
     real_parallels, real_dissonance = parallel_rate(tokens), dissonance_rate(tokens)
     beta, temperature = float(generator.parallel_bias), 1.0
     for _ in range(rounds):
-        # (a harmonisation fits its own dissonance here: the free pieces' interval bias is left out)
         drawn, _ = generator.sample(z, step_noise, codes, extra=extra, parallel_bias=beta,
-                                    pitch_temperature=temperature, intervals=False, **fixed)
+                                    pitch_temperature=temperature, **fixed)
         beta = parallel_move(beta, real_parallels, parallel_rate(drawn))
         temperature = temperature_move(temperature, real_dissonance, dissonance_rate(drawn))
     return beta, temperature
@@ -311,7 +310,7 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
         with torch.no_grad():
             drawn, _ = generator.sample(z, torch.stack([n[1] for n in noise]), codes.expand(k, -1), temperature,
                                         extra=None if extra is None else extra.expand(k, -1, -1),
-                                        parallel_bias=beta, pitch_temperature=pitch_temperature, intervals=False,
+                                        parallel_bias=beta, pitch_temperature=pitch_temperature,
                                         **{name: v.expand(k, *v.shape) for name, v in fixed.items()})
         drawn = drawn.numpy()
         j = choose(critic, drawn, seed, first_metre)[0] if k > 1 else 0

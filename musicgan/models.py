@@ -348,7 +348,8 @@ class Generator(nn.Module):
         # ... and added to the logits of a voice's note by the interval class (0-11 semitones, the
         # octaves folded) it makes with each voice above it that sounds, for a new note and for a
         # held one alike (a hold by the pitch it keeps): fitted so that draws sound the vertical
-        # intervals of the music as often as it does (see interval_shares)
+        # intervals of the music as often as it does (see interval_counts). Harmonisations draw with
+        # it too (on the chorales it took a harmonised melody from 0.589 to 0.551, a bass from 0.726 to 0.688)
         self.register_buffer("interval_bias", torch.zeros(12), persistent=False)
         self.lstm = nn.LSTM(V * E + cfg.cond_dim + cfg.frame_dim, H, cfg.layers, batch_first=True)
         self.heads = nn.ModuleList(
@@ -491,8 +492,7 @@ class Generator(nn.Module):
 
     def sample(self, z: torch.Tensor, noise: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
                tau: float | None = None, given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
-               bass: torch.Tensor | None = None, parallel_bias: float | None = None, pitch_temperature: float = 1.0,
-               intervals: bool = True):
+               bass: torch.Tensor | None = None, parallel_bias: float | None = None, pitch_temperature: float = 1.0):
         """Free-running generation.
 
         z: (B, cond_dim), see :meth:`condition`; noise: standard normal (B, T, V, K), the per-step
@@ -512,8 +512,7 @@ class Generator(nn.Module):
         E = self.cfg.embed_dim
         gumbel = gumbel_from_normal(noise)
         if tau is None and not torch.is_grad_enabled():
-            return self._sample_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias, pitch_temperature,
-                                     intervals)
+            return self._sample_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias, pitch_temperature)
         if bass is not None:
             bass_sound, bass_struck = sounding(bass[..., None])[..., 0], bass >= FIRST_PITCH
         state = self._state(z)
@@ -525,7 +524,7 @@ class Generator(nn.Module):
         not_hold[HOLD] = 0
         bias = self._sampling_bias()
         tonal = self._tonal_rows(z)
-        table = self._interval_table() if intervals else None
+        table = self._interval_table()
         beta = float(self.parallel_bias if parallel_bias is None else parallel_bias)
         sound = torch.full((B, V), REST, dtype=torch.long, device=z.device)  # each voice's sounding token
         for t in range(T):
@@ -581,12 +580,12 @@ class Generator(nn.Module):
     def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
                      given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
                      bass: torch.Tensor | None = None, parallel_bias: float | None = None,
-                     pitch_temperature: float = 1.0, intervals: bool = True):
+                     pitch_temperature: float = 1.0):
         # inference mode makes each of the loop's many small calls cheaper (no version counters);
         # the tokens leave it as an ordinary tensor, which a discriminator may then learn from
         with torch.inference_mode():
             out = self._draw_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias,
-                                  pitch_temperature=pitch_temperature, harmony=None if intervals else False)
+                                  pitch_temperature=pitch_temperature)
         out = out.clone()
         return out, F.one_hot(out, self.cfg.vocab).float()
 
@@ -608,8 +607,8 @@ class Generator(nn.Module):
         * the heads' first layers write into one buffer whose per-voice views are made once;
           biases ride in ``addmm``; the tokens are stacked once at the end.
 
-        With ``parallel_bias``, ``tonal`` and ``harmony`` given (see :meth:`_tonal_rows`; ``harmony``:
-        whether the interval bias is applied and not all zero) it reads no value back
+        With ``parallel_bias``, ``tonal`` and ``harmony`` given (see :meth:`_tonal_rows` and
+        :meth:`_interval_table`) it reads no value back
         from the device, so it can be captured as a CUDA graph (:mod:`musicgan.cudagraph`)."""
         B, T, V, K = gumbel.shape
         E, H = self.cfg.embed_dim, self.cfg.hidden
