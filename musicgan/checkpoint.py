@@ -110,9 +110,7 @@ def save(directory, generator: Generator, discriminator: Discriminator | None = 
         tensors.update({f"discriminator.{k}": v for k, v in discriminator.state_dict().items()})
     if copy_index is not None:
         tensors[COPY_INDEX] = torch.from_numpy(np.ascontiguousarray(copy_index, dtype=np.int64))
-    for name, key in SAMPLING_BIASES.items():
-        if getattr(generator, name).any():
-            tensors[key] = getattr(generator, name)
+    tensors.update(_sampling_tensors(generator))
     for name, value in tensors.items():
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise CheckpointError(f"refusing to save: {name} holds NaN or infinite values")
@@ -122,6 +120,11 @@ def save(directory, generator: Generator, discriminator: Discriminator | None = 
               "model": asdict(generator.cfg), **(meta or {})}
     return _write(directory, save_safetensors(tensors, metadata={"format": FORMAT}),
                   json.dumps(config, indent=2, sort_keys=True).encode())
+
+
+def _sampling_tensors(generator: Generator) -> dict:
+    """The generator's sampling biases by their key in the file (those all zero are left out)."""
+    return {key: getattr(generator, name) for name, key in SAMPLING_BIASES.items() if getattr(generator, name).any()}
 
 
 def _write(directory: Path, weights: bytes, config: bytes) -> Path:
@@ -151,10 +154,7 @@ def with_sampling(directory, generator: Generator, clamped: dict, harmonisers: d
     directory = Path(directory)
     weights, config = _read_pair(directory)
     tensors = {k: v for k, v in load_safetensors(weights).items() if k not in SAMPLING_BIASES.values()}
-    for name, key in SAMPLING_BIASES.items():
-        bias = getattr(generator, name)
-        if bias.any():
-            tensors[key] = bias.detach().cpu().float().contiguous()
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in _sampling_tensors(generator).items()})
     meta = json.loads(config)
     meta.setdefault("sampling", {}).pop("clamped", None)
     if clamped:
