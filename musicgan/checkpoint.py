@@ -146,11 +146,10 @@ def without_train_state(source, directory) -> Path:
     return _write(Path(directory), save_safetensors(tensors, metadata={"format": FORMAT}), config)
 
 
-def with_sampling(directory, generator: Generator, clamped: dict, harmonisers: dict | None = None) -> Path:
-    """Write ``generator``'s sampling biases, how it clamps a given line (``clamped``, see
-    ``Trainer.calibrate``) and how each harmoniser draws (``harmonisers``: voice -> (parallels
-    penalty, pitch temperature)) into the checkpoint folder ``directory``, in place of its own;
-    all its weights and the rest of its config stay as they are."""
+def with_sampling(directory, generator: Generator, clamped: dict) -> Path:
+    """Write ``generator``'s sampling biases and how it clamps a given line (``clamped``, see
+    ``Trainer.calibrate``) into the checkpoint folder ``directory``, in place of its own; its
+    weights, critic, harmonisers and the rest of its config stay as they are."""
     directory = Path(directory)
     weights, config = _read_pair(directory)
     tensors = {k: v for k, v in load_safetensors(weights).items() if k not in SAMPLING_BIASES.values()}
@@ -159,8 +158,6 @@ def with_sampling(directory, generator: Generator, clamped: dict, harmonisers: d
     meta.setdefault("sampling", {}).pop("clamped", None)
     if clamped:
         meta["sampling"]["clamped"] = clamped
-    for voice, (beta, temperature) in (harmonisers or {}).items():
-        meta[READERS[voice][0]].update(parallel_bias=round(float(beta), 4), pitch_temperature=round(float(temperature), 4))
     return _write(directory, save_safetensors(tensors, metadata={"format": FORMAT}),
                   json.dumps(meta, indent=2, sort_keys=True).encode())
 

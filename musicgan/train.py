@@ -611,7 +611,7 @@ class Trainer:
         biases, for drawing (on the CPU, like :mod:`musicgan.generate`)."""
         G = Generator(self.model)
         G.load_state_dict({k: v.detach().float().cpu() for k, v in self.G.state_dict().items()})
-        for name in ("key_weights", "metre_weights", "onset_bias", "rest_bias", "tonal_bias", "interval_bias"):
+        for name in ("key_weights", "metre_weights", *ckpt.SAMPLING_BIASES):
             getattr(G, name).copy_(getattr(self.G, name).cpu())
         return G.eval()
 

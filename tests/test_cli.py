@@ -91,28 +91,6 @@ def test_recalibrate_fits_the_biases_again_and_keeps_the_weights(trained, tmp_pa
     assert ckpt.load(copy).clamped == ckpt.load(trained).clamped
 
 
-def test_recalibrate_fits_how_the_harmonisers_draw(trained, tmp_path):
-    import json
-    import shutil
-
-    copy = tmp_path / "model"
-    shutil.copytree(trained, copy)
-    result = run("add-harmoniser", copy, *EXAMPLES[:3], "--minutes", "0.02", "--quiet")
-    assert result.returncode == 0, result.stderr
-    config = json.loads((copy / "config.json").read_text())
-    config["harmoniser"].update(parallel_bias=9.0, pitch_temperature=4.0)  # as if fitted to other biases
-    (copy / "config.json").write_text(json.dumps(config))
-    result = run("recalibrate", copy, *EXAMPLES[:3])
-    assert result.returncode == 0, result.stderr
-    assert "the melody harmoniser: penalty" in result.stdout
-    fitted = json.loads((copy / "config.json").read_text())["harmoniser"]
-    assert (fitted["parallel_bias"], fitted["pitch_temperature"]) != (9.0, 4.0)
-    assert {k: v for k, v in fitted.items() if k not in ("parallel_bias", "pitch_temperature")} == \
-        {k: v for k, v in config["harmoniser"].items() if k not in ("parallel_bias", "pitch_temperature")}
-    result = run("harmonise", EXAMPLES[0], copy, "--out", tmp_path / "h.mid")
-    assert result.returncode == 0, result.stderr
-
-
 def test_resume_continues_the_run(trained, tmp_path):
     import shutil
     copy = tmp_path / "model"
