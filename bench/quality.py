@@ -101,6 +101,8 @@ def generated_clips(model, seeds, bars=4, temperature=1.0, guard=True, metres=No
     """4-bar clips of one piece of ``bars`` bars per seed (``metres``: one per seed, or None for
     the model's own draws)."""
     sampling = model.sampling if guard else {k: v for k, v in model.sampling.items() if k != "avoid"}
+    if metres is not None:  # a metre the model does not know: its own draw (as api.closeness does)
+        metres = [m if m in model.model.metres else None for m in metres]
     return clips_of(generate.sample_rolls(model.generator, seeds, bars, temperature, metre=metres, **sampling))
 
 
