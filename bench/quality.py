@@ -19,7 +19,9 @@ the training music's mix is told apart partly by that, whatever it writes. So ea
 its pieces the metres of held-out clips drawn at random, as a user picks a metre in the app, and
 the floor's training clips come in the same mix: the classifier compares music of the same
 metres. ``--metres drawn`` scores the pieces in the metres the model draws itself (the protocol
-before). ``--bars 16`` scores pieces of the app's length (the same number of 4-bar clips: a
+before). ``--metres 4/4`` scores music of that metre alone: the held-out and training clips in
+it, every piece asked for it (models that know other metres against one that writes only 4/4,
+with the metre features the same on both sides). ``--bars 16`` scores pieces of the app's length (the same number of 4-bar clips: a
 quarter as many pieces).
 """
 from __future__ import annotations
@@ -136,9 +138,10 @@ def main(argv=None) -> int:
     parser.add_argument("--sets", type=int, default=20, help="sets of clips per row (seeds 0..sets*num-1)")
     parser.add_argument("--splits", type=int, default=5,
                         help="classifier splits averaged for each set (metrics.two_sample_accuracy)")
-    parser.add_argument("--metres", choices=["held-out", "drawn"], default="held-out",
-                        help="the metres of the pieces (and of the floor's clips): drawn in the held-out clips' mix, "
-                             "or drawn by the model from its training music's (the protocol before)")
+    parser.add_argument("--metres", default="held-out",
+                        help="the metres of the pieces (and of the floor's clips): 'held-out' (drawn in the held-out "
+                             "clips' mix), 'drawn' (by the model from its training music's: the protocol before), or "
+                             "one metre such as 4/4 (the held-out and training clips in it alone)")
     parser.add_argument("--bars", type=int, default=4, choices=[4, 8, 16],
                         help="bars per generated piece (16: the app's length); every row has --num 4-bar clips a set")
     parser.add_argument("--evaluate-only", action="store_true")
@@ -146,6 +149,12 @@ def main(argv=None) -> int:
                         help="more checkpoints to score (label=path); with --evaluate-only, the arms not in --out "
                              "are left out (e.g. --extra 'pretrained=checkpoints/bach-chorales')")
     args = parser.parse_args(argv)
+    only = None
+    if args.metres not in ("held-out", "drawn"):
+        try:
+            only = metre.parse(args.metres)
+        except ValueError as e:
+            parser.error(f"--metres: {e}")
     torch.set_num_threads(2)  # the budget is "2 CPU cores", whatever this machine has
 
     if not args.data.exists():
@@ -159,6 +168,11 @@ def main(argv=None) -> int:
 
     reference = clips_of(test_rolls)
     train_clips = clips_of(train_rolls)
+    if only is not None:
+        reference = [c for c in reference if metre_of(c) == only]
+        train_clips = [c for c in train_clips if metre_of(c) == only]
+        if len(reference) < 5 or len(train_clips) < 5:
+            parser.error(f"--metres: too few clips in {args.metres} to score")
     rng = np.random.default_rng(0)
     # every row is SETS sets of NUM clips. The two-sample accuracy of one set of 200 against the
     # 178 held-out clips moves by +-0.03, and the mean of the 5 sets of seeds 0-999 with one
@@ -167,9 +181,9 @@ def main(argv=None) -> int:
     sets = range(args.sets)
     pieces = args.num * 4 // args.bars  # per set: each piece gives bars/4 clips
     metre_rng = np.random.default_rng(1)
-    set_metres = [held_out_metres(reference, pieces, metre_rng) if args.metres == "held-out" else None
-                  for _ in sets]
-    if args.metres == "held-out":
+    set_metres = [held_out_metres(reference, pieces, metre_rng) if args.metres != "drawn" else None
+                  for _ in sets]  # (with --metres 4/4, every one of them 4/4)
+    if args.metres != "drawn":
         rows = {"real (train split)": [clips_in(train_clips, held_out_metres(reference, args.num, metre_rng), rng)
                                        for _ in sets]}
     else:
@@ -198,7 +212,7 @@ def main(argv=None) -> int:
              "empty-beat rate": "empty", "pitch classes used": "pcs", "pitch range (semitones)": "range"}
     print(f"\n{len(reference)} held-out clips of 4 bars; {args.sets} sets of {args.num} clips per row "
           f"(generated: {pieces} pieces of {args.bars} bars a set), each scored over {args.splits} classifier "
-          f"splits; metres {'of held-out clips' if args.metres == 'held-out' else 'drawn by each model'}")
+          f"splits; metres {dict(held_out='of held-out clips', drawn='drawn by each model').get(args.metres.replace('-', '_'), args.metres + ' only')}")
     header = (f"{'':<28}{'2-sample':>9}{'(min-max)':>12}{'copy':>6}{'>=2':>7}{'unguarded':>10}"
               + "".join(f"{short[s]:>10}" for s in stats))
     print(header)
