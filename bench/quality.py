@@ -21,8 +21,8 @@ the floor's training clips come in the same mix: the classifier compares music o
 metres. ``--metres drawn`` scores the pieces in the metres the model draws itself (the protocol
 before). ``--metres 4/4`` scores music of that metre alone: the held-out and training clips in
 it, every piece asked for it (models that know other metres against one that writes only 4/4,
-with the metre features the same on both sides). ``--bars 16`` scores pieces of the app's length (the same number of 4-bar clips: a
-quarter as many pieces).
+with the metre features the same on both sides). ``--bars 16`` scores pieces of the app's length
+(the same number of 4-bar clips: a quarter as many pieces).
 """
 from __future__ import annotations
 
@@ -99,6 +99,9 @@ def train_arms(train_rolls, minutes, warmup, out: Path, seed=0, transpose=3, g_a
           f"in {gan.elapsed_s / 60:.1f} min; wall {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
+PROTOCOLS = {"held-out": "of held-out clips", "drawn": "drawn by each model"}  # --metres, besides one metre
+
+
 def generated_clips(model, seeds, bars=4, temperature=1.0, guard=True, metres=None):
     """4-bar clips of one piece of ``bars`` bars per seed (``metres``: one per seed, or None for
     the model's own draws)."""
@@ -150,7 +153,7 @@ def main(argv=None) -> int:
                              "are left out (e.g. --extra 'pretrained=checkpoints/bach-chorales')")
     args = parser.parse_args(argv)
     only = None
-    if args.metres not in ("held-out", "drawn"):
+    if args.metres not in PROTOCOLS:
         try:
             only = metre.parse(args.metres)
         except ValueError as e:
@@ -212,7 +215,7 @@ def main(argv=None) -> int:
              "empty-beat rate": "empty", "pitch classes used": "pcs", "pitch range (semitones)": "range"}
     print(f"\n{len(reference)} held-out clips of 4 bars; {args.sets} sets of {args.num} clips per row "
           f"(generated: {pieces} pieces of {args.bars} bars a set), each scored over {args.splits} classifier "
-          f"splits; metres {dict(held_out='of held-out clips', drawn='drawn by each model').get(args.metres.replace('-', '_'), args.metres + ' only')}")
+          f"splits; metres {PROTOCOLS.get(args.metres, args.metres + ' only')}")
     header = (f"{'':<28}{'2-sample':>9}{'(min-max)':>12}{'copy':>6}{'>=2':>7}{'unguarded':>10}"
               + "".join(f"{short[s]:>10}" for s in stats))
     print(header)
