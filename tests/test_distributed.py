@@ -13,9 +13,17 @@ pytestmark = pytest.mark.slow
 
 
 def torchrun(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--standalone", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    """Two processes under torchrun. Once in a full CI run on a busy 2-core machine, a worker died
+    in gloo's C++ (SIGABRT, "terminate called without an active exception"; passing 8 times of 8
+    alone: pytorch/gloo#514 is of the kind): such a crash of the transport, and nothing else, gets
+    one more try."""
+    for attempt in range(2):
+        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                 "--standalone", *map(str, args)],
+                                capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+        if result.returncode == 0 or "terminate called without an active exception" not in result.stderr:
+            return result
+    return result
 
 
 def test_two_processes_train_both_phases_and_write_one_valid_checkpoint(tmp_path):
