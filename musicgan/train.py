@@ -268,7 +268,10 @@ def _countable(want: np.ndarray, got: np.ndarray, steps: np.ndarray, events: int
     return rare * steps[:, None] >= events
 
 
-def parallel_move(beta: float, real: tuple[int, int], drawn: tuple[int, int], step: float = 0.7) -> float:
+CALIBRATION_STEP = 0.7  # calibration's first move: this share of the gap (see calibration_step)
+
+
+def parallel_move(beta: float, real: tuple[int, int], drawn: tuple[int, int], step: float = CALIBRATION_STEP) -> float:
     """One round of fitting a parallels penalty (see ``Generator.parallel_bias``): from ``beta``,
     raised while the draws move in parallel fifths and octaves more often than the music does and
     lowered while less, by the damped log ratio of the rates. ``real``/``drawn``: (parallels,
@@ -287,7 +290,7 @@ def calibration_step(round_: int) -> float:
     model's 2/4 pieces ranged from 6.0 to 10.5 notes a beat from one round to the next (the music:
     7.3), and per metre the fitted biases missed the music's notes a beat by 11% on average
     (4 rounds of 256 draws, 3 fits); shrinking, by 4%."""
-    return 0.7 * 2 / (round_ + 2)
+    return CALIBRATION_STEP * 2 / (round_ + 2)
 
 
 def _log_odds(p: np.ndarray) -> np.ndarray:

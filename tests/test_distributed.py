@@ -17,7 +17,7 @@ def torchrun(*args, timeout=300):
     in gloo's C++ (SIGABRT, "terminate called without an active exception"; passing 8 times of 8
     alone: pytorch/gloo#514 is of the kind): such a crash of the transport, and nothing else, gets
     one more try."""
-    for attempt in range(2):
+    for _ in range(2):
         result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                                  "--standalone", *map(str, args)],
                                 capture_output=True, text=True, cwd=ROOT, timeout=timeout)
