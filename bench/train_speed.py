@@ -1,12 +1,10 @@
 """Training and generation speed at the default model size.
 
-    python bench/train_speed.py [--device cpu|cuda|auto] [--threads 2] [--no-amp]
+    python bench/train_speed.py [--device cpu|cuda|auto] [--threads 2]
 
 Prints, for each training phase, seconds per step and sample-timesteps per second (batch x
 window steps / seconds), and the latency of generating 16 bars to MIDI bytes. Medians of
-several runs after a warm-up; the figures vary with the machine and its load. The likelihood
-step runs in bf16 on CUDA and on CPUs that compute in it (the line "bf16 likelihood" says which);
-``--no-amp`` keeps it in float32, to compare.
+several runs after a warm-up; the figures vary with the machine and its load.
 """
 from __future__ import annotations
 
@@ -42,19 +40,16 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (the Space's free tier has 2)")
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--no-amp", action="store_true", help="the likelihood step in float32 everywhere")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     rolls = data.load(sorted((ROOT / "examples").glob("*.mid"))).rolls
-    trainer = Trainer(rolls, config=TrainConfig(d_warmup_steps=0, amp=not args.no_amp), device=device,
-                      budget=Budget(steps=10 ** 6))
+    trainer = Trainer(rolls, config=TrainConfig(d_warmup_steps=0), device=device, budget=Budget(steps=10 ** 6))
     config = trainer.config  # (with the batch sized for the device)
     window = trainer.windows.config.window_steps
     print(f"device: {device_label(device)}, {args.threads} CPU threads; batch {config.batch_size} x {window} steps; "
           f"model: {sum(p.numel() for p in trainer.G.parameters()):,} G + "
           f"{sum(p.numel() for p in trainer.D.parameters()):,} D parameters")
-    print(f"bf16 likelihood: {'yes' if trainer.bf16 else 'no'}" + ("" if config.amp else " (--no-amp)"))
     trainer.step()  # warm-up
     mle = time_steps(trainer, args.steps)
     trainer.adversarial_from = trainer.step_count

@@ -78,13 +78,6 @@ def pick_device(name: str = "auto") -> torch.device:
         raise DeviceError(f"unknown device {name!r} (use auto, cuda, mps or cpu)") from None
 
 
-def bf16_cpu() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): there the likelihood step
-    runs under bf16 autocast, 1.6x as fast on 2 threads of a Xeon with AMX (a quartet model's
-    step, 0.31 s -> 0.20 s). CPUs without it would emulate bf16, slower than float32: they keep it."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-
-
 def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return f"GPU: {torch.cuda.get_device_name(device)}"
@@ -145,7 +138,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     max_bad_steps: int = 20  # non-finite steps in a row before training stops
     seed: int = setting(0, "random seed of the weights, batches and noise", label="Training seed", minimum=0)
-    amp: bool = True  # bfloat16 autocast in the likelihood phase, on CUDA and on CPUs with native bf16 (bf16_cpu)
+    amp: bool = True  # bfloat16 autocast on CUDA, likelihood phase only
     cuda_graphs: bool = True  # on CUDA, the critic phase's draws replay a CUDA graph (musicgan.cudagraph)
 
     def sized_for(self, device: torch.device, world: int = 1, width: int = BASE_WIDTH) -> "TrainConfig":
@@ -522,18 +515,11 @@ class Trainer:
         z = self._latent(B)
         return z, self._step_noise(B, T)
 
-    @property
-    def bf16(self) -> bool:
-        """Whether the likelihood phase runs under bfloat16 autocast: on CUDA, and on a CPU that
-        computes in it (:func:`bf16_cpu`), unless ``config.amp`` is off. The adversarial phase stays
-        in float32: bf16 gradients through 64 steps of the straight-through sampler turned
-        non-finite within a few hundred steps on an H100, where float32 ran clean (measured).
-        Drawing (generation, calibration) is float32 everywhere."""
-        kind = self.device.type
-        return self.config.amp and (kind == "cuda" or (kind == "cpu" and bf16_cpu()))
-
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        # bfloat16 speeds up the likelihood phase on CUDA. The adversarial phase stays in float32:
+        # bf16 gradients through 64 steps of the straight-through sampler turned non-finite within
+        # a few hundred steps on an H100, where float32 ran clean (measured).
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.config.amp and self.device.type == "cuda")
 
     def _mle_loss(self, real: Batch, z: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.g_train(real.tokens, z, real.codes) if logits is None else logits

@@ -96,28 +96,6 @@ def test_likelihood_warmup_lowers_the_loss(rolls):
     assert last < 0.6 * first
 
 
-def test_the_cpu_likelihood_runs_in_bf16_only_where_the_cpu_computes_in_it(rolls, monkeypatch):
-    """Where the CPU multiplies bf16 natively, the likelihood step runs under bf16 autocast and
-    its loss is float32's to within bf16's precision; elsewhere (or with amp off) it is float32's exactly."""
-    from musicgan import train as train_module
-
-    def loss_of(trainer):
-        torch.manual_seed(5)
-        real = trainer._batch()
-        z = trainer.G.condition(trainer._latent(real.tokens.shape[0]), real.keys)
-        with torch.no_grad(), trainer._autocast():
-            logits = trainer.g_train(real.tokens, z, real.codes)
-        return logits.dtype, trainer._mle_loss(real, z, logits).item()
-
-    monkeypatch.setattr(train_module, "bf16_cpu", lambda: True)
-    dtype, fast = loss_of(tiny_trainer(rolls))
-    _, plain = loss_of(tiny_trainer(rolls, amp=False))
-    assert dtype == torch.bfloat16 and fast != plain and abs(fast - plain) < 0.02 * plain
-    monkeypatch.setattr(train_module, "bf16_cpu", lambda: False)
-    dtype, without = loss_of(tiny_trainer(rolls))
-    assert dtype == torch.float32 and without == plain
-
-
 @pytest.mark.parametrize("g_adversarial", [False, True])
 def test_resume_continues_exactly(rolls, tmp_path, g_adversarial):
     straight = tiny_trainer(rolls, steps=6, g_adversarial=g_adversarial)
