@@ -86,7 +86,10 @@ def device_label(device: torch.device) -> str:
 
 BASE_BATCH = 64  # windows per step that the learning rates are set for (and a CPU's batch)
 BASE_WIDTH = 256  # the generator width the likelihood learning rate LR_MLE is set for
-LR_MLE = 2e-3  # the likelihood learning rate at BASE_WIDTH units and BASE_BATCH windows (see TrainConfig.sized_for)
+LR_MLE = 4e-3  # the likelihood learning rate at BASE_WIDTH units and BASE_BATCH windows (see TrainConfig.sized_for)
+# ... on a CUDA GPU, before the batch scaling: the rate its runs were measured with (bench/gpu.py).
+# LR_MLE was this too, until the cool-down let a CPU run take twice it (measured on a CPU only)
+GPU_LR_MLE = 2e-3
 GPU_BATCH = 256  # windows per step on a CUDA GPU, when the batch is left to the trainer (bench/gpu.py)
 
 
@@ -115,8 +118,13 @@ class TrainConfig:
     candidates: int = setting(4, "candidates per piece that the critic chooses from when generating (1: none)",
                               label="Candidates the critic chooses from", minimum=1, maximum=64, step=1)
     lr_mle: float = setting(0.0, f"learning rate of the likelihood warm-up (0: {LR_MLE:g} x {BASE_WIDTH} / the "
-                                 "generator's width, at most twice that: the 128 units of a short CPU run get 4e-3)",
+                                 "generator's width, at most twice that: the 128 units of a short CPU run get 8e-3; "
+                                 f"on a CUDA GPU {GPU_LR_MLE:g} x the same, scaled with the batch)",
                             label="Likelihood learning rate", minimum=0.0, maximum=1.0)
+    cooldown: float = setting(0.25, "share of the likelihood warm-up, at its end, over which its learning rate "
+                                    "falls linearly to zero (0: constant)",
+                              label="Learning-rate cool-down (share of the warm-up)", minimum=0.0, maximum=1.0,
+                              step=0.05)
     lr_g: float = setting(1e-4, "generator learning rate when it learns from the discriminator",
                           label="Generator learning rate (when it learns from D)", minimum=1e-7, maximum=1.0)
     lr_d: float = setting(1e-3, "discriminator learning rate", label="Discriminator learning rate",
@@ -149,8 +157,10 @@ class TrainConfig:
         al., "Tensor Programs V", 2022), at most doubled (narrower than 128 units was not measured).
         Measured on 2 CPU threads, 128 units, 1,000 steps, the loss on held-out pieces: Bach
         chorales 0.539 at 2e-3, 0.510 at 3e-3, 0.494 at 4.5e-3, 0.492 at 6e-3, 0.480 at 8e-3;
-        Trecento 0.414 at 2e-3, 0.381 at 3e-3, 0.368 at 4.5e-3. So the rule's 4e-3 is on the safe
-        side of what helped.
+        Trecento 0.414 at 2e-3, 0.381 at 3e-3, 0.368 at 4.5e-3. With the cool-down (``cooldown``)
+        128 units take 8e-3: 15 CPU minutes on the chorales scored 0.606 two-sample, against
+        0.647 at 4e-3 without it (docs/quality.md). On a CUDA GPU the rule starts from
+        :data:`GPU_LR_MLE`, the rate measured there, not yet with the cool-down.
 
         A batch size of 0 (the default) is chosen here too: 64 windows on a CPU (or Apple GPU),
         and on a CUDA GPU :data:`GPU_BATCH`, which keeps the card busy where 64 left it mostly idle,
@@ -159,7 +169,8 @@ class TrainConfig:
         Algorithms", 2022). A batch someone chose is used as it is, with the learning rates as they
         are. ``world``: the processes under torchrun (the chosen batch is rounded up to split evenly
         over them). The result is what a run saves, so sizing it again changes nothing."""
-        config = self if self.lr_mle else replace(self, lr_mle=LR_MLE * min(2.0, BASE_WIDTH / width))
+        base = GPU_LR_MLE if device.type == "cuda" else LR_MLE
+        config = self if self.lr_mle else replace(self, lr_mle=base * min(2.0, BASE_WIDTH / width))
         if config.batch_size:
             return config
         batch = GPU_BATCH if device.type == "cuda" else BASE_BATCH
@@ -429,6 +440,7 @@ class Trainer:
         B, T = real.tokens.shape[:2]
         z = self._latent(B)
         if self.phase == "mle":
+            self._set_mle_rate()
             with self._autocast():
                 loss = self._mle_loss(real, self.G.condition(z, real.keys))
             ok = self._apply(loss, self.opt_mle, self.G)
@@ -452,6 +464,23 @@ class Trainer:
                  **metrics}
         self.callback(event)
         return event
+
+    def mle_rate(self) -> float:
+        """The likelihood learning rate now: ``lr_mle`` until the last ``cooldown`` share of the
+        warm-up, then falling linearly towards zero at its end (the warm-up-stable-decay schedule:
+        Hägele et al., "Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations",
+        2024). Set by the budget's progress, so a run stopped early has had the full rate, and a
+        resumed run with more budget rises again and cools down at its new end."""
+        c = self.config
+        if c.cooldown <= 0:
+            return c.lr_mle
+        done = self.budget.progress(self.step_count, self.elapsed_s) / max(min(c.warmup, 1.0), 1e-9)
+        return c.lr_mle * min(1.0, max(0.0, 1.0 - done) / c.cooldown)
+
+    def _set_mle_rate(self) -> None:
+        rate = self.mle_rate()
+        for group in self.opt_mle.param_groups:
+            group["lr"] = rate
 
     # ---------------------------------------------------------------- the held-out pieces
 

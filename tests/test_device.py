@@ -7,7 +7,7 @@ import torch
 
 from musicgan import data
 from musicgan.cudagraph import Draw
-from musicgan.train import BASE_BATCH, BASE_WIDTH, GPU_BATCH, LR_MLE, Budget, TrainConfig, Trainer
+from musicgan.train import BASE_BATCH, BASE_WIDTH, GPU_BATCH, GPU_LR_MLE, LR_MLE, Budget, TrainConfig, Trainer
 
 from conftest import EXAMPLES
 
@@ -22,12 +22,13 @@ def rolls():
 def test_automatic_batch_is_64_on_a_cpu_and_larger_on_a_gpu_with_scaled_rates():
     config = TrainConfig()
     assert config.batch_size == 0  # left to the trainer
-    # the rates as they are (the likelihood's, left to the trainer, is LR_MLE for a BASE_WIDTH generator)
+    # the rates as they are (the likelihood's, left to the trainer, is LR_MLE for a BASE_WIDTH generator;
+    # on CUDA GPU_LR_MLE, scaled with the batch)
     assert config.sized_for(torch.device("cpu")) == TrainConfig(batch_size=BASE_BATCH, lr_mle=LR_MLE)
     gpu = config.sized_for(torch.device("cuda"))
     scale = math.sqrt(GPU_BATCH / BASE_BATCH)
     assert gpu.batch_size == GPU_BATCH > BASE_BATCH
-    assert (gpu.lr_mle, gpu.lr_g, gpu.lr_d) == pytest.approx((LR_MLE * scale, config.lr_g * scale,
+    assert (gpu.lr_mle, gpu.lr_g, gpu.lr_d) == pytest.approx((GPU_LR_MLE * scale, config.lr_g * scale,
                                                               config.lr_d * scale))
     assert gpu.sized_for(torch.device("cuda")) == gpu  # sized once: a resumed run is not scaled again
     assert config.sized_for(torch.device("cpu"), world=3).batch_size == 66  # splits over 3 processes

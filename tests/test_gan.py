@@ -96,6 +96,24 @@ def test_likelihood_warmup_lowers_the_loss(rolls):
     assert last < 0.6 * first
 
 
+def test_the_likelihood_rate_cools_down_linearly_over_the_end_of_the_warm_up(rolls):
+    trainer = tiny_trainer(rolls, steps=16, warmup=0.5, cooldown=0.5, lr_mle=1e-2)
+    rates = []
+    while trainer.phase == "mle" or not rates:
+        trainer.step()
+        if trainer.phase == "mle":
+            rates.append(trainer.opt_mle.param_groups[0]["lr"])
+    # 8 warm-up steps, the last half of them cooling: full, then 4/4, 3/4, 2/4, 1/4 of the rate
+    assert rates == pytest.approx([1e-2] * 5 + [7.5e-3, 5e-3, 2.5e-3])
+    constant = tiny_trainer(rolls, steps=16, warmup=0.5, cooldown=0.0, lr_mle=1e-2)
+    for _ in range(8):
+        constant.step()
+    assert constant.opt_mle.param_groups[0]["lr"] == 1e-2
+    # a longer budget (a resumed run asked for more) puts the rate back up until its own end nears
+    trainer.budget = Budget(steps=64)
+    assert trainer.mle_rate() == 1e-2 and trainer.config.lr_mle == 1e-2
+
+
 @pytest.mark.parametrize("g_adversarial", [False, True])
 def test_resume_continues_exactly(rolls, tmp_path, g_adversarial):
     straight = tiny_trainer(rolls, steps=6, g_adversarial=g_adversarial)
@@ -658,7 +676,8 @@ def test_calibration_brings_rests_to_the_musics_rate_where_voices_rest(rolls):
         notes = roll.notes
         resting = ((notes[:, 1] // 16) % 2 == 1) & (notes[:, 0] < 62)
         sparse.append(replace(roll, notes=notes[~resting]))
-    trainer = tiny_trainer(sparse, steps=30, warmup=1.0, lr_mle=1e-2)
+    # a rough model (a constant rate, no cool-down) whose draws rest far from the music's rate
+    trainer = tiny_trainer(sparse, steps=30, warmup=1.0, lr_mle=1e-2, cooldown=0.0)
     trainer.run()
     n, T = trainer.model.codes, trainer.windows.config.window_steps
     real_tokens, real_codes, _ = trainer.data.sample(4096, 0)
