@@ -160,7 +160,8 @@ def _train(args, device, rank) -> int:
         print(f"training on {device_label(device)} x {trainer.world_size}: {len(trainer.data):,} windows of "
               f"{trainer.windows.config.window_steps} steps, {trainer.config.batch_size} a step"
               f"{'' if config.batch_size else ' (chosen for the device)'}, likelihood learning rate "
-              f"{trainer.config.lr_mle:g}{'' if config.lr_mle else ' (for its width)'}; {m.voices} voices, "
+              f"{trainer.config.lr_mle:g}{'' if config.lr_mle else ' (for its width and the number of pieces)'}; "
+              f"{m.voices} voices, "
               f"pitches {m.pitch_low}-{m.pitch_high}, metres {known}", file=sys.stderr)
         if trainer.held_out is not None:
             print(f"{trainer.held_out.pieces} of the pieces held out, to measure what it learns of the style "

@@ -86,10 +86,10 @@ def device_label(device: torch.device) -> str:
 
 BASE_BATCH = 64  # windows per step that the learning rates are set for (and a CPU's batch)
 BASE_WIDTH = 256  # the generator width the likelihood learning rate LR_MLE is set for
-LR_MLE = 4e-3  # the likelihood learning rate at BASE_WIDTH units and BASE_BATCH windows (see TrainConfig.sized_for)
-# ... on a CUDA GPU, before the batch scaling: the rate its runs were measured with (bench/gpu.py).
-# LR_MLE was this too, until the cool-down let a CPU run take twice it (measured on a CPU only)
-GPU_LR_MLE = 2e-3
+LR_MLE = 2e-3  # the likelihood learning rate at BASE_WIDTH units and BASE_BATCH windows (see TrainConfig.sized_for)
+# ... twice that on a CPU for music of MANY_PIECES pieces or more: with the cool-down it trained
+# better there, and worse on fewer (measured on a CPU only; docs/quality.md)
+LR_MLE_MANY, MANY_PIECES = 2 * LR_MLE, 100
 GPU_BATCH = 256  # windows per step on a CUDA GPU, when the batch is left to the trainer (bench/gpu.py)
 
 
@@ -118,8 +118,9 @@ class TrainConfig:
     candidates: int = setting(4, "candidates per piece that the critic chooses from when generating (1: none)",
                               label="Candidates the critic chooses from", minimum=1, maximum=64, step=1)
     lr_mle: float = setting(0.0, f"learning rate of the likelihood warm-up (0: {LR_MLE:g} x {BASE_WIDTH} / the "
-                                 "generator's width, at most twice that: the 128 units of a short CPU run get 8e-3; "
-                                 f"on a CUDA GPU {GPU_LR_MLE:g} x the same, scaled with the batch)",
+                                 "generator's width, at most twice that: the 128 units of a short CPU run get 4e-3, "
+                                 f"or 8e-3 on music of {MANY_PIECES} pieces or more; on a CUDA GPU scaled with the "
+                                 "batch)",
                             label="Likelihood learning rate", minimum=0.0, maximum=1.0)
     cooldown: float = setting(0.25, "share of the likelihood warm-up, at its end, over which its learning rate "
                                     "falls linearly to zero (0: constant)",
@@ -149,8 +150,9 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast on CUDA, likelihood phase only
     cuda_graphs: bool = True  # on CUDA, the critic phase's draws replay a CUDA graph (musicgan.cudagraph)
 
-    def sized_for(self, device: torch.device, world: int = 1, width: int = BASE_WIDTH) -> "TrainConfig":
-        """The config a run of a ``width``-unit generator uses on ``device``.
+    def sized_for(self, device: torch.device, world: int = 1, width: int = BASE_WIDTH,
+                  pieces: int = 0) -> "TrainConfig":
+        """The config a run of a ``width``-unit generator uses on ``device``, on music of ``pieces`` pieces.
 
         A likelihood learning rate of 0 (the default) is chosen here: :data:`LR_MLE` scaled by
         ``BASE_WIDTH / width``, the rule for Adam's hidden weights as a network widens (Yang et
@@ -158,9 +160,11 @@ class TrainConfig:
         Measured on 2 CPU threads, 128 units, 1,000 steps, the loss on held-out pieces: Bach
         chorales 0.539 at 2e-3, 0.510 at 3e-3, 0.494 at 4.5e-3, 0.492 at 6e-3, 0.480 at 8e-3;
         Trecento 0.414 at 2e-3, 0.381 at 3e-3, 0.368 at 4.5e-3. With the cool-down (``cooldown``)
-        128 units take 8e-3: 15 CPU minutes on the chorales scored 0.606 two-sample, against
-        0.647 at 4e-3 without it (docs/quality.md). On a CUDA GPU the rule starts from
-        :data:`GPU_LR_MLE`, the rate measured there, not yet with the cool-down.
+        a CPU run on music of :data:`MANY_PIECES` pieces or more starts from :data:`LR_MLE_MANY`,
+        twice the rate: 15 CPU minutes at 8e-3 (128 units) on the 387 chorales scored 0.606
+        two-sample, against 0.647 at 4e-3 without it. On 20 pieces twice the rate learned them
+        more by heart and the rest of their style less (docs/quality.md), and on a CUDA GPU it
+        was not measured.
 
         A batch size of 0 (the default) is chosen here too: 64 windows on a CPU (or Apple GPU),
         and on a CUDA GPU :data:`GPU_BATCH`, which keeps the card busy where 64 left it mostly idle,
@@ -169,7 +173,7 @@ class TrainConfig:
         Algorithms", 2022). A batch someone chose is used as it is, with the learning rates as they
         are. ``world``: the processes under torchrun (the chosen batch is rounded up to split evenly
         over them). The result is what a run saves, so sizing it again changes nothing."""
-        base = GPU_LR_MLE if device.type == "cuda" else LR_MLE
+        base = LR_MLE_MANY if device.type != "cuda" and pieces >= MANY_PIECES else LR_MLE
         config = self if self.lr_mle else replace(self, lr_mle=base * min(2.0, BASE_WIDTH / width))
         if config.batch_size:
             return config
@@ -356,7 +360,7 @@ class Trainer:
             rolls = [r.on_grid(model.steps_per_beat) for r in rolls]
         self.model = m = model or model_config_for(rolls, transpose=config.transpose,
                                                    hidden=default_width(self.device, budget))
-        config = config.sized_for(self.device, ranks.world, m.hidden)
+        config = config.sized_for(self.device, ranks.world, m.hidden, len(rolls))
         if config.batch_size % ranks.world:
             raise TrainingError(f"the batch size {config.batch_size} does not split over {ranks.world} processes")
         self.config, self.callback = config, callback or (lambda event: None)

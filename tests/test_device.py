@@ -7,7 +7,8 @@ import torch
 
 from musicgan import data
 from musicgan.cudagraph import Draw
-from musicgan.train import BASE_BATCH, BASE_WIDTH, GPU_BATCH, GPU_LR_MLE, LR_MLE, Budget, TrainConfig, Trainer
+from musicgan.train import (BASE_BATCH, BASE_WIDTH, GPU_BATCH, LR_MLE, LR_MLE_MANY, MANY_PIECES, Budget,
+                            TrainConfig, Trainer)
 
 from conftest import EXAMPLES
 
@@ -23,12 +24,12 @@ def test_automatic_batch_is_64_on_a_cpu_and_larger_on_a_gpu_with_scaled_rates():
     config = TrainConfig()
     assert config.batch_size == 0  # left to the trainer
     # the rates as they are (the likelihood's, left to the trainer, is LR_MLE for a BASE_WIDTH generator;
-    # on CUDA GPU_LR_MLE, scaled with the batch)
+    # on CUDA scaled with the batch)
     assert config.sized_for(torch.device("cpu")) == TrainConfig(batch_size=BASE_BATCH, lr_mle=LR_MLE)
     gpu = config.sized_for(torch.device("cuda"))
     scale = math.sqrt(GPU_BATCH / BASE_BATCH)
     assert gpu.batch_size == GPU_BATCH > BASE_BATCH
-    assert (gpu.lr_mle, gpu.lr_g, gpu.lr_d) == pytest.approx((GPU_LR_MLE * scale, config.lr_g * scale,
+    assert (gpu.lr_mle, gpu.lr_g, gpu.lr_d) == pytest.approx((LR_MLE * scale, config.lr_g * scale,
                                                               config.lr_d * scale))
     assert gpu.sized_for(torch.device("cuda")) == gpu  # sized once: a resumed run is not scaled again
     assert config.sized_for(torch.device("cpu"), world=3).batch_size == 66  # splits over 3 processes
@@ -45,6 +46,20 @@ def test_the_likelihood_rate_left_to_the_trainer_follows_the_width():
     assert TrainConfig(lr_mle=1e-3).sized_for(torch.device("cpu"), width=64).lr_mle == 1e-3  # a chosen rate is kept
 
 
+def test_a_cpu_run_on_music_of_many_pieces_takes_twice_the_likelihood_rate():
+    config = TrainConfig()
+    assert LR_MLE_MANY == 2 * LR_MLE
+    cpu = torch.device("cpu")
+    assert config.sized_for(cpu, pieces=MANY_PIECES - 1).lr_mle == LR_MLE  # 20 files of someone's music
+    assert config.sized_for(cpu, pieces=MANY_PIECES).lr_mle == LR_MLE_MANY
+    assert config.sized_for(cpu, width=BASE_WIDTH // 2, pieces=MANY_PIECES).lr_mle == pytest.approx(2 * LR_MLE_MANY)
+    # a resumed run keeps the rate it was given, whatever the music it is given now
+    assert config.sized_for(cpu, pieces=MANY_PIECES).sized_for(cpu, pieces=1).lr_mle == LR_MLE_MANY
+    # not on CUDA, where it was not measured (the batch scaling apart)
+    gpu = config.sized_for(torch.device("cuda"), pieces=10 * MANY_PIECES)
+    assert gpu.lr_mle == pytest.approx(LR_MLE * math.sqrt(gpu.batch_size / BASE_BATCH))
+
+
 def test_a_chosen_batch_is_kept_with_its_rates_on_any_device():
     chosen = TrainConfig(batch_size=32, lr_mle=1e-3)
     for device in ("cpu", "cuda", "mps"):
@@ -54,6 +69,8 @@ def test_a_chosen_batch_is_kept_with_its_rates_on_any_device():
 def test_the_trainer_runs_and_saves_the_sized_config(rolls, tmp_path):
     trainer = Trainer(rolls[:3], config=TrainConfig(window_bars=2, warmup=1.0), device="cpu", budget=Budget(steps=1))
     assert trainer.config.batch_size == BASE_BATCH
+    # three pieces, fewer than MANY_PIECES: the likelihood rate for the width alone
+    assert trainer.config.lr_mle == pytest.approx(LR_MLE * min(2.0, BASE_WIDTH / trainer.model.hidden))
     trainer.run()
     assert trainer._batch().tokens.shape[0] == BASE_BATCH
     from musicgan import checkpoint as ckpt
