@@ -49,13 +49,19 @@ class Batches:
         raise NotImplementedError
 
 
-def window_config(model, config) -> WindowConfig:
-    """The windows a run trains on: ``config.window_bars`` bars of the model's commonest metre
-    (0: as many as make 16 beats, 4 bars of 4/4, 6 of 3/4 or 6/8, 2 of 4/2; on a grid finer than
-    4 steps a beat, no more than 128 steps), starting on the pieces' own bar lines. A model
-    without metre input counts 4/4 bars from the first step."""
+def window_steps(model, window_bars: int = 0) -> int:
+    """The length in steps of the windows a run trains on: ``window_bars`` bars of the model's
+    commonest metre (0: as many as make 16 beats, 4 bars of 4/4, 6 of 3/4 or 6/8, 2 of 4/2; on a
+    grid finer than 4 steps a beat, no more than 128 steps)."""
     bar = model.steps_per_bar
-    bars = config.window_bars or max(1, min(-(-16 * model.steps_per_beat // bar), 128 // bar))
+    return (window_bars or max(1, min(-(-16 * model.steps_per_beat // bar), 128 // bar))) * bar
+
+
+def window_config(model, config) -> WindowConfig:
+    """The windows a run trains on (:func:`window_steps`), starting on the pieces' own bar lines.
+    A model without metre input counts 4/4 bars from the first step."""
+    bar = model.steps_per_bar
+    bars = window_steps(model, config.window_bars) // bar
     if not model.metre_input:
         return WindowConfig(window_bars=config.window_bars or 4, hop_bars=config.hop_bars,
                             beats_per_bar=bar // model.steps_per_beat, steps_per_beat=model.steps_per_beat,

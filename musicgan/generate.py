@@ -12,7 +12,8 @@ The critic. A checkpoint whose adversarial phase trained its discriminator as a 
 ``candidates`` pieces per seed (the seed's own noise first, then noise from derived seeds) and
 keeps one with probability proportional to exp(D's logit), D's estimate of p_real / p_generated
 (Grover et al. 2019; Azadi et al. 2019), chosen with a random stream seeded by the seed: still
-the same music for the same seed. Interpolations and variations skip it (a choice would jump
+the same music for the same seed. A piece longer than the windows the critic learned on is
+judged window by window (:func:`critic_logits`). Interpolations and variations skip it (a choice would jump
 between candidates where they should move smoothly), and so does the prefix property above.
 
 The copy guard. A checkpoint carries a :mod:`musicgan.copyguard` index of its training music; a
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt, copyguard, data, keys, metre, midi, voices
+from .batches import window_steps
 from .given import check_range, whole_bars
 from .keys import KEYS
 from .midi import Roll
@@ -136,16 +138,42 @@ def candidate_seed(seed: int, j: int) -> int:
     return seed if j == 0 else (seed * 2_654_435_761 + j * 40_503 + 12_345) % (2 ** 62)
 
 
+def critic_windows(cfg, n_steps: int, piece_metre: tuple) -> tuple[list[int], int]:
+    """(starts, length) of the windows in which the critic judges a piece of ``n_steps`` steps in
+    ``piece_metre``: whole bars of it, each window about as long as those it learned on
+    (:func:`~musicgan.batches.window_steps`), the first at the start and the last at the end,
+    the rest spread evenly between them on bar lines. A piece no longer than one window is one."""
+    bar = cfg.bar_steps(piece_metre)
+    window = max(1, round(window_steps(cfg) / bar)) * bar
+    if n_steps <= window:
+        return [0], n_steps
+    n = -(-n_steps // window)
+    return [round(i * (n_steps - window) / (n - 1) / bar) * bar for i in range(n)], window
+
+
+@torch.no_grad()
+def critic_logits(critic: Discriminator, tokens: np.ndarray, piece_metre: tuple) -> torch.Tensor:
+    """The critic's logit for each candidate (tokens: (k, T, V), in ``piece_metre``): the mean of
+    its logits over the windows of :func:`critic_windows`. It learned to judge windows of one
+    length; over a whole piece its pooled features (the pitch classes used, the mean and the
+    extreme of its states) are not what it learned, and on 16-bar chorales judged whole its
+    choices were busier than Bach's (docs/quality.md)."""
+    k = len(tokens)
+    starts, W = critic_windows(critic.cfg, tokens.shape[1], piece_metre)
+    windows = np.concatenate([tokens[:, s:s + W] for s in starts])  # window-major: (len(starts) * k, W, V)
+    one_hot = F.one_hot(torch.from_numpy(windows).long(), critic.cfg.vocab).float()
+    codes = torch.from_numpy(critic.cfg.metre_codes(piece_metre, W)).expand(len(windows), -1)
+    logits, _ = critic(one_hot, codes)
+    return logits.reshape(len(starts), k).mean(0)
+
+
 @torch.no_grad()
 def choose(critic: Discriminator, tokens: np.ndarray, seed: int, piece_metre: tuple) -> list[int]:
     """The candidates (tokens: (k, T, V), in ``piece_metre``) in the order they are offered, drawn
-    without replacement with probabilities softmax(D's logits): the first is the critic's choice,
-    and each next one is its choice among those left (when the copy guard passes over the ones
-    before)."""
-    one_hot = F.one_hot(torch.from_numpy(tokens).long(), critic.cfg.vocab).float()
-    codes = torch.from_numpy(critic.cfg.metre_codes(piece_metre, tokens.shape[1])).expand(len(tokens), -1)
-    logits, _ = critic(one_hot, codes)
-    weights = torch.softmax(logits.double(), 0)
+    without replacement with probabilities softmax(D's logits, :func:`critic_logits`): the first
+    is the critic's choice, and each next one is its choice among those left (when the copy guard
+    passes over the ones before)."""
+    weights = torch.softmax(critic_logits(critic, tokens, piece_metre).double(), 0)
     rng = torch.Generator().manual_seed(seed % 2 ** 63)
     return torch.multinomial(weights, len(weights), replacement=False, generator=rng).tolist()
 

@@ -490,6 +490,33 @@ def test_the_critic_chooses_among_the_candidates(trained):
     assert [r.notes.tolist() for r in both] == [r.notes.tolist() for r in generate.sample_rolls(g, [5, 6], bars=2)]
 
 
+def test_the_critic_judges_a_long_piece_window_by_window(trained, monkeypatch):
+    from musicgan.batches import window_steps
+    from musicgan.models import Discriminator
+
+    cfg = ckpt.load(trained).generator.cfg
+    window = window_steps(cfg)
+    for piece_metre in cfg.metres:
+        bar = cfg.bar_steps(piece_metre)
+        assert generate.critic_windows(cfg, window - bar, piece_metre) == ([0], window - bar)  # one window: whole
+        for n_bars in (16, 17, 33):
+            T = n_bars * bar
+            starts, W = generate.critic_windows(cfg, T, piece_metre)
+            # whole bars, about as long as a training window, from the first step to the last, none left out
+            assert W % bar == 0 and abs(W - window) <= bar / 2 + 1e-9 and W < T
+            assert starts[0] == 0 and starts[-1] + W == T and all(s % bar == 0 for s in starts)
+            assert all(b - a <= W for a, b in zip(starts, starts[1:])) and starts == sorted(set(starts))
+    # its logit for a piece is the mean of its logits for those windows, each judged on its own
+    torch.manual_seed(0)
+    critic = Discriminator(cfg).eval()
+    piece_metre = cfg.metres[0]
+    T = 16 * cfg.bar_steps(piece_metre)
+    tokens = np.random.default_rng(0).integers(0, cfg.vocab, size=(3, T, cfg.voices))
+    starts, W = generate.critic_windows(cfg, T, piece_metre)
+    each = [generate.critic_logits(critic, tokens[:, s:s + W], piece_metre) for s in starts]
+    assert torch.allclose(generate.critic_logits(critic, tokens, piece_metre), torch.stack(each).mean(0), atol=1e-5)
+
+
 def test_a_trained_critic_is_saved_loaded_and_used_deterministically(rolls, tmp_path, monkeypatch):
     from musicgan import api, train
 
