@@ -13,8 +13,9 @@ The critic. A checkpoint whose adversarial phase trained its discriminator as a 
 keeps one with probability proportional to exp(D's logit), D's estimate of p_real / p_generated
 (Grover et al. 2019; Azadi et al. 2019), chosen with a random stream seeded by the seed: still
 the same music for the same seed. A piece longer than the windows the critic learned on is
-judged window by window (:func:`critic_logits`). Interpolations and variations skip it (a choice would jump
-between candidates where they should move smoothly), and so does the prefix property above.
+judged window by window (:func:`critic_logits`). Interpolations and variations skip it (a
+choice would jump between candidates where they should move smoothly), and so does the prefix
+property above.
 
 The copy guard. A checkpoint carries a :mod:`musicgan.copyguard` index of its training music; a
 candidate that quotes 2 consecutive bars of it is passed over for the critic's next choice, or

@@ -490,7 +490,7 @@ def test_the_critic_chooses_among_the_candidates(trained):
     assert [r.notes.tolist() for r in both] == [r.notes.tolist() for r in generate.sample_rolls(g, [5, 6], bars=2)]
 
 
-def test_the_critic_judges_a_long_piece_window_by_window(trained, monkeypatch):
+def test_the_critic_judges_a_long_piece_window_by_window(trained):
     from musicgan.batches import window_steps
     from musicgan.models import Discriminator
 
