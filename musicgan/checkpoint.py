@@ -94,6 +94,14 @@ def _clamped(config: dict, name: str) -> dict:
     return out
 
 
+def _window_bars(config: dict) -> int:
+    """The ``train.window_bars`` the model learned on, or 0 (the default length) when it is
+    missing or out of bounds."""
+    train = config.get("train")
+    bars = train.get("window_bars", 0) if isinstance(train, dict) else 0
+    return bars if isinstance(bars, int) and not isinstance(bars, bool) and 0 <= bars <= 16 else 0
+
+
 def _candidates(config: dict) -> int:
     """The ``sampling.candidates`` a config asks for, or 1 when it is missing or out of bounds."""
     sampling = config.get("sampling")
@@ -239,7 +247,7 @@ def load(path, with_discriminator: bool | None = None) -> Checkpoint:
     if with_discriminator is None:
         with_discriminator = _candidates(config) > 1
     if with_discriminator and d_state:
-        discriminator = Discriminator(cfg)
+        discriminator = Discriminator(cfg, _window_bars(config))
         _load_into(discriminator, d_state, path.name, "discriminator")
     generator.eval()
     if discriminator is not None:

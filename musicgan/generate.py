@@ -139,13 +139,14 @@ def candidate_seed(seed: int, j: int) -> int:
     return seed if j == 0 else (seed * 2_654_435_761 + j * 40_503 + 12_345) % (2 ** 62)
 
 
-def critic_windows(cfg, n_steps: int, piece_metre: tuple) -> tuple[list[int], int]:
+def critic_windows(cfg, n_steps: int, piece_metre: tuple, window_bars: int = 0) -> tuple[list[int], int]:
     """(starts, length) of the windows in which the critic judges a piece of ``n_steps`` steps in
     ``piece_metre``: whole bars of it, each window about as long as those it learned on
-    (:func:`~musicgan.batches.window_steps`), the first at the start and the last at the end,
-    the rest spread evenly between them on bar lines. A piece no longer than one window is one."""
+    (:func:`~musicgan.batches.window_steps` of ``window_bars``), the first at the start and the
+    last at the end, the rest spread evenly between them on bar lines. A piece no longer than one
+    window is one."""
     bar = cfg.bar_steps(piece_metre)
-    window = max(1, round(window_steps(cfg) / bar)) * bar
+    window = max(1, round(window_steps(cfg, window_bars) / bar)) * bar
     if n_steps <= window:
         return [0], n_steps
     n = -(-n_steps // window)
@@ -160,7 +161,7 @@ def critic_logits(critic: Discriminator, tokens: np.ndarray, piece_metre: tuple)
     extreme of its states) are not what it learned, and on 16-bar chorales judged whole its
     choices were busier than Bach's (docs/quality.md)."""
     k = len(tokens)
-    starts, W = critic_windows(critic.cfg, tokens.shape[1], piece_metre)
+    starts, W = critic_windows(critic.cfg, tokens.shape[1], piece_metre, critic.window_bars)
     windows = np.concatenate([tokens[:, s:s + W] for s in starts])  # window-major: (len(starts) * k, W, V)
     one_hot = F.one_hot(torch.from_numpy(windows).long(), critic.cfg.vocab).float()
     codes = torch.from_numpy(critic.cfg.metre_codes(piece_metre, W)).expand(len(windows), -1)

@@ -747,9 +747,13 @@ class LineReader(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, window_bars: int = 0):
         super().__init__()
         self.cfg = cfg
+        # the length of the windows it learns on, in bars of the model's commonest metre (the
+        # trainer's window_bars; 0: musicgan.batches.window_steps's default). As a critic it
+        # judges a longer piece in windows of about that length (musicgan.generate.critic_windows)
+        self.window_bars = window_bars
         self.inp = nn.Linear(cfg.voices * cfg.vocab, cfg.d_embed)
         self.lstm = nn.LSTM(cfg.d_embed + cfg.frame_dim, cfg.d_hidden, batch_first=True, bidirectional=True)
         self.register_buffer("frame", frame_table(cfg), persistent=False)

@@ -384,7 +384,7 @@ class Trainer:
         self._inherited_index = None  # the index of the model this run started from or resumes
         # -- the networks, their optimisers and random streams
         torch.manual_seed(config.seed)  # the same initial weights on every rank
-        self.G, self.D = Generator(m).to(self.device), Discriminator(m).to(self.device)
+        self.G, self.D = Generator(m).to(self.device), Discriminator(m, self.config.window_bars).to(self.device)
         self._describe_music(self.G)
         self.g_train, self.d_train = ranks.wrap(self.G), ranks.wrap(self.D)
         self.draw = Draw(self.G, config.cuda_graphs)  # the critic phase's draws

@@ -469,7 +469,7 @@ class _Picky(torch.nn.Module):
 
     def __init__(self, cfg, favourite):
         super().__init__()
-        self.cfg, self.favourite = cfg, favourite
+        self.cfg, self.favourite, self.window_bars = cfg, favourite, 0
 
     def forward(self, one_hot, codes):
         logits = torch.full((one_hot.shape[0],), -50.0)
@@ -494,18 +494,22 @@ def test_the_critic_judges_a_long_piece_window_by_window(trained):
     from musicgan.batches import window_steps
     from musicgan.models import Discriminator
 
-    cfg = ckpt.load(trained).generator.cfg
-    window = window_steps(cfg)
-    for piece_metre in cfg.metres:
-        bar = cfg.bar_steps(piece_metre)
-        assert generate.critic_windows(cfg, window - bar, piece_metre) == ([0], window - bar)  # one window: whole
-        for n_bars in (16, 17, 33):
-            T = n_bars * bar
-            starts, W = generate.critic_windows(cfg, T, piece_metre)
-            # whole bars, about as long as a training window, from the first step to the last, none left out
-            assert W % bar == 0 and abs(W - window) <= bar / 2 + 1e-9 and W < T
-            assert starts[0] == 0 and starts[-1] + W == T and all(s % bar == 0 for s in starts)
-            assert all(b - a <= W for a, b in zip(starts, starts[1:])) and starts == sorted(set(starts))
+    model = ckpt.load(trained, with_discriminator=True)
+    cfg = model.generator.cfg
+    # the critic knows the length of the windows it learned on (the tiny trainer's are 2 bars)
+    assert model.discriminator.window_bars == 2 and window_steps(cfg, 2) < window_steps(cfg)
+    for window_bars in (0, 2):
+        window = window_steps(cfg, window_bars)
+        for piece_metre in cfg.metres:
+            bar = cfg.bar_steps(piece_metre)
+            assert generate.critic_windows(cfg, window - bar, piece_metre, window_bars) == ([0], window - bar)
+            for n_bars in (16, 17, 33):
+                T = n_bars * bar
+                starts, W = generate.critic_windows(cfg, T, piece_metre, window_bars)
+                # whole bars, about as long as a training window, from the first step to the last, none left out
+                assert W % bar == 0 and abs(W - window) <= bar / 2 + 1e-9 and W < T
+                assert starts[0] == 0 and starts[-1] + W == T and all(s % bar == 0 for s in starts)
+                assert all(b - a <= W for a, b in zip(starts, starts[1:])) and starts == sorted(set(starts))
     # its logit for a piece is the mean of its logits for those windows, each judged on its own
     torch.manual_seed(0)
     critic = Discriminator(cfg).eval()
