@@ -115,10 +115,16 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_tokens(generator: Generator, z: torch.Tensor, step_noise: torch.Tensor, piece_metre: tuple,
-                  temperature: float = 1.0) -> np.ndarray:
-    """Tokens (B, T, V) of pieces all in ``piece_metre``."""
-    codes = torch.from_numpy(generator.cfg.metre_codes(piece_metre, step_noise.shape[1]))
-    tokens, _ = generator.sample(z, step_noise, codes.expand(len(z), -1), temperature=temperature)
+                  temperature: float = 1.0, given: np.ndarray | None = None) -> np.ndarray:
+    """Tokens (B, T, V) of pieces all in ``piece_metre``; ``given``: (B, P, V) tokens of each
+    piece's first P steps, read as the model's own (see :meth:`Generator.sample`), the rest drawn."""
+    B, T = step_noise.shape[:2]
+    codes = torch.from_numpy(generator.cfg.metre_codes(piece_metre, T))
+    fixed = None
+    if given is not None and given.shape[1]:
+        fixed = torch.full((B, T, generator.cfg.voices), -1, dtype=torch.long)
+        fixed[:, :given.shape[1]] = torch.from_numpy(given)
+    tokens, _ = generator.sample(z, step_noise, codes.expand(B, -1), temperature=temperature, given=fixed)
     return tokens.numpy()
 
 
@@ -181,14 +187,17 @@ def choose(critic: Discriminator, tokens: np.ndarray, seed: int, piece_metre: tu
 
 
 def _draw(generator: Generator, seeds: list[int], first: int, k: int, n_steps: int, temperature: float,
-          seed_keys: list, piece_metre: tuple) -> np.ndarray:
+          seed_keys: list, piece_metre: tuple, given: np.ndarray | None = None) -> np.ndarray:
     """Tokens (seeds, k, T, V) of candidates first .. first+k-1 of every seed, in one batch
-    (every candidate of a seed in that seed's key; all in ``piece_metre``)."""
+    (every candidate of a seed in that seed's key; all in ``piece_metre``; ``given``: (seeds, P,
+    V), each seed's first P steps, the same for all its candidates)."""
     cfg = generator.cfg
     noise = [noise_for(candidate_seed(s, j), n_steps, cfg) for s in seeds for j in range(first, first + k)]
     z = _conditioned(generator, torch.stack([n[0] for n in noise]), [key for key in seed_keys for _ in range(k)])
     step_noise = torch.stack([n[1] for n in noise])
-    return sample_tokens(generator, z, step_noise, piece_metre, temperature).reshape(len(seeds), k, n_steps, cfg.voices)
+    given = None if given is None else np.repeat(given, k, axis=0)
+    return sample_tokens(generator, z, step_noise, piece_metre, temperature, given).reshape(
+        len(seeds), k, n_steps, cfg.voices)
 
 
 def by_metre(seeds: list[int], metres: list) -> dict:
@@ -244,34 +253,58 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
     seed_keys = [piece_key(s, generator, k_) for s, k_ in zip(seeds, keys_)]
     seed_metres = [piece_metre(s, generator, m_) for s, m_ in zip(seeds, metres_)]
 
-    def offered(tokens: np.ndarray, seed: int, piece_metre: tuple, seed_key, round_: int = 0):
-        """(first piece offered, first that does not copy or None) among one round's candidates."""
+    def offered(tokens: np.ndarray, seed: int, piece_metre: tuple, judged: int, guarded: int, round_: int):
+        """(the first candidate offered, the first that does not copy or None) among one round's
+        candidates (tokens (k, T, V)): the critic judges them from step ``judged`` on, and the
+        copy guard reads them from step ``guarded`` on."""
         first = None
         by_critic = critic is not None and len(tokens) > 1
-        for j in choose(critic, tokens, seed + round_, piece_metre) if by_critic else range(len(tokens)):
-            roll = voices.decode(tokens[j], cfg.pitch_low,
-                                 **_roll_meta(cfg, tempo_bpm, program, f"seed {seed}", piece_metre, seed_key))
-            first = roll if first is None else first
-            if avoid is None or not copyguard.copies(roll, avoid):
-                return first, roll
+        for j in choose(critic, tokens[:, judged:], seed + round_, piece_metre) if by_critic else range(len(tokens)):
+            first = tokens[j] if first is None else first
+            if avoid is None or not copyguard.copies(data.cut(voices.decode(
+                    tokens[j], cfg.pitch_low, steps_per_beat=cfg.steps_per_beat), guarded, tokens.shape[1] - guarded), avoid):
+                return first, tokens[j]
         return first, None
 
     pieces: list = [None] * len(seeds)
     for piece_metre_, where in by_metre(seeds, seed_metres).items():
         n_steps = bars * cfg.bar_steps(piece_metre_)
         group, group_keys = [seeds[i] for i in where], [seed_keys[i] for i in where]
-        drawn = _draw(generator, group, 0, k, n_steps, temperature, group_keys, piece_metre_)
-        for i, seed, seed_key, tokens in zip(where, group, group_keys, drawn):
-            first, kept = offered(tokens, seed, piece_metre_, seed_key)
-            size, done = max(k, GUARD_ROUND), k
-            for round_ in range(1, GUARD_ROUNDS + 1):
-                if kept is not None:
-                    break
-                more = _draw(generator, [seed], done, size, n_steps, temperature, [seed_key], piece_metre_)[0]
-                kept = offered(more, seed, piece_metre_, seed_key, round_)[1]
-                done += size
-            pieces[i] = first if kept is None else kept
+        ends, window = segments(critic, k, n_steps, piece_metre_)
+        chosen = np.zeros((len(group), 0, cfg.voices), dtype=np.int64)
+        for segment, end in enumerate(ends):
+            start = chosen.shape[1]
+            # the guard reads from 7 beats before the segment: every 2 bars of 4 beats that reach into it
+            judged, guarded = max(0, end - window), max(0, start - 7 * cfg.steps_per_beat)
+            drawn = _draw(generator, group, 0, k, end, temperature, group_keys, piece_metre_, chosen)
+            kept_tokens = []
+            for g, (seed, seed_key, tokens) in enumerate(zip(group, group_keys, drawn)):
+                base = segment * (GUARD_ROUNDS + 1)
+                first, kept = offered(tokens, seed, piece_metre_, judged, guarded, base)
+                size, done = max(k, GUARD_ROUND), k
+                for round_ in range(1, GUARD_ROUNDS + 1):
+                    if kept is not None:
+                        break
+                    more = _draw(generator, [seed], done, size, end, temperature, [seed_key], piece_metre_,
+                                 chosen[g:g + 1])[0]
+                    kept = offered(more, seed, piece_metre_, judged, guarded, base + round_)[1]
+                    done += size
+                kept_tokens.append(first if kept is None else kept)
+            chosen = np.stack(kept_tokens)
+        for i, seed, seed_key, tokens in zip(where, group, group_keys, chosen):
+            pieces[i] = voices.decode(tokens, cfg.pitch_low,
+                                      **_roll_meta(cfg, tempo_bpm, program, f"seed {seed}", piece_metre_, seed_key))
     return pieces
+
+
+def segments(critic: Discriminator | None, k: int, n_steps: int, piece_metre: tuple) -> tuple[list[int], int]:
+    """(the step each segment of a piece ends on, the critic's window): with a critic choosing
+    among k > 1 candidates, a piece longer than its window is drawn a window at a time, each
+    segment carrying on from the candidate chosen before it (:func:`sample_rolls`); else in one."""
+    if critic is None or k < 2:
+        return [n_steps], n_steps
+    window = critic_windows(critic.cfg, n_steps, piece_metre, critic.window_bars)[1]
+    return list(range(window, n_steps, window)) + [n_steps], window
 
 
 def interpolate_rolls(generator: Generator, seed_a: int, seed_b: int, n: int = 5, bars: int = 4,

@@ -103,6 +103,23 @@ def test_with_a_critic_the_guard_takes_its_next_choice(generator):
     assert any(np.array_equal(chosen.notes, o.notes) for o in options)
 
 
+def test_the_guard_reads_every_segment_of_a_long_piece(generator):
+    from test_gan import _Picky
+
+    critic = _Picky(generator.cfg, 0)
+    unguarded = generate.sample_rolls(generator, [7, 8], bars=12, critic=critic, candidates=4)
+    index = copyguard.build(unguarded)
+    for piece in generate.sample_rolls(generator, [7, 8], bars=12, critic=critic, candidates=4, avoid=index):
+        assert not copyguard.copies(piece, index)
+    # a quote of the last 2 bars alone is found too (the guard reads each segment with the 7 beats before it)
+    ending = copyguard.build([data.cut(r, r.n_steps - 8 * r.steps_per_beat, 8 * r.steps_per_beat) for r in unguarded])
+    for piece, before in zip(generate.sample_rolls(generator, [7, 8], bars=12, critic=critic, candidates=4,
+                                                   avoid=ending), unguarded):
+        assert not copyguard.copies(piece, ending)
+        bar = 4 * piece.steps_per_beat
+        assert np.array_equal(data.cut(piece, 0, 8 * bar).notes, data.cut(before, 0, 8 * bar).notes)
+
+
 def test_when_every_draw_copies_the_first_choice_is_kept(generator, monkeypatch):
     monkeypatch.setattr(copyguard, "copies", lambda roll, index: True)
     index = np.zeros(1, dtype=np.int64)

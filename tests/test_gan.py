@@ -477,6 +477,19 @@ class _Picky(torch.nn.Module):
         return logits, None
 
 
+class _Fickle(_Picky):
+    """A critic certain of candidate ``favourites[0]`` the first time it judges, of the next the next time..."""
+
+    def __init__(self, cfg, favourites):
+        super().__init__(cfg, favourites[0])
+        self.favourites, self.calls = favourites, 0
+
+    def forward(self, one_hot, codes):
+        self.favourite = self.favourites[self.calls % len(self.favourites)]
+        self.calls += 1
+        return super().forward(one_hot, codes)
+
+
 def test_the_critic_chooses_among_the_candidates(trained):
     g = ckpt.load(trained).generator
     for favourite in (0, 2):
@@ -488,6 +501,26 @@ def test_the_critic_chooses_among_the_candidates(trained):
     # several seeds in one call: each chooses among its own candidates
     both = generate.sample_rolls(g, [5, 6], bars=2, critic=_Picky(g.cfg, 0), candidates=1)
     assert [r.notes.tolist() for r in both] == [r.notes.tolist() for r in generate.sample_rolls(g, [5, 6], bars=2)]
+
+
+def test_with_a_critic_a_long_piece_is_chosen_a_window_at_a_time(trained):
+    from musicgan.batches import window_steps
+
+    g = ckpt.load(trained).generator
+    cfg, piece_metre = g.cfg, g.cfg.metres[0]
+    bar, W = g.cfg.bar_steps(piece_metre), window_steps(g.cfg)
+    assert generate.segments(_Picky(cfg, 0), 4, 10 * bar, piece_metre) == ([W, 2 * W, 10 * bar], W)
+    assert generate.segments(None, 4, 10 * bar, piece_metre) == generate.segments(_Picky(cfg, 0), 1, 10 * bar, piece_metre)
+    # each segment carries on from the candidate chosen before it, exactly as that candidate would
+    # have gone on: a critic that always takes candidate 2 gets candidate 2's whole piece
+    kwargs = dict(key=generate.key_for(5, g), metre=piece_metre)
+    always = generate.sample_rolls(g, [5], bars=10, critic=_Picky(cfg, 2), candidates=4, metre=piece_metre)[0]
+    assert np.array_equal(always.notes, generate.sample_rolls(g, [generate.candidate_seed(5, 2)], bars=10, **kwargs)[0].notes)
+    # a critic that changes its mind: candidate 0's first window, then a continuation of it
+    piece = generate.sample_rolls(g, [5], bars=10, critic=_Fickle(cfg, [0, 2]), candidates=4, metre=piece_metre)[0]
+    first = generate.sample_rolls(g, [5], bars=10, **kwargs)[0]
+    assert np.array_equal(data.cut(piece, 0, W).notes, data.cut(first, 0, W).notes)
+    assert not np.array_equal(piece.notes, first.notes)
 
 
 def test_the_critic_judges_a_long_piece_window_by_window(trained):
