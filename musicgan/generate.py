@@ -1,7 +1,7 @@
 """Noise -> tokens -> Roll -> MIDI: seeds, length, interpolation and variations.
 
-Generation always runs on the CPU in float32: it is fast enough there (a few tens of
-milliseconds for 16 bars) and it makes the same checkpoint and seed give byte-identical MIDI on
+Generation always runs on the CPU in float32: it is fast enough there (a fraction of a second
+for 16 bars) and it makes the same checkpoint and seed give byte-identical MIDI on
 every machine.
 
 A seed fixes a global latent ``z`` and the per-step noise. The per-step noise is drawn bar by bar
@@ -13,9 +13,10 @@ The critic. A checkpoint whose adversarial phase trained its discriminator as a 
 keeps one with probability proportional to exp(D's logit), D's estimate of p_real / p_generated
 (Grover et al. 2019; Azadi et al. 2019), chosen with a random stream seeded by the seed: still
 the same music for the same seed. A piece longer than the windows the critic learned on is
-judged window by window (:func:`critic_logits`). Interpolations and variations skip it (a
-choice would jump between candidates where they should move smoothly), and so does the prefix
-property above.
+drawn a window at a time (:func:`segments`): the candidates of each window carry on from the
+one chosen before them, and the critic judges them on that window (:func:`critic_logits`).
+Interpolations and variations skip it (a choice would jump between candidates where they should
+move smoothly), and the prefix property above then holds only at the ends of those windows.
 
 The copy guard. A checkpoint carries a :mod:`musicgan.copyguard` index of its training music; a
 candidate that quotes 2 consecutive bars of it is passed over for the critic's next choice, or
@@ -229,7 +230,9 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
                  tempo_bpm: float = 100.0, program: int = 0, critic: Discriminator | None = None,
                  candidates: int = 1, avoid: np.ndarray | None = None, key: int | list | None = None,
                  metre: tuple | list | None = None) -> list[Roll]:
-    """One piece per seed; with a ``critic``, each the critic's choice among ``candidates`` draws.
+    """One piece per seed; with a ``critic``, each the critic's choice among ``candidates`` draws,
+    made a window at a time for a piece longer than its window (:func:`segments`): each window's
+    candidates carry on from the one chosen before them, and the critic judges them on that window.
 
     ``key`` (:mod:`musicgan.keys`, for a model that takes one): the key of every piece; None
     draws each seed's key from the keys of the training music (:func:`key_for`). ``metre``: the
@@ -241,7 +244,9 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
     ``avoid``: a :mod:`musicgan.copyguard` index of the training music. A candidate that copies
     2 bars of it is passed over for the critic's next choice (or the next draw); when a whole
     round copies, up to GUARD_ROUNDS more rounds of candidates are drawn for that seed, and if
-    every one of them copies too, the first round's choice is kept all the same."""
+    every one of them copies too, the first round's choice is kept all the same. With segments,
+    the guard reads each one's candidates from 7 beats before it (every 2 bars of 4 beats that
+    reach into it)."""
     _check(bars, temperature)
     cfg = generator.cfg
     seeds = [int(s) for s in seeds]
