@@ -94,19 +94,22 @@ def _clamped(config: dict, name: str) -> dict:
     return out
 
 
+def _count(config: dict, section: str, name: str, low: int, high: int) -> int:
+    """The whole number ``config[section][name]``, or ``low`` when it is missing, not a whole
+    number or outside low..high."""
+    part = config.get(section)
+    n = part.get(name, low) if isinstance(part, dict) else low
+    return n if isinstance(n, int) and not isinstance(n, bool) and low <= n <= high else low
+
+
 def _window_bars(config: dict) -> int:
-    """The ``train.window_bars`` the model learned on, or 0 (the default length) when it is
-    missing or out of bounds."""
-    train = config.get("train")
-    bars = train.get("window_bars", 0) if isinstance(train, dict) else 0
-    return bars if isinstance(bars, int) and not isinstance(bars, bool) and 0 <= bars <= 16 else 0
+    """The ``train.window_bars`` the model learned on, or 0 (the default length)."""
+    return _count(config, "train", "window_bars", 0, 16)
 
 
 def _candidates(config: dict) -> int:
-    """The ``sampling.candidates`` a config asks for, or 1 when it is missing or out of bounds."""
-    sampling = config.get("sampling")
-    k = sampling.get("candidates", 1) if isinstance(sampling, dict) else 1
-    return k if isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_CANDIDATES else 1
+    """The ``sampling.candidates`` a config asks for, or 1 (no critic)."""
+    return _count(config, "sampling", "candidates", 1, MAX_CANDIDATES)
 
 
 def save(directory, generator: Generator, discriminator: Discriminator | None = None,

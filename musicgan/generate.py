@@ -14,7 +14,8 @@ keeps one with probability proportional to exp(D's logit), D's estimate of p_rea
 (Grover et al. 2019; Azadi et al. 2019), chosen with a random stream seeded by the seed: still
 the same music for the same seed. A piece longer than the windows the critic learned on is
 drawn a window at a time (:func:`segments`): the candidates of each window carry on from the
-one chosen before them, and the critic judges them on that window (:func:`critic_logits`).
+state the one chosen before them ended in (its z too; :class:`~musicgan.models.DrawState`),
+each with noise of its own, and the critic judges them on that window (:func:`critic_logits`).
 Interpolations and variations skip it (a choice would jump between candidates where they should
 move smoothly), and the prefix property above then holds only at the ends of those windows.
 
@@ -38,7 +39,7 @@ from .batches import window_steps
 from .given import check_range, whole_bars
 from .keys import KEYS
 from .midi import Roll
-from .models import Discriminator, Generator
+from .models import Discriminator, DrawState, Generator
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "bach-chorales"
 MAX_BARS = 256
@@ -116,16 +117,11 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_tokens(generator: Generator, z: torch.Tensor, step_noise: torch.Tensor, piece_metre: tuple,
-                  temperature: float = 1.0, given: np.ndarray | None = None) -> np.ndarray:
-    """Tokens (B, T, V) of pieces all in ``piece_metre``; ``given``: (B, P, V) tokens of each
-    piece's first P steps, read as the model's own (see :meth:`Generator.sample`), the rest drawn."""
+                  temperature: float = 1.0) -> np.ndarray:
+    """Tokens (B, T, V) of pieces all in ``piece_metre``."""
     B, T = step_noise.shape[:2]
     codes = torch.from_numpy(generator.cfg.metre_codes(piece_metre, T))
-    fixed = None
-    if given is not None and given.shape[1]:
-        fixed = torch.full((B, T, generator.cfg.voices), -1, dtype=torch.long)
-        fixed[:, :given.shape[1]] = torch.from_numpy(given)
-    tokens, _ = generator.sample(z, step_noise, codes.expand(B, -1), temperature=temperature, given=fixed)
+    tokens, _ = generator.sample(z, step_noise, codes.expand(B, -1), temperature=temperature)
     return tokens.numpy()
 
 
@@ -187,18 +183,23 @@ def choose(critic: Discriminator, tokens: np.ndarray, seed: int, piece_metre: tu
     return torch.multinomial(weights, len(weights), replacement=False, generator=rng).tolist()
 
 
-def _draw(generator: Generator, seeds: list[int], first: int, k: int, n_steps: int, temperature: float,
-          seed_keys: list, piece_metre: tuple, given: np.ndarray | None = None) -> np.ndarray:
-    """Tokens (seeds, k, T, V) of candidates first .. first+k-1 of every seed, in one batch
-    (every candidate of a seed in that seed's key; all in ``piece_metre``; ``given``: (seeds, P,
-    V), each seed's first P steps, the same for all its candidates)."""
+def _draw(generator: Generator, seeds: list[int], first: int, k: int, end: int, temperature: float,
+          seed_keys: list, piece_metre: tuple, state: DrawState | None = None) -> tuple[np.ndarray, DrawState]:
+    """Candidates first .. first+k-1 of every seed, in one batch, all in ``piece_metre``: (their
+    tokens (seeds, k, steps, V) from where ``state`` stands (the start when None) to step
+    ``end``, the state each ends in (seed-major rows)). Each candidate draws with its own noise;
+    from the start, from its own z in its seed's key, else on from its seed's row of ``state``."""
     cfg = generator.cfg
-    noise = [noise_for(candidate_seed(s, j), n_steps, cfg) for s in seeds for j in range(first, first + k)]
-    z = _conditioned(generator, torch.stack([n[0] for n in noise]), [key for key in seed_keys for _ in range(k)])
-    step_noise = torch.stack([n[1] for n in noise])
-    given = None if given is None else np.repeat(given, k, axis=0)
-    return sample_tokens(generator, z, step_noise, piece_metre, temperature, given).reshape(
-        len(seeds), k, n_steps, cfg.voices)
+    start = 0 if state is None else state.steps
+    noise = [noise_for(candidate_seed(s, j), end, cfg) for s in seeds for j in range(first, first + k)]
+    if state is None:
+        state = generator.begin(_conditioned(generator, torch.stack([n[0] for n in noise]),
+                                             [key for key in seed_keys for _ in range(k)]))
+    else:
+        state = state.rows(np.repeat(np.arange(len(seeds)), k))
+    codes = torch.from_numpy(cfg.metre_codes(piece_metre, end)[start:]).expand(len(noise), -1)
+    tokens, state = generator.draw_on(state, torch.stack([n[1][start:] for n in noise]), codes, temperature)
+    return tokens.numpy().reshape(len(seeds), k, end - start, cfg.voices), state
 
 
 def by_metre(seeds: list[int], metres: list) -> dict:
@@ -221,7 +222,7 @@ def draw_windows(generator: Generator, seeds: list[int], n_steps: int, temperatu
     codes = np.zeros((len(seeds), n_steps), dtype=np.int64)
     for m, where in by_metre(seeds, metres).items():
         group = [seeds[i] for i in where]
-        tokens[where] = _draw(generator, group, 0, 1, n_steps, temperature, [piece_keys[i] for i in where], m)[:, 0]
+        tokens[where] = _draw(generator, group, 0, 1, n_steps, temperature, [piece_keys[i] for i in where], m)[0][:, 0]
         codes[where] = cfg.metre_codes(m, n_steps)
     return tokens, codes, np.array([-1 if k is None else k for k in piece_keys], dtype=np.int64)
 
@@ -232,7 +233,8 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
                  metre: tuple | list | None = None) -> list[Roll]:
     """One piece per seed; with a ``critic``, each the critic's choice among ``candidates`` draws,
     made a window at a time for a piece longer than its window (:func:`segments`): each window's
-    candidates carry on from the one chosen before them, and the critic judges them on that window.
+    candidates carry on from the state the one chosen before them ended in, and the critic judges
+    them on that window (so the piece costs about what one draw of it costs).
 
     ``key`` (:mod:`musicgan.keys`, for a model that takes one): the key of every piece; None
     draws each seed's key from the keys of the training music (:func:`key_for`). ``metre``: the
@@ -260,15 +262,15 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
 
     def offered(tokens: np.ndarray, seed: int, piece_metre: tuple, judged: int, guarded: int, round_: int):
         """(the first candidate offered, the first that does not copy or None) among one round's
-        candidates (tokens (k, T, V)): the critic judges them from step ``judged`` on, and the
-        copy guard reads them from step ``guarded`` on."""
+        candidates (tokens (k, T, V), by index): the critic judges them from step ``judged`` on,
+        and the copy guard reads them from step ``guarded`` on."""
         first = None
         by_critic = critic is not None and len(tokens) > 1
         for j in choose(critic, tokens[:, judged:], seed + round_, piece_metre) if by_critic else range(len(tokens)):
-            first = tokens[j] if first is None else first
+            first = j if first is None else first
             if avoid is None or not copyguard.copies(data.cut(voices.decode(
                     tokens[j], cfg.pitch_low, steps_per_beat=cfg.steps_per_beat), guarded, tokens.shape[1] - guarded), avoid):
-                return first, tokens[j]
+                return first, j
         return first, None
 
     pieces: list = [None] * len(seeds)
@@ -276,26 +278,33 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
         n_steps = bars * cfg.bar_steps(piece_metre_)
         group, group_keys = [seeds[i] for i in where], [seed_keys[i] for i in where]
         ends, window = segments(critic, k, n_steps, piece_metre_)
-        chosen = np.zeros((len(group), 0, cfg.voices), dtype=np.int64)
+        chosen, state = np.zeros((len(group), 0, cfg.voices), dtype=np.int64), None
         for segment, end in enumerate(ends):
             start = chosen.shape[1]
             # the guard reads from 7 beats before the segment: every 2 bars of 4 beats that reach into it
             judged, guarded = max(0, end - window), max(0, start - 7 * cfg.steps_per_beat)
-            drawn = _draw(generator, group, 0, k, end, temperature, group_keys, piece_metre_, chosen)
-            kept_tokens = []
-            for g, (seed, seed_key, tokens) in enumerate(zip(group, group_keys, drawn)):
-                base = segment * (GUARD_ROUNDS + 1)
-                first, kept = offered(tokens, seed, piece_metre_, judged, guarded, base)
+            base = segment * (GUARD_ROUNDS + 1)
+            drawn, drawn_state = _draw(generator, group, 0, k, end, temperature, group_keys, piece_metre_, state)
+            kept_tokens, kept_states = [], []
+            for g, (seed, seed_key) in enumerate(zip(group, group_keys)):
+                def whole(tokens: np.ndarray) -> np.ndarray:  # each candidate after the piece so far
+                    return np.concatenate([np.repeat(chosen[g:g + 1], len(tokens), 0), tokens], 1)
+
+                first, j = offered(whole(drawn[g]), seed, piece_metre_, judged, guarded, base)
+                pick = (drawn[g], drawn_state, g * k, first if j is None else j)
                 size, done = max(k, GUARD_ROUND), k
                 for round_ in range(1, GUARD_ROUNDS + 1):
-                    if kept is not None:
+                    if j is not None:
                         break
-                    more = _draw(generator, [seed], done, size, end, temperature, [seed_key], piece_metre_,
-                                 chosen[g:g + 1])[0]
-                    kept = offered(more, seed, piece_metre_, judged, guarded, base + round_)[1]
+                    more, more_state = _draw(generator, [seed], done, size, end, temperature, [seed_key],
+                                             piece_metre_, None if state is None else state.rows([g]))
+                    j = offered(whole(more[0]), seed, piece_metre_, judged, guarded, base + round_)[1]
+                    pick = pick if j is None else (more[0], more_state, 0, j)
                     done += size
-                kept_tokens.append(first if kept is None else kept)
-            chosen = np.stack(kept_tokens)
+                tokens, rows, row, j = pick
+                kept_tokens.append(tokens[j])
+                kept_states.append(rows.rows([row + j]))
+            chosen, state = np.concatenate([chosen, np.stack(kept_tokens)], 1), DrawState.cat(kept_states)
         for i, seed, seed_key, tokens in zip(where, group, group_keys, chosen):
             pieces[i] = voices.decode(tokens, cfg.pitch_low,
                                       **_roll_meta(cfg, tempo_bpm, program, f"seed {seed}", piece_metre_, seed_key))

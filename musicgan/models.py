@@ -26,7 +26,7 @@ Jang et al. 2017), so it cannot win by telling probabilities from zeros and ones
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -315,6 +315,40 @@ def gumbel_from_normal(noise: torch.Tensor) -> torch.Tensor:
     return -torch.log(-torch.log(u))
 
 
+@dataclass
+class DrawState:
+    """Where a free-running draw stands after its last step (:meth:`Generator.draw_on`), a row
+    per piece: its conditioning vector ``z`` (:meth:`Generator.condition`), each LSTM layer's
+    ``h`` and ``c``, each voice's ``codes`` (what it feeds the next step: its token, or for a
+    hold, the token count + the pitch it holds), the token each voice sounds and whether it struck
+    a note at the last step, and how many steps were drawn."""
+    z: torch.Tensor
+    h: list
+    c: list
+    codes: list
+    sound: torch.Tensor
+    struck: torch.Tensor
+    steps: int = 0
+
+    def rows(self, index) -> "DrawState":
+        """The state of the pieces ``index`` (a row may be taken more than once: candidates that
+        all carry on from one piece)."""
+        index = torch.as_tensor(index, dtype=torch.long, device=self.z.device)
+        pick = lambda x: x.index_select(0, index)  # noqa: E731
+        return DrawState(pick(self.z), [pick(x) for x in self.h], [pick(x) for x in self.c],
+                         [pick(x) for x in self.codes], pick(self.sound), pick(self.struck), self.steps)
+
+    @staticmethod
+    def cat(states: list) -> "DrawState":
+        """The rows of several states (each as many steps in) as one."""
+        if len({s.steps for s in states}) != 1:
+            raise ValueError("states of pieces drawn to different steps cannot be joined")
+        joined = lambda parts: [torch.cat(p) for p in zip(*parts)]  # noqa: E731
+        return DrawState(torch.cat([s.z for s in states]), joined([s.h for s in states]), joined([s.c for s in states]),
+                         joined([s.codes for s in states]), torch.cat([s.sound for s in states]),
+                         torch.cat([s.struck for s in states]), states[0].steps)
+
+
 class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -577,6 +611,28 @@ class Generator(nn.Module):
         return tokens, torch.stack(one_hots, 1).view(B, T, V, K)
 
 
+    def begin(self, z: torch.Tensor) -> DrawState:
+        """The state of pieces before their first step (z: (B, cond_dim), see :meth:`condition`)."""
+        B, V = z.shape[0], self.cfg.voices
+        h, c = self._state(z)
+        rest = torch.full((B,), REST, dtype=torch.long, device=z.device)  # a hold at the first step holds a rest
+        return DrawState(z, list(h), list(c), [rest] * V, rest[:, None].repeat(1, V),
+                         torch.zeros(B, V, dtype=torch.bool, device=z.device))
+
+    @torch.no_grad()
+    def draw_on(self, state: DrawState, noise: torch.Tensor, codes: torch.Tensor,
+                temperature: float = 1.0) -> tuple[torch.Tensor, DrawState]:
+        """Free-running generation in parts: the Gumbel-max draw of :meth:`sample` (no autograd)
+        of the steps of ``noise`` (B, T, V, K; standard normal) and ``codes`` (B, T), from
+        ``state`` (:meth:`begin`, or the state a draw before ended in). Returns the tokens (B, T, V)
+        and the state after them: a piece drawn in two parts, the second from the state the first
+        ends in, is the piece drawn in one (tested), and a part's candidates can each carry on
+        from the one chosen (:func:`musicgan.generate.sample_rolls`)."""
+        state = replace(state, h=list(state.h), c=list(state.c), codes=list(state.codes))
+        with torch.inference_mode():
+            tokens = self._draw_fast(state.z, gumbel_from_normal(noise), codes, temperature, state=state)
+        return tokens.clone(), state
+
     def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
                      given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
                      bass: torch.Tensor | None = None, parallel_bias: float | None = None,
@@ -593,7 +649,7 @@ class Generator(nn.Module):
                    given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
                    bass: torch.Tensor | None = None, parallel_bias: float | None = None,
                    tonal: bool | None = None, pitch_temperature: float = 1.0,
-                   harmony: bool | None = None) -> torch.Tensor:
+                   harmony: bool | None = None, state: DrawState | None = None) -> torch.Tensor:
         """Gumbel-max sampling without autograd: the draw of :meth:`sample`, computed step by step
         with plain matrix products instead of one LSTM call per step. On the CPU each small torch
         call costs more than its arithmetic, so the loop is written to make few calls:
@@ -609,7 +665,10 @@ class Generator(nn.Module):
 
         With ``parallel_bias``, ``tonal`` and ``harmony`` given (see :meth:`_tonal_rows` and
         :meth:`_interval_table`) it reads no value back
-        from the device, so it can be captured as a CUDA graph (:mod:`musicgan.cudagraph`)."""
+        from the device, so it can be captured as a CUDA graph (:mod:`musicgan.cudagraph`).
+
+        ``state``: where the pieces stand (:meth:`draw_on`; ``z`` is its own), moved on in place
+        to where this draw ends; None: they start here."""
         B, T, V, K = gumbel.shape
         E, H = self.cfg.embed_dim, self.cfg.hidden
         lstm = self.lstm
@@ -654,24 +713,25 @@ class Generator(nn.Module):
         hidden = torch.empty(B, V * H, device=z.device)  # every head's first layer, refilled each step
         head_in = hidden.split(H, 1)
         lower = [hidden[:, (v + 1) * H:] for v in range(V - 1)]
-        h0, c0 = self._state(z)
-        h, c = list(h0), list(c0)
-        codes = [torch.full((B,), REST, dtype=torch.long, device=z.device)] * V  # a hold at t=0 holds a rest
+        start = self.begin(z) if state is None else state
+        if start.steps and bass is not None:
+            raise ValueError("a given bass is drawn in one part")
+        h, c, codes = list(start.h), list(start.c), list(start.codes)
+        sound, struck = start.sound.clone(), start.struck.clone()  # (kept up with a penalty or bass only)
         tokens = []
         beta = float(self.parallel_bias if parallel_bias is None else parallel_bias)
         track = bool(beta) or bass is not None or table is not None
-        sound = torch.full((B, V), REST, dtype=torch.long, device=z.device)  # (kept with a penalty or bass only)
-        struck = torch.zeros(B, V, dtype=torch.bool, device=z.device)
         if bass is not None:
             bass_sound, bass_struck = sounding(bass[..., None])[..., 0].t(), (bass >= FIRST_PITCH).t()
         for t in range(T):
+            after = bool(t or start.steps)  # a step after another: what it drew feeds this one
             before = sound.clone() if beta else None
-            intervals = perfect_intervals(before) if beta and t else None
+            intervals = perfect_intervals(before) if beta and after else None
             placed = None if bass is None else torch.zeros(B, dtype=torch.bool, device=z.device)
             acc = None if table is None else z.new_zeros(B, K)  # the interval rows of the voices above
             code = step_codes[t]
             gates = z_part + frame_part.index_select(0, code)
-            if t:
+            if after:
                 # (index_select takes half the time of advanced indexing on these small lookups)
                 rows = prev_table.index_select(0, (torch.stack(codes, 1) + offsets).view(-1))
                 gates = gates + rows.view(B, V, -1).sum(1)
@@ -691,7 +751,7 @@ class Generator(nn.Module):
                 if acc is not None and v:
                     step_bias = step_bias + self._interval_term(acc, sound[:, v])
                 logits = torch.addmm(step_bias, torch.relu(head_in[v]), w_out)
-                if beta and t and v:
+                if beta and after and v:
                     logits = logits + parallel_penalty(before, sound, struck, v, beta, K, intervals)
                 if beta and t and bass is not None:
                     logits = logits + bass_parallel_penalty(before[:, v], bass_sound[t - 1], bass_sound[t],
@@ -716,6 +776,9 @@ class Generator(nn.Module):
                 codes[v] = index if self.pitch_embed is None else next_code[codes[v], index]
                 if v < V - 1:
                     lower[v] += below[v].index_select(0, codes[v])
+        if state is not None:
+            state.h, state.c, state.codes, state.sound, state.struck = h, c, codes, sound, struck
+            state.steps += T
         return torch.stack(tokens, 1).view(B, T, V)
 
 

@@ -350,6 +350,39 @@ def test_fast_sampling_draws_what_the_step_by_step_loop_draws(layers, temperatur
     assert len({tuple(t.flatten().tolist()) for t in fast}) == 16
 
 
+@pytest.mark.parametrize("layers,sounding_input", [(1, True), (2, False)])
+def test_a_piece_drawn_in_parts_is_the_piece_drawn_in_one(layers, sounding_input):
+    """Long pieces are drawn a window at a time, each window's candidates carrying on from the
+    state the chosen one ended in: the parts must join into exactly the one draw."""
+    from musicgan.models import DrawState, Generator
+
+    torch.manual_seed(2)
+    cfg = ModelConfig(pitch_low=40, pitch_high=70, sounding_input=sounding_input, **{**TINY, "layers": layers})
+    g = Generator(cfg).eval()
+    for bias in (g.onset_bias, g.rest_bias, g.tonal_bias, g.interval_bias):
+        bias.normal_(0, 1)
+    g.parallel_bias.fill_(2.0)  # the penalty reads the step before: across a join too
+    with torch.no_grad():  # what a piece drew steers its next step, as in a trained model (else the noise decides)
+        for weight in [g.embed] + [p for p in (g.pitch_embed,) if p is not None] + [h[2].weight for h in g.heads]:
+            weight.mul_(20)
+    z, step_a, _, codes = two_draws(g)
+    with torch.no_grad():
+        whole, _ = g.sample(z, step_a, codes)
+    state = g.begin(z)
+    parts = []
+    for a, b in ((0, 5), (5, 16), (16, 32)):  # joins on and off the bar lines
+        tokens, state = g.draw_on(state, step_a[:, a:b], codes[:, a:b])
+        parts.append(tokens)
+    assert state.steps == 32 and torch.equal(torch.cat(parts, 1), whole)
+    # candidates carrying on from chosen pieces: rows taken (twice, out of order) and joined again
+    _, half = g.draw_on(g.begin(z), step_a[:, :16], codes[:, :16])
+    picked = DrawState.cat([half.rows([3, 3]), half.rows([0])])
+    on, _ = g.draw_on(picked, step_a[[3, 3, 0], 16:], codes[:3, 16:])
+    assert torch.equal(on, whole[[3, 3, 0], 16:])
+    with pytest.raises(ValueError, match="different steps"):
+        DrawState.cat([half, g.begin(z)])
+
+
 def two_draws(g):
     """12 pieces of 32 steps of 4/4, each in its own key: (z, step noise a, step noise b, codes),
     the noises from two sets of seeds."""
