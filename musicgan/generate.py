@@ -183,6 +183,36 @@ def choose(critic: Discriminator, tokens: np.ndarray, seed: int, piece_metre: tu
     return torch.multinomial(weights, len(weights), replacement=False, generator=rng).tolist()
 
 
+def offered(critic: Discriminator | None, tokens: np.ndarray, seed: int, piece_metre: tuple,
+            copies) -> tuple[int, int | None]:
+    """(the first candidate offered, the first offered that does not copy, or None when all do)
+    among one round's candidates (tokens (k, T, V) as the critic judges them, by index): in the
+    critic's order (:func:`choose`, seeded by ``seed``), or as drawn without a critic.
+    ``copies(j)``: whether candidate j quotes the training music (the copy guard)."""
+    first = None
+    for j in choose(critic, tokens, seed, piece_metre) if critic is not None and len(tokens) > 1 else range(len(tokens)):
+        first = j if first is None else first
+        if not copies(j):
+            return first, j
+    return first, None
+
+
+def guarded_choice(first_round, more, offer, k: int):
+    """What the copy guard leaves a seed: ``offer(candidates, round_)`` -> (the first offered,
+    the first that does not copy or None), for the first round (``first_round``) and then, while
+    every candidate copies, for up to GUARD_ROUNDS more (``more(done, size)``: candidates
+    ``done`` .. ``done + size - 1``, at least GUARD_ROUND of them); if every one copies, the first
+    round's first offered all the same."""
+    first, kept = offer(first_round, 0)
+    size, done = max(k, GUARD_ROUND), k
+    for round_ in range(1, GUARD_ROUNDS + 1):
+        if kept is not None:
+            break
+        kept = offer(more(done, size), round_)[1]
+        done += size
+    return first if kept is None else kept
+
+
 def _draw(generator: Generator, seeds: list[int], first: int, k: int, end: int, temperature: float,
           seed_keys: list, piece_metre: tuple, state: DrawState | None = None) -> tuple[np.ndarray, DrawState]:
     """Candidates first .. first+k-1 of every seed, in one batch, all in ``piece_metre``: (their
@@ -260,19 +290,6 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
     seed_keys = [piece_key(s, generator, k_) for s, k_ in zip(seeds, keys_)]
     seed_metres = [piece_metre(s, generator, m_) for s, m_ in zip(seeds, metres_)]
 
-    def offered(tokens: np.ndarray, seed: int, piece_metre: tuple, judged: int, guarded: int, round_: int):
-        """(the first candidate offered, the first that does not copy or None) among one round's
-        candidates (tokens (k, T, V), by index): the critic judges them from step ``judged`` on,
-        and the copy guard reads them from step ``guarded`` on."""
-        first = None
-        by_critic = critic is not None and len(tokens) > 1
-        for j in choose(critic, tokens[:, judged:], seed + round_, piece_metre) if by_critic else range(len(tokens)):
-            first = j if first is None else first
-            if avoid is None or not copyguard.copies(data.cut(voices.decode(
-                    tokens[j], cfg.pitch_low, steps_per_beat=cfg.steps_per_beat), guarded, tokens.shape[1] - guarded), avoid):
-                return first, j
-        return first, None
-
     pieces: list = [None] * len(seeds)
     for piece_metre_, where in by_metre(seeds, seed_metres).items():
         n_steps = bars * cfg.bar_steps(piece_metre_)
@@ -287,23 +304,26 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
             drawn, drawn_state = _draw(generator, group, 0, k, end, temperature, group_keys, piece_metre_, state)
             kept_tokens, kept_states = [], []
             for g, (seed, seed_key) in enumerate(zip(group, group_keys)):
-                def whole(tokens: np.ndarray) -> np.ndarray:  # each candidate after the piece so far
-                    return np.concatenate([np.repeat(chosen[g:g + 1], len(tokens), 0), tokens], 1)
+                def more(done: int, size: int) -> tuple:
+                    tokens, rows = _draw(generator, [seed], done, size, end, temperature, [seed_key], piece_metre_,
+                                         None if state is None else state.rows([g]))
+                    return tokens[0], rows
 
-                first, j = offered(whole(drawn[g]), seed, piece_metre_, judged, guarded, base)
-                pick = (drawn[g], drawn_state, g * k, first if j is None else j)
-                size, done = max(k, GUARD_ROUND), k
-                for round_ in range(1, GUARD_ROUNDS + 1):
-                    if j is not None:
-                        break
-                    more, more_state = _draw(generator, [seed], done, size, end, temperature, [seed_key],
-                                             piece_metre_, None if state is None else state.rows([g]))
-                    j = offered(whole(more[0]), seed, piece_metre_, judged, guarded, base + round_)[1]
-                    pick = pick if j is None else (more[0], more_state, 0, j)
-                    done += size
-                tokens, rows, row, j = pick
-                kept_tokens.append(tokens[j])
-                kept_states.append(rows.rows([row + j]))
+                def offer(candidates: tuple, round_: int) -> tuple:
+                    """(first, kept) as (tokens, state row) of candidates (their tokens, their states)"""
+                    tokens, rows = candidates
+                    whole = np.concatenate([np.repeat(chosen[g:g + 1], len(tokens), 0), tokens], 1)  # after the piece so far
+
+                    def copies(j: int) -> bool:
+                        return avoid is not None and copyguard.copies(data.cut(voices.decode(
+                            whole[j], cfg.pitch_low, steps_per_beat=cfg.steps_per_beat), guarded, end - guarded), avoid)
+
+                    found = offered(critic, whole[:, judged:], seed + base + round_, piece_metre_, copies)
+                    return tuple(None if j is None else (tokens[j], rows.rows([j])) for j in found)
+
+                tokens, row = guarded_choice((drawn[g], drawn_state.rows(range(g * k, (g + 1) * k))), more, offer, k)
+                kept_tokens.append(tokens)
+                kept_states.append(row)
             chosen, state = np.concatenate([chosen, np.stack(kept_tokens)], 1), DrawState.cat(kept_states)
         for i, seed, seed_key, tokens in zip(where, group, group_keys, chosen):
             pieces[i] = voices.decode(tokens, cfg.pitch_low,
@@ -422,26 +442,14 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
                                     time_signatures=ts, key=key, **meta)
             return _joined(opened, decoded, P)
 
-        def offered(tokens: np.ndarray, round_: int):
-            first = None
-            by_critic = critic is not None and len(tokens) > 1
-            order = choose(critic, tokens[:, P:], seed + round_, last_metre) if by_critic else range(len(tokens))
-            for j in order:
-                roll = as_roll(tokens[j])
-                first = roll if first is None else first
-                if avoid is None or not copyguard.copies(_after(roll, P), avoid):
-                    return first, roll
-            return first, None
+        def offer(tokens: np.ndarray, round_: int) -> tuple:
+            def copies(j: int) -> bool:
+                return avoid is not None and copyguard.copies(_after(as_roll(tokens[j]), P), avoid)
 
-        first, kept = offered(draw(0, k), 0)
-        done = k
-        for round_ in range(1, GUARD_ROUNDS + 1):
-            if kept is not None:
-                break
-            size = max(k, GUARD_ROUND)
-            kept = offered(draw(done, size), round_)[1]
-            done += size
-        piece = first if kept is None else kept
+            found = offered(critic, tokens[:, P:], seed + round_, last_metre, copies)
+            return tuple(None if j is None else as_roll(tokens[j]) for j in found)
+
+        piece = guarded_choice(draw(0, k), draw, offer, k)
         pieces.append(piece if whole else _after(piece, P))
     return pieces
 

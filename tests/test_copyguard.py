@@ -120,6 +120,15 @@ def test_the_guard_reads_every_segment_of_a_long_piece(generator):
         assert np.array_equal(data.cut(piece, 0, 8 * bar).notes, data.cut(before, 0, 8 * bar).notes)
 
 
+def test_a_continuation_that_copies_is_passed_over(generator):
+    opening = generate.sample_rolls(generator, [3], bars=2)[0]
+    plain = generate.continue_rolls(generator, opening, [1, 2], bars=4, primer_bars=2, whole=False)
+    index = copyguard.build(plain)  # as if the model had learned these very continuations
+    guarded = generate.continue_rolls(generator, opening, [1, 2], bars=4, primer_bars=2, whole=False, avoid=index)
+    for p, g in zip(plain, guarded):
+        assert copyguard.copies(p, index) and not copyguard.copies(g, index) and not np.array_equal(p.notes, g.notes)
+
+
 def test_when_every_draw_copies_the_first_choice_is_kept(generator, monkeypatch):
     monkeypatch.setattr(copyguard, "copies", lambda roll, index: True)
     index = np.zeros(1, dtype=np.int64)
