@@ -12,8 +12,8 @@ chorale split (``python -m musicgan.datasets bach data/styles/bach`` here), then
 1. **phases**: throughput per phase (likelihood, critic, G adversarial), in sample-timesteps per
    second (batch x window steps / seconds per step), at batch 64, at the trainer's own choice for
    the device (``TrainConfig.sized_for``) and at a larger one, with the peak memory and the SM
-   busy share that ``nvidia-smi`` reports while each runs; and the critic phase again with its
-   draws launched step by step instead of replayed from a CUDA graph (:mod:`musicgan.cudagraph`).
+   busy share that ``nvidia-smi`` reports while each runs; and the likelihood and critic phases
+   again launched op by op instead of replayed from CUDA graphs (:mod:`musicgan.cudagraph`).
 2. **graphs**: whether the graph's draws are the eager draws, token for token.
 3. **reference**: a C-RNN-GAN-style GAN written here (an LSTM generator feeding back its own
    output, hidden 256, and a bidirectional LSTM discriminator, hidden 256, 64 steps), one G + D
@@ -23,13 +23,11 @@ chorale split (``python -m musicgan.datasets bach data/styles/bach`` here), then
    them, 4-bar clips against the held-out chorales, two-sample accuracy over several splits),
    beside the shipped pretrained model in the same run. Each trained model is saved in a folder
    named after it beside ``--out`` (``$OUT/gpu/batch-64/``: shallow enough to come back from a
-   lent device), ready for ``python -m musicgan generate`` or ``add-harmoniser``.
+   lent device; the model without its training state), ready for ``python -m musicgan generate``
+   or ``add-harmoniser``.
 5. **profile**: where a step's time goes at the trainer's own batch (``torch.profiler``, 20
    steps of each phase after 5 unprofiled, and 20 timed without it): the share of the wall time the
    card spends in kernels, and the operators that take the most GPU time and the most host time.
-6. **stepgraph** (not among the default parts): the whole likelihood step recorded as one CUDA
-   graph, against the same step launched op by op (:func:`step_graph`): a lead for the host-bound
-   likelihood phase, not yet what the trainer does.
 """
 from __future__ import annotations
 
@@ -178,96 +176,6 @@ def profile(rolls, device, n: int = 20, top: int = 12) -> dict:
     return out
 
 
-def step_graph(rolls, device, n: int = 30) -> dict:
-    """The whole likelihood step as one CUDA graph: forward, backward, gradient clipping and a fused
-    Adam that skips a step whose gradients are not finite on the card (``found_inf``, as
-    ``torch.amp.GradScaler`` drives it), so that nothing in the step waits on the host. From the
-    same weights, batches and noise, ``n`` steps replayed from the graph against the same step
-    launched op by op: the losses and weights (whether they agree) and the time a step of each,
-    with the trainer's own step (which checks on the host) for scale. The likelihood step was bound
-    by its ~550 kernel launches on an H100 (``--parts profile``); this measures what one launch gives."""
-    if device.type != "cuda":
-        return {"skipped": "needs a CUDA GPU"}
-    from musicgan.batches import Batch
-
-    trainer = Trainer(rolls, config=TrainConfig(), device=device, budget=Budget(steps=10 ** 6))
-    G, c = trainer.G, trainer.config
-    own = seconds_per_step(trainer.step, device, 10)
-    start = {k: v.detach().clone() for k, v in G.named_parameters()}
-    inputs = []
-    for _ in range(n):
-        b = trainer._batch()
-        inputs.append((b.tokens, b.keys, b.codes, trainer._noise(*b.tokens.shape[:2])[0]))
-    opt = torch.optim.Adam(G.parameters(), lr=c.lr_mle, fused=True, capturable=True)
-
-    def body(tokens, keys, codes, z):
-        with trainer._autocast():
-            loss = trainer._mle_loss(Batch(tokens, keys, codes), G.condition(z, keys))
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(G.parameters(), c.grad_clip)
-        opt.found_inf = (~torch.isfinite(norm)).float()
-        opt.step()
-        return loss
-
-    def reset():  # the same weights and a fresh optimiser state, in place (a graph reads them where they are)
-        with torch.no_grad():
-            for name, param in G.named_parameters():
-                param.copy_(start[name])
-            for state in opt.state.values():
-                for value in state.values():
-                    value.zero_()
-
-    def eager():
-        losses = []
-        for x in inputs:
-            opt.zero_grad(set_to_none=True)
-            losses.append(body(*x).detach())
-        return losses
-
-    # op by op, from the start (fused Adam's state is made on its first step)
-    eager()
-    reset()
-    sync(device)
-    t0 = time.perf_counter()
-    eager_losses = [float(v) for v in eager()]
-    sync(device)
-    eager_s = (time.perf_counter() - t0) / n
-    eager_weights = {k: v.detach().clone() for k, v in G.named_parameters()}
-    # one graph: recorded after warm-up steps on a side stream, as torch.cuda.graph asks
-    static = [x.clone() for x in inputs[0]]
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            opt.zero_grad(set_to_none=True)
-            body(*static)
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=True)
-    with torch.cuda.graph(graph):
-        static_loss = body(*static)
-    reset()
-    sync(device)
-    losses = []
-    with SMBusy(device) as sm:
-        t0 = time.perf_counter()
-        for x in inputs:
-            for into, value in zip(static, x):
-                into.copy_(value)
-            graph.replay()
-            losses.append(static_loss.detach().clone())
-        sync(device)
-        graph_s = (time.perf_counter() - t0) / n
-    losses = [float(v) for v in losses]
-    weights_gap = max(float((G.state_dict()[k] - v).abs().max()) for k, v in eager_weights.items())
-    return {"batch": c.batch_size, "steps": n, "trainer_s_per_step": round(own, 4),
-            "op_by_op_s_per_step": round(eager_s, 4), "graph_s_per_step": round(graph_s, 4),
-            "graph_speedup": round(eager_s / graph_s, 2), "graph_sm_busy_pct": sm.busy,
-            "losses_identical": losses == eager_losses,
-            "loss_gap_max": max(abs(a - b) for a, b in zip(losses, eager_losses)),
-            "weights_gap_max": weights_gap, "last_loss": losses[-1]}
-
-
 def graph_agrees(rolls, device, batch: int = 512) -> dict:
     """Whether the critic's draws replayed from a CUDA graph are the eager draws, token for token
     (same weights, noise, keys and metres), with a parallels penalty and a tonal bias set; and
@@ -383,7 +291,8 @@ def chorales(device, minutes: float, split: Path, out: Path, pieces: int, splits
         c = trainer.config
         label = f"batch {c.batch_size}" + (" (auto)" if not overrides.get("batch_size") else "") + \
             "".join(f" {k} {v}" for k, v in overrides.items() if k != "batch_size")
-        folder = trainer.save(out / label.replace(" ", "-").replace("(", "").replace(")", ""))
+        # the model as a visitor downloads it (with its training state it is too large to come back)
+        folder = trainer.save(out / label.replace(" ", "-").replace("(", "").replace(")", ""), with_train_state=False)
         result[label] = {"folder": str(folder),
                          "training": {"steps": trainer.step_count, "adversarial_from": trainer.adversarial_from,
                                       "minutes": minutes, "hidden": trainer.model.hidden,
@@ -408,7 +317,7 @@ def main(argv=None) -> int:
                              "of TrainConfig and ModelConfig fields (e.g. '{\"batch_size\": 64, \"seed\": 1}', "
                              "'{\"hidden\": 512, \"window_bars\": 8}')")
     parser.add_argument("--parts", nargs="+", default=["phases", "graphs", "reference", "chorales"],
-                        help="of: phases graphs reference profile chorales stepgraph")
+                        help="of: phases graphs reference profile chorales")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "styles" / "bach")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu.json")
     parser.add_argument("--quick", action="store_true", help="a few steps of everything (to check the script)")
@@ -439,8 +348,8 @@ def main(argv=None) -> int:
 
     if "phases" in args.parts:
         report("phases", [phases(rolls, device, batch, n, args.graphs) for batch in args.batches])
-        report("critic_without_graphs", [phases(rolls, device, batch, n, graphs=False, names=("critic",))
-                                         for batch in args.batches[:2]])
+        report("without_graphs", [phases(rolls, device, batch, n, graphs=False, names=("likelihood", "critic"))
+                                  for batch in args.batches[:2]])
     if "graphs" in args.parts:
         try:
             report("graph_agrees", graph_agrees(rolls, device, batch=64 if args.quick else 512))
@@ -453,11 +362,6 @@ def main(argv=None) -> int:
             report("against_reference_best", {
                 f"batch {p['batch']}": {k: round(p[k]["sample_timesteps_per_s"] / best, 2)
                                         for k in ("critic", "g_adversarial")} for p in summary["phases"]})
-    if "stepgraph" in args.parts:
-        try:
-            report("step_graph", step_graph(rolls, device, n=3 if args.quick else 30))
-        except RuntimeError as e:  # (a capture the card refuses is a finding too)
-            report("step_graph", {"error": str(e)[:2000]})
     if "profile" in args.parts:
         report("profile", profile(rolls, device, n=3 if args.quick else 20))
     if "chorales" in args.parts:

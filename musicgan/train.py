@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt, copyguard, heldout, metre
 from .batches import Batch, batches_for
-from .cudagraph import Draw
+from .cudagraph import Draw, LikelihoodStep, capturable_adam, set_rate
 from .models import MAX_METRES, Discriminator, Generator, ModelConfig, interval_counts, parallel_rate
 from .settings import setting
 from .shards import ShardedCorpus
@@ -388,7 +389,11 @@ class Trainer:
         self._describe_music(self.G)
         self.g_train, self.d_train = ranks.wrap(self.G), ranks.wrap(self.D)
         self.draw = Draw(self.G, config.cuda_graphs)  # the critic phase's draws
-        self.opt_mle = torch.optim.Adam(self.G.parameters(), lr=config.lr_mle)
+        # on one CUDA GPU the likelihood step is one CUDA graph (musicgan.cudagraph); elsewhere op by op
+        graphs = config.cuda_graphs and self.device.type == "cuda" and ranks.world == 1
+        self.opt_mle = capturable_adam(self.G.parameters(), config.lr_mle, self.device, graphs)
+        self.likelihood_step = LikelihoodStep(self._graphed_loss, self.G.parameters(), self.opt_mle,
+                                              config.grad_clip) if graphs else None
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
         self.batch_rng = torch.Generator().manual_seed(config.seed + 7919 * ranks.rank)
@@ -445,10 +450,15 @@ class Trainer:
         z = self._latent(B)
         if self.phase == "mle":
             self._set_mle_rate()
-            with self._autocast():
-                loss = self._mle_loss(real, self.G.condition(z, real.keys))
-            ok = self._apply(loss, self.opt_mle, self.G)
-            metrics = {"mle": loss.item()}
+            graphed = self._graphed_step(real, z)
+            if graphed is not None:
+                loss, ok = graphed
+                metrics = {"mle": loss}
+            else:
+                with self._autocast():
+                    loss = self._mle_loss(real, self.G.condition(z, real.keys))
+                ok = self._apply(loss, self.opt_mle, self.G)
+                metrics = {"mle": loss.item()}
         else:  # the draws' noise only where there are draws (in the warm-up it was 5% of a CPU step)
             metrics, ok = self._adversarial_step(real, z, self._step_noise(B, T))
         if ok:
@@ -482,9 +492,7 @@ class Trainer:
         return c.lr_mle * min(1.0, max(0.0, 1.0 - done) / c.cooldown)
 
     def _set_mle_rate(self) -> None:
-        rate = self.mle_rate()
-        for group in self.opt_mle.param_groups:
-            group["lr"] = rate
+        set_rate(self.opt_mle, self.mle_rate())
 
     # ---------------------------------------------------------------- the held-out pieces
 
@@ -557,6 +565,26 @@ class Trainer:
     def _mle_loss(self, real: Batch, z: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.g_train(real.tokens, z, real.codes) if logits is None else logits
         return F.cross_entropy(logits.float().reshape(-1, self.model.vocab), real.tokens.reshape(-1))
+
+    def _graphed_step(self, real: Batch, z: torch.Tensor) -> tuple[float, bool] | None:
+        """The likelihood step replayed from its CUDA graph: (loss, taken); None where it is not
+        (a CPU, several processes, or a card or library that refused the recording: then the
+        step runs op by op from here on)."""
+        if self.likelihood_step is None:
+            return None
+        try:
+            return self.likelihood_step(real.tokens, real.keys, real.codes, z)
+        except RuntimeError as e:
+            if self.likelihood_step.captures:  # recorded and replayed before: not the recording's fault
+                raise
+            warnings.warn(f"the likelihood step could not be recorded as a CUDA graph; it runs op by op ({e})")
+            self.likelihood_step = None
+            return None
+
+    def _graphed_loss(self, tokens, keys, codes, z) -> torch.Tensor:
+        """The likelihood loss as :class:`~musicgan.cudagraph.LikelihoodStep` records it."""
+        with self._autocast():
+            return self._mle_loss(Batch(tokens, keys, codes), self.G.condition(z, keys))
 
     def _apply(self, loss: torch.Tensor, opt, module) -> bool:
         """Backward and step, unless the loss or the gradients are not finite (then skip).
@@ -831,6 +859,8 @@ class Trainer:
                             if field_name != "step" else value
                 sd["state"] = per_param
                 opt.load_state_dict(sd)
+            if self.likelihood_step is not None:  # Adam's state (and rate) are new tensors: record again
+                self.likelihood_step.forget()
         except (KeyError, ValueError, RuntimeError) as e:
             raise TrainingError(f"the checkpoint's training state is incomplete ({e}); it cannot be resumed") from None
         meta = checkpoint.meta

@@ -111,6 +111,7 @@ def train_part(part: Part):
 
 
 def _child(fn, args, kwargs, out) -> None:
+    out.put(("begun", None))  # the process is up: the call's clock starts (ZeroGPU forks a warm one)
     try:
         result = fn(*args, **kwargs)
         if hasattr(result, "__next__"):
@@ -128,7 +129,8 @@ class StandIn:
     ``StandIn(max_duration_s=120)(duration=fn)(function)``. Each call runs ``function`` in a new
     process (spawned: its arguments must pickle) and streams what a generator yields; a call that
     asks for more than ``max_duration_s``, or more than is left of ``quota_s``, is refused before
-    it starts; a call that runs past its duration is killed (ZeroGPU's "GPU task aborted")."""
+    it starts; a call that runs past its duration, counted from when its process is up (ZeroGPU
+    forks an already warm one), is killed (ZeroGPU's "GPU task aborted")."""
 
     def __init__(self, max_duration_s: float = CALL_S, quota_s: float | None = None):
         self.max_duration_s, self.quota_s = max_duration_s, quota_s
@@ -166,7 +168,9 @@ class StandIn:
                     if not process.is_alive():
                         raise GPUError("the GPU process ended without an answer") from None
                     continue
-                if kind == "item":
+                if kind == "begun":  # the spawn and its imports are the stand-in's own cost, not the call's
+                    began = time.monotonic()
+                elif kind == "item":
                     yield value
                 elif kind == "error":
                     raise GPUError(value)

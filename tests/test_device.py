@@ -129,3 +129,56 @@ def test_graph_draws_are_the_eager_draws_as_the_weights_move(rolls):
 
 def test_draw_can_be_switched_off():
     assert not Draw(torch.nn.Linear(1, 1), enabled=False).on(torch.zeros(1))
+
+
+def _likelihood_run(rolls, graphs: bool, steps: int = 20, budget: int = 20):
+    trainer = Trainer(rolls, config=TrainConfig(batch_size=32, window_bars=2, warmup=1.0, cuda_graphs=graphs),
+                      device="cuda", budget=Budget(steps=budget))
+    start = {k: v.detach().clone() for k, v in trainer.G.named_parameters()}
+    losses = [trainer.step()["mle"] for _ in range(steps)]  # the rate cools down over the last quarter
+    return trainer, start, losses
+
+
+@cuda
+def test_the_likelihood_step_replayed_from_a_graph_is_the_step_op_by_op(rolls):
+    graphed, start, a = _likelihood_run(rolls, True)
+    eager, _, b = _likelihood_run(rolls, False)
+    assert graphed.likelihood_step.captures == 1 and eager.likelihood_step is None
+    assert a == pytest.approx(b, rel=2e-2) and a[-1] < a[0] - 0.5  # (bf16; a fused Adam against a foreach one)
+    G, E = graphed.G.state_dict(), eager.G.state_dict()
+    moved = sum(float((E[k] - v).norm() ** 2) for k, v in start.items()) ** 0.5
+    gap = sum(float((G[k] - E[k]).norm() ** 2) for k in start) ** 0.5
+    assert gap < 0.05 * moved, (gap, moved)
+
+
+@cuda
+def test_a_graphed_step_whose_gradients_are_not_finite_is_skipped_on_the_card(rolls, tmp_path):
+    trainer, _, _ = _likelihood_run(rolls, True, steps=2, budget=100)
+    weight = trainer.G.lstm.weight_ih_l0  # read at every step
+    kept = weight[3, 0].item()
+    with torch.no_grad():
+        weight[3, 0] = float("nan")
+    before = {k: v.detach().clone() for k, v in trainer.G.named_parameters()}
+    moments = [s["exp_avg"].clone() for s in trainer.opt_mle.state.values()]
+    event = trainer.step()
+    assert event["skipped"] and trainer.skipped == 1
+    after = dict(trainer.G.named_parameters())
+    assert all(torch.equal(v.nan_to_num(), after[k].detach().nan_to_num()) for k, v in before.items())
+    assert all(torch.equal(m, s["exp_avg"]) for m, s in zip(moments, trainer.opt_mle.state.values()))
+    with torch.no_grad():
+        weight[3, 0] = kept
+    assert not trainer.step()["skipped"]
+    # saved and resumed: Adam's state is loaded anew, and the step is recorded again
+    trainer.save(tmp_path / "run")
+    from musicgan import checkpoint as ckpt
+
+    resumed = Trainer(rolls, model=trainer.model, config=trainer.config, device="cuda", budget=trainer.budget)
+    resumed.restore(ckpt.load(tmp_path / "run", with_discriminator=True))
+    assert [trainer.step()["mle"] for _ in range(3)] == pytest.approx(
+        [resumed.step()["mle"] for _ in range(3)], rel=1e-3)
+    assert resumed.likelihood_step.captures == 1
+
+
+def test_on_a_cpu_the_likelihood_step_is_launched_op_by_op(rolls):
+    trainer = Trainer(rolls[:3], config=TrainConfig(batch_size=4, window_bars=2), device="cpu", budget=Budget(steps=1))
+    assert trainer.likelihood_step is None and not torch.is_tensor(trainer.opt_mle.param_groups[0]["lr"])

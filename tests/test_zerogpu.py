@@ -127,12 +127,12 @@ def test_a_refused_call_ends_the_run_with_a_clear_message_and_keeps_the_model(ro
     def calls(part):  # the first call is short; then the visitor's quota is spent
         if gpu.calls:
             raise GPUError("You have exceeded your GPU quota (20s left vs. 120s requested)")
-        part.seconds = zerogpu.SAVE_S + 20
+        part.seconds = zerogpu.SAVE_S + 30
         yield from first(part)
 
     job = api.TrainingJob(rolls, tmp_path / "model", budget=Budget(minutes=5), gpu_calls=calls)
     assert job.start()
-    wait_for(lambda: not job.running, 120)
+    wait_for(lambda: not job.running, 300)
     state = job.state
     assert state.status == "stopped" and "quota" in state.message and "is kept" in state.message, state.message
     assert ckpt.load(state.checkpoint).steps == state.history[-1]["step"] > 0
