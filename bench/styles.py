@@ -56,17 +56,19 @@ def spread(clips: list, n: int = MAX_CLIPS) -> list:
     return [clips[i] for i in np.linspace(0, len(clips) - 1, n).astype(int)]
 
 
-def train(rolls, minutes: float, out: Path, seed: int = 0, lr_mle: float = 0.0, **model_settings) -> dict:
+def train(rolls, minutes: float, out: Path, seed: int = 0, lr_mle: float = 0.0, batch_size: int = 0,
+          **model_settings) -> dict:
     """As ``python -m musicgan train`` does (the model's settings from the music and the budget;
-    ``lr_mle`` 0: the trainer's choice)."""
-    config = TrainConfig(seed=seed, lr_mle=lr_mle)
+    ``lr_mle`` and ``batch_size`` 0: the trainer's choice)."""
+    config = TrainConfig(seed=seed, lr_mle=lr_mle, batch_size=batch_size)
     model = model_config_for(rolls, transpose=config.transpose, **model_settings) if model_settings else None
     trainer = Trainer(rolls, model, config, device="cpu", budget=Budget(minutes=minutes))
     t0 = time.time()
     trainer.run()
     trainer.save(out)
     return {"steps": trainer.step_count, "adversarial_from": trainer.adversarial_from,
-            "minutes": round((time.time() - t0) / 60, 1), "lr_mle": trainer.config.lr_mle}
+            "minutes": round((time.time() - t0) / 60, 1), "lr_mle": trainer.config.lr_mle,
+            "batch_size": trainer.config.batch_size}
 
 
 def project_pieces(model: ckpt.Checkpoint, n: int, bars: int = 16) -> list:
@@ -108,6 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--evaluate-only", action="store_true")
     parser.add_argument("--hidden", type=int, help="the generator's width (default: the project's choice)")
     parser.add_argument("--lr-mle", type=float, default=0.0, help="the likelihood learning rate (default: the trainer's choice)")
+    parser.add_argument("--batch-size", type=int, default=0, help="training windows a step (default: the trainer's choice)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)  # the budget is "2 CPU cores", whatever this machine has
 
@@ -123,7 +126,7 @@ def main(argv=None) -> int:
         row = results.get(style, {})
         if not args.evaluate_only:
             print(f"{style}: training on {len(train_rolls)} pieces for {args.minutes:g} min ...", flush=True)
-            row["training"] = train(train_rolls, args.minutes, out, lr_mle=args.lr_mle,
+            row["training"] = train(train_rolls, args.minutes, out, lr_mle=args.lr_mle, batch_size=args.batch_size,
                                     **({"hidden": args.hidden} if args.hidden else {}))
         model = ckpt.load(out)
         reference = data.clips(test_rolls, CLIP_BARS)
