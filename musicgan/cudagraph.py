@@ -110,9 +110,8 @@ class LikelihoodStep:
 
     def __init__(self, loss, params, opt: torch.optim.Adam, clip: float):
         self.loss, self.params, self.opt, self.clip = loss, list(params), opt, clip
-        self.key = None
-        self.graph = None
         self.captures = 0
+        self.forget()
 
     def forget(self) -> None:
         self.key = self.graph = None

@@ -392,7 +392,7 @@ class Trainer:
         # on one CUDA GPU the likelihood step is one CUDA graph (musicgan.cudagraph); elsewhere op by op
         graphs = config.cuda_graphs and self.device.type == "cuda" and ranks.world == 1
         self.opt_mle = capturable_adam(self.G.parameters(), config.lr_mle, self.device, graphs)
-        self.likelihood_step = LikelihoodStep(self._graphed_loss, self.G.parameters(), self.opt_mle,
+        self.likelihood_step = LikelihoodStep(self._likelihood_loss, self.G.parameters(), self.opt_mle,
                                               config.grad_clip) if graphs else None
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
@@ -455,8 +455,7 @@ class Trainer:
                 loss, ok = graphed
                 metrics = {"mle": loss}
             else:
-                with self._autocast():
-                    loss = self._mle_loss(real, self.G.condition(z, real.keys))
+                loss = self._likelihood_loss(real.tokens, real.keys, real.codes, z)
                 ok = self._apply(loss, self.opt_mle, self.G)
                 metrics = {"mle": loss.item()}
         else:  # the draws' noise only where there are draws (in the warm-up it was 5% of a CPU step)
@@ -581,8 +580,8 @@ class Trainer:
             self.likelihood_step = None
             return None
 
-    def _graphed_loss(self, tokens, keys, codes, z) -> torch.Tensor:
-        """The likelihood loss as :class:`~musicgan.cudagraph.LikelihoodStep` records it."""
+    def _likelihood_loss(self, tokens, keys, codes, z) -> torch.Tensor:
+        """The likelihood phase's loss, op by op or as :class:`~musicgan.cudagraph.LikelihoodStep` records it."""
         with self._autocast():
             return self._mle_loss(Batch(tokens, keys, codes), self.G.condition(z, keys))
 
