@@ -479,8 +479,9 @@ def closeness(choice, session=None):
 
 # ------------------------------------------------------------------------------ layout
 
-PLACEHOLDER = ('<div class="mg-empty">Press <b>Generate</b> or pick an example below: the piano roll '
-               'appears here and plays in step with the audio (click the roll to jump).</div>')
+# the text sits in one <span>: in a flex box, bare text and <b> would be separate items and lose the spaces between them
+PLACEHOLDER = ('<div class="mg-empty"><span>Press <b>Generate</b> or pick an example below: the piano roll '
+               'appears here and plays in step with the audio (click the roll to jump).</span></div>')
 SAMPLE_PLACEHOLDER = '<div class="mg-empty">A sample of what the model plays appears here while it learns.</div>'
 
 CSS = """

@@ -227,6 +227,8 @@ def test_in_a_real_browser_train_then_generate_and_listen(server, browser):
     fetched = []
     page.on("requestfinished", lambda request: fetched.append(request))
 
+    # the empty roll's hint reads as one sentence (in a flex box, bare text and <b> were laid out apart)
+    assert page.locator(".mg-empty").first.inner_text().startswith("Press Generate or pick an example")
     # Generate tab: one click on an example makes music
     page.get_by_role("button", name="Seed 42: 16 bars, Church Organ, 80 bpm").click()
     expect(page.locator(".mg-roll canvas")).to_be_attached(timeout=60_000)
