@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt, copyguard, heldout, metre
-from .batches import Batch, batches_for
+from .batches import Batch, batches_for, window_steps
 from .cudagraph import Draw, LikelihoodStep, capturable_adam, set_rate
 from .models import MAX_METRES, Discriminator, Generator, ModelConfig, interval_counts, parallel_rate
 from .settings import setting
@@ -92,6 +92,10 @@ LR_MLE = 2e-3  # the likelihood learning rate at BASE_WIDTH units and BASE_BATCH
 # better there, and worse on fewer (measured on a CPU only; docs/quality.md)
 LR_MLE_MANY, MANY_PIECES = 2 * LR_MLE, 100
 GPU_BATCH = 256  # windows per step on a CUDA GPU, when the batch is left to the trainer (bench/gpu.py)
+# The longest window at its default length on a grid of 4 steps a beat (6 bars of 3/4 or 6/8, 3 of
+# 12/8): on a CPU, a batch of longer windows (a finer grid: 108 steps for the quartets) holds fewer
+# of them, so that a step costs about what BASE_BATCH of these cost (see TrainConfig.sized_for)
+BASE_WINDOW = 72
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,9 @@ class TrainConfig:
     """How a model is trained. The fields made with :func:`~musicgan.settings.setting` are the
     ones people set (CLI flags and app widgets are built from them); the rest are for research."""
 
-    batch_size: int = setting(0, "training windows per step (0: chosen for the device: 64 on a CPU, "
-                                 f"{GPU_BATCH} on a CUDA GPU, with learning rates to match)",
+    batch_size: int = setting(0, "training windows per step (0: chosen for the device: 64 on a CPU, fewer "
+                                 f"for windows longer than {BASE_WINDOW} steps; {GPU_BATCH} on a CUDA GPU, "
+                                 "with learning rates to match)",
                               label="Batch size", minimum=0, maximum=65536)
     window_bars: int = setting(0, "length of a training window, in bars of the music's commonest metre "
                                   "(0: as many as make about 64 steps: 4 bars of 4/4, 6 of 3/4 or 6/8, 2 of 4/2)",
@@ -152,8 +157,9 @@ class TrainConfig:
     cuda_graphs: bool = True  # on CUDA, the critic phase's draws replay a CUDA graph (musicgan.cudagraph)
 
     def sized_for(self, device: torch.device, world: int = 1, width: int = BASE_WIDTH,
-                  pieces: int = 0) -> "TrainConfig":
-        """The config a run of a ``width``-unit generator uses on ``device``, on music of ``pieces`` pieces.
+                  pieces: int = 0, window: int = 0) -> "TrainConfig":
+        """The config a run of a ``width``-unit generator uses on ``device``, on music of ``pieces``
+        pieces cut into windows of ``window`` steps.
 
         A likelihood learning rate of 0 (the default) is chosen here: :data:`LR_MLE` scaled by
         ``BASE_WIDTH / width``, the rule for Adam's hidden weights as a network widens (Yang et
@@ -167,10 +173,14 @@ class TrainConfig:
         more by heart and the rest of their style less (docs/quality.md), and on a CUDA GPU it
         was not measured.
 
-        A batch size of 0 (the default) is chosen here too: 64 windows on a CPU (or Apple GPU),
-        and on a CUDA GPU :data:`GPU_BATCH`, which keeps the card busy where 64 left it mostly idle,
-        with the learning rates scaled by the square root of the batch's growth (the square-root
-        rule for Adam: Malladi et al., "On the SDEs and Scaling Rules for Adaptive Gradient
+        A batch size of 0 (the default) is chosen here too. On a CPU (or Apple GPU) it is 64
+        windows of up to :data:`BASE_WINDOW` steps; longer windows, fewer of them, so that a step
+        costs about the same (the 108-step windows of the quartets' 12-a-beat grid: 43), with the
+        rates as they are. The quartets' score follows their steps: 15 CPU minutes at 32 windows
+        made twice the steps and scored 0.807 against 0.838 at 64 (docs/quality.md). On a CUDA
+        GPU it is :data:`GPU_BATCH`, which keeps the card busy where 64 left it mostly idle, with
+        the learning rates scaled by the square root of the batch's growth (the square-root rule
+        for Adam: Malladi et al., "On the SDEs and Scaling Rules for Adaptive Gradient
         Algorithms", 2022). A batch someone chose is used as it is, with the learning rates as they
         are. ``world``: the processes under torchrun (the chosen batch is rounded up to split evenly
         over them). The result is what a run saves, so sizing it again changes nothing."""
@@ -178,7 +188,8 @@ class TrainConfig:
         config = self if self.lr_mle else replace(self, lr_mle=base * min(2.0, BASE_WIDTH / width))
         if config.batch_size:
             return config
-        batch = GPU_BATCH if device.type == "cuda" else BASE_BATCH
+        batch = GPU_BATCH if device.type == "cuda" else \
+            min(BASE_BATCH, round(BASE_BATCH * BASE_WINDOW / max(window, 1)))
         batch = -(-batch // world) * world
         scale = math.sqrt(batch / BASE_BATCH) if device.type == "cuda" else 1.0
         return replace(config, batch_size=batch, lr_mle=config.lr_mle * scale, lr_g=config.lr_g * scale,
@@ -361,7 +372,8 @@ class Trainer:
             rolls = [r.on_grid(model.steps_per_beat) for r in rolls]
         self.model = m = model or model_config_for(rolls, transpose=config.transpose,
                                                    hidden=default_width(self.device, budget))
-        config = config.sized_for(self.device, ranks.world, m.hidden, len(rolls))
+        config = config.sized_for(self.device, ranks.world, m.hidden, len(rolls),
+                                  window_steps(m, config.window_bars))
         if config.batch_size % ranks.world:
             raise TrainingError(f"the batch size {config.batch_size} does not split over {ranks.world} processes")
         self.config, self.callback = config, callback or (lambda event: None)

@@ -7,8 +7,8 @@ import torch
 
 from musicgan import data
 from musicgan.cudagraph import Draw
-from musicgan.train import (BASE_BATCH, BASE_WIDTH, GPU_BATCH, LR_MLE, LR_MLE_MANY, MANY_PIECES, Budget,
-                            TrainConfig, Trainer)
+from musicgan.train import (BASE_BATCH, BASE_WIDTH, BASE_WINDOW, GPU_BATCH, LR_MLE, LR_MLE_MANY, MANY_PIECES,
+                            Budget, TrainConfig, Trainer)
 
 from conftest import EXAMPLES
 
@@ -34,6 +34,20 @@ def test_automatic_batch_is_64_on_a_cpu_and_larger_on_a_gpu_with_scaled_rates():
     assert gpu.sized_for(torch.device("cuda")) == gpu  # sized once: a resumed run is not scaled again
     assert config.sized_for(torch.device("cpu"), world=3).batch_size == 66  # splits over 3 processes
     assert config.sized_for(torch.device("cuda"), world=8).batch_size == GPU_BATCH
+
+
+def test_on_a_cpu_longer_windows_come_fewer_to_a_batch():
+    config, cpu = TrainConfig(), torch.device("cpu")
+    # windows of a 4-a-beat grid: 4 bars of 4/4, 6 of 3/4, 2 of 4/2 (and on a GPU any window)
+    for steps in (64, BASE_WINDOW):
+        assert config.sized_for(cpu, window=steps).batch_size == BASE_BATCH
+    # the quartets' 12-a-beat grid: 3 bars of 3/4 are 108 steps; a step reads about as many steps as before
+    quartets = config.sized_for(cpu, window=108)
+    assert quartets.batch_size == 43 and quartets.lr_mle == LR_MLE  # the rates as they are
+    assert abs(43 * 108 - BASE_BATCH * BASE_WINDOW) < 108
+    assert config.sized_for(cpu, world=2, window=108).batch_size == 44  # split evenly
+    assert config.sized_for(torch.device("cuda"), window=108).batch_size == GPU_BATCH
+    assert quartets.sized_for(cpu, window=64) == quartets  # sized once
 
 
 def test_the_likelihood_rate_left_to_the_trainer_follows_the_width():
