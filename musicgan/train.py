@@ -176,8 +176,9 @@ class TrainConfig:
         A batch size of 0 (the default) is chosen here too. On a CPU (or Apple GPU) it is 64
         windows of up to :data:`BASE_WINDOW` steps; longer windows, fewer of them, so that a step
         costs about the same (the 108-step windows of the quartets' 12-a-beat grid: 43), with the
-        rates as they are. The quartets' score follows their steps: 15 CPU minutes at 32 windows
-        made twice the steps and scored 0.807 against 0.838 at 64 (docs/quality.md). On a CUDA
+        rates as they are. The quartets' score follows their steps: 15 CPU minutes at 43 windows
+        made 1.5 times the steps and scored 0.823 against 0.837 at 64, with fewer notes a beat
+        and pitch classes, closer to the music's (at 32 windows: 0.807 against 0.838; docs/quality.md). On a CUDA
         GPU it is :data:`GPU_BATCH`, which keeps the card busy where 64 left it mostly idle, with
         the learning rates scaled by the square root of the batch's growth (the square-root rule
         for Adam: Malladi et al., "On the SDEs and Scaling Rules for Adaptive Gradient
