@@ -47,6 +47,7 @@ class Report:
     cached: int = 0  # files served from the cache
     metres: dict = field(default_factory=dict)  # bars in each metre ("3/4": 120.0), most first
     off_grid: tuple = (0, 0)  # notes whose onset the grid moved, and of those, kept by a grid 3x finer
+    steps_per_beat: int = 4  # the grid the music was read on
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -66,9 +67,10 @@ class Report:
                                                 for name, bars in self.metres.items()))
         if self.notes:
             moved, thirds = self.off_grid
-            line = f"onsets the grid moves: {moved:,} ({100 * moved / self.notes:.1f}% of the notes)"
+            line = (f"grid: {self.steps_per_beat} steps a beat; it moves the onsets of {moved:,} notes "
+                    f"({100 * moved / self.notes:.1f}%)")
             if moved:
-                line += f"; {100 * thirds / moved:.0f}% of them are triplets or swing (a grid 3x finer keeps them)"
+                line += f", {100 * thirds / moved:.0f}% of them triplets or swing (a grid 3x finer would keep them)"
             lines.append(line)
         lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
         return "\n".join(lines)
@@ -296,7 +298,7 @@ def load(paths: Iterable, steps_per_beat: int | str = 4, *, keep_drums: bool = F
     if cache_dir is True:
         cache_dir = default_cache_dir()
     cache_dir = Path(cache_dir) if cache_dir else None
-    report, rolls = Report(), []
+    report, rolls = Report(steps_per_beat=steps_per_beat), []
     for name, data, reason in iter_sources(paths, limits):
         if data is None:
             report.skipped.append((name, reason))

@@ -75,7 +75,7 @@ def prepare(paths, out, workers: int = 2, steps_per_beat: int = 4, limits: Limit
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("batch-*.tmp.npy"):  # left by an interrupted run
         old.unlink()
-    report, pieces, shard_id, done = Report(), [], 0, 0
+    report, pieces, shard_id, done = Report(steps_per_beat=steps_per_beat), [], 0, 0
 
     def batches():
         batch = []
@@ -140,7 +140,8 @@ def load(path) -> Corpus:
 def _report(index: dict) -> Report:
     r = index["report"]
     return Report(read=[p["name"] for p in index["pieces"]], skipped=[(s["file"], s["reason"]) for s in r["skipped"]],
-                  notes=r["notes"], bars=r["bars"], drum_notes=r["drum_notes"])
+                  notes=r["notes"], bars=r["bars"], drum_notes=r["drum_notes"],
+                  steps_per_beat=int(index["steps_per_beat"]))
 
 
 class ShardedCorpus:

@@ -50,6 +50,21 @@ def test_report_counts_bars_and_formats_in_words():
     assert report.to_dict()["files_read"] == len(EXAMPLES)
 
 
+def test_the_report_names_the_grid_the_music_was_read_on(tmp_path):
+    """Triplet quavers: on 4 steps a beat two of each three move, and the grid read "auto" is 12."""
+    events = []
+    for i in range(24):
+        events += [(0, on(60 + i % 5)), (160, off(60 + i % 5))]
+    path = tmp_path / "triplets.mid"
+    path.write_bytes(make_midi([events]))
+    coarse = data.load([path], 4, cache_dir=False).report
+    assert coarse.steps_per_beat == 4 and coarse.off_grid == (16, 16)
+    assert "grid: 4 steps a beat; it moves the onsets of 16 notes (66.7%), 100% of them triplets" in coarse.format()
+    fine = data.load([path], "auto", cache_dir=False).report
+    assert fine.steps_per_beat == 12 and fine.off_grid == (0, 0) and fine.to_dict()["steps_per_beat"] == 12
+    assert "grid: 12 steps a beat; it moves the onsets of 0 notes (0.0%)" in fine.format()
+
+
 def test_missing_path_is_reported_not_raised(tmp_path):
     corpus = data.load([tmp_path / "nothing-here"], cache_dir=False)
     assert corpus.rolls == [] and "no such file" in corpus.report.skipped[0][1]
