@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from musicgan import checkpoint as ckpt, data, generate, metre, metrics, voices  # noqa: E402
 from musicgan.batches import window_config  # noqa: E402
 from musicgan.datasets import COLLECTIONS  # noqa: E402
-from musicgan.train import Budget, TrainConfig, Trainer, model_config_for  # noqa: E402
+from musicgan.train import Budget, TrainConfig, Trainer, default_width, model_config_for  # noqa: E402
 from quality import MarkovChain  # noqa: E402
 
 CLIP_BARS = 4
@@ -61,8 +61,10 @@ def train(rolls, minutes: float, out: Path, seed: int = 0, lr_mle: float = 0.0, 
     """As ``python -m musicgan train`` does (the model's settings from the music and the budget;
     ``lr_mle`` and ``batch_size`` 0: the trainer's choice)."""
     config = TrainConfig(seed=seed, lr_mle=lr_mle, batch_size=batch_size)
-    model = model_config_for(rolls, transpose=config.transpose, **model_settings) if model_settings else None
-    trainer = Trainer(rolls, model, config, device="cpu", budget=Budget(minutes=minutes))
+    budget = Budget(minutes=minutes)
+    model = model_config_for(rolls, transpose=config.transpose, **{
+        "hidden": default_width(torch.device("cpu"), budget), **model_settings}) if model_settings else None
+    trainer = Trainer(rolls, model, config, device="cpu", budget=budget)
     t0 = time.time()
     trainer.run()
     trainer.save(out)
@@ -111,6 +113,8 @@ def main(argv=None) -> int:
     parser.add_argument("--hidden", type=int, help="the generator's width (default: the project's choice)")
     parser.add_argument("--lr-mle", type=float, default=0.0, help="the likelihood learning rate (default: the trainer's choice)")
     parser.add_argument("--batch-size", type=int, default=0, help="training windows a step (default: the trainer's choice)")
+    parser.add_argument("--no-pitch-memory", action="store_true",
+                        help="a generator without the pitch-class memory input (the ablation)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)  # the budget is "2 CPU cores", whatever this machine has
 
@@ -127,7 +131,8 @@ def main(argv=None) -> int:
         if not args.evaluate_only:
             print(f"{style}: training on {len(train_rolls)} pieces for {args.minutes:g} min ...", flush=True)
             row["training"] = train(train_rolls, args.minutes, out, lr_mle=args.lr_mle, batch_size=args.batch_size,
-                                    **({"hidden": args.hidden} if args.hidden else {}))
+                                    **({"hidden": args.hidden} if args.hidden else {}),
+                                    **({"pitch_memory": False} if args.no_pitch_memory else {}))
         model = ckpt.load(out)
         reference = data.clips(test_rolls, CLIP_BARS)
         train4 = [r.on_grid(4) for r in train_rolls]

@@ -66,6 +66,11 @@ class ModelConfig:
     # its first step (they load with metre_input off and metres ((beats_per_bar, 4),))
     metres: tuple = ((4, 4),)
     metre_input: bool = True
+    # each step also reads which pitch classes sounded over the last beats, in any voice (a memory
+    # that fades over MEMORY_BEATS beats; see Generator.memory). Without it the voices of a drawn
+    # piece did not share one collection of pitch classes as the music's do: more pitch classes in
+    # 4 bars, more of them heard in one voice alone (checkpoints from before load with it off)
+    pitch_memory: bool = True
 
     @property
     def vocab(self) -> int:
@@ -108,6 +113,16 @@ class ModelConfig:
     def metre_codes(self, metre, n_steps: int) -> np.ndarray:
         """The codes of a piece of ``n_steps`` steps all in ``metre`` (one the model knows)."""
         return self.step_codes(((0, *metre),), n_steps)
+
+    @property
+    def memory_dim(self) -> int:
+        """The pitch-class memory's width in the generator's input (12, or 0 without pitch_memory)."""
+        return 12 if self.pitch_memory else 0
+
+    @property
+    def memory_decay(self) -> float:
+        """How much of the pitch-class memory is left after a step: a time constant of MEMORY_BEATS beats."""
+        return 1 - 1 / (MEMORY_BEATS * self.steps_per_beat)
 
     @property
     def cond_dim(self) -> int:
@@ -155,10 +170,12 @@ class ModelConfig:
         else:  # older checkpoints: every piece as bars of beats_per_bar quarters from its first step
             beats = d.get("beats_per_bar", 4)
             d["metres"] = ((beats, 4),) if isinstance(beats, int) and not isinstance(beats, bool) else beats
-        return cls(**{"sounding_input": False, "key_input": False, "metre_input": False, **d}).validate()
+        return cls(**{"sounding_input": False, "key_input": False, "metre_input": False, "pitch_memory": False,
+                      **d}).validate()
 
 
-FLAGS = ("sounding_input", "key_input", "metre_input")
+FLAGS = ("sounding_input", "key_input", "metre_input", "pitch_memory")
+MEMORY_BEATS = 2  # the pitch-class memory's time constant, in beats
 MAX_METRES = 16
 
 
@@ -171,6 +188,13 @@ def frame_table(cfg: ModelConfig) -> torch.Tensor:
     table = F.one_hot(code % P, P).float()
     if cfg.metre_input:
         table = torch.cat([table, F.one_hot(code // P, M).float()], 1)
+    return table
+
+
+def pitch_class_table(cfg: ModelConfig) -> torch.Tensor:
+    """(K, 12): each token's pitch class as a one-hot; rows of zeros for the rest and the hold."""
+    table = torch.zeros(cfg.vocab, 12)
+    table[FIRST_PITCH:] = F.one_hot((torch.arange(cfg.vocab - FIRST_PITCH) + cfg.pitch_low) % 12, 12).float()
     return table
 
 
@@ -321,13 +345,15 @@ class DrawState:
     per piece: its conditioning vector ``z`` (:meth:`Generator.condition`), each LSTM layer's
     ``h`` and ``c``, each voice's ``codes`` (what it feeds the next step: its token, or for a
     hold, the token count + the pitch it holds), the token each voice sounds and whether it struck
-    a note at the last step, and how many steps were drawn."""
+    a note at the last step, the pitch-class memory (B, memory_dim; see :meth:`Generator.memory`)
+    and how many steps were drawn."""
     z: torch.Tensor
     h: list
     c: list
     codes: list
     sound: torch.Tensor
     struck: torch.Tensor
+    memory: torch.Tensor
     steps: int = 0
 
     def rows(self, index) -> "DrawState":
@@ -336,7 +362,8 @@ class DrawState:
         index = torch.as_tensor(index, dtype=torch.long, device=self.z.device)
         pick = lambda x: x.index_select(0, index)  # noqa: E731
         return DrawState(pick(self.z), [pick(x) for x in self.h], [pick(x) for x in self.c],
-                         [pick(x) for x in self.codes], pick(self.sound), pick(self.struck), self.steps)
+                         [pick(x) for x in self.codes], pick(self.sound), pick(self.struck), pick(self.memory),
+                         self.steps)
 
     @staticmethod
     def cat(states: list) -> "DrawState":
@@ -346,7 +373,8 @@ class DrawState:
         joined = lambda parts: [torch.cat(p) for p in zip(*parts)]  # noqa: E731
         return DrawState(torch.cat([s.z for s in states]), joined([s.h for s in states]), joined([s.c for s in states]),
                          joined([s.codes for s in states]), torch.cat([s.sound for s in states]),
-                         torch.cat([s.struck for s in states]), states[0].steps)
+                         torch.cat([s.struck for s in states]), torch.cat([s.memory for s in states]),
+                         states[0].steps)
 
 
 class Generator(nn.Module):
@@ -385,7 +413,9 @@ class Generator(nn.Module):
         # intervals of the music as often as it does (see interval_counts). Harmonisations draw with
         # it too (on the chorales it took a harmonised melody from 0.589 to 0.551, a bass from 0.726 to 0.688)
         self.register_buffer("interval_bias", torch.zeros(12), persistent=False)
-        self.lstm = nn.LSTM(V * E + cfg.cond_dim + cfg.frame_dim, H, cfg.layers, batch_first=True)
+        # each token's pitch class (rest and hold: none), for the pitch-class memory
+        self.register_buffer("pitch_classes", pitch_class_table(cfg), persistent=False)
+        self.lstm = nn.LSTM(V * E + cfg.cond_dim + cfg.frame_dim + cfg.memory_dim, H, cfg.layers, batch_first=True)
         self.heads = nn.ModuleList(
             nn.Sequential(nn.Linear(H + V * E, H), nn.ReLU(), nn.Linear(H, K)) for _ in range(V))
 
@@ -454,9 +484,39 @@ class Generator(nn.Module):
         h, c = torch.tanh(self.init_state(z)).view(B, 2, L, H).permute(1, 2, 0, 3).contiguous()
         return h, c
 
-    def _inputs(self, prev_embedded, z, codes):
+    def _inputs(self, prev_embedded, z, codes, memory):
+        """The LSTM's input at each step: what the voices fed it (B, T, V * E), the conditioning
+        vector, the step's metrical input and the pitch-class memory (B, T, memory_dim)."""
         B, T, _ = prev_embedded.shape
-        return torch.cat([prev_embedded, z[:, None].expand(B, T, -1), self.frame[codes].to(z.dtype)], -1)
+        return torch.cat([prev_embedded, z[:, None].expand(B, T, -1), self.frame[codes].to(z.dtype),
+                          memory.to(z.dtype)], -1)
+
+    def heard(self, sound: torch.Tensor) -> torch.Tensor:
+        """(..., V) the token each voice sounds -> (..., 12): 1 for each pitch class some voice
+        sounds, else 0."""
+        return self.pitch_classes[sound].sum(-2).clamp(max=1)
+
+    def memory(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The pitch-class memory each step of teacher forcing on ``tokens`` (B, T, V) reads:
+        (B, T, memory_dim). After each step the memory m becomes d m + (1 - d) x, x being the
+        :meth:`heard` pitch classes of that step and d ``memory_decay`` (a time constant of
+        MEMORY_BEATS beats), from m = 0 before the first step; step t reads m after step t - 1.
+        So each entry says how much of the last beats its pitch class sounded, in any voice. Here
+        all steps at once, as sums d^(t-1-s) (1 - d) x_s over s < t; the samplers run the recurrence."""
+        B, T, _ = tokens.shape
+        if not self.cfg.pitch_memory:
+            return self.pitch_classes.new_zeros(B, T, 0)
+        d = self.cfg.memory_decay
+        lag = torch.arange(T, device=tokens.device)[:, None] - torch.arange(T, device=tokens.device)[None]
+        weights = torch.where(lag > 0, (1 - d) * d ** (lag - 1).clamp(min=0).double(), 0.0)
+        return weights.to(self.pitch_classes.dtype) @ self.heard(sounding(tokens))
+
+    def _remember(self, memory: torch.Tensor, sound: torch.Tensor) -> torch.Tensor:
+        """The memory after a step whose voices sound ``sound`` (B, V)."""
+        if not self.cfg.pitch_memory:
+            return memory
+        d = self.cfg.memory_decay
+        return memory * d + self.heard(sound) * (1 - d)
 
     def forward(self, tokens: torch.Tensor | None, z: torch.Tensor, codes: torch.Tensor,
                 noise: torch.Tensor | None = None, tau: float | None = None, z_sample: torch.Tensor | None = None,
@@ -489,7 +549,7 @@ class Generator(nn.Module):
         E = self.cfg.embed_dim
         emb = self._embed_tokens(tokens) if emb is None else emb  # (B, T, V, E)
         prev = torch.cat([emb.new_zeros(B, 1, V, E), emb[:, :-1]], 1).reshape(B, T, V * E)
-        return self.lstm(self._inputs(prev, z, codes), self._state(z))[0]
+        return self.lstm(self._inputs(prev, z, codes, self.memory(tokens)), self._state(z))[0]
 
     def head_logits(self, h: torch.Tensor, tokens: torch.Tensor, extra: torch.Tensor | None = None,
                     emb: torch.Tensor | None = None) -> torch.Tensor:
@@ -561,8 +621,9 @@ class Generator(nn.Module):
         table = self._interval_table()
         beta = float(self.parallel_bias if parallel_bias is None else parallel_bias)
         sound = torch.full((B, V), REST, dtype=torch.long, device=z.device)  # each voice's sounding token
+        memory = z.new_zeros(B, self.cfg.memory_dim)
         for t in range(T):
-            h, state = self.lstm(self._inputs(prev, z, codes[:, t:t + 1]), state)
+            h, state = self.lstm(self._inputs(prev, z, codes[:, t:t + 1], memory[:, None]), state)
             h = h[:, 0]
             chosen = []
             before, struck = sound.clone(), torch.zeros(B, V, dtype=torch.bool, device=z.device)
@@ -607,6 +668,7 @@ class Generator(nn.Module):
                 tokens.append(index)
                 one_hots.append(hard)
             prev = torch.cat(chosen, -1)[:, None]
+            memory = self._remember(memory, sound)
         tokens = torch.stack(tokens, 1).view(B, T, V)
         return tokens, torch.stack(one_hots, 1).view(B, T, V, K)
 
@@ -617,7 +679,7 @@ class Generator(nn.Module):
         h, c = self._state(z)
         rest = torch.full((B,), REST, dtype=torch.long, device=z.device)  # a hold at the first step holds a rest
         return DrawState(z, list(h), list(c), [rest] * V, rest[:, None].repeat(1, V),
-                         torch.zeros(B, V, dtype=torch.bool, device=z.device))
+                         torch.zeros(B, V, dtype=torch.bool, device=z.device), z.new_zeros(B, self.cfg.memory_dim))
 
     @torch.no_grad()
     def draw_on(self, state: DrawState, noise: torch.Tensor, codes: torch.Tensor,
@@ -685,7 +747,9 @@ class Generator(nn.Module):
         offsets = torch.arange(V, device=z.device) * len(coded)
         z_part = z @ w_ih0[:, V * E:V * E + self.cfg.cond_dim].T + lstm.bias_ih_l0 + lstm.bias_hh_l0
         # each step's metrical input is one-hot: its term is a sum of columns of the weights (picked, not multiplied)
-        w_frame = w_ih0[:, V * E + self.cfg.cond_dim:].T  # (frame_dim, 4H)
+        frame_end = V * E + self.cfg.cond_dim + self.cfg.frame_dim
+        w_frame = w_ih0[:, V * E + self.cfg.cond_dim:frame_end].T  # (frame_dim, 4H)
+        w_memory = w_ih0[:, frame_end:].T.contiguous()  # (memory_dim, 4H)
         P = self.cfg.longest_bar
         step = torch.arange(self.cfg.codes, device=z.device)
         frame_part = w_frame[step % P]  # (codes, 4H)
@@ -717,10 +781,11 @@ class Generator(nn.Module):
         if start.steps and bass is not None:
             raise ValueError("a given bass is drawn in one part")
         h, c, codes = list(start.h), list(start.c), list(start.codes)
-        sound, struck = start.sound.clone(), start.struck.clone()  # (kept up with a penalty or bass only)
+        # (sound and struck kept up with a penalty, a bass or the pitch-class memory only)
+        sound, struck, memory = start.sound.clone(), start.struck.clone(), start.memory.clone()
         tokens = []
         beta = float(self.parallel_bias if parallel_bias is None else parallel_bias)
-        track = bool(beta) or bass is not None or table is not None
+        track = bool(beta) or bass is not None or table is not None or self.cfg.pitch_memory
         if bass is not None:
             bass_sound, bass_struck = sounding(bass[..., None])[..., 0].t(), (bass >= FIRST_PITCH).t()
         for t in range(T):
@@ -735,6 +800,8 @@ class Generator(nn.Module):
                 # (index_select takes half the time of advanced indexing on these small lookups)
                 rows = prev_table.index_select(0, (torch.stack(codes, 1) + offsets).view(-1))
                 gates = gates + rows.view(B, V, -1).sum(1)
+                if self.cfg.pitch_memory:
+                    gates = torch.addmm(gates, memory, w_memory)
             x = None
             for k, (w_ih, w_hh, bias) in enumerate(layers):
                 gates = torch.addmm(gates if k == 0 else torch.addmm(bias, x, w_ih), h[k], w_hh)
@@ -776,8 +843,9 @@ class Generator(nn.Module):
                 codes[v] = index if self.pitch_embed is None else next_code[codes[v], index]
                 if v < V - 1:
                     lower[v] += below[v].index_select(0, codes[v])
+            memory = self._remember(memory, sound)
         if state is not None:
-            state.h, state.c, state.codes, state.sound, state.struck = h, c, codes, sound, struck
+            state.h, state.c, state.codes, state.sound, state.struck, state.memory = h, c, codes, sound, struck, memory
             state.steps += T
         return torch.stack(tokens, 1).view(B, T, V)
 

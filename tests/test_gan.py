@@ -1,4 +1,5 @@
 """The recurrent GAN: voices encoding, models, trainer, checkpoints, generation."""
+import dataclasses
 import json
 import os
 import pickle
@@ -365,6 +366,7 @@ def test_a_piece_drawn_in_parts_is_the_piece_drawn_in_one(layers, sounding_input
     with torch.no_grad():  # what a piece drew steers its next step, as in a trained model (else the noise decides)
         for weight in [g.embed] + [p for p in (g.pitch_embed,) if p is not None] + [h[2].weight for h in g.heads]:
             weight.mul_(20)
+        g.lstm.weight_ih_l0[:, -12:].mul_(50)  # and so does the pitch-class memory, carried across the joins
     z, step_a, _, codes = two_draws(g)
     with torch.no_grad():
         whole, _ = g.sample(z, step_a, codes)
@@ -460,10 +462,11 @@ def test_teacher_forcing_sees_what_sampling_saw(sounding_input):
 
     torch.manual_seed(1)
     g = Generator(ModelConfig(pitch_low=40, pitch_high=70, sounding_input=sounding_input, **TINY)).eval()
-    with torch.no_grad():  # large embeddings: a wrong input would change the draw
+    with torch.no_grad():  # large embeddings and memory weights: a wrong input would change the draw
         for table in (g.embed, g.pitch_embed):
             if table is not None:
                 table.normal_(0, 3)
+        g.lstm.weight_ih_l0[:, -12:].normal_(0, 3)
         for head in g.heads:  # and many holds (as in music), whose sounding pitch must be carried
             head[2].bias[HOLD] += 4
     noise = [generate.noise_for(s, 48, g.cfg) for s in range(8)]
@@ -476,6 +479,34 @@ def test_teacher_forcing_sees_what_sampling_saw(sounding_input):
     assert (tokens == HOLD).float().mean() > 0.3 and (tokens >= 2).any()
     redrawn = (logits + gumbel_from_normal(step_noise)).argmax(-1)
     assert (redrawn == tokens).float().mean() > 0.99
+
+
+def test_the_pitch_class_memory_is_one_recurrence_on_every_path():
+    """Teacher forcing reads the memory of all steps at once (a product with a matrix of decays);
+    the samplers run the recurrence step by step. Both give each step the same memory: the
+    fading share of the last beats in which each pitch class sounded, in any voice."""
+    from musicgan.models import Generator, sounding
+
+    cfg = ModelConfig(pitch_low=40, pitch_high=70, **TINY)
+    torch.manual_seed(0)
+    g = Generator(cfg)
+    tokens = torch.randint(0, cfg.vocab, (3, 40, cfg.voices))
+    tokens[:, ::5] = HOLD  # holds keep their pitch class sounding; rests sound none
+    memory, expected = g.memory(tokens), []
+    m = torch.zeros(3, 12)
+    for t in range(40):
+        expected.append(m)
+        m = g._remember(m, sounding(tokens)[:, t])
+    assert torch.allclose(memory, torch.stack(expected, 1), atol=1e-6)
+    assert memory.max() <= 1 and (memory[:, 0] == 0).all() and (memory[:, 10:].sum(-1) > 0).all()
+    # a pitch class that stops sounding fades: after 2 beats of silence, to e^-1 or less
+    silent = torch.cat([torch.full((1, 8, cfg.voices), 2 + 20), torch.full((1, 9, cfg.voices), REST)], 1)
+    fading = g.memory(silent)[0, :, (40 + 20) % 12]
+    assert fading[8] > 0.6 and fading[16] < fading[8] * 0.37
+    # a checkpoint from before the memory loads without it, its LSTM reading no memory
+    legacy = ModelConfig.from_dict({"voices": 4})
+    assert not legacy.pitch_memory and legacy.memory_dim == 0
+    assert Generator(dataclasses.replace(legacy, pitch_memory=True)).lstm.input_size == Generator(legacy).lstm.input_size + 12
 
 
 def test_sounding_pitch_is_carried_through_holds():
