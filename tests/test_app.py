@@ -96,7 +96,8 @@ def test_continue_an_uploaded_opening(session, tmp_path):
     # the visitor's notes are drawn in their own colour: those of the opening, and only those
     assert payload["given"] == [int(n[1] < 2 * bar) for n in payload["notes"]] and any(payload["given"])
     roll = midi.read(out[ui("midi_file")])
-    assert roll.n_steps == 6 * bar and roll.tempo_bpm == pytest.approx(opening.tempo_bpm, rel=0.01)
+    # 6 bars (a roll ends where its last note does: the last beat may rest)
+    assert 5 * bar < roll.n_steps <= 6 * bar and roll.tempo_bpm == pytest.approx(opening.tempo_bpm, rel=0.01)
     given = opening.notes[opening.notes[:, 1] < 2 * bar]
     assert np.array_equal(roll.notes[roll.notes[:, 1] < 2 * bar][:, :2], given[:, :2])
     with pytest.raises(gr.Error, match="Upload a MIDI file"):

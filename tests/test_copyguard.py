@@ -96,10 +96,12 @@ def test_generation_passes_over_candidates_that_copy(generator):
 def test_with_a_critic_the_guard_takes_its_next_choice(generator):
     from test_gan import _Picky
 
-    index = copyguard.build(generate.sample_rolls(generator, [generate.candidate_seed(5, 2)], bars=4))
+    # a seed's candidates are drawn in its key and metre, each with noise of its own
+    own = dict(key=generate.piece_key(5, generator, None), metre=generate.piece_metre(5, generator, None))
+    index = copyguard.build(generate.sample_rolls(generator, [generate.candidate_seed(5, 2)], bars=4, **own))
     chosen = generate.sample_rolls(generator, [5], bars=4, critic=_Picky(generator.cfg, 2), candidates=4, avoid=index)[0]
     assert not copyguard.copies(chosen, index)
-    options = generate.sample_rolls(generator, [generate.candidate_seed(5, j) for j in (0, 1, 3)], bars=4)
+    options = generate.sample_rolls(generator, [generate.candidate_seed(5, j) for j in (0, 1, 3)], bars=4, **own)
     assert any(np.array_equal(chosen.notes, o.notes) for o in options)
 
 
