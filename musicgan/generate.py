@@ -469,7 +469,7 @@ def _after(roll: Roll, P: int) -> Roll:
     """The part of a roll from step P on (notes sounding into it start there), from its bar line."""
     notes = roll.notes[roll.notes[:, 2] > P].copy()
     notes[:, 1:3] = np.maximum(notes[:, 1:3] - P, 0)
-    return replace(roll, notes=midi._sorted_notes(notes),
+    return replace(roll, notes=midi._sorted_notes(notes), length=max(roll.length - P, 0),
                    time_signatures=data.moved_time_signatures(roll.time_signatures, P, roll.n_steps - P))
 
 
@@ -489,7 +489,7 @@ def concatenate(rolls: list[Roll], gap_steps: int = 0) -> Roll:
     same_key = len({roll.key for roll in rolls}) == 1  # (an interpolation may walk between two)
     return Roll(notes=midi._sorted_notes(np.concatenate(parts)), steps_per_beat=first.steps_per_beat,
                 tempos=first.tempos, time_signatures=tuple(kept), program=first.program, name=first.name,
-                key=first.key if same_key else None)
+                key=first.key if same_key else None, length=offset - gap_steps)
 
 
 def load_model(path=None) -> ckpt.Checkpoint:

@@ -81,6 +81,9 @@ class Roll:
     key : int or None
         The key the music is in (:mod:`musicgan.keys`) when it is known (the model wrote in it):
         written to MIDI as its key signature. Reading a file leaves it None.
+    length : int
+        Steps the piece lasts at least, so that a rest at its end counts (a drawn piece fills
+        its last bar); 0 when it ends where its last note ends. Reading a file leaves it 0.
     """
 
     notes: np.ndarray
@@ -92,11 +95,12 @@ class Roll:
     name: str = ""
     off_grid: tuple = (0, 0)
     key: int | None = None
+    length: int = 0
 
     @property
     def n_steps(self) -> int:
-        """Length in steps: the end of the last note."""
-        return int(self.notes[:, END].max()) if len(self.notes) else 0
+        """Length in steps: the end of the last note, or ``length`` when that is later."""
+        return max(int(self.notes[:, END].max()) if len(self.notes) else 0, self.length)
 
     @property
     def steps_per_bar(self) -> int:
@@ -124,7 +128,8 @@ class Roll:
         notes[:, START] = starts
         regrid = lambda rows: tuple((int(round(row[0] * scale)), *row[1:]) for row in rows)  # noqa: E731
         return replace(self, notes=_resolve_overlaps(notes) if len(notes) else notes, steps_per_beat=steps_per_beat,
-                       tempos=regrid(self.tempos), time_signatures=regrid(self.time_signatures))
+                       tempos=regrid(self.tempos), time_signatures=regrid(self.time_signatures),
+                       length=int(round(self.length * scale)))
 
     def transpose(self, semitones: int) -> "Roll":
         notes = self.notes.copy()
@@ -488,6 +493,8 @@ def to_midi_bytes(roll: Roll, program: int | None = None, tempo_bpm: float | Non
         from .keys import signature
 
         events.append((0, 2, mido.MetaMessage("key_signature", key=signature(roll.key))))
+    # the file lasts as long as the roll (a rest at its end included), not only to its last note
+    events.append((roll.n_steps, 3, mido.MetaMessage("end_of_track")))
     _append_timed(meta, sorted(events, key=lambda e: (e[0], e[1])), ticks_per_step)
 
     program = roll.program if program is None else program

@@ -64,7 +64,8 @@ def encode(onset: np.ndarray, sustain: np.ndarray, voices: int) -> np.ndarray:
 
 
 def decode(tokens: np.ndarray, pitch_low: int, velocity: int = 80, **meta) -> Roll:
-    """int tokens (steps, voices) -> Roll. A hold after a rest is read as a rest."""
+    """int tokens (steps, voices) -> Roll, as long as the tokens (a rest at the end counts).
+    A hold after a rest is read as a rest."""
     tokens = np.asarray(tokens)
     n_steps, n_voices = tokens.shape
     notes = []
@@ -81,7 +82,7 @@ def decode(tokens: np.ndarray, pitch_low: int, velocity: int = 80, **meta) -> Ro
         if pitch is not None:
             notes.append((pitch, start, n_steps, velocity))
     notes = np.array(notes, dtype=np.int32).reshape(-1, 4)
-    return Roll(notes=_resolve_unisons(notes), **meta)
+    return Roll(notes=_resolve_unisons(notes), **{"length": n_steps, **meta})
 
 
 def _resolve_unisons(notes: np.ndarray) -> np.ndarray:

@@ -39,6 +39,13 @@ def meta(kind, **kw):
     return mido.MetaMessage(kind, **kw)
 
 
+def file_beats(data: bytes) -> float:
+    """How long a MIDI file lasts in beats: to the last event of its longest track (its end of
+    track included), as a player or notation program reads it."""
+    parsed = mido.MidiFile(file=io.BytesIO(data))
+    return max(sum(m.time for m in track) for track in parsed.tracks) / parsed.ticks_per_beat
+
+
 def scale_midi(n=8, beat=480, ch=0, first=60, **kw) -> bytes:
     """n quarter notes going up from ``first``."""
     events = []

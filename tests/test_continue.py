@@ -5,7 +5,7 @@ import pytest
 from musicgan import api, cli, generate, midi
 from musicgan.models import Generator, ModelConfig
 
-from conftest import EXAMPLES, make_midi, meta, off, on
+from conftest import EXAMPLES, file_beats, make_midi, meta, off, on
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,9 @@ def test_the_opening_comes_out_note_for_note_and_the_piece_goes_on(model, exampl
     cut = ends < P  # notes that end inside the opening end where they did (one sounding at its end may go on)
     assert np.array_equal(ends[cut], got_ends[cut])
     assert roll.time_signatures[0][1:] == opening.time_signatures[0][1:]
-    # 8 more bars, with music in them (a roll ends where its last note does: a last beat may rest)
+    # 8 more bars, with music in them; the file lasts all 12 bars (its last beat may rest)
     assert 11 * bar < roll.n_steps <= 12 * bar and (roll.notes[:, 1] >= P).sum() > 20
+    assert piece.roll.n_steps == 12 * bar and file_beats(piece.midi) * opening.steps_per_beat == 12 * bar
     assert roll.tempo_bpm == pytest.approx(opening.tempo_bpm, rel=0.01)
     # the opening keeps a track of its own in the MIDI file
     import io

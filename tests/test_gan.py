@@ -13,7 +13,7 @@ from musicgan.models import ModelConfig
 from musicgan.voices import HOLD, REST
 from musicgan.train import Budget, DeviceError, TrainConfig, Trainer, TrainingError, pick_device
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, file_beats
 
 TINY = dict(latent_dim=8, embed_dim=8, hidden=32, layers=1, d_hidden=16, d_embed=16)
 
@@ -519,7 +519,9 @@ def test_sounding_pitch_is_carried_through_holds():
 def test_generation_options(trained):
     g = ckpt.load(trained).generator
     roll = generate.sample_rolls(g, [1], bars=3, tempo_bpm=73, program=40)[0]
-    assert roll.n_steps <= 3 * 16 and roll.tempo_bpm == 73 and roll.program == 40
+    # three whole bars, in the roll and in its file (the last beat may rest)
+    assert roll.n_steps == 3 * 16 and file_beats(midi.to_midi_bytes(roll)) == 12
+    assert roll.tempo_bpm == 73 and roll.program == 40
     again = midi.read(midi.to_midi_bytes(roll))
     assert again.program == 40 and again.tempo_bpm == 73
     with pytest.raises(ValueError, match="bars"):

@@ -9,7 +9,7 @@ import pytest
 from musicgan import midi
 from musicgan.midi import MidiError, Roll
 
-from conftest import EXAMPLES, make_midi, meta, off, on, scale_midi
+from conftest import EXAMPLES, file_beats, make_midi, meta, off, on, scale_midi
 
 
 def notes_of(roll):
@@ -236,3 +236,14 @@ def test_a_roll_in_a_known_key_writes_its_key_signature():
         assert keys.parse(found[0].rstrip("m") + (" minor" if found[0].endswith("m") else " major")) == key
     # as few accidentals as the key allows: Db major (5 flats), not C# (7 sharps); G# minor, not Ab minor
     assert keys.signature(1) == "Db" and keys.signature(20) == "G#m"
+
+
+def test_a_rest_at_the_end_lasts_in_the_file():
+    notes = np.array([[60, 0, 4, 80], [64, 4, 10, 80]], dtype=np.int32)
+    roll = midi.Roll(notes=notes, steps_per_beat=4, time_signatures=((0, 3, 4),))
+    assert roll.n_steps == 10 and file_beats(midi.to_midi_bytes(roll)) == 2.5  # ends with its last note
+    whole = dataclasses.replace(roll, length=12)  # a bar of 3/4, its last half beat a rest
+    assert whole.n_steps == 12 and file_beats(midi.to_midi_bytes(whole)) == 3
+    assert whole.on_grid(8).n_steps == 24 and whole.on_grid(8).notes[-1, 2] == 20
+    # a length shorter than the notes never cuts them
+    assert dataclasses.replace(roll, length=6).n_steps == 10
