@@ -397,11 +397,11 @@ def opening(generator: Generator, roll: Roll, bars: int) -> tuple[Roll, np.ndarr
     on the model's grid, its tokens (T, V), the metre at its end). ValueError, in words, for an
     opening the model cannot read: in a metre it does not know, or outside its pitch range."""
     cfg = generator.cfg
-    opened, n_steps = whole_bars(cfg, roll, bars, "the opening")
+    opened = whole_bars(cfg, roll, bars, "the opening")
     check_range(cfg, opened.notes, "the opening")
-    onset, sustain = opened.pianoroll(cfg.pitch_low, cfg.pitch_high, n_steps)
+    onset, sustain = opened.pianoroll(cfg.pitch_low, cfg.pitch_high, opened.n_steps)
     tokens = voices.encode(onset, sustain, cfg.voices)  # pitch tokens count from pitch_low here
-    return opened, tokens, metre.metre_at(roll.time_signatures, n_steps - 1)
+    return opened, tokens, metre.metre_at(roll.time_signatures, opened.n_steps - 1)
 
 
 def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, primer_bars: int = 4,

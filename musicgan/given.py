@@ -11,11 +11,11 @@ from .midi import Roll
 from .models import ModelConfig
 
 
-def whole_bars(cfg: ModelConfig, roll: Roll, bars: int, what: str) -> tuple[Roll, int]:
-    """The first ``bars`` bars of ``roll`` (all of them, if it has fewer) on the model's grid, as
-    (a roll of their notes, its length in steps: to the end of the last bar). ValueError, in
-    words, for music that has no notes or is in a metre the model does not know. ``what`` names
-    the music in messages ("the opening", "the melody")."""
+def whole_bars(cfg: ModelConfig, roll: Roll, bars: int, what: str) -> Roll:
+    """The first ``bars`` bars of ``roll`` (all of them, if it has fewer) on the model's grid: a
+    roll of their notes that lasts to the end of the last bar (its ``n_steps``, a rest at the end
+    included). ValueError, in words, for music that has no notes or is in a metre the model does
+    not know. ``what`` names the music in messages ("the opening", "the melody")."""
     roll = roll.on_grid(cfg.steps_per_beat)
     if not len(roll.notes):
         raise ValueError(f"{roll.name or what} has no notes")
@@ -30,10 +30,9 @@ def whole_bars(cfg: ModelConfig, roll: Roll, bars: int, what: str) -> tuple[Roll
         raise ValueError(f"{what} is in {metre.name(unknown[0])}; this model knows {known}")
     notes = roll.notes[roll.notes[:, 1] < n_steps].copy()
     notes[:, 2] = np.minimum(notes[:, 2], n_steps)
-    cut = Roll(notes=notes, steps_per_beat=cfg.steps_per_beat, tempos=roll.tempos[:1],
-               time_signatures=tuple(ts for ts in roll.time_signatures if ts[0] < n_steps),
-               program=roll.program, name=roll.name)
-    return cut, n_steps
+    return Roll(notes=notes, steps_per_beat=cfg.steps_per_beat, tempos=roll.tempos[:1],
+                time_signatures=tuple(ts for ts in roll.time_signatures if ts[0] < n_steps),
+                program=roll.program, name=roll.name, length=n_steps)
 
 
 def check_range(cfg: ModelConfig, notes: np.ndarray, what: str) -> None:

@@ -11,7 +11,9 @@ output says what the line does from that step to its end, and it enters every vo
 A bass cannot be clamped to one voice: the voices split each step highest first, so the bass is
 whichever voice sounds lowest, and the voices above it are drawn before it. So at each step the
 voices draw *above* the given bass until one takes it, and the rest fall silent
-(:func:`musicgan.models.bass_logits`); with the bass reader, they also hear where it goes.
+(:func:`musicgan.models.bass_logits`); a voice that would have rested hands the bass to the one
+above it, the lowest the model wrote, so the bass adds no voice to the chord
+(:func:`musicgan.models.bass_swap`). With the bass reader, the voices also hear where it goes.
 
 A reader is trained on its own, with the generator frozen (:func:`train_reader`): on windows
 of the training music, the top line (or the bottom line) of each is the given line, and the loss
@@ -266,8 +268,8 @@ def line_of(generator: Generator, roll: Roll, voice: str = "top", max_bars: int 
         raise ValueError(f"voice must be one of {', '.join(VOICES)} (got {voice!r})")
     cfg = generator.cfg
     what = WHAT[voice]
-    cut, T = whole_bars(cfg, roll, max_bars, what)
-    onset, sustain = cut.pianoroll(0, 127, T)
+    cut = whole_bars(cfg, roll, max_bars, what)
+    onset, sustain = cut.pianoroll(0, 127, cut.n_steps)
     # voices.encode keeps the highest note in the first voice, and the lowest in the last
     tokens = voices.encode(onset, sustain, 2)[:, 0] if voice == "top" else voices.encode(onset, sustain, 1)[:, 0]
     notes = voices.decode(tokens[:, None], 0).notes.copy()

@@ -317,8 +317,9 @@ def bass_logits(logits: torch.Tensor, bass: torch.Tensor, bass_struck: torch.Ten
     voice takes it, each one plays a note above it (or holds one) or takes it; the last one must;
     after it, every voice rests. What the voice would have done that the bass forbids (rest, end
     the chord above the bass; go to the bass's note or under it), it does by taking the bass: their
-    probabilities go to the bass's token, so the voices above the bass are as many as the model
-    would have written."""
+    probabilities go to the bass's token. And where a voice would have rested while none has taken
+    the bass, the one above it takes the bass in place of what it drew (:func:`bass_swap`): the
+    model's lowest voice is its bass, so the voices are as many as the model would have written."""
     K = logits.shape[-1]
     token = torch.arange(K, device=bass.device)[None]
     holds = (sound == bass) & ~bass_struck  # the voice already sounds the bass's note, not struck again
@@ -330,6 +331,19 @@ def bass_logits(logits: torch.Tensor, bass: torch.Tensor, bass_struck: torch.Ten
     out = logits.masked_fill(~taken, float("-inf")).scatter(1, bass_token[:, None], merged)
     out = torch.where(placed[:, None], logits.masked_fill(token != REST, float("-inf")), out)
     return torch.where((bass == REST)[:, None], logits, out), bass_token
+
+
+def bass_swap(logits: torch.Tensor, noise: torch.Tensor, sound: torch.Tensor, placed: torch.Tensor,
+              bass: torch.Tensor) -> torch.Tensor:
+    """Whether the voice above this one takes the given bass in place of what it drew (B,): where
+    no voice has taken the bass yet and this voice, drawn freely (``logits`` + ``noise``, the
+    Gumbel noise it draws with), would fall silent. The voice above was then the lowest the model
+    wrote, so it is the bass: taking the bass in the voice below would make one voice too many (a
+    model that puts its bass an octave above the given one, or a step off it, would otherwise add
+    a voice under its own chord)."""
+    free = torch.argmax(logits + noise, -1)
+    silent = (free == REST) | ((free == HOLD) & (sound == REST))
+    return silent & ~placed & (bass != REST)
 
 
 def gumbel_from_normal(noise: torch.Tensor) -> torch.Tensor:
@@ -644,8 +658,17 @@ class Generator(nn.Module):
                 if pitch_temperature != 1:
                     logits = sharpen_pitches(logits, pitch_temperature)
                 if bass is not None:
+                    if v:  # would this voice fall silent? then the one above was the lowest: it takes the bass
+                        swap = bass_swap(logits, gumbel[:, t, v], sound[:, v], placed, bass_sound[:, t])
+                        tokens[-1] = torch.where(swap, above_token, tokens[-1])
+                        sound[:, v - 1] = torch.where(swap, bass_sound[:, t], sound[:, v - 1])
+                        struck[:, v - 1] = tokens[-1] >= FIRST_PITCH
+                        one_hots[-1] = torch.where(swap[:, None], F.one_hot(above_token, K).to(logits.dtype), one_hots[-1])
+                        chosen[-1] = self._embedded(one_hots[-1], above_sounds, v - 1, sounds, not_hold)
+                        placed = placed | swap
                     logits, bass_token = bass_logits(logits, bass_sound[:, t], bass_struck[:, t], sound[:, v], placed,
                                                      v == V - 1)
+                    above_token, above_sounds = bass_token, sounds[v]
                 y = logits + gumbel[:, t, v]
                 index = y.argmax(-1)
                 if given is not None:
@@ -660,11 +683,7 @@ class Generator(nn.Module):
                 if tau is not None:
                     soft = F.softmax(y / tau, -1)
                     hard = hard - soft.detach() + soft
-                embedded = hard @ self.embed.to(hard.dtype)
-                if self.pitch_embed is not None:
-                    sounds[v] = hard * not_hold + hard[:, HOLD:HOLD + 1] * sounds[v]
-                    embedded = embedded + sounds[v] @ self.pitch_embed.to(hard.dtype)
-                chosen.append(embedded)
+                chosen.append(self._embedded(hard, sounds[v], v, sounds, not_hold))
                 tokens.append(index)
                 one_hots.append(hard)
             prev = torch.cat(chosen, -1)[:, None]
@@ -672,6 +691,16 @@ class Generator(nn.Module):
         tokens = torch.stack(tokens, 1).view(B, T, V)
         return tokens, torch.stack(one_hots, 1).view(B, T, V, K)
 
+
+    def _embedded(self, hard: torch.Tensor, sounded: torch.Tensor, v: int, sounds: list, not_hold: torch.Tensor):
+        """Voice ``v``'s embedding as the next voices and the next step read it, from its (one-hot)
+        token ``hard`` and the pitch it sounded before (one-hot, ``sounded``); with a pitch
+        embedding, ``sounds[v]`` becomes the pitch it sounds now."""
+        embedded = hard @ self.embed.to(hard.dtype)
+        if self.pitch_embed is not None:
+            sounds[v] = hard * not_hold + hard[:, HOLD:HOLD + 1] * sounded
+            embedded = embedded + sounds[v] @ self.pitch_embed.to(hard.dtype)
+        return embedded
 
     def begin(self, z: torch.Tensor) -> DrawState:
         """The state of pieces before their first step (z: (B, cond_dim), see :meth:`condition`)."""
@@ -828,7 +857,16 @@ class Generator(nn.Module):
                 if pitch_temperature != 1:
                     logits = sharpen_pitches(logits, pitch_temperature)
                 if bass is not None:
+                    if v:  # would this voice fall silent? then the one above was the lowest: it takes the bass
+                        swap = bass_swap(logits, noise[t][v], sound[:, v], placed, bass_sound[t])
+                        tokens[-1] = torch.where(swap, above_token, tokens[-1])
+                        sound[:, v - 1] = torch.where(swap, bass_sound[t], sound[:, v - 1])
+                        struck[:, v - 1] = tokens[-1] >= FIRST_PITCH
+                        codes[v - 1] = torch.where(swap, above_token if self.pitch_embed is None else
+                                                   next_code[above_code, above_token], codes[v - 1])
+                        placed = placed | swap
                     logits, bass_token = bass_logits(logits, bass_sound[t], bass_struck[t], sound[:, v], placed, v == V - 1)
+                    above_token, above_code = bass_token, codes[v]
                 index = torch.argmax(logits + noise[t][v], -1)
                 if fixed[t] is not None:
                     index = torch.where(fixed[t][v][1], fixed[t][v][0], index)

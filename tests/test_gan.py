@@ -10,7 +10,7 @@ import torch
 
 from musicgan import checkpoint as ckpt, copyguard, data, generate, midi, voices
 from musicgan.models import ModelConfig
-from musicgan.voices import HOLD, REST
+from musicgan.voices import FIRST_PITCH, HOLD, REST
 from musicgan.train import Budget, DeviceError, TrainConfig, Trainer, TrainingError, pick_device
 
 from conftest import EXAMPLES, file_beats
@@ -451,6 +451,36 @@ def test_a_given_bass_is_the_lowest_voice_on_both_sampling_paths():
         assert torch.equal(sounding(bottom_line(drawn)[0][..., None])[..., 0][want != 0], want[want != 0])
     assert (fast == slow).float().mean() > 0.9
     assert (fast != free).any()
+
+
+def test_a_given_bass_takes_the_place_of_the_models_lowest_voice():
+    """A model that writes two voices, given a bass under them, writes one voice over it: the lowest
+    voice it drew is its bass, so the given bass takes that voice's place (with the voice below it
+    silent, see models.bass_swap), not a place of its own under a chord that had its bass already.
+    Where it would write four voices, its lowest takes the bass and none is added. Both paths alike."""
+    from musicgan.models import Generator, sounding
+
+    torch.manual_seed(3)
+    g = Generator(ModelConfig(pitch_low=40, pitch_high=70, **TINY)).eval()
+    z, step_a, _, codes = two_draws(g)
+    bass = torch.full((12, 32), HOLD)
+    bass[:, ::8] = FIRST_PITCH + 2  # a low note struck every 2 beats
+    for voices_drawn in (2, 4):
+        with torch.no_grad():
+            for v, head in enumerate(g.heads):  # voice v strikes pitch 28 - 6v, or rests
+                head[2].bias.zero_()
+                head[2].bias[REST if v >= voices_drawn else FIRST_PITCH + 28 - 6 * v] = 50.0
+            free, _ = g.sample(z, step_a, codes)
+            fast, _ = g.sample(z, step_a, codes, bass=bass)
+        with torch.enable_grad():
+            slow, _ = g.sample(z, step_a, codes, bass=bass)
+        assert ((sounding(free) != REST).sum(-1) == voices_drawn).all()
+        for drawn in (fast, slow):
+            heard = sounding(drawn)
+            assert ((heard != REST).sum(-1) == voices_drawn).all()  # as many voices as the model writes
+            assert (heard[..., voices_drawn - 1] == FIRST_PITCH + 2).all()  # its lowest is the bass
+            assert torch.equal(heard[..., :voices_drawn - 1], sounding(free)[..., :voices_drawn - 1])
+        assert torch.equal(fast, slow)
 
 
 @pytest.mark.parametrize("sounding_input", [True, False])
