@@ -643,6 +643,7 @@ class Generator(nn.Module):
             before, struck = sound.clone(), torch.zeros(B, V, dtype=torch.bool, device=z.device)
             placed = torch.zeros(B, dtype=torch.bool, device=z.device)  # (a given bass: a voice has taken it)
             acc = None if table is None else z.new_zeros(B, K)  # the interval rows of the voices above
+            above_token = above_sounds = None  # (a given bass: the token that plays it in the voice above)
             for v, head in enumerate(self.heads):
                 above = torch.cat(chosen + [h.new_zeros(B, (V - v) * E)], -1)
                 step_bias = bias[codes[:, t], v] if tonal is None else bias[codes[:, t], v] + tonal
@@ -823,6 +824,7 @@ class Generator(nn.Module):
             intervals = perfect_intervals(before) if beta and after else None
             placed = None if bass is None else torch.zeros(B, dtype=torch.bool, device=z.device)
             acc = None if table is None else z.new_zeros(B, K)  # the interval rows of the voices above
+            above_token = above_code = None  # (a given bass: the token that plays it in the voice above)
             code = step_codes[t]
             gates = z_part + frame_part.index_select(0, code)
             if after:
