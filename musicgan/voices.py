@@ -82,7 +82,7 @@ def decode(tokens: np.ndarray, pitch_low: int, velocity: int = 80, **meta) -> Ro
         if pitch is not None:
             notes.append((pitch, start, n_steps, velocity))
     notes = np.array(notes, dtype=np.int32).reshape(-1, 4)
-    return Roll(notes=_resolve_unisons(notes), **{"length": n_steps, **meta})
+    return Roll(notes=_resolve_unisons(notes), length=n_steps, **meta)
 
 
 def _resolve_unisons(notes: np.ndarray) -> np.ndarray:
