@@ -692,7 +692,6 @@ class Generator(nn.Module):
         tokens = torch.stack(tokens, 1).view(B, T, V)
         return tokens, torch.stack(one_hots, 1).view(B, T, V, K)
 
-
     def _embedded(self, hard: torch.Tensor, sounded: torch.Tensor, v: int, sounds: list, not_hold: torch.Tensor):
         """Voice ``v``'s embedding as the next voices and the next step read it, from its (one-hot)
         token ``hard`` and the pitch it sounded before (one-hot, ``sounded``); with a pitch
