@@ -66,8 +66,9 @@ class Checkpoint:
     @property
     def clamped(self) -> dict:
         """How the model harmonises a line it has no harmoniser for, by line ("top", "bottom"):
-        (parallels penalty, pitch temperature), as its trainer fitted them (``sampling.clamped``
-        in the config; see ``Trainer.calibrate``). A line it does not say: drawn as free pieces are."""
+        (parallels penalty, pitch temperature, swap bias of a bass), as its trainer fitted them
+        (``sampling.clamped`` in the config; see ``Trainer.calibrate``; a swap bias it does not
+        say: 0). A line it does not say: drawn as free pieces are."""
         return _clamped(self.meta, Path(self.path).name)
 
     @property
@@ -86,11 +87,13 @@ def _clamped(config: dict, name: str) -> dict:
     fitted = sampling.get("clamped", {}) if isinstance(sampling, dict) else {}
     out = {}
     for voice, v in (fitted.items() if isinstance(fitted, dict) else [(None, None)]):
-        numbers = [v.get(k) for k in ("parallel_bias", "pitch_temperature")] if isinstance(v, dict) else [None, None]
+        numbers = [v.get(k, d) for k, d in (("parallel_bias", None), ("pitch_temperature", None), ("swap_bias", 0.0))] \
+            if isinstance(v, dict) else [None] * 3
         if voice not in READERS or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in numbers) \
-                or not 0 <= numbers[0] <= 10 or not 0.05 <= numbers[1] <= 5:
-            raise CheckpointError(f"{name}: sampling.clamped is not a parallels penalty and pitch temperature by line")
-        out[voice] = (float(numbers[0]), float(numbers[1]))
+                or not 0 <= numbers[0] <= 10 or not 0.05 <= numbers[1] <= 5 or not abs(numbers[2]) <= 10:
+            raise CheckpointError(f"{name}: sampling.clamped is not a parallels penalty, pitch temperature "
+                                  "and swap bias by line")
+        out[voice] = tuple(float(x) for x in numbers)
     return out
 
 
@@ -280,6 +283,10 @@ def _harmoniser(cfg: ModelConfig, settings, state: dict, name: str, setting: str
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.05 <= temperature <= 5:
         raise CheckpointError(f"{name}: {setting}.pitch_temperature is not a temperature")
     reader.pitch_temperature = float(temperature)
+    swap = settings.get("swap_bias", 0.0)  # (absent: one fitted before a bass's swap bias was)
+    if isinstance(swap, bool) or not isinstance(swap, (int, float)) or not abs(swap) <= 10:
+        raise CheckpointError(f"{name}: {setting}.swap_bias is not a swap bias")
+    reader.swap_bias = float(swap)
     return reader.eval()
 
 

@@ -13,7 +13,9 @@ whichever voice sounds lowest, and the voices above it are drawn before it. So a
 voices draw *above* the given bass until one takes it, and the rest fall silent
 (:func:`musicgan.models.bass_logits`); a voice that would have rested hands the bass to the one
 above it, the lowest the model wrote, so the bass adds no voice to the chord
-(:func:`musicgan.models.bass_swap`). With the bass reader, the voices also hear where it goes.
+(:func:`musicgan.models.bass_swap`), as readily as the music's number of voices says (an upper
+voice of a thin texture keeps its note, and the bass joins it). With the bass reader, the voices
+also hear where it goes.
 
 A reader is trained on its own, with the generator frozen (:func:`train_reader`): on windows
 of the training music, the top line (or the bottom line) of each is the given line, and the loss
@@ -21,7 +23,7 @@ is the likelihood of the other voices. Its output layer starts at zero, so a rea
 learnt anything yet draws exactly as clamping alone does, and the generator's own pieces never
 change: a checkpoint with readers makes the same music from the same seed as without them.
 After training, each reader fits how it draws (:func:`fit_sampling`): its own parallels penalty,
-and a temperature of the choice among pitches. Voices written around a line they did not choose
+a temperature of the choice among pitches and, for a bass, its swap bias. Voices written around a line they did not choose
 clash with it more often than the music's voices do; a lower pitch temperature makes each voice
 more decided about its note without touching the rhythm (see :func:`musicgan.models.sharpen_pitches`).
 
@@ -161,8 +163,8 @@ def train_reader(generator: Generator, batches, steps: int | None = None, minute
                 callback({"step": step, "loss": loss_avg, "elapsed_s": time.monotonic() - start})
         reader.cpu().eval()
         minutes_taken = round((time.monotonic() - start) / 60, 2)
-        reader.parallel_bias, reader.pitch_temperature = fit_sampling(generator.cpu(), reader, voice, batches,
-                                                                      seed=seed)  # on the CPU
+        reader.parallel_bias, reader.pitch_temperature, reader.swap_bias = fit_sampling(
+            generator.cpu(), reader, voice, batches, seed=seed)  # on the CPU
     finally:
         for p in generator.parameters():
             p.requires_grad_(True)
@@ -171,7 +173,8 @@ def train_reader(generator: Generator, batches, steps: int | None = None, minute
                                "loss": None if loss_avg is None else round(loss_avg, 4), "hidden": hidden,
                                "voice": voice, "seed": seed, "lr": lr, "batch_size": batch_size,
                                "parallel_bias": round(reader.parallel_bias, 4),
-                               "pitch_temperature": round(reader.pitch_temperature, 4)})
+                               "pitch_temperature": round(reader.pitch_temperature, 4),
+                               "swap_bias": round(reader.swap_bias, 4)})
 
 
 def _fixed(line: torch.Tensor, voice: str, V: int) -> dict:
@@ -213,18 +216,43 @@ def temperature_move(temperature: float, real: tuple[int, int], drawn: tuple[int
     return float(np.clip(temperature * np.exp(np.clip(-3 * np.log(got / want), -0.3, 0.3)), 0.5, 1.5))
 
 
+def voices_heard(tokens, line) -> tuple[float, int]:
+    """(voices sounding, steps) summed over the steps of tokens (N, T, V) where the given ``line``
+    (N, T; one voice's tokens) sounds: how many voices a harmonisation of it has, on average."""
+    heard = sounding(torch.as_tensor(line)[..., None])[..., 0] != REST
+    count = (sounding(torch.as_tensor(tokens)) != REST).sum(-1)
+    return float(count[heard].sum()), int(heard.sum())
+
+
+SWAP_LIMIT = 6.0  # the swap bias stays within +-6 (a voice's odds of falling silent times e^6 at most)
+
+
+def swap_move(bias: float, real: tuple[float, int], drawn: tuple[float, int]) -> float:
+    """One round of fitting the swap bias of a given bass (see :func:`musicgan.models.bass_swap`):
+    raised while its harmonisations sound more voices than the music (the bass taken as a voice of
+    its own where the model had placed its bass already), lowered while fewer (the bass taking an
+    upper voice's place in a thin texture). The move is twice the gap in voices, at most 1.5 a round."""
+    if min(real[1], drawn[1]) < 200:
+        return bias
+    gap = drawn[0] / drawn[1] - real[0] / real[1]
+    return float(np.clip(bias + np.clip(2 * gap, -1.5, 1.5), -SWAP_LIMIT, SWAP_LIMIT))
+
+
 @torch.no_grad()
 def fit_sampling(generator: Generator, reader: LineReader | None, voice: str, batches, rounds: int = 4,
-                 clips: int = 128, seed: int = 0) -> tuple[float, float]:
+                 clips: int = 128, seed: int = 0) -> tuple[float, float, float]:
     """How to draw harmonisations with ``reader`` (None: clamping the line, as a model without a
-    harmoniser does; see ``Trainer.calibrate``): (the parallels penalty, the pitch temperature).
+    harmoniser does; see ``Trainer.calibrate``): (the parallels penalty, the pitch temperature,
+    the swap bias; the last for a bass only, else 0).
     The lines of ``clips`` windows of the training music are harmonised, and both are moved, from
     the model's own penalty and a temperature of 1, until the voices move in parallel fifths and
     octaves as often as the music's own do, and sound seconds, tritones and sevenths as often
     (:func:`dissonance_rate`), as the model's own penalty is fitted on its free pieces (see
     ``Trainer.calibrate``). With a line given and read ahead, the voices draw differently from
     free pieces: on the chorales they move in parallels more often, and they clash more with a
-    melody they did not choose."""
+    melody they did not choose. And for a bass, the swap bias is moved until the harmonisations
+    sound as many voices as the music where the bass sounds (:func:`swap_move`): the voice above
+    one that falls silent is the model's bass in a full texture, an upper voice in a thin one."""
     cfg = generator.cfg
     batch = batches.draw(clips, torch.Generator().manual_seed(seed + 17))
     tokens, codes = batch.tokens.cpu(), batch.codes.clamp(min=0).cpu()
@@ -234,13 +262,16 @@ def fit_sampling(generator: Generator, reader: LineReader | None, voice: str, ba
     step_noise, fixed = torch.stack([n[1] for n in noise]), _fixed(line, voice, cfg.voices)
     extra = None if reader is None else reader(line, codes)
     real_parallels, real_dissonance = parallel_rate(tokens), dissonance_rate(tokens)
-    beta, temperature = float(generator.parallel_bias), 1.0
+    real_voices = voices_heard(tokens, line)
+    beta, temperature, swap = float(generator.parallel_bias), 1.0, 0.0
     for _ in range(rounds):
         drawn, _ = generator.sample(z, step_noise, codes, extra=extra, parallel_bias=beta,
-                                    pitch_temperature=temperature, **fixed)
+                                    pitch_temperature=temperature, swap_bias=swap, **fixed)
         beta = parallel_move(beta, real_parallels, parallel_rate(drawn))
         temperature = temperature_move(temperature, real_dissonance, dissonance_rate(drawn))
-    return beta, temperature
+        if voice == "bottom":
+            swap = swap_move(swap, real_voices, voices_heard(drawn, line))
+    return beta, temperature, swap
 
 
 def save(directory, harmoniser: Harmoniser) -> Path:
@@ -281,14 +312,16 @@ def line_of(generator: Generator, roll: Roll, voice: str = "top", max_bars: int 
 
 def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader | None = None,
                     temperature: float = 1.0, critic: Discriminator | None = None,
-                    candidates: int = 1, clamped: tuple[float, float] | None = None) -> list[Roll]:
+                    candidates: int = 1, clamped: tuple[float, float, float] | None = None) -> list[Roll]:
     """One harmonisation of ``line`` (see :func:`line_of`) per seed: the line stays exactly as it
     is, as the top voice or the bass, and the model writes the other voices, in the line's key
     (estimated from it), metre, tempo and instrument. With a ``reader`` (a checkpoint's harmoniser
     for that voice) the voices hear the whole line, drawn as the reader fitted; without one they
     hear it only up to each step (clamping), drawn as ``clamped`` says (the parallels penalty and
     pitch temperature a trainer fitted for clamping: ``Checkpoint.clamped``), or else as free pieces
-    are (plain clamping). With a ``critic``, each piece is its choice among ``candidates`` harmonisations."""
+    are (plain clamping); ``clamped`` also holds the swap bias of a bass (see
+    :func:`musicgan.models.bass_swap`). With a ``critic``, each piece is its choice among
+    ``candidates`` harmonisations."""
     if not 0.05 <= temperature <= 5:
         raise ValueError(f"temperature must be between 0.05 and 5 (got {temperature})")
     cfg = generator.cfg
@@ -301,8 +334,8 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
     fixed = _fixed(tokens, line.voice, cfg.voices)
     with torch.no_grad():
         extra = None if reader is None else reader(tokens[None], codes[None])
-    beta, pitch_temperature = (reader.parallel_bias, reader.pitch_temperature) if reader is not None else \
-        clamped if clamped is not None else (None, 1.0)
+    beta, pitch_temperature, swap_bias = (reader.parallel_bias, reader.pitch_temperature, reader.swap_bias) \
+        if reader is not None else clamped if clamped is not None else (None, 1.0, 0.0)
     k = candidates if critic is not None else 1
     first_metre = metre.metre_at(line_roll.time_signatures, 0)
     pieces = []
@@ -312,7 +345,7 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
         with torch.no_grad():
             drawn, _ = generator.sample(z, torch.stack([n[1] for n in noise]), codes.expand(k, -1), temperature,
                                         extra=None if extra is None else extra.expand(k, -1, -1),
-                                        parallel_bias=beta, pitch_temperature=pitch_temperature,
+                                        parallel_bias=beta, pitch_temperature=pitch_temperature, swap_bias=swap_bias,
                                         **{name: v.expand(k, *v.shape) for name, v in fixed.items()})
         drawn = drawn.numpy()
         j = choose(critic, drawn, seed, first_metre)[0] if k > 1 else 0

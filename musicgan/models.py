@@ -334,13 +334,22 @@ def bass_logits(logits: torch.Tensor, bass: torch.Tensor, bass_struck: torch.Ten
 
 
 def bass_swap(logits: torch.Tensor, noise: torch.Tensor, sound: torch.Tensor, placed: torch.Tensor,
-              bass: torch.Tensor) -> torch.Tensor:
+              bass: torch.Tensor, bias: float = 0.0) -> torch.Tensor:
     """Whether the voice above this one takes the given bass in place of what it drew (B,): where
     no voice has taken the bass yet and this voice, drawn freely (``logits`` + ``noise``, the
     Gumbel noise it draws with), would fall silent. The voice above was then the lowest the model
     wrote, so it is the bass: taking the bass in the voice below would make one voice too many (a
     model that puts its bass an octave above the given one, or a step off it, would otherwise add
-    a voice under its own chord)."""
+    a voice under its own chord). But a voice above may also be an upper voice of a thin texture
+    (one voice of two, while the other rests), which the bass should join, not replace: ``bias``,
+    added to the odds of falling silent in this draw, sets how often the voice above is taken for
+    the bass (fitted to the music's number of voices, see :func:`musicgan.harmonise.fit_sampling`;
+    0: as the model draws; below: less often)."""
+    if bias:
+        silent_tokens = torch.zeros_like(logits)
+        silent_tokens[:, REST] = bias
+        silent_tokens[:, HOLD] = torch.where(sound == REST, bias, 0.0)
+        logits = logits + silent_tokens
     free = torch.argmax(logits + noise, -1)
     silent = (free == REST) | ((free == HOLD) & (sound == REST))
     return silent & ~placed & (bass != REST)
@@ -600,7 +609,8 @@ class Generator(nn.Module):
 
     def sample(self, z: torch.Tensor, noise: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
                tau: float | None = None, given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
-               bass: torch.Tensor | None = None, parallel_bias: float | None = None, pitch_temperature: float = 1.0):
+               bass: torch.Tensor | None = None, parallel_bias: float | None = None, pitch_temperature: float = 1.0,
+               swap_bias: float = 0.0):
         """Free-running generation.
 
         z: (B, cond_dim), see :meth:`condition`; noise: standard normal (B, T, V, K), the per-step
@@ -615,12 +625,15 @@ class Generator(nn.Module):
         the voices draw above it (see :func:`bass_logits`). ``parallel_bias``: the parallels penalty
         to draw with, in place of the model's own (a harmoniser fits its own). ``pitch_temperature``:
         the temperature of the choice among pitches alone (see :func:`sharpen_pitches`).
+        ``swap_bias``: with a bass, how readily the voice above one that would fall silent takes it
+        (see :func:`bass_swap`).
         """
         B, T, V, K = noise.shape
         E = self.cfg.embed_dim
         gumbel = gumbel_from_normal(noise)
         if tau is None and not torch.is_grad_enabled():
-            return self._sample_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias, pitch_temperature)
+            return self._sample_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias, pitch_temperature,
+                                     swap_bias)
         if bass is not None:
             bass_sound, bass_struck = sounding(bass[..., None])[..., 0], bass >= FIRST_PITCH
         state = self._state(z)
@@ -660,7 +673,7 @@ class Generator(nn.Module):
                     logits = sharpen_pitches(logits, pitch_temperature)
                 if bass is not None:
                     if v:  # would this voice fall silent? then the one above was the lowest: it takes the bass
-                        swap = bass_swap(logits, gumbel[:, t, v], sound[:, v], placed, bass_sound[:, t])
+                        swap = bass_swap(logits, gumbel[:, t, v], sound[:, v], placed, bass_sound[:, t], swap_bias)
                         tokens[-1] = torch.where(swap, above_token, tokens[-1])
                         sound[:, v - 1] = torch.where(swap, bass_sound[:, t], sound[:, v - 1])
                         struck[:, v - 1] = tokens[-1] >= FIRST_PITCH
@@ -727,12 +740,12 @@ class Generator(nn.Module):
     def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
                      given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
                      bass: torch.Tensor | None = None, parallel_bias: float | None = None,
-                     pitch_temperature: float = 1.0):
+                     pitch_temperature: float = 1.0, swap_bias: float = 0.0):
         # inference mode makes each of the loop's many small calls cheaper (no version counters);
         # the tokens leave it as an ordinary tensor, which a discriminator may then learn from
         with torch.inference_mode():
             out = self._draw_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias,
-                                  pitch_temperature=pitch_temperature)
+                                  pitch_temperature=pitch_temperature, swap_bias=swap_bias)
         out = out.clone()
         return out, F.one_hot(out, self.cfg.vocab).float()
 
@@ -740,7 +753,7 @@ class Generator(nn.Module):
                    given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
                    bass: torch.Tensor | None = None, parallel_bias: float | None = None,
                    tonal: bool | None = None, pitch_temperature: float = 1.0,
-                   harmony: bool | None = None, state: DrawState | None = None) -> torch.Tensor:
+                   harmony: bool | None = None, state: DrawState | None = None, swap_bias: float = 0.0) -> torch.Tensor:
         """Gumbel-max sampling without autograd: the draw of :meth:`sample`, computed step by step
         with plain matrix products instead of one LSTM call per step. On the CPU each small torch
         call costs more than its arithmetic, so the loop is written to make few calls:
@@ -859,7 +872,7 @@ class Generator(nn.Module):
                     logits = sharpen_pitches(logits, pitch_temperature)
                 if bass is not None:
                     if v:  # would this voice fall silent? then the one above was the lowest: it takes the bass
-                        swap = bass_swap(logits, noise[t][v], sound[:, v], placed, bass_sound[t])
+                        swap = bass_swap(logits, noise[t][v], sound[:, v], placed, bass_sound[t], swap_bias)
                         tokens[-1] = torch.where(swap, above_token, tokens[-1])
                         sound[:, v - 1] = torch.where(swap, bass_sound[t], sound[:, v - 1])
                         struck[:, v - 1] = tokens[-1] >= FIRST_PITCH
@@ -905,6 +918,7 @@ class LineReader(nn.Module):
         # own draws (musicgan.harmonise.fit_sampling); None: the model's own
         self.parallel_bias: float | None = None
         self.pitch_temperature = 1.0  # the same: the temperature of its choice among pitches (sharpen_pitches)
+        self.swap_bias = 0.0  # the same: how readily a bass takes the voice above one that falls silent (bass_swap)
         nn.init.zeros_(self.out.weight)  # untrained, it adds nothing: the model draws as it did
         nn.init.zeros_(self.out.bias)
         self.register_buffer("frame", frame_table(cfg), persistent=False)

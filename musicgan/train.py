@@ -767,7 +767,8 @@ class Trainer:
     def _fit_clamped(self, G: Generator, share: bool) -> dict:
         """How this model harmonises a line without a harmoniser (clamping it; see
         :mod:`musicgan.harmonise`): for a melody and for a bass, the parallels penalty and pitch
-        temperature that bring its harmonisations of training windows to the music's rates of
+        temperature (and for a bass, the swap bias that brings its number of voices to the
+        music's) that bring its harmonisations of training windows to the music's rates of
         parallels and of dissonance (:func:`musicgan.harmonise.fit_sampling`). Voices that hear a
         line only up to each step clash with it: on the chorales the fit took clamping a melody
         from 0.739 to 0.653 in the two-sample test (``bench/harmonise.py``). A model of one voice
@@ -779,8 +780,9 @@ class Trainer:
         fitted = torch.tensor([fit_sampling(G, None, voice, self.data, seed=self.config.seed) for voice in VOICES])
         if share:
             fitted = self.ranks.from_rank0(fitted)
-        return {voice: {"parallel_bias": round(float(b), 4), "pitch_temperature": round(float(t), 4)}
-                for voice, (b, t) in zip(VOICES, fitted.tolist())}
+        return {voice: {"parallel_bias": round(float(b), 4), "pitch_temperature": round(float(t), 4),
+                        **({"swap_bias": round(float(w), 4)} if voice == "bottom" else {})}
+                for voice, (b, t, w) in zip(VOICES, fitted.tolist())}
 
     @torch.no_grad()
     def sample(self, seed: int = 0, bars: int = 4):
@@ -887,7 +889,8 @@ class Trainer:
         self.skipped = int(meta.get("skipped_steps", 0))
         held = meta.get("held_out") if isinstance(meta.get("held_out"), dict) else {}
         self.best, self.ended_early = held.get("best"), held.get("ended_early")
-        self.clamped = {voice: {"parallel_bias": b, "pitch_temperature": t} for voice, (b, t) in checkpoint.clamped.items()}
+        self.clamped = {voice: {"parallel_bias": b, "pitch_temperature": t, **({"swap_bias": w} if voice == "bottom" else {})}
+                        for voice, (b, t, w) in checkpoint.clamped.items()}
         best = {k[len("best."):]: v.to(self.device) for k, v in state.items() if k.startswith("best.")}
         self._best_weights = best or None
 

@@ -457,7 +457,8 @@ def test_a_given_bass_takes_the_place_of_the_models_lowest_voice():
     """A model that writes two voices, given a bass under them, writes one voice over it: the lowest
     voice it drew is its bass, so the given bass takes that voice's place (with the voice below it
     silent, see models.bass_swap), not a place of its own under a chord that had its bass already.
-    Where it would write four voices, its lowest takes the bass and none is added. Both paths alike."""
+    Where it would write four voices, its lowest takes the bass and none is added. Both paths alike.
+    With the swap bias far below 0, the bass comes under the voices the model wrote instead."""
     from musicgan.models import Generator, sounding
 
     torch.manual_seed(3)
@@ -481,6 +482,11 @@ def test_a_given_bass_takes_the_place_of_the_models_lowest_voice():
             assert (heard[..., voices_drawn - 1] == FIRST_PITCH + 2).all()  # its lowest is the bass
             assert torch.equal(heard[..., :voices_drawn - 1], sounding(free)[..., :voices_drawn - 1])
         assert torch.equal(fast, slow)
+        with torch.no_grad():  # a swap bias far below 0: the voice above is never taken for the bass,
+            kept, _ = g.sample(z, step_a, codes, bass=bass, swap_bias=-100.0)  # which comes as a voice of its own
+        heard = sounding(kept)
+        assert ((heard != REST).sum(-1) == min(voices_drawn + 1, g.cfg.voices)).all()
+        assert torch.equal(heard[..., :voices_drawn], sounding(free)[..., :voices_drawn]) == (voices_drawn < g.cfg.voices)
 
 
 @pytest.mark.parametrize("sounding_input", [True, False])

@@ -181,7 +181,8 @@ def test_a_harmoniser_fits_its_own_parallels_penalty_and_pitch_temperature(with_
                                                                     setting["pitch_temperature"])
     reader = model.harmonisers["top"]
     G.parallel_bias.fill_(0.0)
-    fitted, temperature = harmonise.fit_sampling(G, reader, "top", batches, clips=96)
+    fitted, temperature, swap = harmonise.fit_sampling(G, reader, "top", batches, clips=96)
+    assert swap == 0.0  # (a melody: no bass to swap)
     assert fitted > 0.5 and temperature != 1.0
     batch = batches.draw(96, torch.Generator().manual_seed(5))
     codes, line = batch.codes.clamp(min=0), batch.tokens[..., 0]
@@ -300,6 +301,23 @@ def test_cli_adds_a_harmoniser_and_harmonises(model, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
 
 
+def test_the_swap_bias_follows_the_musics_number_of_voices():
+    """Fitting how readily a given bass takes the voice above one that falls silent: raised while
+    harmonisations sound more voices than the music where the bass sounds, lowered while fewer,
+    by at most 1.5 a round, within +-6; too few steps to count: left alone."""
+    from musicgan.voices import FIRST_PITCH as P, HOLD, REST
+
+    tokens = torch.tensor([[[P + 9, P + 5, P], [HOLD, REST, HOLD], [REST, REST, REST]]])  # 3 voices, 2, none
+    line = tokens[..., -1]
+    assert harmonise.voices_heard(tokens, line) == (5.0, 2)  # (the silent step is not the bass's)
+    real = (800.0, 200)  # 4 voices a step
+    assert harmonise.swap_move(0.0, real, (900.0, 200)) == 1.0  # half a voice too many
+    assert harmonise.swap_move(0.0, real, (1000.0, 200)) == 1.5
+    assert harmonise.swap_move(-1.0, real, (700.0, 200)) == -2.0
+    assert harmonise.swap_move(-5.5, real, (400.0, 200)) == -harmonise.SWAP_LIMIT
+    assert harmonise.swap_move(0.5, real, (100.0, 50)) == 0.5
+
+
 def test_a_model_without_a_harmoniser_clamps_as_its_trainer_fitted(tmp_path, monkeypatch):
     """A model from the Train tab has no harmoniser: it clamps the line. Its trainer fits how
     clamping draws (a parallels penalty and a pitch temperature) for a melody and for a bass; the
@@ -317,7 +335,9 @@ def test_a_model_without_a_harmoniser_clamps_as_its_trainer_fitted(tmp_path, mon
     trainer.save(tmp_path / "m")
     loaded = ckpt.load(tmp_path / "m")
     assert not loaded.harmonisers and set(loaded.clamped) == {"top", "bottom"}
-    assert loaded.clamped == {v: (s["parallel_bias"], s["pitch_temperature"]) for v, s in trainer.clamped.items()}
+    assert loaded.clamped == {v: (s["parallel_bias"], s["pitch_temperature"], s.get("swap_bias", 0.0))
+                              for v, s in trainer.clamped.items()}
+    assert "swap_bias" in trainer.clamped["bottom"] and "swap_bias" not in trainer.clamped["top"]
     resumed = Trainer(rolls, model, config, device="cpu", budget=Budget(steps=3))
     resumed.restore(ckpt.load(tmp_path / "m", with_discriminator=True))
     assert resumed.clamped == trainer.clamped
