@@ -247,8 +247,9 @@ def cmd_add_harmoniser(args) -> int:
     harmonise.save(args.checkpoint, h)
     print(f"{args.checkpoint}: harmoniser for a {line} added ({h.meta['steps']} steps, loss {h.meta['loss']}; "
           f"it draws with a parallels penalty of {h.meta['parallel_bias']:.2f} and a pitch temperature of "
-          f"{h.meta['pitch_temperature']:.2f}" + (f", taking the voice above with a swap bias of {h.meta['swap_bias']:.2f}"
-                                                   if args.voice == "bottom" else "") + ", fitted to the music)")
+          f"{h.meta['pitch_temperature']:.2f}"
+          + (f", taking the voice above with a swap bias of {h.meta['swap_bias']:.2f}" if args.voice == "bottom" else "")
+          + ", fitted to the music)")
     return 0
 
 

@@ -23,8 +23,8 @@ is the likelihood of the other voices. Its output layer starts at zero, so a rea
 learnt anything yet draws exactly as clamping alone does, and the generator's own pieces never
 change: a checkpoint with readers makes the same music from the same seed as without them.
 After training, each reader fits how it draws (:func:`fit_sampling`): its own parallels penalty,
-a temperature of the choice among pitches and, for a bass, its swap bias. Voices written around a line they did not choose
-clash with it more often than the music's voices do; a lower pitch temperature makes each voice
+a temperature of the choice among pitches and, for a bass, its swap bias. Voices written around a
+line they did not choose clash with it more often than the music's voices do; a lower pitch temperature makes each voice
 more decided about its note without touching the rhythm (see :func:`musicgan.models.sharpen_pitches`).
 
 With a critic, each harmonisation is the critic's choice among candidates, as for new pieces.
@@ -244,15 +244,15 @@ def fit_sampling(generator: Generator, reader: LineReader | None, voice: str, ba
     """How to draw harmonisations with ``reader`` (None: clamping the line, as a model without a
     harmoniser does; see ``Trainer.calibrate``): (the parallels penalty, the pitch temperature,
     the swap bias; the last for a bass only, else 0).
-    The lines of ``clips`` windows of the training music are harmonised, and both are moved, from
-    the model's own penalty and a temperature of 1, until the voices move in parallel fifths and
-    octaves as often as the music's own do, and sound seconds, tritones and sevenths as often
-    (:func:`dissonance_rate`), as the model's own penalty is fitted on its free pieces (see
-    ``Trainer.calibrate``). With a line given and read ahead, the voices draw differently from
-    free pieces: on the chorales they move in parallels more often, and they clash more with a
-    melody they did not choose. And for a bass, the swap bias is moved until the harmonisations
-    sound as many voices as the music where the bass sounds (:func:`swap_move`): the voice above
-    one that falls silent is the model's bass in a full texture, an upper voice in a thin one."""
+    The lines of ``clips`` windows of the training music are harmonised, and the first two are
+    moved, from the model's own penalty and a temperature of 1, until the voices move in parallel
+    fifths and octaves as often as the music's own do, and sound seconds, tritones and sevenths as
+    often (:func:`dissonance_rate`), as the model's own penalty is fitted on its free pieces (see
+    ``Trainer.calibrate``). With a line given and read ahead, the voices draw differently from free
+    pieces: on the chorales they move in parallels more often, and they clash more with a melody
+    they did not choose. And for a bass, the swap bias is moved until the harmonisations sound as
+    many voices as the music where the bass sounds (:func:`swap_move`): the voice above one that
+    falls silent is the model's bass in a full texture, an upper voice in a thin one."""
     cfg = generator.cfg
     batch = batches.draw(clips, torch.Generator().manual_seed(seed + 17))
     tokens, codes = batch.tokens.cpu(), batch.codes.clamp(min=0).cpu()

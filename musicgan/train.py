@@ -310,6 +310,13 @@ def parallel_move(beta: float, real: tuple[int, int], drawn: tuple[int, int], st
     return float(np.clip(beta + np.clip(step * np.log(got / want), -1, 1), 0, 6))
 
 
+def _clamped_settings(voice: str, parallel_bias: float, pitch_temperature: float, swap_bias: float) -> dict:
+    """How a model clamps ``voice``'s line, as its config keeps it (``sampling.clamped``; see
+    ``Trainer._fit_clamped``): the swap bias only for a bass, the one line that has one."""
+    return {"parallel_bias": parallel_bias, "pitch_temperature": pitch_temperature,
+            **({"swap_bias": swap_bias} if voice == "bottom" else {})}
+
+
 def calibration_step(round_: int) -> float:
     """The share of the gap between the draws' rates and the music's that round ``round_`` of
     calibration moves a sampling bias by: 0.7, 0.47, 0.35, 0.28 ... A step that shrinks, as in
@@ -780,9 +787,8 @@ class Trainer:
         fitted = torch.tensor([fit_sampling(G, None, voice, self.data, seed=self.config.seed) for voice in VOICES])
         if share:
             fitted = self.ranks.from_rank0(fitted)
-        return {voice: {"parallel_bias": round(float(b), 4), "pitch_temperature": round(float(t), 4),
-                        **({"swap_bias": round(float(w), 4)} if voice == "bottom" else {})}
-                for voice, (b, t, w) in zip(VOICES, fitted.tolist())}
+        return {voice: _clamped_settings(voice, *(round(float(x), 4) for x in fit))
+                for voice, fit in zip(VOICES, fitted.tolist())}
 
     @torch.no_grad()
     def sample(self, seed: int = 0, bars: int = 4):
@@ -889,8 +895,7 @@ class Trainer:
         self.skipped = int(meta.get("skipped_steps", 0))
         held = meta.get("held_out") if isinstance(meta.get("held_out"), dict) else {}
         self.best, self.ended_early = held.get("best"), held.get("ended_early")
-        self.clamped = {voice: {"parallel_bias": b, "pitch_temperature": t, **({"swap_bias": w} if voice == "bottom" else {})}
-                        for voice, (b, t, w) in checkpoint.clamped.items()}
+        self.clamped = {voice: _clamped_settings(voice, *fit) for voice, fit in checkpoint.clamped.items()}
         best = {k[len("best."):]: v.to(self.device) for k, v in state.items() if k.startswith("best.")}
         self._best_weights = best or None
 
