@@ -89,6 +89,19 @@ def test_tiny_model_trains_both_phases_with_finite_losses(rolls, g_adversarial):
     assert any(not torch.equal(a, b) for a, b in zip(d_before, trainer.D.parameters()))
 
 
+def test_diversity_counted_per_position_is_the_mean_over_every_pair():
+    from musicgan.train import diversity
+    gen = torch.Generator().manual_seed(0)
+    for n, vocab in ((2, 3), (7, 5), (33, 62)):
+        tokens = torch.randint(0, vocab, (n, 16, 4), generator=gen)
+        tokens[1] = tokens[0]  # a repeated sequence: pairs that agree everywhere
+        flat = tokens.reshape(n, -1)
+        pairs = [(flat[i] != flat[j]).float().mean().item() for i in range(n) for j in range(n) if i != j]
+        assert diversity(tokens) == pytest.approx(sum(pairs) / len(pairs), abs=1e-12)
+    same = torch.zeros(5, 8, 3, dtype=torch.long)
+    assert diversity(same) == 0.0 and diversity(same[:1]) == 0.0
+
+
 def test_likelihood_warmup_lowers_the_loss(rolls):
     trainer = tiny_trainer(rolls, steps=60, warmup=1.0, lr_mle=1e-2)
     first = trainer.step()["mle"]
