@@ -20,7 +20,9 @@ classifier cannot tell the clips from held-out ones), the listener's statistics 
 notes per beat, pitch classes and range per clip, scale consistency, onsets on downbeats, groove
 consistency), the metres written, how the onsets fall over the bar against the music's
 (correlation), and the copy check (the longest run of bars found verbatim in the training split,
-and the share of clips with 2 bars or more). The summary lists the statistics within 10% of the
+and the share of clips with 2 bars or more), and of whole pieces (the held-out and training pieces,
+the 16-bar pieces made) the share of bars that repeat one of the 4 before them note for note
+(``metrics.repeated_bars``: a phrase that comes back, which no 4-bar clip shows). The summary lists the statistics within 10% of the
 held-out music's, and in brackets those that miss it but are within 10% of the training split's
 (where the two splits differ and the model writes what it learned). Results go to OUT/results.json.
 """
@@ -149,6 +151,9 @@ def main(argv=None) -> int:
                                             reference, train4, args.splits),
             "musicgan": score(data.clips(pieces, CLIP_BARS), reference, train4, args.splits),
         })
+        # of whole pieces, not clips: the held-out and training pieces as they are, the 16-bar pieces made
+        for label, whole in (("held-out", test_rolls), ("real (train split)", train4), ("musicgan", pieces)):
+            row[label]["repeated bars"] = float(np.mean([metrics.repeated_bars(r) for r in whole]))
         row["held-out"].pop("duration histogram", None)
         results[style] = row
         args.out.mkdir(parents=True, exist_ok=True)
@@ -167,14 +172,16 @@ def print_style(style: str, row: dict) -> None:
     m = row["model"]
     print(f"\n{style} ({m['voices']} voices, metres {', '.join(m['metres'])}, {m['steps']} steps; "
           f"{row['held-out']['clips']} held-out clips of {CLIP_BARS} bars)")
-    print(f"{'':<24}{'2-sample':>9}" + "".join(f"{SHORT[s]:>8}" for s in STATS) + f"{'profile':>8}{'copy':>6}{'>=2':>7}")
+    print(f"{'':<24}{'2-sample':>9}" + "".join(f"{SHORT[s]:>8}" for s in STATS) + f"{'profile':>8}{'copy':>6}{'>=2':>7}{'repeat':>8}")
     for label in ("held-out", "real (train split)", "Markov chain (order 2)", "musicgan"):
         r = row[label]
         two = f"{r['two_sample']:.3f}" if "two_sample" in r else ""
         prof = f"{r['profile_correlation']:.2f}" if "profile_correlation" in r else ""
         copy = f"{r['longest_copy']}" if "longest_copy" in r else ""
         share = f"{r['copy_2bar_share']:.1%}" if "copy_2bar_share" in r else ""
-        print(f"{label:<24}{two:>9}" + "".join(f"{r[s]:>8.3f}" for s in STATS) + f"{prof:>8}{copy:>6}{share:>7}")
+        repeat = f"{r['repeated bars']:.3f}" if "repeated bars" in r else ""
+        print(f"{label:<24}{two:>9}" + "".join(f"{r[s]:>8.3f}" for s in STATS) + f"{prof:>8}{copy:>6}{share:>7}"
+              f"{repeat:>8}")
     print(f"metres written: held-out {row['held-out']['metres']}; musicgan {row['musicgan']['metres']}; "
           f"pieces in a metre of the training music: {row['pieces_in_a_training_metre']:.0%}")
 

@@ -136,6 +136,26 @@ def groove_consistency(roll: Roll) -> float:
     return 1.0 - float(np.mean(distances)) if distances else 1.0
 
 
+def repeated_bars(roll: Roll, back: int = 4) -> float:
+    """Share of the bars after the first that repeat, note for note, one of the ``back`` bars
+    before them (the same pitches sounding at the same places of a bar of the same length, held
+    notes cut at the barlines), by the roll's own bars; bars with no note are not counted. The
+    repetition a listener hears in a tune's phrases (a fiddle tune's bars come back within a
+    phrase or two), which 4-bar clips do not show: score whole pieces."""
+    lines = metre.bar_lines(roll.time_signatures, roll.n_steps, roll.steps_per_beat).tolist() + [roll.n_steps]
+    notes = roll.notes
+    bars = []
+    for a, b in zip(lines, lines[1:]):
+        inside = notes[(notes[:, START] < b) & (notes[:, END] > a)]
+        key = np.stack([inside[:, PITCH], np.clip(inside[:, START] - a, 0, b - a),
+                        np.clip(inside[:, END] - a, 0, b - a)], 1).astype(np.int64)
+        bars.append((b - a, key[np.lexsort(key.T[::-1])].tobytes()) if len(inside) else None)
+    counted = [i for i in range(1, len(bars)) if bars[i] is not None]
+    if not counted:
+        return 0.0
+    return float(np.mean([bars[i] in bars[max(0, i - back):i] for i in counted]))
+
+
 def _onset_counts(rolls: list[Roll]) -> dict:
     """For each metre, how many onsets of the rolls fall on each step of its bars."""
     counts: dict = {}

@@ -117,6 +117,25 @@ def test_groove_consistency_tells_a_waltz_from_four_four_written_as_three_four()
     assert metrics.groove_consistency(misread) < metrics.groove_consistency(four) == 1.0
 
 
+def test_repeated_bars_counts_bars_that_come_back_within_a_few_bars():
+    a, b, c = [(60, 0, 8), (64, 8, 16)], [(62, 0, 16)], [(67, 0, 4), (65, 4, 16)]
+
+    def bars(*contents):
+        return roll([(p, 16 * i + s, 16 * i + e, 80) for i, bar in enumerate(contents) for p, s, e in bar],
+                    time_signatures=((0, 4, 4),))
+
+    # A B A C C (rest) C: bar 3 repeats bar 1, bar 5 bar 4, bar 7 bar 5; B and the first C are new
+    assert metrics.repeated_bars(bars(a, b, a, c, c, [], c)) == pytest.approx(3 / 5)
+    assert metrics.repeated_bars(bars(a, b, c, [(60, 0, 8), (64, 8, 15)])) == 0.0  # one note shorter: new
+    assert metrics.repeated_bars(bars(a, b, b, c, c, c, a)) == pytest.approx(3 / 6)  # bar 1 is 6 bars back
+    assert metrics.repeated_bars(bars(a, b, b, c, c, c, a), back=6) == pytest.approx(4 / 6)
+    held = roll([(60, 0, 32, 80)], time_signatures=((0, 4, 4),))  # one note held over the barline: 2 whole bars
+    assert metrics.repeated_bars(held) == 1.0
+    waltz = rhythm([0, 4, 8], 4, 3)  # pitches cycle over 3 notes: every bar is the one before
+    four = roll(waltz.notes.tolist(), time_signatures=((0, 4, 4),))  # read in bars of 4/4: none is
+    assert metrics.repeated_bars(waltz) == 1.0 and metrics.repeated_bars(four) == 0.0
+
+
 def test_onset_profile_correlation_needs_the_same_metre():
     waltzes = [rhythm([0, 4, 8], 4, 3), rhythm([0, 6, 8], 4, 3)]
     assert metrics.profile_correlation(waltzes, waltzes) == pytest.approx(1.0)
