@@ -21,7 +21,7 @@ notes per beat, pitch classes and range per clip, scale consistency, onsets on d
 consistency), the metres written, how the onsets fall over the bar against the music's
 (correlation), and the copy check (the longest run of bars found verbatim in the training split,
 and the share of clips with 2 bars or more), and of whole pieces (the held-out and training pieces,
-the 16-bar pieces made) the share of bars that repeat one of the 4 before them note for note
+the 16-bar pieces made) the share of bars that repeat one of the 8 before them note for note
 (``metrics.repeated_bars``: a phrase that comes back, which no 4-bar clip shows). The summary lists the statistics within 10% of the
 held-out music's, and in brackets those that miss it but are within 10% of the training split's
 (where the two splits differ and the model writes what it learned). Results go to OUT/results.json.

@@ -136,12 +136,13 @@ def groove_consistency(roll: Roll) -> float:
     return 1.0 - float(np.mean(distances)) if distances else 1.0
 
 
-def repeated_bars(roll: Roll, back: int = 4) -> float:
+def repeated_bars(roll: Roll, back: int = 8) -> float:
     """Share of the bars after the first that repeat, note for note, one of the ``back`` bars
     before them (the same pitches sounding at the same places of a bar of the same length, held
     notes cut at the barlines), by the roll's own bars; bars with no note are not counted. The
-    repetition a listener hears in a tune's phrases (a fiddle tune's bars come back within a
-    phrase or two), which 4-bar clips do not show: score whole pieces."""
+    repetition a listener hears in a tune's phrases: a fiddle tune's bars come back 4 and 8 bars
+    later (its phrases, its repeated strain), a chorale's 4 to 8 (its repeated opening lines).
+    4-bar clips do not show it: score whole pieces."""
     lines = metre.bar_lines(roll.time_signatures, roll.n_steps, roll.steps_per_beat).tolist() + [roll.n_steps]
     notes = roll.notes
     bars = []
