@@ -59,6 +59,12 @@ def bar_lines(time_signatures, n_steps: int, steps_per_beat: int) -> np.ndarray:
     return np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, np.int64)
 
 
+def bar_spans(time_signatures, n_steps: int, steps_per_beat: int) -> list[tuple[int, int]]:
+    """(first step, end step) of each bar of :func:`bar_lines`, the last one ending at ``n_steps``."""
+    lines = bar_lines(time_signatures, n_steps, steps_per_beat).tolist() + [n_steps]
+    return list(zip(lines, lines[1:]))
+
+
 def positions(time_signatures, n_steps: int, steps_per_beat: int) -> tuple[np.ndarray, np.ndarray, list]:
     """(the position of each step in its bar (n_steps,), the metre of each step as an index into
     the returned list of metres (n_steps,), that list)."""

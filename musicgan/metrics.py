@@ -128,10 +128,9 @@ def groove_consistency(roll: Roll) -> float:
     """1 - the mean Hamming distance between the onset patterns of consecutive bars, each divided
     by the bar's length (MusPy's groove consistency, on the bars as written: 1 when every bar
     has the same rhythm). Bars of different lengths (a change of metre) are not compared."""
-    lines = metre.bar_lines(roll.time_signatures, roll.n_steps, roll.steps_per_beat).tolist() + [roll.n_steps]
     struck = np.zeros(max(roll.n_steps, 1), bool)
     struck[roll.notes[:, START]] = True
-    bars = [struck[a:b] for a, b in zip(lines, lines[1:])]
+    bars = [struck[a:b] for a, b in metre.bar_spans(roll.time_signatures, roll.n_steps, roll.steps_per_beat)]
     distances = [float((x != y).mean()) for x, y in zip(bars, bars[1:]) if len(x) == len(y) and len(x)]
     return 1.0 - float(np.mean(distances)) if distances else 1.0
 
@@ -143,14 +142,10 @@ def repeated_bars(roll: Roll, back: int = 8) -> float:
     repetition a listener hears in a tune's phrases: a fiddle tune's bars come back 4 and 8 bars
     later (its phrases, its repeated strain), a chorale's 4 to 8 (its repeated opening lines).
     4-bar clips do not show it: score whole pieces."""
-    lines = metre.bar_lines(roll.time_signatures, roll.n_steps, roll.steps_per_beat).tolist() + [roll.n_steps]
-    notes = roll.notes
     bars = []
-    for a, b in zip(lines, lines[1:]):
-        inside = notes[(notes[:, START] < b) & (notes[:, END] > a)]
-        key = np.stack([inside[:, PITCH], np.clip(inside[:, START] - a, 0, b - a),
-                        np.clip(inside[:, END] - a, 0, b - a)], 1).astype(np.int64)
-        bars.append((b - a, key[np.lexsort(key.T[::-1])].tobytes()) if len(inside) else None)
+    for a, b in metre.bar_spans(roll.time_signatures, roll.n_steps, roll.steps_per_beat):
+        key = _block(roll.notes, a, b - a)
+        bars.append((b - a, key.tobytes()) if len(key) else None)
     counted = [i for i in range(1, len(bars)) if bars[i] is not None]
     if not counted:
         return 0.0
@@ -337,19 +332,26 @@ def _two_sample(fa: list, fb: list, n: int, folds: int, seed: int) -> float:
 
 # ------------------------------------------------------------------ copy check
 
+def _block(notes: np.ndarray, start: int, length: int) -> np.ndarray:
+    """The notes sounding in steps start .. start + length - 1, as int32 rows (pitch, start, end)
+    counted from ``start`` and cut at the block's edges, in order of start, then pitch (one key
+    for one block of music, whatever the order of the notes)."""
+    inside = notes[(notes[:, START] < start + length) & (notes[:, END] > start)]
+    key = inside[:, :3].astype(np.int32)  # (a copy) the bytes of one type, whatever the roll's
+    key[:, 1:] = np.clip(key[:, 1:] - start, 0, length)
+    return key[np.lexsort((key[:, 0], key[:, 1]))]
+
+
 def bar_blocks(roll: Roll, length: int) -> dict:
     """Transposition-invariant keys (bytes) of the non-empty ``length``-step blocks of a roll,
     by start step, starting on every beat."""
-    notes = roll.notes
     out = {}
     for start in range(0, max(roll.n_steps - length, 0) + 1, roll.steps_per_beat):
-        inside = notes[(notes[:, START] < start + length) & (notes[:, END] > start)]
-        if len(inside) == 0:
+        key = _block(roll.notes, start, length)
+        if len(key) == 0:
             continue
-        key = inside[:, :3].astype(np.int32)  # (a copy) the bytes of one type, whatever the roll's
-        key[:, 1:] = np.clip(key[:, 1:] - start, 0, length)
         key[:, 0] -= key[:, 0].min()
-        out[start] = key[np.lexsort((key[:, 0], key[:, 1]))].tobytes()
+        out[start] = key.tobytes()
     return out
 
 

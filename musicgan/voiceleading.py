@@ -30,8 +30,7 @@ CHORDS = np.array([[i in {(root + s) % 12 for s in shape} for i in range(12)]
 def _beats(roll: Roll) -> tuple[list, list]:
     """(the step where each beat starts, whether it is strong) by the roll's own metre."""
     steps, strong = [], []
-    lines = metre.bar_lines(roll.time_signatures, roll.n_steps, roll.steps_per_beat).tolist() + [roll.n_steps]
-    for start, end in zip(lines, lines[1:]):
+    for start, end in metre.bar_spans(roll.time_signatures, roll.n_steps, roll.steps_per_beat):
         m = metre.metre_at(roll.time_signatures, start)
         beat = max(1, round(4 / m[1] * roll.steps_per_beat))
         n = max(1, (end - start) // beat)
