@@ -20,15 +20,18 @@ classifier cannot tell the clips from held-out ones), the listener's statistics 
 notes per beat, pitch classes and range per clip, scale consistency, onsets on downbeats, groove
 consistency), the metres written, how the onsets fall over the bar against the music's
 (correlation), and the copy check (the longest run of bars found verbatim in the training split,
-and the share of clips with 2 bars or more), and of whole pieces (the held-out and training pieces,
-the 16-bar pieces made) the share of bars that repeat one of the 8 before them note for note
-(``metrics.repeated_bars``: a phrase that comes back, which no 4-bar clip shows). The summary lists the statistics within 10% of the
+and the share of clips with 2 bars or more), and of whole pieces (the 16-bar pieces made, and the
+first 16 bars of the held-out and training pieces; results.json also has all of their bars) the
+share of bars that repeat one of the 8 before them note for note (``metrics.repeated_bars``: a
+phrase that comes back, which no 4-bar clip shows). ``--forms``: the forms the pieces take
+(:mod:`musicgan.form`). The summary lists the statistics within 10% of the
 held-out music's, and in brackets those that miss it but are within 10% of the training split's
 (where the two splits differ and the model writes what it learned). Results go to OUT/results.json.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -41,13 +44,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from musicgan import checkpoint as ckpt, data, generate, metre, metrics, voices  # noqa: E402
+from musicgan import checkpoint as ckpt, data, form, generate, metre, metrics, voices  # noqa: E402
 from musicgan.batches import window_config  # noqa: E402
 from musicgan.datasets import COLLECTIONS  # noqa: E402
 from musicgan.train import Budget, TrainConfig, Trainer, default_width, model_config_for  # noqa: E402
 from quality import MarkovChain  # noqa: E402
 
 CLIP_BARS = 4
+PIECE_BARS = 16  # the pieces made, and the openings of the music they are compared with
 MAX_CLIPS = 400  # per side of a comparison, drawn evenly from each set
 
 
@@ -78,6 +82,21 @@ def train(rolls, minutes: float, out: Path, seed: int = 0, lr_mle: float = 0.0, 
 def project_pieces(model: ckpt.Checkpoint, n: int, bars: int = 16) -> list:
     """Pieces as the app makes them (tempo and instrument aside)."""
     return generate.sample_rolls(model.generator, range(n), bars, **model.sampling)
+
+
+def opening(roll, bars: int):
+    """The first ``bars`` bars of a roll (all of it when it is shorter)."""
+    spans = metre.bar_spans(roll.time_signatures, roll.n_steps, roll.steps_per_beat)
+    return data.cut(roll, 0, spans[min(bars, len(spans)) - 1][1]) if spans else roll
+
+
+def with_forms(model: ckpt.Checkpoint, how: str, train_rolls) -> ckpt.Checkpoint:
+    """The model with the forms ``how`` says: "saved" (its own: a model trained before forms has
+    none), "train" (read from the training split, as training reads them now) or "none"."""
+    if how == "saved":
+        return model
+    return dataclasses.replace(model, forms=form.build(r.on_grid(model.model.steps_per_beat) for r in train_rolls)
+                               if how == "train" else None)
 
 
 def markov_clips(model: ckpt.Checkpoint, rolls, n: int, seed: int = 0) -> list:
@@ -115,6 +134,9 @@ def main(argv=None) -> int:
     parser.add_argument("--hidden", type=int, help="the generator's width (default: the project's choice)")
     parser.add_argument("--lr-mle", type=float, default=0.0, help="the likelihood learning rate (default: the trainer's choice)")
     parser.add_argument("--batch-size", type=int, default=0, help="training windows a step (default: the trainer's choice)")
+    parser.add_argument("--forms", choices=("saved", "train", "none"), default="saved",
+                        help="the forms pieces take (musicgan.form): the model's own (the default), read from the "
+                             "training split (for a model trained before forms), or none (every bar drawn)")
     parser.add_argument("--no-pitch-memory", action="store_true",
                         help="a generator without the pitch-class memory input (the ablation)")
     args = parser.parse_args(argv)
@@ -135,10 +157,10 @@ def main(argv=None) -> int:
             row["training"] = train(train_rolls, args.minutes, out, lr_mle=args.lr_mle, batch_size=args.batch_size,
                                     **({"hidden": args.hidden} if args.hidden else {}),
                                     **({"pitch_memory": False} if args.no_pitch_memory else {}))
-        model = ckpt.load(out)
+        model = with_forms(ckpt.load(out), args.forms, train_rolls)
         reference = data.clips(test_rolls, CLIP_BARS)
         train4 = [r.on_grid(4) for r in train_rolls]
-        pieces = [p.on_grid(4) for p in project_pieces(model, args.pieces)]
+        pieces = [p.on_grid(4) for p in project_pieces(model, args.pieces, PIECE_BARS)]
         known = set(metre.bars_per_metre(train_rolls))
         row.update({
             "model": {"voices": model.model.voices, "metres": [metre.name(m) for m in model.model.metres],
@@ -151,9 +173,12 @@ def main(argv=None) -> int:
                                             reference, train4, args.splits),
             "musicgan": score(data.clips(pieces, CLIP_BARS), reference, train4, args.splits),
         })
-        # of whole pieces, not clips: the held-out and training pieces as they are, the 16-bar pieces made
+        # of whole pieces, not clips: the 16-bar pieces made, and the held-out and training pieces'
+        # first 16 bars (and all of them)
         for label, whole in (("held-out", test_rolls), ("real (train split)", train4), ("musicgan", pieces)):
-            row[label]["repeated bars"] = float(np.mean([metrics.repeated_bars(r) for r in whole]))
+            row[label]["repeated bars"] = float(np.mean([metrics.repeated_bars(opening(r, PIECE_BARS)) for r in whole]))
+            if label != "musicgan":
+                row[label]["repeated bars (whole pieces)"] = float(np.mean([metrics.repeated_bars(r) for r in whole]))
         row["held-out"].pop("duration histogram", None)
         results[style] = row
         args.out.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint as ckpt, data, generate, harmonise, keys, metre as metres, metrics, midi, render, zerogpu
+from . import checkpoint as ckpt, data, form, generate, harmonise, keys, metre as metres, metrics, midi, render, zerogpu
 from .midi import Roll
 from .train import Budget, TrainConfig, Trainer, TrainingError, device_label, pick_device
 
@@ -103,8 +103,9 @@ def compose_many(model: ckpt.Checkpoint | None, seeds, bars: int = 16, tempo_bpm
         in_key = generate.piece_key(seed, model.generator, key)
         key_text = "" if in_key is None else f" · {keys.name(in_key)}"
         in_metre = metres.name(generate.piece_metre(seed, model.generator, metre))
-        pieces.append(_piece(roll, f"seed {seed} · {bars} bars of {in_metre} · {tempo:g} bpm{key_text}",
-                             audio=False))
+        phrases = "" if model.forms is None else form.describe(form.for_seed(seed, model.forms, bars))
+        pieces.append(_piece(roll, f"seed {seed} · {bars} bars of {in_metre} · {tempo:g} bpm{key_text}"
+                                   + (f" · {phrases}" if phrases else ""), audio=False))
     return pieces
 
 
@@ -150,7 +151,7 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     what = harmonise.WHAT.get(voice, "the melody")
     if not isinstance(melody, Roll):
         melody = midi.read(melody, model.model.steps_per_beat, name=what if isinstance(melody, bytes) else None)
-    critic = {k: v for k, v in model.sampling.items() if k != "avoid"}
+    critic = {k: v for k, v in model.sampling.items() if k in ("critic", "candidates")}
     line = harmonise.line_of(model.generator, melody, voice)
     reader = model.harmonisers.get(voice)
     piece = harmonise.harmonise_rolls(model.generator, line, [seed], reader, temperature, **critic,

@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors, save as save_safetensors
 
-from . import __version__, copyguard, metre
+from . import __version__, copyguard, form, metre
 from .keys import KEYS
 from .models import Discriminator, Generator, LineReader, ModelConfig
 
@@ -30,6 +30,7 @@ MAX_WEIGHTS_BYTES = 512 * 1024 * 1024
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_CANDIDATES = 64
 COPY_INDEX = "copyguard.pairs"
+FORMS = "form.sources"  # the forms of the training music (musicgan.form)
 # the harmonisers' readers (musicgan.harmonise), when it has them: for each given line, the setting
 # in the config that describes it and the prefix of its weights
 READERS = {"top": ("harmoniser", "harmoniser."), "bottom": ("bass_harmoniser", "bass_harmoniser.")}
@@ -53,6 +54,7 @@ class Checkpoint:
     path: str = ""
     copy_index: np.ndarray | None = None  # the copy guard's hashes of the training music (musicgan.copyguard)
     harmonisers: dict = field(default_factory=dict)  # voice -> LineReader: reads a given line (musicgan.harmonise)
+    forms: np.ndarray | None = None  # which bars of its pieces the training music repeats (musicgan.form)
 
     @property
     def steps(self) -> int:
@@ -74,8 +76,10 @@ class Checkpoint:
     @property
     def sampling(self) -> dict:
         """Keyword arguments for :func:`musicgan.generate.sample_rolls`: the critic and its
-        candidates, and the copy guard's index."""
+        candidates, the copy guard's index and the forms of the training music."""
         kwargs = {} if self.copy_index is None else {"avoid": self.copy_index}
+        if self.forms is not None:
+            kwargs["forms"] = self.forms
         if self.discriminator is not None and self.candidates > 1:
             kwargs.update(critic=self.discriminator, candidates=self.candidates)
         return kwargs
@@ -116,7 +120,8 @@ def _candidates(config: dict) -> int:
 
 
 def save(directory, generator: Generator, discriminator: Discriminator | None = None,
-         meta: dict | None = None, train_state: dict | None = None, copy_index: np.ndarray | None = None) -> Path:
+         meta: dict | None = None, train_state: dict | None = None, copy_index: np.ndarray | None = None,
+         forms: np.ndarray | None = None) -> Path:
     """Write a checkpoint folder; refuses weights that are not finite (a NaN model is no model)."""
     directory = Path(directory)
     tensors = {f"generator.{k}": v for k, v in generator.state_dict().items()}
@@ -124,6 +129,8 @@ def save(directory, generator: Generator, discriminator: Discriminator | None = 
         tensors.update({f"discriminator.{k}": v for k, v in discriminator.state_dict().items()})
     if copy_index is not None:
         tensors[COPY_INDEX] = torch.from_numpy(np.ascontiguousarray(copy_index, dtype=np.int64))
+    if forms is not None:
+        tensors[FORMS] = torch.from_numpy(form.check(forms).copy())
     tensors.update(_sampling_tensors(generator))
     for name, value in tensors.items():
         if value.is_floating_point() and not torch.isfinite(value).all():
@@ -174,6 +181,17 @@ def with_sampling(directory, generator: Generator, clamped: dict) -> Path:
         meta["sampling"]["clamped"] = clamped
     return _write(directory, save_safetensors(tensors, metadata={"format": FORMAT}),
                   json.dumps(meta, indent=2, sort_keys=True).encode())
+
+
+def with_forms(directory, forms: np.ndarray | None) -> Path:
+    """Write the forms of a model's music (:mod:`musicgan.form`; None: none) into the checkpoint
+    folder ``directory``, in place of its own; all else stays as it is."""
+    directory = Path(directory)
+    weights, config = _read_pair(directory)
+    tensors = {k: v for k, v in load_safetensors(weights).items() if k != FORMS}
+    if forms is not None:
+        tensors[FORMS] = torch.from_numpy(form.check(forms).copy())
+    return _write(directory, save_safetensors(tensors, metadata={"format": FORMAT}), config)
 
 
 def _read_pair(path: Path) -> tuple[bytes, bytes]:
@@ -262,7 +280,8 @@ def load(path, with_discriminator: bool | None = None) -> Checkpoint:
     return Checkpoint(cfg, generator, discriminator, meta, part("train."), str(path),
                       _copy_index(tensors.get(COPY_INDEX), path.name),
                       {voice: reader for voice, (setting, prefix) in READERS.items()
-                       if (reader := _harmoniser(cfg, meta.get(setting), part(prefix), path.name, setting)) is not None})
+                       if (reader := _harmoniser(cfg, meta.get(setting), part(prefix), path.name, setting)) is not None},
+                      _forms(tensors.get(FORMS), path.name))
 
 
 def _harmoniser(cfg: ModelConfig, settings, state: dict, name: str, setting: str) -> LineReader | None:
@@ -325,6 +344,15 @@ def _copy_index(tensor: torch.Tensor | None, name: str) -> np.ndarray | None:
     if tensor.dtype != torch.int64 or tensor.dim() != 1 or len(tensor) > copyguard.MAX_INDEX:
         raise CheckpointError(f"{name}: {COPY_INDEX} is not a copy-guard index")
     return np.sort(tensor.numpy())
+
+
+def _forms(tensor: torch.Tensor | None, name: str) -> np.ndarray | None:
+    if tensor is None:
+        return None
+    try:
+        return form.check(tensor.numpy())
+    except ValueError as e:
+        raise CheckpointError(f"{name}: {FORMS} is not a set of forms ({e})") from None
 
 
 def _load_into(module: torch.nn.Module, state: dict, name: str, what: str) -> None:

@@ -9,8 +9,8 @@
                                         write the other voices
     add-harmoniser CKPT PATH...         train a model's harmoniser on its training music (--minutes M,
                                         --voice top|bottom, --device)
-    recalibrate CKPT PATH...            fit a model's sampling biases again on its training music (its
-                                        weights stay as they are)
+    recalibrate CKPT PATH...            fit a model's sampling biases again on its training music and
+                                        read its forms (--forms-only: the forms alone); its weights stay
     evaluate [CKPT] --reference PATH... generated vs. real music, in numbers
 """
 from __future__ import annotations
@@ -254,7 +254,7 @@ def cmd_add_harmoniser(args) -> int:
 
 
 def cmd_recalibrate(args) -> int:
-    from . import checkpoint as ckpt
+    from . import checkpoint as ckpt, form
     from .train import Budget, TrainConfig, Trainer
 
     if not Path(args.checkpoint).is_dir():
@@ -264,13 +264,23 @@ def cmd_recalibrate(args) -> int:
     config = TrainConfig.from_dict(model.meta.get("train") or {})
     trainer = Trainer(corpus.rolls, model=model.model, config=config, device="cpu", budget=Budget(steps=1))
     trainer.start_from(model)
+    forms = trainer.forms()
+    repeats = "in none of its pieces" if forms is None else \
+        f"{(forms >= 0).sum(1).mean():.1f} of the first {form.FORM_BARS} bars of a piece, on average"
+    if args.forms_only:
+        ckpt.with_forms(args.checkpoint, forms)
+        print(f"{args.checkpoint}: the forms of its music read (phrases that come back: {repeats}); its weights "
+              "and sampling biases are as they were")
+        return 0
     print(f"fitting the sampling biases of {Path(args.checkpoint).name} on {len(corpus.rolls)} pieces ...", flush=True)
     gap = trainer.calibrate()
     # (a harmoniser keeps how it draws: fitted again on top of the interval bias, the chorale
     # model's harmonised melodies scored 0.576 against 0.551 as they were; docs/quality.md)
     ckpt.with_sampling(args.checkpoint, trainer.G, trainer.clamped)
+    ckpt.with_forms(args.checkpoint, forms)
     print(f"{args.checkpoint}: sampling biases fitted again (onset rates within {gap:.3f} of the music's; "
-          f"parallels penalty {float(trainer.G.parallel_bias):.2f}); its weights are as they were")
+          f"parallels penalty {float(trainer.G.parallel_bias):.2f}), and the forms of its music read (phrases "
+          f"that come back: {repeats}); its weights are as they were")
     return 0
 
 
@@ -423,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "(for a model trained before a bias was added; weights unchanged)")
     p.add_argument("checkpoint", help="checkpoint folder: its biases are replaced")
     p.add_argument("paths", nargs="+", help="the music the model was trained on (MIDI files, folders, zips)")
+    p.add_argument("--forms-only", action="store_true",
+                   help="only read the forms of the music (which phrases come back; musicgan.form): the sampling "
+                        "biases stay as they are")
     p.set_defaults(func=cmd_recalibrate)
 
     p = sub.add_parser("evaluate", help="compare generated music with real music")

@@ -34,12 +34,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt, copyguard, data, keys, metre, midi, voices
+from . import checkpoint as ckpt, copyguard, data, form, keys, metre, midi, voices
 from .batches import window_steps
 from .given import check_range, whole_bars
 from .keys import KEYS
 from .midi import Roll
 from .models import Discriminator, DrawState, Generator
+from .voices import HOLD, REST
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "bach-chorales"
 MAX_BARS = 256
@@ -214,11 +215,17 @@ def guarded_choice(first_round, more, offer, k: int):
 
 
 def _draw(generator: Generator, seeds: list[int], first: int, k: int, end: int, temperature: float,
-          seed_keys: list, piece_metre: tuple, state: DrawState | None = None) -> tuple[np.ndarray, DrawState]:
+          seed_keys: list, piece_metre: tuple, state: DrawState | None = None, sources: np.ndarray | None = None,
+          before: np.ndarray | None = None) -> tuple[np.ndarray, DrawState]:
     """Candidates first .. first+k-1 of every seed, in one batch, all in ``piece_metre``: (their
     tokens (seeds, k, steps, V) from where ``state`` stands (the start when None) to step
     ``end``, the state each ends in (seed-major rows)). Each candidate draws with its own noise;
-    from the start, from its own z in its seed's key, else on from its seed's row of ``state``."""
+    from the start, from its own z in its seed's key, else on from its seed's row of ``state``.
+
+    ``sources`` (seeds, bars): each seed's form (:mod:`musicgan.form`); a bar with a source is
+    not drawn but repeats that bar of the candidate's piece: of ``before`` (seeds, steps so far,
+    V), the seed's piece up to ``state``, or of what the candidate drew since. The model reads a
+    repeated bar as its own, and draws on from there."""
     cfg = generator.cfg
     start = 0 if state is None else state.steps
     noise = [noise_for(candidate_seed(s, j), end, cfg) for s in seeds for j in range(first, first + k)]
@@ -227,9 +234,48 @@ def _draw(generator: Generator, seeds: list[int], first: int, k: int, end: int, 
                                              [key for key in seed_keys for _ in range(k)]))
     else:
         state = state.rows(np.repeat(np.arange(len(seeds)), k))
+    step_noise = torch.stack([n[1][start:] for n in noise])
     codes = torch.from_numpy(cfg.metre_codes(piece_metre, end)[start:]).expand(len(noise), -1)
-    tokens, state = generator.draw_on(state, torch.stack([n[1][start:] for n in noise]), codes, temperature)
-    return tokens.numpy().reshape(len(seeds), k, end - start, cfg.voices), state
+    if sources is None:
+        tokens, state = generator.draw_on(state, step_noise, codes, temperature)
+        return tokens.numpy().reshape(len(seeds), k, end - start, cfg.voices), state
+    bar = cfg.bar_steps(piece_metre)
+    rows = np.repeat(sources, k, 0)
+    piece = np.repeat(np.zeros((len(seeds), start, cfg.voices), np.int64) if before is None else before, k, 0)
+    for b0, b1 in form.parts(rows, start // bar, end // bar):
+        given = np.full((len(rows), (b1 - b0) * bar, cfg.voices), -1, np.int64)
+        for r in np.nonzero(rows[:, b0] >= 0)[0]:
+            given[r] = repeated(piece[r], rows[r, b0:b1], bar)
+        s0, s1 = b0 * bar - start, b1 * bar - start
+        tokens, state = generator.draw_on(state, step_noise[:, s0:s1], codes[:, s0:s1], temperature,
+                                          torch.from_numpy(given) if (given >= 0).any() else None)
+        piece = np.concatenate([piece, tokens.numpy()], 1)
+    return piece[:, start:].reshape(len(seeds), k, end - start, cfg.voices), state
+
+
+def _sounding_at(tokens: np.ndarray, t: int) -> np.ndarray:
+    """(V,) the token each voice sounds just before step t of ``tokens`` (T, V): its latest token
+    that is not a hold; REST where there is none."""
+    sounding = np.full(tokens.shape[1], REST, np.int64)
+    for v in range(tokens.shape[1]):
+        struck = np.nonzero(tokens[:t, v] != HOLD)[0]
+        if len(struck):
+            sounding[v] = tokens[struck[-1], v]
+    return sounding
+
+
+def repeated(piece: np.ndarray, sources, bar: int) -> np.ndarray:
+    """The tokens that follow ``piece`` (steps, V) with its bars ``sources`` (of ``bar`` steps)
+    again, one after another, note for note as they sounded there: a voice that holds a note (or
+    a rest) into the bar there strikes that note (or rests) here, unless it sounds here already."""
+    out = piece
+    for a in sources:
+        tokens = piece[a * bar:(a + 1) * bar].copy()
+        there, here = _sounding_at(piece, a * bar), _sounding_at(out, len(out))
+        lead = (tokens[0] == HOLD) & (there != here)
+        tokens[0, lead] = there[lead]
+        out = np.concatenate([out, tokens])
+    return out[len(piece):]
 
 
 def by_metre(seeds: list[int], metres: list) -> dict:
@@ -260,7 +306,7 @@ def draw_windows(generator: Generator, seeds: list[int], n_steps: int, temperatu
 def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float = 1.0,
                  tempo_bpm: float = 100.0, program: int = 0, critic: Discriminator | None = None,
                  candidates: int = 1, avoid: np.ndarray | None = None, key: int | list | None = None,
-                 metre: tuple | list | None = None) -> list[Roll]:
+                 metre: tuple | list | None = None, forms: np.ndarray | None = None) -> list[Roll]:
     """One piece per seed; with a ``critic``, each the critic's choice among ``candidates`` draws,
     made a window at a time for a piece longer than its window (:func:`segments`): each window's
     candidates carry on from the state the one chosen before them ended in, and the critic judges
@@ -278,7 +324,11 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
     round copies, up to GUARD_ROUNDS more rounds of candidates are drawn for that seed, and if
     every one of them copies too, the first round's choice is kept all the same. With segments,
     the guard reads each one's candidates from 7 beats before it (every 2 bars of 4 beats that
-    reach into it)."""
+    reach into it).
+
+    ``forms``: the forms of the training music (:mod:`musicgan.form`): each seed's piece takes one
+    of them, drawn with a stream of its own, and repeats its own bars where that piece did (a
+    repeated bar is the one it repeats in every candidate). None: every bar is drawn."""
     _check(bars, temperature)
     cfg = generator.cfg
     seeds = [int(s) for s in seeds]
@@ -294,6 +344,7 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
     for piece_metre_, where in by_metre(seeds, seed_metres).items():
         n_steps = bars * cfg.bar_steps(piece_metre_)
         group, group_keys = [seeds[i] for i in where], [seed_keys[i] for i in where]
+        sources = None if forms is None else np.stack([form.for_seed(s, forms, bars) for s in group])
         ends, window = segments(critic, k, n_steps, piece_metre_)
         chosen, state = np.zeros((len(group), 0, cfg.voices), dtype=np.int64), None
         for segment, end in enumerate(ends):
@@ -301,12 +352,14 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
             # the guard reads from 7 beats before the segment: every 2 bars of 4 beats that reach into it
             judged, guarded = max(0, end - window), max(0, start - 7 * cfg.steps_per_beat)
             base = segment * (GUARD_ROUNDS + 1)
-            drawn, drawn_state = _draw(generator, group, 0, k, end, temperature, group_keys, piece_metre_, state)
+            drawn, drawn_state = _draw(generator, group, 0, k, end, temperature, group_keys, piece_metre_, state,
+                                       sources, chosen)
             kept_tokens, kept_states = [], []
             for g, (seed, seed_key) in enumerate(zip(group, group_keys)):
                 def more(done: int, size: int) -> tuple:
                     tokens, rows = _draw(generator, [seed], done, size, end, temperature, [seed_key], piece_metre_,
-                                         None if state is None else state.rows([g]))
+                                         None if state is None else state.rows([g]),
+                                         None if sources is None else sources[g:g + 1], chosen[g:g + 1])
                     return tokens[0], rows
 
                 def offer(candidates: tuple, round_: int) -> tuple:
@@ -406,7 +459,7 @@ def opening(generator: Generator, roll: Roll, bars: int) -> tuple[Roll, np.ndarr
 
 def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, primer_bars: int = 4,
                    temperature: float = 1.0, critic: Discriminator | None = None, candidates: int = 1,
-                   avoid: np.ndarray | None = None, whole: bool = True) -> list[Roll]:
+                   avoid: np.ndarray | None = None, whole: bool = True, forms: np.ndarray | None = None) -> list[Roll]:
     """Carry on from the first ``primer_bars`` bars of ``primer``: one piece per seed, ``bars``
     more bars in the opening's metre (at its end), key (estimated from it), tempo and instrument.
 
@@ -414,7 +467,8 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
     is the one teacher forcing gives), then draws on. With a ``critic`` it chooses among
     ``candidates`` continuations, and the copy guard (``avoid``) passes over continuations that
     quote 2 bars of the training music, as :func:`sample_rolls` does. ``whole``: the opening's own
-    notes (on the model's grid) followed by the continuation; else the continuation alone."""
+    notes (on the model's grid) followed by the continuation; else the continuation alone.
+    ``forms`` (:func:`sample_rolls`) are taken and not used: a continuation's bars are all drawn."""
     _check(bars, temperature)
     cfg = generator.cfg
     opened, given_tokens, last_metre = opening(generator, primer, primer_bars)

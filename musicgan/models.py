@@ -724,17 +724,18 @@ class Generator(nn.Module):
                          torch.zeros(B, V, dtype=torch.bool, device=z.device), z.new_zeros(B, self.cfg.memory_dim))
 
     @torch.no_grad()
-    def draw_on(self, state: DrawState, noise: torch.Tensor, codes: torch.Tensor,
-                temperature: float = 1.0) -> tuple[torch.Tensor, DrawState]:
+    def draw_on(self, state: DrawState, noise: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
+                given: torch.Tensor | None = None) -> tuple[torch.Tensor, DrawState]:
         """Free-running generation in parts: the Gumbel-max draw of :meth:`sample` (no autograd)
         of the steps of ``noise`` (B, T, V, K; standard normal) and ``codes`` (B, T), from
         ``state`` (:meth:`begin`, or the state a draw before ended in). Returns the tokens (B, T, V)
         and the state after them: a piece drawn in two parts, the second from the state the first
         ends in, is the piece drawn in one (tested), and a part's candidates can each carry on
-        from the one chosen (:func:`musicgan.generate.sample_rolls`)."""
+        from the one chosen (:func:`musicgan.generate.sample_rolls`). ``given``: (B, T, V) tokens
+        not drawn but given, as in :meth:`sample`."""
         state = replace(state, h=list(state.h), c=list(state.c), codes=list(state.codes))
         with torch.inference_mode():
-            tokens = self._draw_fast(state.z, gumbel_from_normal(noise), codes, temperature, state=state)
+            tokens = self._draw_fast(state.z, gumbel_from_normal(noise), codes, temperature, given, state=state)
         return tokens.clone(), state
 
     def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt, copyguard, heldout, metre
+from . import checkpoint as ckpt, copyguard, form, heldout, metre
 from .batches import Batch, batches_for, window_steps
 from .cudagraph import Draw, LikelihoodStep, capturable_adam, set_rate
 from .models import MAX_METRES, Discriminator, Generator, ModelConfig, interval_counts, parallel_rate
@@ -403,6 +403,7 @@ class Trainer:
         self.ended_early: dict | None = None
         self._copy_index = None
         self._inherited_index = None  # the index of the model this run started from or resumes
+        self._forms = self._inherited_forms = None  # (see forms)
         # -- the networks, their optimisers and random streams
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         self.G, self.D = Generator(m).to(self.device), Discriminator(m, self.config.window_bars).to(self.device)
@@ -832,12 +833,20 @@ class Trainer:
         parts = [i for i in (self._copy_index, self._inherited_index) if i is not None]
         return np.union1d(*parts) if len(parts) == 2 else parts[0] if parts else None
 
+    def forms(self):
+        """The forms of the training music (:mod:`musicgan.form`; built once), or those of the model
+        this run started from or resumes (a prepared corpus, streamed from disk, is not read for them)."""
+        if self._forms is None and self.rolls is not None:
+            self._forms = form.build(r.on_grid(self.model.steps_per_beat) for r in self.rolls)
+        return self._forms if self._forms is not None else self._inherited_forms
+
     def save(self, directory, with_train_state: bool = True):
         # after the switch G's biases stay the ones the critic learned from (for an exact resume)
         if self.adversarial_from is None and self._calibrated_for != self.step_count:
             self.calibrate()
+        forms = self.forms()  # (before the copy index, which lets go of the pieces)
         return ckpt.save(directory, self.G, self.D, self.meta(), self.train_state() if with_train_state else None,
-                         self.copy_index())
+                         self.copy_index(), forms)
 
     def start_from(self, checkpoint: "ckpt.Checkpoint") -> None:
         """Begin with a trained model's weights (fine-tuning): its generator, and its
@@ -851,7 +860,7 @@ class Trainer:
             self.D.load_state_dict(checkpoint.discriminator.state_dict())
         self.G.train()
         self.started_from = {"checkpoint": Path(checkpoint.path).name, "steps": checkpoint.steps}
-        self._inherited_index = checkpoint.copy_index
+        self._inherited_index, self._inherited_forms = checkpoint.copy_index, checkpoint.forms
 
     def restore(self, checkpoint: "ckpt.Checkpoint") -> None:
         """Continue from a checkpoint saved by :meth:`save`: weights, optimisers, RNGs, counters."""
@@ -891,7 +900,7 @@ class Trainer:
             self.noise_rng.manual_seed(self.config.seed + 1 + 7919 * rank + self.step_count)
         self.adversarial_from = meta.get("adversarial_from")
         self.started_from = meta.get("started_from") if isinstance(meta.get("started_from"), dict) else None
-        self._inherited_index = checkpoint.copy_index
+        self._inherited_index, self._inherited_forms = checkpoint.copy_index, checkpoint.forms
         self.skipped = int(meta.get("skipped_steps", 0))
         held = meta.get("held_out") if isinstance(meta.get("held_out"), dict) else {}
         self.best, self.ended_early = held.get("best"), held.get("ended_early")

@@ -73,7 +73,9 @@ def test_recalibrate_fits_the_biases_again_and_keeps_the_weights(trained, tmp_pa
 
     from safetensors.torch import load_file, save_file
 
-    from musicgan import checkpoint as ckpt
+    import numpy as np
+
+    from musicgan import checkpoint as ckpt, data, form
 
     copy = tmp_path / "model"
     shutil.copytree(trained, copy)
@@ -84,11 +86,20 @@ def test_recalibrate_fits_the_biases_again_and_keeps_the_weights(trained, tmp_pa
     result = run("recalibrate", copy, *EXAMPLES[:3])
     assert result.returncode == 0, result.stderr
     assert "its weights are as they were" in result.stdout
+    assert "phrases that come back: in none of its pieces" in result.stdout  # (none of the three repeats a phrase)
     after = load_file(copy / "model.safetensors")
     assert set(after) == set(before)  # every bias the training run wrote is back
     for name, tensor in before.items():  # the same weights, and the same biases: calibration is deterministic
         assert torch.equal(after[name], tensor), name
     assert ckpt.load(copy).clamped == ckpt.load(trained).clamped
+    # the forms alone, of music that repeats its opening phrases (bwv256, bwv260, bwv262)
+    result = run("recalibrate", copy, *EXAMPLES, "--forms-only")
+    assert result.returncode == 0, result.stderr
+    assert "its weights and sampling biases are as they were" in result.stdout
+    with_forms = load_file(copy / "model.safetensors")
+    assert set(with_forms) == set(before) | {ckpt.FORMS}
+    assert all(torch.equal(with_forms[name], tensor) for name, tensor in before.items())
+    assert np.array_equal(ckpt.load(copy).forms, form.build(data.load(EXAMPLES, cache_dir=False).rolls))
 
 
 def test_resume_continues_the_run(trained, tmp_path):
