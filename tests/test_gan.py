@@ -678,7 +678,7 @@ def test_a_trained_critic_is_saved_loaded_and_used_deterministically(rolls, tmp_
     trainer.save(tmp_path / "critic")
     model = ckpt.load(tmp_path / "critic")  # loads D because generation needs it
     assert model.candidates == 4 and model.discriminator is not None
-    assert set(model.sampling) == {"critic", "candidates", "avoid"} and not model.discriminator.training
+    assert set(model.sampling) == {"critic", "candidates", "avoid", "forms"} and not model.discriminator.training
     assert np.array_equal(model.copy_index, copyguard.build(rolls))  # the copy guard knows the training music
     pieces = [api.compose(model, seed=s, bars=2, audio=False).midi for s in (3, 3, 4)]
     assert pieces[0] == pieces[1] != pieces[2]
@@ -689,7 +689,7 @@ def test_a_trained_critic_is_saved_loaded_and_used_deterministically(rolls, tmp_
     # without enough critic training (or with --candidates 1) generation draws once
     monkeypatch.setattr(train, "MIN_CRITIC_STEPS", 50)
     trainer.save(tmp_path / "early")
-    assert ckpt.load(tmp_path / "early").sampling.keys() == {"avoid"}
+    assert ckpt.load(tmp_path / "early").sampling.keys() == {"avoid", "forms"}
 
 
 def test_interpolation_ends_at_both_seeds(trained):
