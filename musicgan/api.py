@@ -132,9 +132,13 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     program = piece.program if program is None else int(program)
     piece = dataclasses.replace(piece, tempos=((0, tempo),), program=program)
     what = "opening and" if whole else "after the opening:"
-    given = piece.notes[:, 1] < len(generate.opening(model.generator, roll, opening_bars)[1]) if whole else None
+    opened, opened_tokens, last_metre = generate.opening(model.generator, roll, opening_bars)
+    given = piece.notes[:, 1] < len(opened_tokens) if whole else None
+    sources = None if model.forms is None or not whole else generate.continuation_form(
+        model.model, opened, len(opened_tokens), last_metre, bars, seed, model.forms)
+    phrases = "" if sources is None else f" · {form.describe(sources)}"
     return _piece(piece, f"seed {seed} · {what} {bars} bars of {metres.name(piece.time_signatures[-1][1:])}"
-                         f" · {tempo:g} bpm", audio, given)
+                         f" · {tempo:g} bpm{phrases}", audio, given)
 
 
 def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, tempo_bpm: float | None = None,

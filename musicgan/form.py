@@ -116,7 +116,7 @@ def describe(sources: np.ndarray) -> str:
         e = b + 1
         while e < len(sources) and sources[e] == sources[e - 1] + 1:
             e += 1
-        span = lambda first, n: f"{first + 1}" if n == 1 else f"{first + 1}-{first + n}"  # noqa: E731
-        phrases.append(f"{span(b, e - b)} repeat{'s' if e - b == 1 else ''} {span(int(sources[b]), e - b)}")
+        n, a = e - b, int(sources[b])
+        phrases.append(f"bar {b + 1} repeats {a + 1}" if n == 1 else f"bars {b + 1}-{e} repeat {a + 1}-{a + n}")
         b = e
-    return f"bar{'s' if len(phrases) > 1 or '-' in phrases[0] else ''} " + ", ".join(phrases) if phrases else ""
+    return ", ".join(phrases)

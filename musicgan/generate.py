@@ -23,6 +23,11 @@ The copy guard. A checkpoint carries a :mod:`musicgan.copyguard` index of its tr
 candidate that quotes 2 consecutive bars of it is passed over for the critic's next choice, or
 for further draws when every candidate quotes (see :func:`sample_rolls`). Interpolations and
 variations do not use it, for the same reason as above.
+
+Forms. A checkpoint carries the forms of its training music (:mod:`musicgan.form`): a seed draws
+one, with a stream of its own, and its piece repeats its own bars where that piece of the music
+repeated a phrase. The draw is cut where it goes from drawing to repeating or back; a repeated
+bar is given to the model (``given``), which reads it as its own and draws on from there.
 """
 from __future__ import annotations
 
@@ -239,18 +244,28 @@ def _draw(generator: Generator, seeds: list[int], first: int, k: int, end: int, 
     if sources is None:
         tokens, state = generator.draw_on(state, step_noise, codes, temperature)
         return tokens.numpy().reshape(len(seeds), k, end - start, cfg.voices), state
-    bar = cfg.bar_steps(piece_metre)
-    rows = np.repeat(sources, k, 0)
-    piece = np.repeat(np.zeros((len(seeds), start, cfg.voices), np.int64) if before is None else before, k, 0)
-    for b0, b1 in form.parts(rows, start // bar, end // bar):
-        given = np.full((len(rows), (b1 - b0) * bar, cfg.voices), -1, np.int64)
-        for r in np.nonzero(rows[:, b0] >= 0)[0]:
-            given[r] = repeated(piece[r], rows[r, b0:b1], bar)
+    before = np.zeros((len(seeds), start, cfg.voices), np.int64) if before is None else before
+    tokens, state = _draw_in_form(generator, state, step_noise, codes, temperature, np.repeat(sources, k, 0),
+                                  np.repeat(before, k, 0), cfg.bar_steps(piece_metre))
+    return tokens.reshape(len(seeds), k, end - start, cfg.voices), state
+
+
+def _draw_in_form(generator: Generator, state: DrawState, step_noise: torch.Tensor, codes: torch.Tensor,
+                  temperature: float, sources: np.ndarray, piece: np.ndarray, bar: int) -> tuple[np.ndarray, DrawState]:
+    """The draw of :meth:`Generator.draw_on` from ``state`` (a row per piece; ``piece`` (rows,
+    steps so far, V): their tokens up to it, whole bars of ``bar`` steps), with each piece's bars
+    that have a source in ``sources`` (rows, bars; :mod:`musicgan.form`) not drawn but repeated
+    (:func:`repeated`): (the tokens (rows, T, V), the state after them)."""
+    start = piece.shape[1]
+    for b0, b1 in form.parts(sources, start // bar, start // bar + step_noise.shape[1] // bar):
+        given = np.full((len(sources), (b1 - b0) * bar, piece.shape[2]), -1, np.int64)
+        for r in np.nonzero(sources[:, b0] >= 0)[0]:
+            given[r] = repeated(piece[r], sources[r, b0:b1], bar)
         s0, s1 = b0 * bar - start, b1 * bar - start
         tokens, state = generator.draw_on(state, step_noise[:, s0:s1], codes[:, s0:s1], temperature,
                                           torch.from_numpy(given) if (given >= 0).any() else None)
         piece = np.concatenate([piece, tokens.numpy()], 1)
-    return piece[:, start:].reshape(len(seeds), k, end - start, cfg.voices), state
+    return piece[:, start:], state
 
 
 def _sounding_at(tokens: np.ndarray, t: int) -> np.ndarray:
@@ -468,12 +483,14 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
     ``candidates`` continuations, and the copy guard (``avoid``) passes over continuations that
     quote 2 bars of the training music, as :func:`sample_rolls` does. ``whole``: the opening's own
     notes (on the model's grid) followed by the continuation; else the continuation alone.
-    ``forms`` (:func:`sample_rolls`) are taken and not used: a continuation's bars are all drawn."""
+    ``forms`` (:func:`sample_rolls`): a seed's continuation of an opening in one metre repeats
+    its bars, the opening's among them, where its form says (:func:`continuation_form`)."""
     _check(bars, temperature)
     cfg = generator.cfg
     opened, given_tokens, last_metre = opening(generator, primer, primer_bars)
     P = len(given_tokens)
-    n_steps = P + bars * cfg.bar_steps(last_metre)
+    bar = cfg.bar_steps(last_metre)
+    n_steps = P + bars * bar
     ts = opened.time_signatures  # the continuation stays in the metre the opening ends in
     codes = torch.from_numpy(cfg.step_codes(ts, n_steps)).clamp(min=0)
     key = keys.estimate(opened.notes) if cfg.key_input else None
@@ -483,13 +500,23 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
     k = candidates if critic is not None else 1
     pieces = []
     for seed in (int(s) for s in seeds):
+        sources = None if forms is None else continuation_form(cfg, opened, P, last_metre, bars, seed, forms)
+
         def draw(first: int, count: int) -> np.ndarray:
             noise = [noise_for(candidate_seed(seed, j), n_steps, cfg) for j in range(first, first + count)]
             z = _conditioned(generator, torch.stack([n[0] for n in noise]), key)
-            with torch.no_grad():
-                tokens, _ = generator.sample(z, torch.stack([n[1] for n in noise]), codes.expand(count, -1),
-                                             temperature, given=given.expand(count, -1, -1))
-            return tokens.numpy()
+            step_noise, step_codes = torch.stack([n[1] for n in noise]), codes.expand(count, -1)
+            if sources is None:
+                with torch.no_grad():
+                    tokens, _ = generator.sample(z, step_noise, step_codes, temperature, given=given.expand(count, -1, -1))
+                return tokens.numpy()
+            # the opening read as given, then the bars after it drawn in the seed's form
+            _, state = generator.draw_on(generator.begin(z), step_noise[:, :P], step_codes[:, :P], temperature,
+                                         given[:P].expand(count, -1, -1))
+            opened_tokens = np.repeat(given_tokens[None].astype(np.int64), count, 0)
+            after, _ = _draw_in_form(generator, state, step_noise[:, P:], step_codes[:, P:], temperature,
+                                     np.repeat(sources[None], count, 0), opened_tokens, bar)
+            return np.concatenate([opened_tokens, after], 1)
 
         def as_roll(tokens: np.ndarray) -> Roll:
             decoded = voices.decode(tokens, cfg.pitch_low, name=f"{opened.name} continued, seed {seed}",
@@ -506,6 +533,25 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
         piece = guarded_choice(draw(0, k), draw, offer, k)
         pieces.append(piece if whole else _after(piece, P))
     return pieces
+
+
+def continuation_form(cfg, opened: Roll, P: int, last_metre: tuple, bars: int, seed: int,
+                      forms: np.ndarray) -> np.ndarray | None:
+    """The sources (:mod:`musicgan.form`) of the bars of a seed's continuation of an opening
+    (``opened``, P steps, ending in ``last_metre``) by ``bars`` bars, counted from the opening's
+    first bar: the seed's form, where the opening is whole bars of one metre and the form
+    repeats a bar after it; else None (every bar after the opening drawn). A continuation begins
+    with bars of its own: a phrase that the form would bring back at once, right after the
+    opening (the chorales' first lines, played again as bars 5-8), is drawn."""
+    bar = cfg.bar_steps(last_metre)
+    if P % bar or any(tuple(ts[1:]) != tuple(last_metre) for ts in opened.time_signatures):
+        return None
+    sources = form.for_seed(seed, forms, P // bar + bars)
+    b, last = P // bar, None
+    while b < len(sources) and sources[b] >= 0 and (last is None or sources[b] == last + 1):
+        last, sources[b] = sources[b], -1
+        b += 1
+    return sources if (sources[P // bar:] >= 0).any() else None
 
 
 def _joined(opened: Roll, decoded: Roll, P: int) -> Roll:

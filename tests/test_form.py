@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from musicgan import checkpoint as ckpt, data, form, generate, metre, metrics
+from musicgan import checkpoint as ckpt, data, form, generate, metre, metrics, midi
 from musicgan.midi import Roll
 from musicgan.voices import FIRST_PITCH, HOLD, REST
 
@@ -154,9 +154,9 @@ def test_the_phrases_that_come_back_are_told_in_words():
     sources = np.full(16, -1)
     assert form.describe(sources) == ""
     sources[4:8], sources[12:14] = [0, 1, 2, 3], [8, 9]
-    assert form.describe(sources) == "bars 5-8 repeat 1-4, 13-14 repeat 9-10"
+    assert form.describe(sources) == "bars 5-8 repeat 1-4, bars 13-14 repeat 9-10"
     sources[15] = 2
-    assert form.describe(sources).endswith(", 16 repeats 3")
+    assert form.describe(sources).endswith(", bar 16 repeats 3")
 
 
 def test_the_pretrained_model_repeats_the_chorales_phrases_and_says_so():
@@ -169,3 +169,32 @@ def test_the_pretrained_model_repeats_the_chorales_phrases_and_says_so():
     sources = form.for_seed(seed, model.forms, 16)
     _assert_follows(piece.roll, sources)
     assert piece.description.endswith(" · " + form.describe(sources))
+
+
+def test_a_continuation_plays_the_opening_again_where_its_form_says(generator):
+    from conftest import scale_midi
+    from test_gan import _Picky
+
+    primer = midi.read(scale_midi(8))  # 2 bars of 4/4: eight quarter notes going up
+    forms = np.full((1, form.FORM_BARS), -1, np.int8)
+    forms[0, 4:6], forms[0, 8:10] = [0, 1], [6, 7]  # the opening again, then two bars drawn after it
+    sources = forms[0, :10].astype(np.int64)
+    opened, tokens, last = generate.opening(generator, primer, 2)
+    assert np.array_equal(generate.continuation_form(generator.cfg, opened, len(tokens), last, 8, 3, forms), sources)
+    for sampling in ({}, {"critic": _Picky(generator.cfg, 2), "candidates": 3}):
+        piece = generate.continue_rolls(generator, primer, [3], bars=8, primer_bars=2, forms=forms, **sampling)[0]
+        _assert_follows(piece, sources)
+        assert piece.notes[piece.notes[:, 1] // 16 == 4, 0].tolist()[:4] == [60, 61, 62, 63]  # the opening, in bar 5
+        plain = generate.continue_rolls(generator, primer, [3], bars=8, primer_bars=2, **sampling)[0]
+        assert data.cut(piece, 0, 64).notes.tolist() == data.cut(plain, 0, 64).notes.tolist()  # drawn alike up to it
+        again = generate.continue_rolls(generator, primer, [3], bars=8, primer_bars=2, forms=forms, **sampling)[0]
+        assert again.notes.tolist() == piece.notes.tolist()
+    # an opening whose form repeats nothing after it is continued as without forms
+    assert generate.continuation_form(generator.cfg, opened, len(tokens), last, 2, 3, forms) is None
+    # and a continuation begins with bars of its own: a phrase the form brings back at once is drawn
+    at_once = np.full((1, form.FORM_BARS), -1, np.int8)
+    at_once[0, 2:4], at_once[0, 6:8] = [0, 1], [0, 1]
+    assert generate.continuation_form(generator.cfg, opened, len(tokens), last, 6, 3, at_once).tolist() == \
+        [-1] * 6 + [0, 1]
+    at_once[0, 6:8] = -1
+    assert generate.continuation_form(generator.cfg, opened, len(tokens), last, 6, 3, at_once) is None
