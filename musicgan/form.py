@@ -46,17 +46,26 @@ def of(roll: Roll) -> np.ndarray:
         if len(key):
             sources[b] = first.setdefault((e - a, key.tobytes()), b)
     sources[sources == np.arange(FORM_BARS)] = -1
-    # phrases: runs of repeats whose sources run on in order
-    follows = np.r_[False, (sources[:-1] >= 0) & (sources[1:] == sources[:-1] + 1)]
-    starts = np.nonzero((sources >= 0) & ~follows)[0]
-    ends = np.r_[starts[1:], FORM_BARS]
     out = np.full(FORM_BARS, -1, np.int8)
-    for s, e in zip(starts, ends):
-        run = s + 1
-        while run < e and follows[run]:
-            run += 1
-        if run - s >= PHRASE_BARS:
-            out[s:run] = sources[s:run]
+    for s, e in phrases(sources):
+        if e - s >= PHRASE_BARS:
+            out[s:e] = sources[s:e]
+    return out
+
+
+def phrases(sources) -> list[tuple[int, int]]:
+    """(first bar, end bar) of each run of bars of ``sources`` that repeat bars in a row: the
+    phrases that come back."""
+    out, b = [], 0
+    while b < len(sources):
+        if sources[b] < 0:
+            b += 1
+            continue
+        e = b + 1
+        while e < len(sources) and sources[e] == sources[e - 1] + 1:
+            e += 1
+        out.append((b, e))
+        b = e
     return out
 
 
@@ -108,15 +117,8 @@ def parts(sources: np.ndarray, start: int, end: int) -> list[tuple[int, int]]:
 def describe(sources: np.ndarray) -> str:
     """The phrases that come back in a piece of these ``sources``, in words: "bars 5-8 repeat
     1-4" (counted from 1); "" when none does."""
-    phrases, b = [], 0
-    while b < len(sources):
-        if sources[b] < 0:
-            b += 1
-            continue
-        e = b + 1
-        while e < len(sources) and sources[e] == sources[e - 1] + 1:
-            e += 1
+    said = []
+    for b, e in phrases(sources):
         n, a = e - b, int(sources[b])
-        phrases.append(f"bar {b + 1} repeats {a + 1}" if n == 1 else f"bars {b + 1}-{e} repeat {a + 1}-{a + n}")
-        b = e
-    return ", ".join(phrases)
+        said.append(f"bar {b + 1} repeats {a + 1}" if n == 1 else f"bars {b + 1}-{e} repeat {a + 1}-{a + n}")
+    return ", ".join(said)

@@ -547,10 +547,10 @@ def continuation_form(cfg, opened: Roll, P: int, last_metre: tuple, bars: int, s
     if P % bar or any(tuple(ts[1:]) != tuple(last_metre) for ts in opened.time_signatures):
         return None
     sources = form.for_seed(seed, forms, P // bar + bars)
-    b, last = P // bar, None
-    while b < len(sources) and sources[b] >= 0 and (last is None or sources[b] == last + 1):
-        last, sources[b] = sources[b], -1
-        b += 1
+    first = P // bar
+    for b, e in form.phrases(sources):
+        if b <= first < e:
+            sources[first:e] = -1
     return sources if (sources[P // bar:] >= 0).any() else None
 
 
