@@ -21,8 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import metre
-from .metrics import _block
+from .metrics import bar_keys
 from .midi import Roll
 
 FORM_BARS = 64  # the bars of a piece's form that are kept; later bars of a generated piece are its own
@@ -41,10 +40,9 @@ def of(roll: Roll) -> np.ndarray:
     15% and 15%, the fiddle tunes 55% and 44%."""
     sources = np.full(FORM_BARS, -1, np.int64)
     first: dict = {}
-    for b, (a, e) in enumerate(metre.bar_spans(roll.time_signatures, roll.n_steps, roll.steps_per_beat)[:FORM_BARS]):
-        key = _block(roll.notes, a, e - a)
-        if len(key):
-            sources[b] = first.setdefault((e - a, key.tobytes()), b)
+    for b, key in enumerate(bar_keys(roll)[:FORM_BARS]):
+        if key is not None:
+            sources[b] = first.setdefault(key, b)
     sources[sources == np.arange(FORM_BARS)] = -1
     out = np.full(FORM_BARS, -1, np.int8)
     for s, e in phrases(sources):

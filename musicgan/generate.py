@@ -44,7 +44,7 @@ from .batches import window_steps
 from .given import check_range, whole_bars
 from .keys import KEYS
 from .midi import Roll
-from .models import Discriminator, DrawState, Generator
+from .models import Discriminator, DrawState, Generator, sounding
 from .voices import HOLD, REST
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "bach-chorales"
@@ -268,15 +268,9 @@ def _draw_in_form(generator: Generator, state: DrawState, step_noise: torch.Tens
     return piece[:, start:], state
 
 
-def _sounding_at(tokens: np.ndarray, t: int) -> np.ndarray:
-    """(V,) the token each voice sounds just before step t of ``tokens`` (T, V): its latest token
-    that is not a hold; REST where there is none."""
-    sounding = np.full(tokens.shape[1], REST, np.int64)
-    for v in range(tokens.shape[1]):
-        struck = np.nonzero(tokens[:t, v] != HOLD)[0]
-        if len(struck):
-            sounding[v] = tokens[struck[-1], v]
-    return sounding
+def _sounding_before(tokens: np.ndarray, t: int) -> np.ndarray:
+    """(V,) the token each voice sounds just before step t of ``tokens`` (T, V) (:func:`sounding`)."""
+    return np.full(tokens.shape[1], REST, np.int64) if t == 0 else sounding(torch.from_numpy(tokens[:t]))[-1].numpy()
 
 
 def repeated(piece: np.ndarray, sources, bar: int) -> np.ndarray:
@@ -286,7 +280,7 @@ def repeated(piece: np.ndarray, sources, bar: int) -> np.ndarray:
     out = piece
     for a in sources:
         tokens = piece[a * bar:(a + 1) * bar].copy()
-        there, here = _sounding_at(piece, a * bar), _sounding_at(out, len(out))
+        there, here = _sounding_before(piece, a * bar), _sounding_before(out, len(out))
         lead = (tokens[0] == HOLD) & (there != here)
         tokens[0, lead] = there[lead]
         out = np.concatenate([out, tokens])
@@ -546,12 +540,12 @@ def continuation_form(cfg, opened: Roll, P: int, last_metre: tuple, bars: int, s
     bar = cfg.bar_steps(last_metre)
     if P % bar or any(tuple(ts[1:]) != tuple(last_metre) for ts in opened.time_signatures):
         return None
-    sources = form.for_seed(seed, forms, P // bar + bars)
     first = P // bar
+    sources = form.for_seed(seed, forms, first + bars)
     for b, e in form.phrases(sources):
         if b <= first < e:
             sources[first:e] = -1
-    return sources if (sources[P // bar:] >= 0).any() else None
+    return sources if (sources[first:] >= 0).any() else None
 
 
 def _joined(opened: Roll, decoded: Roll, P: int) -> Roll:

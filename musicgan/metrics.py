@@ -142,14 +142,22 @@ def repeated_bars(roll: Roll, back: int = 8) -> float:
     repetition a listener hears in a tune's phrases: a fiddle tune's bars come back 4 and 8 bars
     later (its phrases, its repeated strain), a chorale's 4 to 8 (its repeated opening lines).
     4-bar clips do not show it: score whole pieces."""
-    bars = []
-    for a, b in metre.bar_spans(roll.time_signatures, roll.n_steps, roll.steps_per_beat):
-        key = _block(roll.notes, a, b - a)
-        bars.append((b - a, key.tobytes()) if len(key) else None)
+    bars = bar_keys(roll)
     counted = [i for i in range(1, len(bars)) if bars[i] is not None]
     if not counted:
         return 0.0
     return float(np.mean([bars[i] in bars[max(0, i - back):i] for i in counted]))
+
+
+def bar_keys(roll: Roll) -> list:
+    """One key per bar of the roll (by its own bar lines): the bar's length and its notes (held
+    notes cut at the bar lines), equal for two bars that sound alike note for note; None for a bar
+    with no note."""
+    keys = []
+    for a, b in metre.bar_spans(roll.time_signatures, roll.n_steps, roll.steps_per_beat):
+        key = _block(roll.notes, a, b - a)
+        keys.append((b - a, key.tobytes()) if len(key) else None)
+    return keys
 
 
 def _onset_counts(rolls: list[Roll]) -> dict:
