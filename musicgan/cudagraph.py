@@ -1,5 +1,5 @@
-"""The critic phase's draws and the likelihood step on a CUDA GPU, each recorded once as a CUDA
-graph and replayed.
+"""The training steps on a CUDA GPU (the likelihood step, the critic phase's draws and the
+critic's own step), each recorded once as a CUDA graph and replayed.
 
 Drawing a window of 64 steps is a loop of a few thousand small kernels: at each step an LSTM
 step, then each voice's head and its Gumbel-max choice. Each kernel is too small to fill a GPU,
@@ -14,15 +14,18 @@ into the graph's own tensors first. What picks the loop's path on the host (the 
 parallels penalty, whether a tonal or interval bias is set) is part of the graph's key: when it changes (the
 calibration at the switch to the adversarial phase), the draw is recorded again.
 
-The likelihood step (:class:`LikelihoodStep`) was bound the same way: after the embedding fix
+The likelihood step was bound the same way: after the embedding fix
 a step at batch 256 took 20 ms on an H100, of which the card spent 16% in kernels, the rest
 waiting on some 550 launches (cuDNN's LSTM launches kernels per time step and layer). Recorded
-whole (forward, backward, clipping and a fused Adam) it is one launch, and nothing in it waits
-on the host: a step whose gradients are not finite is skipped on the card (Adam's ``found_inf``,
-as ``torch.amp.GradScaler`` drives it), and the learning rate is a tensor the schedule fills.
+whole (forward, backward, clipping and a fused Adam) as a :class:`Step` it is one launch, and
+nothing in it waits on the host: a step whose gradients are not finite is skipped on the card
+(Adam's ``found_inf``, as ``torch.amp.GradScaler`` drives it), and the learning rate is a tensor
+the schedule fills. The critic's own step (the discriminator's loss on the music against the
+draws, its backward and its Adam) is a :class:`Step` too, replayed after the draw's graph, so
+a step of the critic phase replays two graphs.
 
 On a CPU (or with ``enabled=False``) :class:`Draw` is the generator's own draw, unchanged, and
-the trainer's likelihood step is its own step, launched op by op.
+the trainer's steps are its own, launched op by op.
 """
 from __future__ import annotations
 
@@ -84,12 +87,12 @@ class Draw:
         self.captures += 1
 
 
-def capturable_adam(params, lr: float, device: torch.device, graphs: bool) -> torch.optim.Adam:
-    """The likelihood phase's Adam: on CUDA with graphs, fused and capturable, its learning rate a
-    tensor on the card (a replay reads it where it lives); elsewhere the plain Adam as before."""
+def capturable_adam(params, lr: float, device: torch.device, graphs: bool, betas=(0.9, 0.999)) -> torch.optim.Adam:
+    """An Adam a :class:`Step` can record: on CUDA with graphs, fused and capturable, its learning
+    rate a tensor on the card (a replay reads it where it lives); elsewhere the plain Adam as before."""
     if graphs and device.type == "cuda":
-        return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), fused=True, capturable=True)
-    return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), betas=betas, fused=True, capturable=True)
+    return torch.optim.Adam(params, lr=lr, betas=betas)
 
 
 def set_rate(opt: torch.optim.Optimizer, rate: float) -> None:
@@ -101,12 +104,14 @@ def set_rate(opt: torch.optim.Optimizer, rate: float) -> None:
             group["lr"] = rate
 
 
-class LikelihoodStep:
-    """``step(inputs)``: one likelihood step of ``loss(*inputs)`` (forward, backward, gradients
+class Step:
+    """``step(*inputs)``: one optimiser step of ``loss(*inputs)`` (forward, backward, gradients
     clipped to ``clip``, ``opt`` steps unless they are not finite), replayed from a CUDA graph.
-    Returns the loss and whether the step was taken, read from the card at once after the replay.
-    ``opt`` must come from :func:`capturable_adam`. A new shape of the inputs records the step
-    again; so does :meth:`forget` (call it when the optimiser's state is loaded anew)."""
+    ``loss`` returns the loss, or a tuple of the loss and other scalar figures of the step (a
+    critic's accuracy). Returns those figures (the loss first) and whether the step was taken,
+    read from the card in one go after the replay. ``opt`` must come from :func:`capturable_adam`.
+    A new shape of the inputs records the step again; so does :meth:`forget` (call it when the
+    optimiser's state is loaded anew)."""
 
     def __init__(self, loss, params, opt: torch.optim.Adam, clip: float):
         self.loss, self.params, self.opt, self.clip = loss, list(params), opt, clip
@@ -116,7 +121,7 @@ class LikelihoodStep:
     def forget(self) -> None:
         self.key = self.graph = None
 
-    def __call__(self, *inputs: torch.Tensor) -> tuple[float, bool]:
+    def __call__(self, *inputs: torch.Tensor) -> tuple[list[float], bool]:
         key = tuple((tuple(x.shape), x.dtype) for x in inputs)
         if key != self.key:
             self._record(inputs)
@@ -124,18 +129,19 @@ class LikelihoodStep:
         for into, value in zip(self.inputs, inputs):
             into.copy_(value)
         self.graph.replay()
-        loss, bad = torch.stack([self.out_loss.float(), self.out_bad]).tolist()
-        return loss, not bad
+        *figures, bad = torch.stack([x.float() for x in self.out]).tolist()
+        return figures, not bad
 
-    def _body(self):
-        loss = self.loss(*self.inputs)
+    def _body(self) -> list[torch.Tensor]:
+        out = self.loss(*self.inputs)
+        loss, *figures = out if isinstance(out, tuple) else (out,)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         bad = (~torch.isfinite(norm)).float()
         # skipped on the card: not finite, or (while warming up) told to
         self.opt.found_inf = torch.maximum(bad, self.skip)
         self.opt.step()
-        return loss.detach(), bad
+        return [loss.detach(), *(f.detach() for f in figures), bad]
 
     def _record(self, inputs) -> None:
         self.graph = None  # (frees the last graph's memory first)
@@ -156,7 +162,7 @@ class LikelihoodStep:
             self.opt.zero_grad(set_to_none=True)  # the recording makes the gradients' own memory
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                self.out_loss, self.out_bad = self._body()
+                self.out = self._body()
             self.graph = graph
             self.captures += 1
         finally:

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt, copyguard, form, heldout, metre
 from .batches import Batch, batches_for, window_steps
-from .cudagraph import Draw, LikelihoodStep, capturable_adam, set_rate
+from .cudagraph import Draw, Step, capturable_adam, set_rate
 from .models import MAX_METRES, Discriminator, Generator, ModelConfig, interval_counts, parallel_rate
 from .settings import setting
 from .shards import ShardedCorpus
@@ -410,13 +410,16 @@ class Trainer:
         self._describe_music(self.G)
         self.g_train, self.d_train = ranks.wrap(self.G), ranks.wrap(self.D)
         self.draw = Draw(self.G, config.cuda_graphs)  # the critic phase's draws
-        # on one CUDA GPU the likelihood step is one CUDA graph (musicgan.cudagraph); elsewhere op by op
+        # on one CUDA GPU the likelihood step and the critic's step are CUDA graphs (musicgan.cudagraph);
+        # elsewhere op by op
         graphs = config.cuda_graphs and self.device.type == "cuda" and ranks.world == 1
         self.opt_mle = capturable_adam(self.G.parameters(), config.lr_mle, self.device, graphs)
-        self.likelihood_step = LikelihoodStep(self._likelihood_loss, self.G.parameters(), self.opt_mle,
-                                              config.grad_clip) if graphs else None
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=(0.5, 0.999))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
+        self.opt_d = capturable_adam(self.D.parameters(), config.lr_d, self.device, graphs, betas=(0.5, 0.999))
+        self.likelihood_step = Step(self._likelihood_loss, self.G.parameters(), self.opt_mle,
+                                    config.grad_clip) if graphs else None
+        self.critic_step = Step(self._critic_loss, self.D.parameters(), self.opt_d,
+                                config.grad_clip) if graphs else None
         self.batch_rng = torch.Generator().manual_seed(config.seed + 7919 * ranks.rank)
         self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1 + 7919 * ranks.rank)
         # -- where the run is
@@ -471,9 +474,9 @@ class Trainer:
         z = self._latent(B)
         if self.phase == "mle":
             self._set_mle_rate()
-            graphed = self._graphed_step(real, z)
+            graphed = self._replayed("likelihood", real.tokens, real.keys, real.codes, z)
             if graphed is not None:
-                loss, ok = graphed
+                (loss,), ok = graphed
                 metrics = {"mle": loss}
             else:
                 loss = self._likelihood_loss(real.tokens, real.keys, real.codes, z)
@@ -586,23 +589,24 @@ class Trainer:
         logits = self.g_train(real.tokens, z, real.codes) if logits is None else logits
         return F.cross_entropy(logits.float().reshape(-1, self.model.vocab), real.tokens.reshape(-1))
 
-    def _graphed_step(self, real: Batch, z: torch.Tensor) -> tuple[float, bool] | None:
-        """The likelihood step replayed from its CUDA graph: (loss, taken); None where it is not
-        (a CPU, several processes, or a card or library that refused the recording: then the
-        step runs op by op from here on)."""
-        if self.likelihood_step is None:
+    def _replayed(self, name: str, *inputs: torch.Tensor) -> tuple[list[float], bool] | None:
+        """The step ``name`` ('likelihood' or 'critic') replayed from its CUDA graph: (its figures,
+        taken); None where it is not (a CPU, several processes, or a card or library that refused
+        the recording: then that step runs op by op from here on)."""
+        step = getattr(self, f"{name}_step")
+        if step is None:
             return None
         try:
-            return self.likelihood_step(real.tokens, real.keys, real.codes, z)
+            return step(*inputs)
         except RuntimeError as e:
-            if self.likelihood_step.captures:  # recorded and replayed before: not the recording's fault
+            if step.captures:  # recorded and replayed before: not the recording's fault
                 raise
-            warnings.warn(f"the likelihood step could not be recorded as a CUDA graph; it runs op by op ({e})")
-            self.likelihood_step = None
+            warnings.warn(f"the {name} step could not be recorded as a CUDA graph; it runs op by op ({e})")
+            setattr(self, f"{name}_step", None)
             return None
 
     def _likelihood_loss(self, tokens, keys, codes, z) -> torch.Tensor:
-        """The likelihood phase's loss, op by op or as :class:`~musicgan.cudagraph.LikelihoodStep` records it."""
+        """The likelihood phase's loss, op by op or as a :class:`~musicgan.cudagraph.Step` records it."""
         with self._autocast():
             return self._mle_loss(Batch(tokens, keys, codes), self.G.condition(z, keys))
 
@@ -623,29 +627,29 @@ class Trainer:
         """real: a batch for the likelihood term (augmented), z: its latent; D sees another batch
         of the music as it is, against fakes drawn in that batch's keys and metres (so the two
         differ in nothing but the music)."""
-        c, K = self.config, self.model.vocab
+        c = self.config
         real_d = self._batch(untransposed=True)
-        z_real, z_fake = self.G.condition(z, real.keys), self.G.condition(z, real_d.keys)
-        B = real.tokens.shape[0]
+        z_fake = self.G.condition(z, real_d.keys)
         # D starts from scratch: let it learn alone first, so G's first adversarial gradients mean something.
         # As a critic it always learns alone, with hard labels and no cap: its odds weigh samples later.
         d_only = not c.g_adversarial or self.step_count - self.adversarial_from < c.d_warmup_steps
         real_label = c.label_smoothing if c.g_adversarial else 1.0
         if d_only:
-            _, fake = self.draw(z_fake, step_noise, real_d.codes)
+            fake_tokens, fake = self.draw(z_fake, step_noise, real_d.codes)
             logits = None
+            replayed = None if c.g_adversarial else self._replayed("critic", real_d.tokens, fake_tokens, real_d.codes)
+            if replayed is not None:
+                (loss_d, accuracy), ok = replayed
+                return {"d_loss": loss_d, "d_accuracy": accuracy, "diversity": diversity(fake_tokens),
+                        "diversity_real": diversity(real_d.tokens)}, ok
         else:  # one forward: the free-running draw (for D) and teacher forcing (for the likelihood term)
+            z_real = self.G.condition(z, real.keys)
             logits, (_, fake) = self.g_train(real.tokens if c.mle_weight else None, z_real, real.codes, step_noise,
                                              tau=c.gumbel_tau, z_sample=z_fake, codes_sample=real_d.codes)
 
         # -- D: real -> label_smoothing, fake -> 0 (fake detached: this step trains D only)
-        codes = torch.cat([real_d.codes, real_d.codes])
-        d_out, features = self.d_train(torch.cat([F.one_hot(real_d.tokens, K).float(), fake.detach()]), codes)
-        d_real, d_fake = d_out.float()[:B], d_out.float()[B:]
-        f_real = features[:B].detach()
-        loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, real_label))
-                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
-        accuracy = self.ranks.mean(0.5 * ((d_real > 0).float().mean() + (d_fake < 0).float().mean()))
+        loss_d, accuracy, f_real = self._d_loss(real_d.tokens, fake.detach(), real_d.codes, real_label)
+        accuracy = self.ranks.mean(accuracy)
         capped = c.g_adversarial and accuracy >= c.d_accuracy_cap
         ok = True if capped else self._apply(loss_d, self.opt_d, self.D)
         metrics = {"d_loss": loss_d.item(), "d_accuracy": accuracy,
@@ -664,6 +668,22 @@ class Trainer:
         self.D.requires_grad_(True)
         metrics.update(g_loss=loss_adv.item(), fm=loss_fm.item(), mle=loss_mle.item())
         return metrics, ok
+
+    def _d_loss(self, real_tokens, fake, codes, real_label: float):
+        """D's loss on the music as it is (its tokens) against G's draws (their one-hot steps),
+        labelled ``real_label`` and 0, with its accuracy (a tensor) and its features of the music."""
+        B, K = real_tokens.shape[0], self.model.vocab
+        d_out, features = self.d_train(torch.cat([F.one_hot(real_tokens, K).float(), fake]), torch.cat([codes, codes]))
+        d_real, d_fake = d_out.float()[:B], d_out.float()[B:]
+        loss = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, real_label))
+                + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        accuracy = 0.5 * ((d_real > 0).float().mean() + (d_fake < 0).float().mean())
+        return loss, accuracy, features[:B].detach()
+
+    def _critic_loss(self, real_tokens, fake_tokens, codes):
+        """The critic's loss and accuracy (hard labels), op by op or as a :class:`~musicgan.cudagraph.Step` records it."""
+        loss, accuracy, _ = self._d_loss(real_tokens, F.one_hot(fake_tokens, self.model.vocab).float(), codes, 1.0)
+        return loss, accuracy
 
     # ---------------------------------------------------------------- whole runs
 
@@ -888,8 +908,9 @@ class Trainer:
                             if field_name != "step" else value
                 sd["state"] = per_param
                 opt.load_state_dict(sd)
-            if self.likelihood_step is not None:  # Adam's state (and rate) are new tensors: record again
-                self.likelihood_step.forget()
+            for step in (self.likelihood_step, self.critic_step):  # Adam's state (and rate) are new: record again
+                if step is not None:
+                    step.forget()
         except (KeyError, ValueError, RuntimeError) as e:
             raise TrainingError(f"the checkpoint's training state is incomplete ({e}); it cannot be resumed") from None
         meta = checkpoint.meta

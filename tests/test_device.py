@@ -196,3 +196,65 @@ def test_a_graphed_step_whose_gradients_are_not_finite_is_skipped_on_the_card(ro
 def test_on_a_cpu_the_likelihood_step_is_launched_op_by_op(rolls):
     trainer = Trainer(rolls[:3], config=TrainConfig(batch_size=4, window_bars=2), device="cpu", budget=Budget(steps=1))
     assert trainer.likelihood_step is None and not torch.is_tensor(trainer.opt_mle.param_groups[0]["lr"])
+
+
+def _critic_run(rolls, graphs: bool, steps: int = 10):
+    """A trainer in its critic phase from the start (no calibration), ``steps`` steps of it."""
+    trainer = Trainer(rolls, config=TrainConfig(batch_size=32, window_bars=2, cuda_graphs=graphs), device="cuda",
+                      budget=Budget(steps=100))
+    trainer.adversarial_from = trainer.step_count
+    start = {k: v.detach().clone() for k, v in trainer.D.named_parameters()}
+    return trainer, start, [trainer.step() for _ in range(steps)]
+
+
+@cuda
+def test_the_critic_step_replayed_from_a_graph_is_the_step_op_by_op(rolls):
+    graphed, start, a = _critic_run(rolls, True)
+    eager, _, b = _critic_run(rolls, False)
+    assert graphed.critic_step.captures == 1 and eager.critic_step is None
+    assert all(e["phase"] == "adversarial" and not e["skipped"] for e in a + b)
+    # G does not learn here, so the draws are the same; D's steps differ by a fused Adam against a foreach one
+    assert [e["diversity"] for e in a] == pytest.approx([e["diversity"] for e in b])
+    assert [e["d_loss"] for e in a] == pytest.approx([e["d_loss"] for e in b], rel=1e-2)
+    assert [e["d_accuracy"] for e in a] == pytest.approx([e["d_accuracy"] for e in b], abs=0.05)
+    assert a[-1]["d_loss"] < a[0]["d_loss"]  # the critic learns
+    D, E = graphed.D.state_dict(), eager.D.state_dict()
+    moved = sum(float((E[k] - v).norm() ** 2) for k, v in start.items()) ** 0.5
+    gap = sum(float((D[k] - E[k]).norm() ** 2) for k in start) ** 0.5
+    assert gap < 0.02 * moved, (gap, moved)
+
+
+@cuda
+def test_a_graphed_critic_step_whose_gradients_are_not_finite_is_skipped_and_a_resumed_run_records_again(rolls, tmp_path):
+    trainer, _, _ = _critic_run(rolls, True, steps=2)
+    weight = trainer.D.lstm.weight_ih_l0
+    kept = weight[3, 0].item()
+    with torch.no_grad():
+        weight[3, 0] = float("nan")
+    before = {k: v.detach().clone() for k, v in trainer.D.named_parameters()}
+    moments = [s["exp_avg"].clone() for s in trainer.opt_d.state.values()]
+    event = trainer.step()
+    assert event["skipped"] and trainer.skipped == 1
+    after = dict(trainer.D.named_parameters())
+    assert all(torch.equal(v.nan_to_num(), after[k].detach().nan_to_num()) for k, v in before.items())
+    assert all(torch.equal(m, s["exp_avg"]) for m, s in zip(moments, trainer.opt_d.state.values()))
+    with torch.no_grad():
+        weight[3, 0] = kept
+    assert not trainer.step()["skipped"]
+    trainer.save(tmp_path / "run")
+    from musicgan import checkpoint as ckpt
+
+    resumed = Trainer(rolls, model=trainer.model, config=trainer.config, device="cuda", budget=trainer.budget)
+    resumed.restore(ckpt.load(tmp_path / "run", with_discriminator=True))
+    assert [trainer.step()["d_loss"] for _ in range(3)] == pytest.approx(
+        [resumed.step()["d_loss"] for _ in range(3)], rel=1e-3)
+    assert resumed.critic_step.captures == 1 and trainer.critic_step.captures == 1
+
+
+def test_on_a_cpu_the_critic_step_is_launched_op_by_op(rolls):
+    trainer = Trainer(rolls[:3], config=TrainConfig(batch_size=4, window_bars=2), device="cpu", budget=Budget(steps=4))
+    assert trainer.critic_step is None and not torch.is_tensor(trainer.opt_d.param_groups[0]["lr"])
+    assert trainer.opt_d.param_groups[0]["betas"] == (0.5, 0.999)
+    trainer.adversarial_from = trainer.step_count
+    event = trainer.step()
+    assert event["phase"] == "adversarial" and 0 <= event["d_accuracy"] <= 1 and math.isfinite(event["d_loss"])
