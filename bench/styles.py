@@ -31,6 +31,7 @@ held-out music's, and in brackets those that miss it but are within 10% of the t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -47,6 +48,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from musicgan import checkpoint as ckpt, data, form, generate, metre, metrics, voices  # noqa: E402
 from musicgan.batches import window_config  # noqa: E402
 from musicgan.datasets import COLLECTIONS  # noqa: E402
+from musicgan.heldout import HeldOut  # noqa: E402
 from musicgan.train import Budget, TrainConfig, Trainer, default_width, model_config_for  # noqa: E402
 from quality import MarkovChain  # noqa: E402
 
@@ -63,10 +65,11 @@ def spread(clips: list, n: int = MAX_CLIPS) -> list:
 
 
 def train(rolls, minutes: float, out: Path, seed: int = 0, lr_mle: float = 0.0, batch_size: int = 0,
-          **model_settings) -> dict:
+          dropout: float | None = None, **model_settings) -> dict:
     """As ``python -m musicgan train`` does (the model's settings from the music and the budget;
-    ``lr_mle`` and ``batch_size`` 0: the trainer's choice)."""
-    config = TrainConfig(seed=seed, lr_mle=lr_mle, batch_size=batch_size)
+    ``lr_mle`` and ``batch_size`` 0, ``dropout`` None: the trainer's choice)."""
+    config = TrainConfig(seed=seed, lr_mle=lr_mle, batch_size=batch_size,
+                         **({} if dropout is None else {"dropout": dropout}))
     budget = Budget(minutes=minutes)
     model = model_config_for(rolls, transpose=config.transpose, **{
         "hidden": default_width(torch.device("cpu"), budget), **model_settings}) if model_settings else None
@@ -76,7 +79,15 @@ def train(rolls, minutes: float, out: Path, seed: int = 0, lr_mle: float = 0.0, 
     trainer.save(out)
     return {"steps": trainer.step_count, "adversarial_from": trainer.adversarial_from,
             "minutes": round((time.time() - t0) / 60, 1), "lr_mle": trainer.config.lr_mle,
-            "batch_size": trainer.config.batch_size}
+            "batch_size": trainer.config.batch_size, "dropout": trainer.config.dropout, "pieces": len(rolls)}
+
+
+def held_out_loss(model: ckpt.Checkpoint, rolls) -> float | None:
+    """The model's teacher-forced loss on windows of held-out pieces (:class:`musicgan.heldout.HeldOut`:
+    as written, in its pitch range and metres): how well it predicts music of its style it has not seen."""
+    held = HeldOut([r.on_grid(model.model.steps_per_beat) for r in rolls], model.model, TrainConfig(),
+                   torch.device("cpu"))
+    return round(held.loss(model.generator, contextlib.nullcontext()), 4) if held.windows else None
 
 
 def project_pieces(model: ckpt.Checkpoint, n: int, bars: int = 16) -> list:
@@ -137,6 +148,12 @@ def main(argv=None) -> int:
     parser.add_argument("--forms", choices=("saved", "train", "none"), default="saved",
                         help="the forms pieces take (musicgan.form): the model's own (the default), read from the "
                              "training split (for a model trained before forms), or none (every bar drawn)")
+    parser.add_argument("--train-pieces", type=int, default=0,
+                        help="train on this many pieces of the training split, taken evenly across it (0: all): "
+                             "a visitor's twenty files. The floor, the Markov chain and the copy check use them too")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="the share of the generator's LSTM outputs the likelihood phase drops (default: the "
+                             "trainer's choice)")
     parser.add_argument("--no-pitch-memory", action="store_true",
                         help="a generator without the pitch-class memory input (the ablation)")
     args = parser.parse_args(argv)
@@ -149,12 +166,15 @@ def main(argv=None) -> int:
             from musicgan import datasets
             datasets.main([style, str(folder)])
         train_rolls = data.load([folder / "train"], "auto").rolls  # on the grid the music needs, as train does
+        if args.train_pieces:
+            train_rolls = spread(train_rolls, args.train_pieces)
         test_rolls = data.load([folder / "test"]).rolls  # held-out music is compared on the grid of 4 steps a beat
         out = args.out / style
         row = results.get(style, {})
         if not args.evaluate_only:
             print(f"{style}: training on {len(train_rolls)} pieces for {args.minutes:g} min ...", flush=True)
             row["training"] = train(train_rolls, args.minutes, out, lr_mle=args.lr_mle, batch_size=args.batch_size,
+                                    dropout=args.dropout,
                                     **({"hidden": args.hidden} if args.hidden else {}),
                                     **({"pitch_memory": False} if args.no_pitch_memory else {}))
         model = with_forms(ckpt.load(out), args.forms, train_rolls)
@@ -165,6 +185,7 @@ def main(argv=None) -> int:
         row.update({
             "model": {"voices": model.model.voices, "metres": [metre.name(m) for m in model.model.metres],
                       "pitches": [model.model.pitch_low, model.model.pitch_high], "steps": model.steps},
+            "held_out_loss": held_out_loss(model, data.load([folder / "test"], "auto").rolls),
             "pieces_in_a_training_metre": float(np.mean([metre.metre_at(p.time_signatures, 0) in known for p in pieces])),
             "held-out": {**metrics.summary(spread(reference), metrics.LISTENER),
                          "metres": metrics.metres_written(reference), "clips": len(reference)},
@@ -208,7 +229,8 @@ def print_style(style: str, row: dict) -> None:
         print(f"{label:<24}{two:>9}" + "".join(f"{r[s]:>8.3f}" for s in STATS) + f"{prof:>8}{copy:>6}{share:>7}"
               f"{repeat:>8}")
     print(f"metres written: held-out {row['held-out']['metres']}; musicgan {row['musicgan']['metres']}; "
-          f"pieces in a metre of the training music: {row['pieces_in_a_training_metre']:.0%}")
+          f"pieces in a metre of the training music: {row['pieces_in_a_training_metre']:.0%}; "
+          f"loss on the held-out pieces: {row.get('held_out_loss')}")
 
 
 def print_summary(results: dict) -> None:

@@ -72,7 +72,9 @@ class HeldOut:
 
     @torch.no_grad()
     def loss(self, generator, autocast) -> float:
-        b = self.batch
+        b, training = self.batch, generator.training
+        generator.eval()  # (as it draws: nothing dropped)
         with autocast:
             logits = generator(b.tokens, generator.condition(self.z, b.keys), b.codes)
+        generator.train(training)
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), b.tokens.reshape(-1)).item()

@@ -404,6 +404,9 @@ class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        # while training, the share of the LSTM's outputs that teacher forcing drops before the heads
+        # (set by the trainer; the draws never drop any)
+        self.dropout = 0.0
         V, K, E, H = cfg.voices, cfg.vocab, cfg.embed_dim, cfg.hidden
         self.embed = nn.Parameter(torch.randn(K, E) * 0.1)  # used as one_hot @ embed (straight-through)
         # the sounding pitch's embedding (indexed like tokens; HOLD's row is never used)
@@ -562,7 +565,10 @@ class Generator(nn.Module):
         """Teacher forcing: tokens (B, T, V) and each step's code (B, T) -> logits (B, T, V, K)
         for those same tokens. ``extra``: see :meth:`head_logits`."""
         emb = self._embed_tokens(tokens)  # (the LSTM and the heads read the same embeddings)
-        return self.head_logits(self.hidden_states(tokens, z, codes, emb), tokens, extra, emb)
+        h = self.hidden_states(tokens, z, codes, emb)
+        if self.training and self.dropout:
+            h = F.dropout(h, self.dropout)
+        return self.head_logits(h, tokens, extra, emb)
 
     def hidden_states(self, tokens: torch.Tensor, z: torch.Tensor, codes: torch.Tensor,
                       emb: torch.Tensor | None = None) -> torch.Tensor:

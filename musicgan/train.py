@@ -155,6 +155,7 @@ class TrainConfig:
     seed: int = setting(0, "random seed of the weights, batches and noise", label="Training seed", minimum=0)
     amp: bool = True  # bfloat16 autocast on CUDA, likelihood phase only
     cuda_graphs: bool = True  # on CUDA, the critic phase's draws replay a CUDA graph (musicgan.cudagraph)
+    dropout: float = 0.0  # the likelihood phase drops this share of the generator's LSTM outputs
 
     def sized_for(self, device: torch.device, world: int = 1, width: int = BASE_WIDTH,
                   pieces: int = 0, window: int = 0) -> "TrainConfig":
@@ -408,6 +409,7 @@ class Trainer:
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         self.G, self.D = Generator(m).to(self.device), Discriminator(m, self.config.window_bars).to(self.device)
         self._describe_music(self.G)
+        self.G.dropout = config.dropout
         self.g_train, self.d_train = ranks.wrap(self.G), ranks.wrap(self.D)
         self.draw = Draw(self.G, config.cuda_graphs)  # the critic phase's draws
         # on one CUDA GPU the likelihood step and the critic's step are CUDA graphs (musicgan.cudagraph);

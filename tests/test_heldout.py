@@ -128,3 +128,24 @@ def test_a_training_job_records_the_held_out_loss_and_says_the_warm_up_ended_ear
     assert [h["held_out"] for h in job.state.history if "held_out" in h][:3] == [5.0, 4.0, 3.0]
     assert "stopped falling at step 6" in job.state.message
     assert ckpt.load(tmp_path / "run").meta["held_out"]["best"]["step"] == 6
+
+
+def test_dropout_drops_outputs_only_while_the_generator_learns_and_not_when_it_is_measured(pieces):
+    t = trainer(pieces, dropout=0.5)
+    G = t.G
+    assert G.dropout == 0.5 and G.training and TrainConfig().dropout == 0.0
+    b = t._batch()
+    z = G.condition(t._latent(len(b.tokens)), b.keys)
+    with torch.no_grad():
+        learning = [G(b.tokens, z, b.codes) for _ in range(2)]
+        assert not torch.equal(*learning)  # a new share dropped at each step
+        G.eval()
+        measured = G(b.tokens, z, b.codes)
+        G.dropout = 0.0
+        assert torch.equal(measured, G(b.tokens, z, b.codes))  # measured (and drawn) as if none were dropped
+        G.dropout = 0.5
+        G.train()
+    # the held-out loss is measured with nothing dropped, and the generator goes on learning after
+    assert t.held_out.loss(G, torch.autocast("cpu", enabled=False)) == t.held_out.loss(G, torch.autocast("cpu", enabled=False))
+    assert G.training
+    assert t.run() == "done" and t.skipped == 0 and t.best is not None
