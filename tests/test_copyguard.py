@@ -152,3 +152,23 @@ def test_the_index_travels_in_the_checkpoint_and_a_bad_one_is_refused(generator,
         save_file({**tensors, ckpt.COPY_INDEX: bad}, tmp_path / "a" / ckpt.WEIGHTS)
         with pytest.raises(ckpt.CheckpointError, match="copy-guard"):
             ckpt.load(tmp_path / "a")
+
+
+def test_each_extra_round_of_the_guard_draws_hotter_than_the_one_before():
+    heats, sizes = [], []
+
+    def more(done, size, heat):
+        heats.append(heat)
+        sizes.append((done, size))
+        return f"round from {done}"
+
+    def offer(candidates, round_):  # every candidate copies
+        return f"first of {candidates}", None
+
+    assert generate.guarded_choice("round 0", more, offer, 2) == "first of round 0"  # kept all the same
+    assert generate.GUARD_HEAT > 1 and heats == [generate.GUARD_HEAT ** r for r in range(1, generate.GUARD_ROUNDS + 1)]
+    assert sizes == [(2, 4), (6, 4), (10, 4)]  # new candidates each round, at least GUARD_ROUND of them
+    # a round that finds one that does not copy ends the search
+    heats.clear()
+    assert generate.guarded_choice("round 0", more, lambda c, r: ("first", c if r == 2 else None), 4) == "round from 8"
+    assert heats == [generate.GUARD_HEAT, generate.GUARD_HEAT ** 2]

@@ -75,7 +75,7 @@ def test_a_cpu_run_on_music_of_many_pieces_takes_twice_the_likelihood_rate():
 
 
 def test_a_chosen_batch_is_kept_with_its_rates_on_any_device():
-    chosen = TrainConfig(batch_size=32, lr_mle=1e-3)
+    chosen = TrainConfig(batch_size=32, lr_mle=1e-3, dropout=0.1)
     for device in ("cpu", "cuda", "mps"):
         assert chosen.sized_for(torch.device(device)) == chosen
 
@@ -258,3 +258,13 @@ def test_on_a_cpu_the_critic_step_is_launched_op_by_op(rolls):
     trainer.adversarial_from = trainer.step_count
     event = trainer.step()
     assert event["phase"] == "adversarial" and 0 <= event["d_accuracy"] <= 1 and math.isfinite(event["d_loss"])
+
+
+@cuda
+def test_the_likelihood_step_drops_outputs_in_its_graph_too(rolls):
+    trainer = Trainer(rolls, config=TrainConfig(batch_size=32, window_bars=2, warmup=1.0, dropout=0.3), device="cuda",
+                      budget=Budget(steps=100))
+    assert trainer.G.dropout == 0.3
+    losses = [trainer.step()["mle"] for _ in range(20)]
+    assert trainer.likelihood_step.captures == 1 and trainer.skipped == 0
+    assert losses[-1] < losses[0] - 0.5
