@@ -154,7 +154,8 @@ class TrainConfig:
     max_bad_steps: int = 20  # non-finite steps in a row before training stops
     seed: int = setting(0, "random seed of the weights, batches and noise", label="Training seed", minimum=0)
     amp: bool = True  # bfloat16 autocast on CUDA, likelihood phase only
-    cuda_graphs: bool = True  # on one CUDA GPU the likelihood step, the critic's draws and its step replay CUDA graphs (musicgan.cudagraph)
+    # on one CUDA GPU the likelihood step, the critic's draws and its step replay CUDA graphs (musicgan.cudagraph)
+    cuda_graphs: bool = True
     dropout: float = setting(0.0, "share of the generator's LSTM outputs dropped while it learns the likelihood "
                                   "(its draws never drop any). On a visitor's twenty files 0.3 lowered the loss on "
                                   "other pieces of their style, but did not make better pieces (docs/quality.md)",
