@@ -65,11 +65,10 @@ def spread(clips: list, n: int = MAX_CLIPS) -> list:
 
 
 def train(rolls, minutes: float, out: Path, seed: int = 0, lr_mle: float = 0.0, batch_size: int = 0,
-          dropout: float | None = None, **model_settings) -> dict:
+          dropout: float = 0.0, **model_settings) -> dict:
     """As ``python -m musicgan train`` does (the model's settings from the music and the budget;
-    ``lr_mle`` and ``batch_size`` 0, ``dropout`` None: the trainer's choice)."""
-    config = TrainConfig(seed=seed, lr_mle=lr_mle, batch_size=batch_size,
-                         **({} if dropout is None else {"dropout": dropout}))
+    ``lr_mle`` and ``batch_size`` 0: the trainer's choice)."""
+    config = TrainConfig(seed=seed, lr_mle=lr_mle, batch_size=batch_size, dropout=dropout)
     budget = Budget(minutes=minutes)
     model = model_config_for(rolls, transpose=config.transpose, **{
         "hidden": default_width(torch.device("cpu"), budget), **model_settings}) if model_settings else None
@@ -151,9 +150,8 @@ def main(argv=None) -> int:
     parser.add_argument("--train-pieces", type=int, default=0,
                         help="train on this many pieces of the training split, taken evenly across it (0: all): "
                              "a visitor's twenty files. The floor, the Markov chain and the copy check use them too")
-    parser.add_argument("--dropout", type=float, default=None,
-                        help="the share of the generator's LSTM outputs the likelihood phase drops (default: the "
-                             "trainer's choice)")
+    parser.add_argument("--dropout", type=float, default=0.0,
+                        help="the share of the generator's LSTM outputs the likelihood phase drops (TrainConfig.dropout)")
     parser.add_argument("--no-pitch-memory", action="store_true",
                         help="a generator without the pitch-class memory input (the ablation)")
     args = parser.parse_args(argv)

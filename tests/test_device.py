@@ -159,38 +159,49 @@ def test_the_likelihood_step_replayed_from_a_graph_is_the_step_op_by_op(rolls):
     eager, _, b = _likelihood_run(rolls, False)
     assert graphed.likelihood_step.captures == 1 and eager.likelihood_step is None
     assert a == pytest.approx(b, rel=2e-2) and a[-1] < a[0] - 0.5  # (bf16; a fused Adam against a foreach one)
-    G, E = graphed.G.state_dict(), eager.G.state_dict()
-    moved = sum(float((E[k] - v).norm() ** 2) for k, v in start.items()) ** 0.5
-    gap = sum(float((G[k] - E[k]).norm() ** 2) for k in start) ** 0.5
+    gap, moved = _gap(start, graphed.G.state_dict(), eager.G.state_dict())
     assert gap < 0.05 * moved, (gap, moved)
 
 
-@cuda
-def test_a_graphed_step_whose_gradients_are_not_finite_is_skipped_on_the_card(rolls, tmp_path):
-    trainer, _, _ = _likelihood_run(rolls, True, steps=2, budget=100)
-    weight = trainer.G.lstm.weight_ih_l0  # read at every step
+def _skipped_on_the_card_and_recorded_again_when_resumed(trainer, module, opt, step: str, figure: str, rolls, tmp_path):
+    """A NaN in ``module``'s LSTM makes the replayed ``step`` skip: its weights and Adam's moments
+    stay as they were. Mended, it steps again; saved and resumed (Adam's state loaded anew), the
+    step is recorded again and goes on as the run that was not stopped."""
+    weight = module.lstm.weight_ih_l0  # read at every step
     kept = weight[3, 0].item()
     with torch.no_grad():
         weight[3, 0] = float("nan")
-    before = {k: v.detach().clone() for k, v in trainer.G.named_parameters()}
-    moments = [s["exp_avg"].clone() for s in trainer.opt_mle.state.values()]
+    before = {k: v.detach().clone() for k, v in module.named_parameters()}
+    moments = [s["exp_avg"].clone() for s in opt.state.values()]
     event = trainer.step()
     assert event["skipped"] and trainer.skipped == 1
-    after = dict(trainer.G.named_parameters())
+    after = dict(module.named_parameters())
     assert all(torch.equal(v.nan_to_num(), after[k].detach().nan_to_num()) for k, v in before.items())
-    assert all(torch.equal(m, s["exp_avg"]) for m, s in zip(moments, trainer.opt_mle.state.values()))
+    assert all(torch.equal(m, s["exp_avg"]) for m, s in zip(moments, opt.state.values()))
     with torch.no_grad():
         weight[3, 0] = kept
     assert not trainer.step()["skipped"]
-    # saved and resumed: Adam's state is loaded anew, and the step is recorded again
     trainer.save(tmp_path / "run")
     from musicgan import checkpoint as ckpt
 
     resumed = Trainer(rolls, model=trainer.model, config=trainer.config, device="cuda", budget=trainer.budget)
     resumed.restore(ckpt.load(tmp_path / "run", with_discriminator=True))
-    assert [trainer.step()["mle"] for _ in range(3)] == pytest.approx(
-        [resumed.step()["mle"] for _ in range(3)], rel=1e-3)
-    assert resumed.likelihood_step.captures == 1
+    assert [trainer.step()[figure] for _ in range(3)] == pytest.approx(
+        [resumed.step()[figure] for _ in range(3)], rel=1e-3)
+    assert getattr(resumed, f"{step}_step").captures == 1 and getattr(trainer, f"{step}_step").captures == 1
+
+
+def _gap(start: dict, graphed: dict, eager: dict) -> tuple[float, float]:
+    """How far the replayed run's weights are from the run op by op, and how far the latter moved from ``start``."""
+    moved = sum(float((eager[k] - v).norm() ** 2) for k, v in start.items()) ** 0.5
+    return sum(float((graphed[k] - eager[k]).norm() ** 2) for k in start) ** 0.5, moved
+
+
+@cuda
+def test_a_graphed_step_whose_gradients_are_not_finite_is_skipped_on_the_card(rolls, tmp_path):
+    trainer, _, _ = _likelihood_run(rolls, True, steps=2, budget=100)
+    _skipped_on_the_card_and_recorded_again_when_resumed(trainer, trainer.G, trainer.opt_mle, "likelihood", "mle",
+                                                         rolls, tmp_path)
 
 
 def test_on_a_cpu_the_likelihood_step_is_launched_op_by_op(rolls):
@@ -218,37 +229,15 @@ def test_the_critic_step_replayed_from_a_graph_is_the_step_op_by_op(rolls):
     assert [e["d_loss"] for e in a] == pytest.approx([e["d_loss"] for e in b], rel=1e-2)
     assert [e["d_accuracy"] for e in a] == pytest.approx([e["d_accuracy"] for e in b], abs=0.05)
     assert a[-1]["d_loss"] < a[0]["d_loss"]  # the critic learns
-    D, E = graphed.D.state_dict(), eager.D.state_dict()
-    moved = sum(float((E[k] - v).norm() ** 2) for k, v in start.items()) ** 0.5
-    gap = sum(float((D[k] - E[k]).norm() ** 2) for k in start) ** 0.5
+    gap, moved = _gap(start, graphed.D.state_dict(), eager.D.state_dict())
     assert gap < 0.02 * moved, (gap, moved)
 
 
 @cuda
 def test_a_graphed_critic_step_whose_gradients_are_not_finite_is_skipped_and_a_resumed_run_records_again(rolls, tmp_path):
     trainer, _, _ = _critic_run(rolls, True, steps=2)
-    weight = trainer.D.lstm.weight_ih_l0
-    kept = weight[3, 0].item()
-    with torch.no_grad():
-        weight[3, 0] = float("nan")
-    before = {k: v.detach().clone() for k, v in trainer.D.named_parameters()}
-    moments = [s["exp_avg"].clone() for s in trainer.opt_d.state.values()]
-    event = trainer.step()
-    assert event["skipped"] and trainer.skipped == 1
-    after = dict(trainer.D.named_parameters())
-    assert all(torch.equal(v.nan_to_num(), after[k].detach().nan_to_num()) for k, v in before.items())
-    assert all(torch.equal(m, s["exp_avg"]) for m, s in zip(moments, trainer.opt_d.state.values()))
-    with torch.no_grad():
-        weight[3, 0] = kept
-    assert not trainer.step()["skipped"]
-    trainer.save(tmp_path / "run")
-    from musicgan import checkpoint as ckpt
-
-    resumed = Trainer(rolls, model=trainer.model, config=trainer.config, device="cuda", budget=trainer.budget)
-    resumed.restore(ckpt.load(tmp_path / "run", with_discriminator=True))
-    assert [trainer.step()["d_loss"] for _ in range(3)] == pytest.approx(
-        [resumed.step()["d_loss"] for _ in range(3)], rel=1e-3)
-    assert resumed.critic_step.captures == 1 and trainer.critic_step.captures == 1
+    _skipped_on_the_card_and_recorded_again_when_resumed(trainer, trainer.D, trainer.opt_d, "critic", "d_loss",
+                                                         rolls, tmp_path)
 
 
 def test_on_a_cpu_the_critic_step_is_launched_op_by_op(rolls):
