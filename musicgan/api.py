@@ -704,19 +704,21 @@ class TrainingJob:
         self._work.mkdir(parents=True, exist_ok=True)
         self._save = lambda: (self._work / ckpt.CONFIG).is_file() and \
             ckpt.without_train_state(self._work, self.out_dir)
-        status, step, elapsed, calls = "paused", 0, 0.0, 0
+        status, step, elapsed, calls, saved_in = "paused", 0, 0.0, 0, None
         while status == "paused":
             if self._stop.is_set():
                 return "stopped", f"stopped after {step} steps"
             calls += 1
+            save_s = zerogpu.reserve_for_saving(saved_in)  # as long as the last part's saving took, and a margin
             part = zerogpu.Part(self.rolls, self.config, self.budget, str(self._work),
-                                zerogpu.call_seconds(self.budget, elapsed), start_from=self.start_from,
-                                stop_file=str(self._work / zerogpu.STOP_FILE), sample_every_s=self.sample_every_s)
+                                zerogpu.call_seconds(self.budget, elapsed, save_s), start_from=self.start_from,
+                                stop_file=str(self._work / zerogpu.STOP_FILE), sample_every_s=self.sample_every_s,
+                                save_s=save_s)
             self.state.message = f"waiting for the GPU (call {calls}, {part.seconds} s)"
             try:
                 for event in self.gpu_calls(part):
                     if event["event"] == "part":
-                        status, step, elapsed = event["status"], event["step"], event["elapsed_s"]
+                        status, step, elapsed, saved_in = event["status"], event["step"], event["elapsed_s"], event["save_s"]
                     else:
                         self._on_event(event)
             except Exception as e:  # noqa: BLE001 - a refusal or a cut-off call (spaces raises gr.Error), in its words

@@ -6,7 +6,10 @@ a few minutes at most, and each visitor has a daily quota. A training run of up 
 therefore runs as :class:`Part` after part, each at most :data:`CALL_S` seconds: a part continues
 the run saved by the one before (weights, optimisers, random streams, step count and training
 clock, as ``--resume`` does), trains until its call's time is nearly spent, saves the run and
-ends. In steps, the parts make exactly the run one call would have made. The events of each part
+ends. In steps, the parts make exactly the run one call would have made. Each part reports how
+long its saving took (it calibrates the sampling biases, a few seconds to much more on a slow or
+busy machine), and the next part keeps that much of its call, and a margin, for its own: a part
+that saved past its call's end would be cut off and lose its steps, and so would every part after it. The events of each part
 (steps, samples) stream back as it trains, so the live curves go on between calls.
 
 :class:`StandIn` behaves as ``spaces.GPU`` does where it matters here (a process per call, a
@@ -27,7 +30,9 @@ from .train import Budget, TrainConfig, Trainer
 
 CALL_S = 120  # the longest GPU call a part asks for
 SETUP_S = 25  # of each call: starting its process, reading the music, building the model
-SAVE_S = 15  # of each call: saving the run at its end (with the calibration of the sampling biases)
+SAVE_S = 15  # of each call: saving the run at its end (with the calibration of the sampling biases),
+# until a part has measured it (then SAVE_MARGIN times that, see reserve_for_saving)
+SAVE_MARGIN = 1.5
 MIN_CALL_S = 45  # a part shorter than this would spend most of its call on setting up
 STOP_FILE = "STOP"  # in the run's folder: the visitor pressed Stop (or left)
 
@@ -51,6 +56,7 @@ class Part:
     sample_every_s: float | None = None
     device: str = "auto"
     model: ModelConfig | None = None  # a new run's model (None: the trainer's choice for the music)
+    save_s: float = SAVE_S  # of the call, kept for saving the run at its end (reserve_for_saving)
 
     @property
     def resumes(self) -> bool:
@@ -63,19 +69,29 @@ def part_seconds(part: Part) -> int:
     return part.seconds
 
 
-def call_seconds(budget: Budget, elapsed_s: float) -> int:
+def reserve_for_saving(measured_s: float | None) -> float:
+    """The seconds a part keeps for saving at the end of its call: :data:`SAVE_S` until a part has
+    measured its saving, then :data:`SAVE_MARGIN` times the last measure (no less than
+    :data:`SAVE_S`), at most what a call of :data:`CALL_S` has after its setup."""
+    if measured_s is None:
+        return float(SAVE_S)
+    return float(min(CALL_S - SETUP_S, max(SAVE_S, SAVE_MARGIN * measured_s)))
+
+
+def call_seconds(budget: Budget, elapsed_s: float, save_s: float = SAVE_S) -> int:
     """The duration of the next call: what is left of a time budget and the call's own setup
-    and saving, at most :data:`CALL_S` and at least :data:`MIN_CALL_S` seconds."""
+    and saving (``save_s``), at most :data:`CALL_S` and at least :data:`MIN_CALL_S` seconds."""
     if not budget.minutes:
         return CALL_S
     left = 60 * budget.minutes - elapsed_s
-    return int(max(MIN_CALL_S, min(CALL_S, left + SETUP_S + SAVE_S)))
+    return int(max(MIN_CALL_S, min(CALL_S, left + SETUP_S + save_s)))
 
 
 def train_part(part: Part):
     """Run one part (inside a GPU call): a generator of the trainer's events, ending with a
-    ``{"event": "part", "status": ...}`` event. Status 'done' (the budget is spent), 'stopped'
-    (the stop file appeared) or 'paused' (the call's time is up: the next part goes on)."""
+    ``{"event": "part", "status": ..., "save_s": ...}`` event. Status 'done' (the budget is spent),
+    'stopped' (the stop file appeared) or 'paused' (the call's time is up: the next part goes on);
+    ``save_s``: how long saving the run took."""
     began = time.monotonic()
     folder, stop_file = Path(part.folder), Path(part.stop_file) if part.stop_file else None
     pending: list = []
@@ -91,7 +107,7 @@ def train_part(part: Part):
     first_step = trainer.step_count
     stopped = lambda: stop_file is not None and stop_file.exists()  # noqa: E731
     # every call makes at least one step, however short it is: the run always moves on
-    time_up = lambda: trainer.step_count > first_step and time.monotonic() - began > part.seconds - SAVE_S  # noqa: E731
+    time_up = lambda: trainer.step_count > first_step and time.monotonic() - began > part.seconds - part.save_s  # noqa: E731
     steps = trainer.steps(part.budget, lambda: stopped() or time_up(), part.sample_every_s)
     while True:
         try:
@@ -103,11 +119,14 @@ def train_part(part: Part):
         pending.clear()
     if status == "stopped" and not stopped():
         status = "paused"
+    saving = time.monotonic()
     trainer.save(folder)
+    save_s = time.monotonic() - saving
     yield from pending
     if status != "paused":
         yield {"event": "sample", "step": trainer.step_count, "roll": trainer.sample()}
-    yield {"event": "part", "status": status, "step": trainer.step_count, "elapsed_s": trainer.elapsed_s}
+    yield {"event": "part", "status": status, "step": trainer.step_count, "elapsed_s": trainer.elapsed_s,
+           "save_s": save_s}
 
 
 def _child(fn, args, kwargs, out) -> None:

@@ -50,6 +50,40 @@ def test_a_run_in_short_parts_is_the_run_in_one_go(rolls, tmp_path, monkeypatch)
         assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_a_part_keeps_for_saving_what_the_last_part_took_to_save(rolls, tmp_path, monkeypatch):
+    # a saving that takes longer than the call keeps for it would be cut off, and the part's
+    # steps lost (and every later part's alike): each part keeps what the last one measured
+    assert zerogpu.reserve_for_saving(None) == zerogpu.SAVE_S
+    assert zerogpu.reserve_for_saving(1.0) == zerogpu.SAVE_S  # never less than the default
+    assert zerogpu.reserve_for_saving(20.0) == zerogpu.SAVE_MARGIN * 20.0
+    assert zerogpu.reserve_for_saving(1e4) == zerogpu.CALL_S - zerogpu.SETUP_S
+    assert zerogpu.call_seconds(Budget(minutes=0.5), 0.0, 50.0) == 30 + zerogpu.SETUP_S + 50
+    monkeypatch.setattr(zerogpu, "SAVE_S", 0.01)  # so that the reserve is the measure and its margin
+    parts, reported = [], []
+
+    def calls(part):  # the first call ends after 2 seconds of it, the next goes on to the end
+        parts.append(part)
+        if len(parts) == 1:
+            part.seconds = part.save_s + 2
+        for event in zerogpu.train_part(part):
+            if event["event"] == "part":
+                reported.append(event["save_s"])
+            yield event
+
+    job = api.TrainingJob(rolls, tmp_path / "model", budget=Budget(minutes=0.2), gpu_calls=calls)
+    assert job.start()
+    job.wait(120)
+    assert job.state.status == "done", job.state.message
+    assert len(parts) == 2 and parts[0].save_s == 0.01 and reported[0] > 0
+    assert parts[1].save_s == pytest.approx(zerogpu.SAVE_MARGIN * reported[0])
+    # a part stops training once its call has no more than its reserve left (after one step at least:
+    # a call that keeps all its time for saving makes one step, where a reserve of SAVE_S would make 1,000)
+    config, model, budget = tiny(rolls, 1000)
+    far = Part(rolls, config, budget, str(tmp_path / "run"), seconds=100, save_s=100, device="cpu", model=model)
+    end = list(zerogpu.train_part(far))[-1]
+    assert end["status"] == "paused" and end["step"] == 1
+
+
 def _sleep(seconds):
     yield "started"
     time.sleep(seconds)
