@@ -65,10 +65,11 @@ def spread(clips: list, n: int = MAX_CLIPS) -> list:
 
 
 def train(rolls, minutes: float, out: Path, seed: int = 0, lr_mle: float = 0.0, batch_size: int = 0,
-          dropout: float = 0.0, **model_settings) -> dict:
+          dropout: float = 0.0, transpose: int | None = None, **model_settings) -> dict:
     """As ``python -m musicgan train`` does (the model's settings from the music and the budget;
-    ``lr_mle`` and ``batch_size`` 0: the trainer's choice)."""
-    config = TrainConfig(seed=seed, lr_mle=lr_mle, batch_size=batch_size, dropout=dropout)
+    ``lr_mle`` and ``batch_size`` 0, ``transpose`` None: the trainer's choice)."""
+    config = TrainConfig(seed=seed, lr_mle=lr_mle, batch_size=batch_size, dropout=dropout,
+                         **({} if transpose is None else {"transpose": transpose}))
     budget = Budget(minutes=minutes)
     model = model_config_for(rolls, transpose=config.transpose, **{
         "hidden": default_width(torch.device("cpu"), budget), **model_settings}) if model_settings else None
@@ -78,7 +79,8 @@ def train(rolls, minutes: float, out: Path, seed: int = 0, lr_mle: float = 0.0, 
     trainer.save(out)
     return {"steps": trainer.step_count, "adversarial_from": trainer.adversarial_from,
             "minutes": round((time.time() - t0) / 60, 1), "lr_mle": trainer.config.lr_mle,
-            "batch_size": trainer.config.batch_size, "dropout": trainer.config.dropout, "pieces": len(rolls)}
+            "batch_size": trainer.config.batch_size, "dropout": trainer.config.dropout,
+            "transpose": trainer.config.transpose, "pieces": len(rolls)}
 
 
 def held_out_loss(model: ckpt.Checkpoint, rolls) -> float | None:
@@ -152,6 +154,8 @@ def main(argv=None) -> int:
                              "a visitor's twenty files. The floor, the Markov chain and the copy check use them too")
     parser.add_argument("--dropout", type=float, default=0.0,
                         help="the share of the generator's LSTM outputs the likelihood phase drops (TrainConfig.dropout)")
+    parser.add_argument("--transpose", type=int, default=None,
+                        help="augment the likelihood loss with shifts of up to N semitones (default: the trainer's choice)")
     parser.add_argument("--no-pitch-memory", action="store_true",
                         help="a generator without the pitch-class memory input (the ablation)")
     args = parser.parse_args(argv)
@@ -172,7 +176,7 @@ def main(argv=None) -> int:
         if not args.evaluate_only:
             print(f"{style}: training on {len(train_rolls)} pieces for {args.minutes:g} min ...", flush=True)
             row["training"] = train(train_rolls, args.minutes, out, lr_mle=args.lr_mle, batch_size=args.batch_size,
-                                    dropout=args.dropout,
+                                    dropout=args.dropout, transpose=args.transpose,
                                     **({"hidden": args.hidden} if args.hidden else {}),
                                     **({"pitch_memory": False} if args.no_pitch_memory else {}))
         model = with_forms(ckpt.load(out), args.forms, train_rolls)
