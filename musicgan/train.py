@@ -302,6 +302,19 @@ def _countable(want: np.ndarray, got: np.ndarray, steps: np.ndarray, events: int
 
 
 CALIBRATION_STEP = 0.7  # calibration's first move: this share of the gap (see calibration_step)
+CALIBRATION_CLIPS = 256  # the fewest windows a round of calibration draws ...
+CALIBRATION_STEPS_PER_CODE = 256  # ... more where it takes more for each metrical code to have this many steps
+
+
+def calibration_clips(n_codes: int, window_steps: int) -> int:
+    """How many windows a round of calibration draws: :data:`CALIBRATION_CLIPS`, or enough that
+    each metrical code (metre and place in the bar) has :data:`CALIBRATION_STEPS_PER_CODE` steps
+    of them on average, at most 4 times as many. A rate drawn on few steps is noisy, and a fit
+    in log-odds to noisy rates overshoots: 20 string-quartet movements (288 codes on the grid of
+    12 steps a beat, 108-step windows, 96 steps a code from 256 windows) drew 9% more onsets than
+    the music after calibration; from 1,024 windows (384 a code), 3% more."""
+    return int(min(4 * CALIBRATION_CLIPS, max(CALIBRATION_CLIPS,
+                                              -(-CALIBRATION_STEPS_PER_CODE * n_codes // window_steps))))
 
 
 def parallel_move(beta: float, real: tuple[int, int], drawn: tuple[int, int], step: float = CALIBRATION_STEP) -> float:
@@ -737,7 +750,7 @@ class Trainer:
         return G.eval()
 
     @torch.no_grad()
-    def calibrate(self, rounds: int = 4, clips: int = 256, share: bool = False, min_steps: int = 64) -> float:
+    def calibrate(self, rounds: int = 4, clips: int | None = None, share: bool = False, min_steps: int = 64) -> float:
         """Fit the generator's sampling biases (see :class:`~musicgan.models.Generator`): how often
         free-running draws strike a new note and how often they rest, in each voice at each
         metre and position in the bar, is brought to how often the training music does. Under
@@ -749,7 +762,7 @@ class Trainer:
         too: drawn music strayed from the key more than the music does.
 
         Starting from no bias, each round draws ``clips`` windows (each seed in its own key and
-        metre) and moves each bias by the gap in log-odds (damped); a code seen fewer than
+        metre; None: :func:`calibration_clips`) and moves each bias by the gap in log-odds (damped); a code seen fewer than
         ``min_steps`` times in the music or the draws is left alone. Returns the mean absolute gap
         in onset rate before the last move. The same weights always give the same biases. Runs at
         the switch to the adversarial phase (so the critic learns from the draws generation makes),
@@ -758,6 +771,7 @@ class Trainer:
         from .generate import draw_windows
 
         n_codes, T, m = self.model.codes, self.data.windows.config.window_steps, self.model
+        clips = clips or calibration_clips(n_codes, T)
         real_tokens, real_codes, real_keys = self.data.sample(4096, self.config.seed + 31)
         target_on, target_rest, seen = _rates(real_tokens, real_codes, n_codes)
         target_tonal = _tonal_shares(real_tokens, real_keys, m.pitch_low)

@@ -788,6 +788,19 @@ def test_calibration_brings_free_running_onsets_and_rests_to_the_musics_rates(ro
     assert torch.equal(trainer.G.rest_bias, rest_bias)
 
 
+def test_calibration_draws_enough_windows_for_every_metrical_code():
+    """A rate drawn on few steps is noisy and a fit in log-odds to it overshoots: a model of many
+    codes (metres x places in the bar on a fine grid) draws more windows a round, within bounds."""
+    from musicgan.train import CALIBRATION_CLIPS, CALIBRATION_STEPS_PER_CODE, calibration_clips
+
+    assert calibration_clips(16, 64) == CALIBRATION_CLIPS  # few codes: the default
+    for codes, steps in ((72, 64), (288, 108)):  # the chorales', the quartets'
+        clips = calibration_clips(codes, steps)
+        assert clips > CALIBRATION_CLIPS and clips * steps >= CALIBRATION_STEPS_PER_CODE * codes
+        assert (clips - 1) * steps < CALIBRATION_STEPS_PER_CODE * codes  # no more than it takes
+    assert calibration_clips(10 ** 4, 32) == 4 * CALIBRATION_CLIPS
+
+
 def test_calibration_moves_less_each_round():
     """Each round's draws are noisy: a fixed step let the last round set the biases alone (a quartet
     model's 2/4 pieces were fitted anywhere from 6.0 to 10.5 notes a beat; the music has 7.3)."""
