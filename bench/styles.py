@@ -65,11 +65,10 @@ def spread(clips: list, n: int = MAX_CLIPS) -> list:
 
 
 def train(rolls, minutes: float, out: Path, seed: int = 0, lr_mle: float = 0.0, batch_size: int = 0,
-          dropout: float = 0.0, transpose: int | None = None, **model_settings) -> dict:
+          dropout: float = 0.0, transpose: int = TrainConfig.transpose, **model_settings) -> dict:
     """As ``python -m musicgan train`` does (the model's settings from the music and the budget;
-    ``lr_mle`` and ``batch_size`` 0, ``transpose`` None: the trainer's choice)."""
-    config = TrainConfig(seed=seed, lr_mle=lr_mle, batch_size=batch_size, dropout=dropout,
-                         **({} if transpose is None else {"transpose": transpose}))
+    ``lr_mle`` and ``batch_size`` 0: the trainer's choice)."""
+    config = TrainConfig(seed=seed, lr_mle=lr_mle, batch_size=batch_size, dropout=dropout, transpose=transpose)
     budget = Budget(minutes=minutes)
     model = model_config_for(rolls, transpose=config.transpose, **{
         "hidden": default_width(torch.device("cpu"), budget), **model_settings}) if model_settings else None
@@ -154,8 +153,8 @@ def main(argv=None) -> int:
                              "a visitor's twenty files. The floor, the Markov chain and the copy check use them too")
     parser.add_argument("--dropout", type=float, default=0.0,
                         help="the share of the generator's LSTM outputs the likelihood phase drops (TrainConfig.dropout)")
-    parser.add_argument("--transpose", type=int, default=None,
-                        help="augment the likelihood loss with shifts of up to N semitones (default: the trainer's choice)")
+    parser.add_argument("--transpose", type=int, default=TrainConfig.transpose,
+                        help="augment the likelihood loss with shifts of up to N semitones (TrainConfig.transpose)")
     parser.add_argument("--no-pitch-memory", action="store_true",
                         help="a generator without the pitch-class memory input (the ablation)")
     args = parser.parse_args(argv)

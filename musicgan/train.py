@@ -762,8 +762,8 @@ class Trainer:
         too: drawn music strayed from the key more than the music does.
 
         Starting from no bias, each round draws ``clips`` windows (each seed in its own key and
-        metre; None: :func:`calibration_clips`) and moves each bias by the gap in log-odds (damped); a code seen fewer than
-        ``min_steps`` times in the music or the draws is left alone. Returns the mean absolute gap
+        metre; None: :func:`calibration_clips`) and moves each bias by the gap in log-odds
+        (damped); a code seen fewer than ``min_steps`` times in the music or the draws is left alone. Returns the mean absolute gap
         in onset rate before the last move. The same weights always give the same biases. Runs at
         the switch to the adversarial phase (so the critic learns from the draws generation makes),
         and on saving before it. ``share``: every rank calls this together and takes rank 0's

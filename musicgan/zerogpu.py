@@ -9,8 +9,9 @@ clock, as ``--resume`` does), trains until its call's time is nearly spent, save
 ends. In steps, the parts make exactly the run one call would have made. Each part reports how
 long its saving took (it calibrates the sampling biases, a few seconds to much more on a slow or
 busy machine), and the next part keeps that much of its call, and a margin, for its own: a part
-that saved past its call's end would be cut off and lose its steps, and so would every part after it. The events of each part
-(steps, samples) stream back as it trains, so the live curves go on between calls.
+that saved past its call's end would be cut off and lose its steps, and so would every part
+after it. The events of each part (steps, samples) stream back as it trains, so the live curves
+go on between calls.
 
 :class:`StandIn` behaves as ``spaces.GPU`` does where it matters here (a process per call, a
 hard cut at the duration, a maximum duration and a quota, generators streamed), so that the
