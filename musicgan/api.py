@@ -700,10 +700,11 @@ class TrainingJob:
 
     def _train_in_calls(self) -> tuple[str, str]:
         """The run as GPU calls of a few minutes (:mod:`musicgan.zerogpu`), each carrying it on
-        from the last; a refused or cut-off call ends the run and keeps what the last one saved."""
+        from the last; a refused or cut-off call ends the run and keeps what the last one saved.
+        The model is finished on the CPU after the last call (``zerogpu.finish``)."""
         self._work.mkdir(parents=True, exist_ok=True)
-        self._save = lambda: (self._work / ckpt.CONFIG).is_file() and \
-            ckpt.without_train_state(self._work, self.out_dir)
+        part = None
+        self._save = lambda: (self._work / ckpt.CONFIG).is_file() and self._finish(part)
         status, step, elapsed, calls, saved_in = "paused", 0, 0.0, 0, None
         while status == "paused":
             if self._stop.is_set():
@@ -725,3 +726,11 @@ class TrainingJob:
                 kept = f"; the model of step {step} is kept" if step else ""
                 return "stopped" if step else "failed", f"the GPU stopped the training: {e}{kept}"
         return status, f"{'finished' if status == 'done' else 'stopped'} after {step} steps in {calls} GPU calls"
+
+    def _finish(self, part) -> bool:
+        """The model the GPU calls trained, finished here on the CPU (its sampling fitted to the
+        music) and saved into out_dir, with its sample."""
+        self.state.message = "fitting how the model draws to the music (on the CPU) and saving it"
+        trainer = zerogpu.finish(part, self.out_dir)
+        self.state.sample, self.state.sample_step = trainer.sample(), trainer.step_count
+        return True

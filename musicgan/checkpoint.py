@@ -159,14 +159,6 @@ def _write(directory: Path, weights: bytes, config: bytes) -> Path:
     return directory
 
 
-def without_train_state(source, directory) -> Path:
-    """Copy a checkpoint saved for resuming to ``directory`` without its training state (the
-    optimisers' moments and the random streams): the model alone, as a visitor downloads it."""
-    weights, config = _read_pair(Path(source))
-    tensors = {k: v for k, v in load_safetensors(weights).items() if not k.startswith("train.")}
-    return _write(Path(directory), save_safetensors(tensors, metadata={"format": FORMAT}), config)
-
-
 def with_sampling(directory, generator: Generator, clamped: dict) -> Path:
     """Write ``generator``'s sampling biases and how it clamps a given line (``clamped``, see
     ``Trainer.calibrate``) into the checkpoint folder ``directory``, in place of its own; its

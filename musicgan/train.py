@@ -447,6 +447,7 @@ class Trainer:
         self.started_from: dict | None = None  # the model this run fine-tunes (see start_from)
         self._calibrated_for: int | None = None  # the step of the last calibration
         self.clamped: dict = {}  # how clamped harmonisations draw, by line (see calibrate)
+        self.trained_on = str(self.device)  # where the steps ran (a run finished elsewhere says so)
 
     def _describe_music(self, G: Generator) -> None:
         """Tell a generator which keys and metres its music is in (a seed draws its own from them)."""
@@ -512,6 +513,7 @@ class Trainer:
                 raise TrainingError(f"the losses were not finite for {self.bad_in_a_row} steps in a row; "
                                     "training stopped (the last good model is kept). Try lower learning rates.")
         self.step_count += 1
+        self.trained_on = str(self.device)
         if self.phase == "mle" and self.held_out is not None and self.step_count % self.config.eval_every == 0:
             metrics["held_out"] = self._measure_held_out()
         self.elapsed_s += time.perf_counter() - t0
@@ -849,7 +851,7 @@ class Trainer:
                 "adversarial_from": self.adversarial_from, "skipped_steps": self.skipped,
                 "sampling": {"candidates": c.candidates if critic else 1, **({"clamped": self.clamped} if self.clamped else {})},
                 "budget": {"steps": self.budget.steps, "minutes": self.budget.minutes},
-                "train": asdict(self.config), "data": self.data_meta, "device": str(self.device),
+                "train": asdict(self.config), "data": self.data_meta, "device": self.trained_on,
                 "started_from": self.started_from, **({} if self.held_out is None else {"held_out": {
                     "pieces": self.held_out.pieces, "windows": self.held_out.windows, "best": self.best,
                     "ended_early": self.ended_early}})}
@@ -863,30 +865,37 @@ class Trainer:
         state.update({f"best.{k}": v for k, v in (self._best_weights or {}).items()})
         return state
 
-    def copy_index(self):
+    def copy_index(self, build: bool = True):
         """The copy guard's index of the training music (built once; a prepared corpus, streamed
         from disk and maybe too large to index, has none), joined with the index of the model this
-        run started from: a fine-tuned model must not quote the music its base learned either."""
-        if self._copy_index is None and self.rolls is not None:
+        run started from: a fine-tuned model must not quote the music its base learned either.
+        ``build=False``: what is known without building it."""
+        if build and self._copy_index is None and self.rolls is not None:
             self._copy_index = copyguard.build(self.rolls)
             self.rolls = None  # built (or too large): never again
         parts = [i for i in (self._copy_index, self._inherited_index) if i is not None]
         return np.union1d(*parts) if len(parts) == 2 else parts[0] if parts else None
 
-    def forms(self):
+    def forms(self, build: bool = True):
         """The forms of the training music (:mod:`musicgan.form`; built once), or those of the model
         this run started from or resumes (a prepared corpus, streamed from disk, is not read for them)."""
-        if self._forms is None and self.rolls is not None:
+        if build and self._forms is None and self.rolls is not None:
             self._forms = form.build(r.on_grid(self.model.steps_per_beat) for r in self.rolls)
         return self._forms if self._forms is not None else self._inherited_forms
 
-    def save(self, directory, with_train_state: bool = True):
+    def save(self, directory, with_train_state: bool = True, finish: bool = True):
+        """Save the run (``with_train_state``: all it takes to resume it) and, with ``finish``, what
+        generating needs that the steps do not: in the warm-up the sampling biases fitted
+        (:meth:`calibrate`), the forms of the music and the copy guard's index built. Without, a
+        save to resume from alone, in a fraction of a second (a ZeroGPU call's; the run is
+        finished on the CPU after its last call, see :func:`musicgan.zerogpu.finish`): what it
+        leaves out does not change the steps after it."""
         # after the switch G's biases stay the ones the critic learned from (for an exact resume)
-        if self.adversarial_from is None and self._calibrated_for != self.step_count:
+        if finish and self.adversarial_from is None and self._calibrated_for != self.step_count:
             self.calibrate()
-        forms = self.forms()  # (before the copy index, which lets go of the pieces)
+        forms = self.forms(finish)  # (before the copy index, which lets go of the pieces)
         return ckpt.save(directory, self.G, self.D, self.meta(), self.train_state() if with_train_state else None,
-                         self.copy_index(), forms)
+                         self.copy_index(finish), forms)
 
     def start_from(self, checkpoint: "ckpt.Checkpoint") -> None:
         """Begin with a trained model's weights (fine-tuning): its generator, and its
@@ -940,6 +949,7 @@ class Trainer:
             self.batch_rng.manual_seed(self.config.seed + 7919 * rank + self.step_count)
             self.noise_rng.manual_seed(self.config.seed + 1 + 7919 * rank + self.step_count)
         self.adversarial_from = meta.get("adversarial_from")
+        self.trained_on = str(meta.get("device") or self.trained_on)
         self.started_from = meta.get("started_from") if isinstance(meta.get("started_from"), dict) else None
         self._inherited_index, self._inherited_forms = checkpoint.copy_index, checkpoint.forms
         self.skipped = int(meta.get("skipped_steps", 0))

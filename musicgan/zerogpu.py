@@ -6,12 +6,17 @@ a few minutes at most, and each visitor has a daily quota. A training run of up 
 therefore runs as :class:`Part` after part, each at most :data:`CALL_S` seconds: a part continues
 the run saved by the one before (weights, optimisers, random streams, step count and training
 clock, as ``--resume`` does), trains until its call's time is nearly spent, saves the run and
-ends. In steps, the parts make exactly the run one call would have made. Each part reports how
-long its saving took (it calibrates the sampling biases, a few seconds to much more on a slow or
-busy machine), and the next part keeps that much of its call, and a margin, for its own: a part
-that saved past its call's end would be cut off and lose its steps, and so would every part
-after it. The events of each part (steps, samples) stream back as it trains, so the live curves
-go on between calls.
+ends. In steps, the parts make exactly the run one call would have made. The events of each part
+(steps, samples) stream back as it trains, so the live curves go on between calls.
+
+A part saves only what the next one resumes from (``Trainer.save(finish=False)``, a fraction of
+a second). What generating needs besides, and the steps do not (the sampling biases fitted to
+the music, its forms, the copy guard's index: 7 s of a 2-minute call for 20 quartet movements
+on 2 cores, more on a busy machine), is CPU work: :func:`finish` does it once, after the last
+call, outside the GPU's time, so no call spends the visitor's quota on it or is cut off in the
+middle of it. Each part still reports how long its saving took, and the next keeps that much of
+its call, and a margin, for its own: a part that saved past its call's end would be cut off and
+lose its steps, and so would every part after it.
 
 :class:`StandIn` behaves as ``spaces.GPU`` does where it matters here (a process per call, a
 hard cut at the duration, a maximum duration and a quota, generators streamed), so that the
@@ -31,7 +36,7 @@ from .train import Budget, TrainConfig, Trainer
 
 CALL_S = 120  # the longest GPU call a part asks for
 SETUP_S = 25  # of each call: starting its process, reading the music, building the model
-SAVE_S = 15  # of each call: saving the run at its end (with the calibration of the sampling biases),
+SAVE_S = 5  # of each call: saving the run at its end (writing its weights and optimisers' state),
 # until a part has measured it (then SAVE_MARGIN times that, see reserve_for_saving)
 SAVE_MARGIN = 1.5
 MIN_CALL_S = 45  # a part shorter than this would spend most of its call on setting up
@@ -92,7 +97,8 @@ def train_part(part: Part):
     """Run one part (inside a GPU call): a generator of the trainer's events, ending with a
     ``{"event": "part", "status": ..., "save_s": ...}`` event. Status 'done' (the budget is spent),
     'stopped' (the stop file appeared) or 'paused' (the call's time is up: the next part goes on);
-    ``save_s``: how long saving the run took."""
+    ``save_s``: how long saving the run took. The run saved is to resume from: :func:`finish` it
+    (on the CPU) for a model to generate with."""
     began = time.monotonic()
     folder, stop_file = Path(part.folder), Path(part.stop_file) if part.stop_file else None
     pending: list = []
@@ -121,13 +127,25 @@ def train_part(part: Part):
     if status == "stopped" and not stopped():
         status = "paused"
     saving = time.monotonic()
-    trainer.save(folder)
+    trainer.save(folder, finish=False)
     save_s = time.monotonic() - saving
     yield from pending
-    if status != "paused":
-        yield {"event": "sample", "step": trainer.step_count, "roll": trainer.sample()}
     yield {"event": "part", "status": status, "step": trainer.step_count, "elapsed_s": trainer.elapsed_s,
            "save_s": save_s}
+
+
+def finish(part: Part, directory) -> Trainer:
+    """Finish the run that ``part`` (or any part of it) saved, on the CPU, outside the GPU calls:
+    fit its sampling biases, read its music's forms, build its copy guard's index (as a run saved
+    in one go has them; see ``Trainer.save``), and save the model alone (no training state) into
+    ``directory``. The same run finished gives the same model, to the bit, as one that trained
+    in one go. Returns the trainer, on the CPU, for a sample."""
+    run = ckpt.load(part.folder, with_discriminator=True)
+    trainer = Trainer(part.rolls, run.model, config=part.config, device="cpu", budget=part.budget)
+    trainer.restore(run)
+    trainer.budget = trainer._cut(part.budget)  # (as its steps had it)
+    trainer.save(directory, with_train_state=False)
+    return trainer
 
 
 def _child(fn, args, kwargs, out) -> None:

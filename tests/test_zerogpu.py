@@ -1,9 +1,11 @@
 """Training on ZeroGPU: a run as short GPU calls, each in a process of its own and cut off at its
 duration (musicgan.zerogpu.StandIn plays the part of ``spaces.GPU``)."""
+import dataclasses
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,12 +28,15 @@ def tiny(rolls, steps):
     return config, model_config_for(rolls, transpose=1, **TINY), Budget(steps=steps)
 
 
-def test_a_run_in_short_parts_is_the_run_in_one_go(rolls, tmp_path, monkeypatch):
+@pytest.mark.parametrize("warmup", [0.5, 1.0])  # switching to the critic at step 20; not at all
+def test_a_run_in_short_parts_is_the_run_in_one_go(rolls, tmp_path, monkeypatch, warmup):
     config, model, budget = tiny(rolls, 40)
+    config = dataclasses.replace(config, warmup=warmup)
     clock = iter(range(10 ** 6))  # a clock that moves one second each time a part looks at it
     monkeypatch.setattr(zerogpu, "time", SimpleNamespace(monotonic=lambda: next(clock)))
     whole = Trainer(rolls, model, config, device="cpu", budget=budget)
     whole.run()
+    whole.save(tmp_path / "whole", with_train_state=False)
     parts, statuses = 0, []
     while not statuses or statuses[-1] == "paused":
         # a call of 12 "seconds" (steps) of training after its saving: the run goes on over 4 calls
@@ -41,13 +46,28 @@ def test_a_run_in_short_parts_is_the_run_in_one_go(rolls, tmp_path, monkeypatch)
         assert events[-1]["event"] == "part"
         statuses.append(events[-1]["status"])
         parts += 1
+        # a part spends its call on steps: it saves what the next resumes from, and fits nothing
+        assert not any(e["event"] == "calibrated" for e in events) or statuses[-1] == "paused" and warmup < 1
     assert parts == 4 and statuses[-1] == "done" and set(statuses[:-1]) == {"paused"}
     run = ckpt.load(tmp_path / "run", with_discriminator=True)
-    assert run.steps == 40 and run.meta["adversarial_from"] == 20
+    assert run.steps == 40 and run.meta["adversarial_from"] == (20 if warmup < 1 else None)
     for a, b in zip(whole.G.state_dict().values(), run.generator.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
     for a, b in zip(whole.D.state_dict().values(), run.discriminator.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
+    if warmup == 1.0:  # not fitted in the calls ...
+        assert not run.generator.onset_bias.any() and run.copy_index is None and run.forms is None
+    # ... but once finished (on the CPU, after the last call), the model is the one saved in one go
+    trainer = zerogpu.finish(part, tmp_path / "finished")
+    one, finished = ckpt.load(tmp_path / "whole"), ckpt.load(tmp_path / "finished")
+    assert finished.generator.onset_bias.any() and not finished.train_state
+    for name in ckpt.SAMPLING_BIASES:
+        assert torch.equal(getattr(one.generator, name), getattr(finished.generator, name)), name
+    assert finished.clamped == one.clamped and finished.candidates == one.candidates
+    assert np.array_equal(finished.copy_index, one.copy_index) and np.array_equal(finished.forms, one.forms)
+    for key in ("steps", "adversarial_from", "budget", "sampling", "held_out"):
+        assert finished.meta.get(key) == one.meta.get(key), key
+    assert trainer.sample().notes.size
 
 
 def test_a_part_keeps_for_saving_what_the_last_part_took_to_save(rolls, tmp_path, monkeypatch):
@@ -141,14 +161,13 @@ def test_five_minutes_of_training_complete_through_short_gpu_calls(rolls, tmp_pa
 
 @pytest.mark.slow
 def test_stop_ends_a_gpu_call_and_keeps_the_model(rolls, tmp_path):
-    job = api.TrainingJob(rolls, tmp_path / "model", budget=Budget(minutes=5),
-                          gpu_calls=zerogpu.in_calls(StandIn()))
+    gpu = StandIn()
+    job = api.TrainingJob(rolls, tmp_path / "model", budget=Budget(minutes=5), gpu_calls=zerogpu.in_calls(gpu))
     assert job.start()
     wait_for(lambda: len(job.state.history) >= 10, 90)
     job.stop()
-    stopped = time.monotonic()
-    wait_for(lambda: not job.running, zerogpu.SAVE_S + 15)
-    assert time.monotonic() - stopped < zerogpu.SAVE_S + 15
+    wait_for(lambda: gpu.calls, zerogpu.SAVE_S + 15)  # the GPU call ends after the step it was in ...
+    wait_for(lambda: not job.running, 60)  # ... and the model is finished on the CPU
     assert job.state.status == "stopped" and not api.TrainingJob.busy()
     assert ckpt.load(job.state.checkpoint).steps >= 10
 
