@@ -37,6 +37,28 @@ def jig_names() -> list:
     return [name for name in datasets.sources("fiddle") if name.endswith("Jig")]
 
 
+@pytest.mark.parametrize("name,collection,pickup_steps", [("bwv1.6", "bach", 4), ("ryansMammoth-AcaciaReel", "fiddle", 2),
+                                                          ("bwv10.7", "bach", 0)])
+def test_a_pickup_is_exported_as_the_end_of_a_whole_first_bar(name, collection, pickup_steps, tmp_path):
+    # a MIDI file cannot say that its first bar is short: written from its first tick, an
+    # anacrusis would move every bar line of the piece, read back, by its length
+    from music21 import corpus
+
+    from musicgan import datasets
+
+    source = datasets.sources(collection)[name]
+    assert datasets.export(source, tmp_path / "padded.mid") is None
+    datasets._without_chord_symbols(corpus.parse(str(source))).write("midi", fp=str(tmp_path / "as-written.mid"))
+    padded, written = midi.read(tmp_path / "padded.mid"), midi.read(tmp_path / "as-written.mid")
+    bar = metre.bar_steps(padded.time_signatures[0][1:], padded.steps_per_beat)
+    assert padded.time_signatures == written.time_signatures and len(padded.time_signatures) == 1
+    shift = bar - pickup_steps if pickup_steps else 0
+    assert padded.notes[:, 1].min() == shift  # the pickup ends the first bar, after a rest
+    moved = written.notes.copy()
+    moved[:, 1:3] += shift
+    assert np.array_equal(padded.notes, moved)  # every note moved by as much, nothing else
+
+
 @pytest.fixture(scope="module")
 def waltzes(tmp_path_factory):
     folder = tmp_path_factory.mktemp("waltzes")
