@@ -59,6 +59,20 @@ def test_a_pickup_is_exported_as_the_end_of_a_whole_first_bar(name, collection, 
     assert np.array_equal(padded.notes, moved)  # every note moved by as much, nothing else
 
 
+def test_a_collection_written_by_an_older_export_is_written_again(tmp_path):
+    from musicgan import datasets
+
+    first = datasets.build("trecento", tmp_path, workers=1, limit=2)
+    assert sum(first["counts"].values()) == 2 and not first["errors"]
+    piece = next(tmp_path.glob("*/*.mid"))
+    piece.write_bytes(b"kept")
+    datasets.build("trecento", tmp_path, workers=1, limit=2)
+    assert piece.read_bytes() == b"kept"  # written by this export: kept as it is
+    (tmp_path / datasets.VERSION_FILE).write_text("1")
+    datasets.build("trecento", tmp_path, workers=1, limit=2)
+    assert piece.read_bytes()[:4] == b"MThd"  # by an older one: written again
+
+
 @pytest.fixture(scope="module")
 def waltzes(tmp_path_factory):
     folder = tmp_path_factory.mktemp("waltzes")
