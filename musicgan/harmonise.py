@@ -186,6 +186,20 @@ def _fixed(line: torch.Tensor, voice: str, V: int) -> dict:
     return {"given": given}
 
 
+def _within(fixed: dict, line: torch.Tensor, V: int) -> dict:
+    """``fixed`` (see :func:`_fixed`) for one line (T,), with every voice resting before the line's
+    first note and after its last: the piece begins and ends with the line (a melody that opens
+    with a pickup written as a rest, a bass that comes in late). Within the line the model is free."""
+    struck, sounds = torch.nonzero(line >= voices.FIRST_PITCH)[:, 0], torch.nonzero(line != REST)[:, 0]
+    if not len(struck):
+        return fixed
+    given = fixed["given"].clone() if "given" in fixed else torch.full((*line.shape, V), -1, dtype=torch.long)
+    outside = torch.ones(line.shape, dtype=torch.bool)
+    outside[int(struck[0]):int(sounds[-1]) + 1] = False  # (a hold sounds on: the last note ends after its holds)
+    given[outside] = REST
+    return {**fixed, "given": given}
+
+
 DISSONANT = (1, 2, 6, 10, 11)  # interval classes: seconds, the tritone, sevenths (compound ones too)
 
 
@@ -331,7 +345,7 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
     codes = torch.from_numpy(cfg.step_codes(line_roll.time_signatures, T)).clamp(min=0)
     key = keys.estimate(line_roll.notes) if cfg.key_input else None
     tokens = torch.from_numpy(line.tokens)
-    fixed = _fixed(tokens, line.voice, cfg.voices)
+    fixed = _within(_fixed(tokens, line.voice, cfg.voices), tokens, cfg.voices)
     with torch.no_grad():
         extra = None if reader is None else reader(tokens[None], codes[None])
     beta, pitch_temperature, swap_bias = (reader.parallel_bias, reader.pitch_temperature, reader.swap_bias) \
