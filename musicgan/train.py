@@ -552,11 +552,11 @@ class Trainer:
         elif self.ended_early is None and self.step_count - self.best["step"] >= c.patience * c.eval_every:
             self.ended_early = {"step": self.step_count, "elapsed_s": round(self.elapsed_s, 3),
                                 "asked": {"steps": self.budget.steps, "minutes": self.budget.minutes}}
-            self.budget = self._cut(self.budget)
+            self.budget = self.cut_budget(self.budget)
             self.callback({"event": "ended_early", "step": self.step_count, "best_step": self.best["step"]})
         return loss
 
-    def _cut(self, budget: Budget) -> Budget:
+    def cut_budget(self, budget: Budget) -> Budget:
         """``budget``, cut where the warm-up ended early (unchanged when it did not). A resumed run
         asked for more than the run that ended early adds the difference to the cut budget."""
         if self.ended_early is None:
@@ -724,7 +724,7 @@ class Trainer:
               sample_every_s: float | None = None, sample_bars: int = 4):
         """:meth:`run` as a generator: yields each step's event (and each sample's) as it
         happens, and returns 'done' or 'stopped' (the value of its StopIteration)."""
-        self.budget = self._cut(budget or self.budget)
+        self.budget = self.cut_budget(budget or self.budget)
         last_sample = self.elapsed_s
         try:
             while self.budget.progress(self.step_count, self.elapsed_s) < 1.0:

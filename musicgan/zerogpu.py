@@ -102,15 +102,7 @@ def train_part(part: Part):
     began = time.monotonic()
     folder, stop_file = Path(part.folder), Path(part.stop_file) if part.stop_file else None
     pending: list = []
-    resumes = part.resumes
-    base = ckpt.load(folder if resumes else part.start_from, with_discriminator=True) \
-        if resumes or part.start_from else None
-    trainer = Trainer(part.rolls, base.model if base else part.model, config=part.config, device=part.device,
-                      callback=pending.append, budget=part.budget)
-    if resumes:
-        trainer.restore(base)
-    elif base:
-        trainer.start_from(base)
+    trainer = _trainer(part, part.device, pending.append)
     first_step = trainer.step_count
     stopped = lambda: stop_file is not None and stop_file.exists()  # noqa: E731
     # every call makes at least one step, however short it is: the run always moves on
@@ -134,16 +126,29 @@ def train_part(part: Part):
            "save_s": save_s}
 
 
+def _trainer(part: Part, device, callback=None) -> Trainer:
+    """The run's trainer on ``device``: as the last part saved it, or new (fine-tuning
+    ``part.start_from``, if any) when no part has run yet."""
+    resumes = part.resumes
+    base = ckpt.load(part.folder if resumes else part.start_from, with_discriminator=True) \
+        if resumes or part.start_from else None
+    trainer = Trainer(part.rolls, base.model if base else part.model, config=part.config, device=device,
+                      callback=callback, budget=part.budget)
+    if resumes:
+        trainer.restore(base)
+    elif base:
+        trainer.start_from(base)
+    return trainer
+
+
 def finish(part: Part, directory) -> Trainer:
     """Finish the run that ``part`` (or any part of it) saved, on the CPU, outside the GPU calls:
     fit its sampling biases, read its music's forms, build its copy guard's index (as a run saved
     in one go has them; see ``Trainer.save``), and save the model alone (no training state) into
     ``directory``. The same run finished gives the same model, to the bit, as one that trained
     in one go. Returns the trainer, on the CPU, for a sample."""
-    run = ckpt.load(part.folder, with_discriminator=True)
-    trainer = Trainer(part.rolls, run.model, config=part.config, device="cpu", budget=part.budget)
-    trainer.restore(run)
-    trainer.budget = trainer._cut(part.budget)  # (as its steps had it)
+    trainer = _trainer(part, "cpu")
+    trainer.budget = trainer.cut_budget(part.budget)  # (as its steps had it)
     trainer.save(directory, with_train_state=False)
     return trainer
 
