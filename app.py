@@ -316,15 +316,17 @@ def upload_checkpoint(file, session=None):
 
 # ------------------------------------------------------------------------------ train tab
 
-def read_uploads(files, session=None):
-    """Read uploaded MIDI/zip files and report what was read and skipped."""
+def read_uploads(files, session=None, find_pickups: bool = True):
+    """Read uploaded MIDI/zip files and report what was read and skipped. ``find_pickups``: a
+    piece that opens with a pickup its file does not mark gets a whole first bar (musicgan.pickup)."""
     session = _need(session)
     if not files:
         session.rolls = []
         return {ui.report: "Upload MIDI files (or a .zip of them) to train on.", ui.start: gr.update(interactive=False),
                 ui.session: session}
     # Gradio keeps each upload's original name as the last part of its temporary path
-    corpus = data.load([Path(f if isinstance(f, str) else f.name) for f in files], "auto", limits=UPLOAD_LIMITS)
+    corpus = data.load([Path(f if isinstance(f, str) else f.name) for f in files], "auto", limits=UPLOAD_LIMITS,
+                       find_pickups=bool(find_pickups))
     session.rolls = corpus.rolls
     report = corpus.report
     lines = [f"**{len(report.read)} file(s) read**, {len(report.skipped)} skipped: "
@@ -333,6 +335,11 @@ def read_uploads(files, session=None):
         lines.append("Metres: " + ", ".join(report.metres) + (f"; a grid of {corpus.rolls[0].steps_per_beat} steps a "
                                                              f"beat keeps its triplets" if corpus.rolls and
                                                              corpus.rolls[0].steps_per_beat != 4 else "") + ".")
+    if report.pickups:
+        shown = ", ".join(f"`{name}` ({beats:g} beat{'' if beats == 1 else 's'})" for name, beats in report.pickups[:5])
+        more = f" and {len(report.pickups) - 5} more" if len(report.pickups) > 5 else ""
+        lines.append(f"Pickups: {len(report.pickups)} file(s) open with a pickup the file does not mark ({shown}{more}); "
+                     f"each first bar is made whole with a rest before it.")
     lines += [f"- skipped `{name}`: {reason}" for name, reason in report.skipped[:50]]
     if len(report.skipped) > 50:
         lines.append(f"- … and {len(report.skipped) - 50} more")
@@ -606,6 +613,10 @@ def build() -> gr.Blocks:
                 gr.Markdown(f"Upload your MIDI files, look at what was read, then train. {LIMITS_TEXT} "
                             f"Training runs on **{device}**.")
                 uploads = gr.File(file_count="multiple", file_types=[".mid", ".midi", ".zip"], label="MIDI files or .zip")
+                find_pickups = gr.Checkbox(True, label="Find pickups the files do not mark",
+                                           info="A piece that opens with an upbeat written from the file's first "
+                                                "note has its bars moved to where they begin; untick to count bars "
+                                                "from each file's first note.")
                 ui.report = gr.Markdown("Upload MIDI files (or a .zip of them) to train on.")
                 with gr.Row():
                     minutes = gr.Slider(0.5, MAX_TRAIN_MINUTES, value=3, step=0.5, label="Training time (minutes)")
@@ -641,7 +652,10 @@ def build() -> gr.Blocks:
                 with gr.Row():
                     ui.download = gr.File(label="Checkpoint (.zip: model.safetensors + config.json)", interactive=False)
                     ui.use = gr.Button("Use this model in Generate", interactive=False)
-                uploads.change(read_uploads, [uploads, session], [ui.report, ui.start, session], api_name="read_uploads")
+                uploads.change(read_uploads, [uploads, session, find_pickups], [ui.report, ui.start, session],
+                               api_name="read_uploads")
+                find_pickups.change(read_uploads, [uploads, session, find_pickups], [ui.report, ui.start, session],
+                                    api_name=False)
                 ui.start.click(train, [session, minutes, from_pretrained, batch, window, warmup, g_adversarial, lr_g, lr_d],
                                [ui.progress, ui.losses, ui.critic, ui.sample, ui.train_status, ui.download, ui.use,
                                 session], api_name="train", concurrency_limit=1, concurrency_id="training")

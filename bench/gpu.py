@@ -268,7 +268,7 @@ def chorales(device, minutes: float, split: Path, out: Path, pieces: int, splits
     scored beside the shipped pretrained model, in the same run."""
     import styles
 
-    train_rolls, test_rolls = data.load([split / "train"]).rolls, data.load([split / "test"]).rolls
+    train_rolls, test_rolls = (data.load([split / part], find_pickups=False).rolls for part in ("train", "test"))
     reference_clips = data.clips(test_rolls, styles.CLIP_BARS)
 
     def scored(path):

@@ -45,7 +45,7 @@ from musicgan.train import TrainConfig  # noqa: E402
 
 
 def rolls_in(folder: Path, steps_per_beat: int) -> list:
-    return data.load([folder], steps_per_beat).rolls
+    return data.load([folder], steps_per_beat, find_pickups=False).rolls  # (bars as the scores have them)
 
 
 def with_harmonisers(model_path: Path, train_rolls, minutes: float | None, out: Path, lines) -> ckpt.Checkpoint:

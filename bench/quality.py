@@ -163,8 +163,9 @@ def main(argv=None) -> int:
     if not args.data.exists():
         from musicgan import datasets
         datasets.main(["bach", str(args.data)])
-    train_rolls = data.load([args.data / "train"]).rolls
-    test_rolls = data.load([args.data / "test"]).rolls
+    # (the collections' bars are the scores': musicgan.datasets writes each pickup as a rest before it)
+    train_rolls = data.load([args.data / "train"], find_pickups=False).rolls
+    test_rolls = data.load([args.data / "test"], find_pickups=False).rolls
     if not args.evaluate_only:
         train_arms(train_rolls, args.minutes, args.warmup, args.out, transpose=args.transpose,
                    g_adversarial=args.g_adversarial)

@@ -166,10 +166,11 @@ def main(argv=None) -> int:
         if not (folder / "train").exists():
             from musicgan import datasets
             datasets.main([style, str(folder)])
-        train_rolls = data.load([folder / "train"], "auto").rolls  # on the grid the music needs, as train does
+        # (the collections' bars are the scores': musicgan.datasets writes each pickup as a rest before it)
+        train_rolls = data.load([folder / "train"], "auto", find_pickups=False).rolls  # on the grid the music needs
         if args.train_pieces:
             train_rolls = spread(train_rolls, args.train_pieces)
-        test_rolls = data.load([folder / "test"]).rolls  # held-out music is compared on the grid of 4 steps a beat
+        test_rolls = data.load([folder / "test"], find_pickups=False).rolls  # held-out music is compared on the grid of 4 steps a beat
         out = args.out / style
         row = results.get(style, {})
         if not args.evaluate_only:
@@ -186,7 +187,7 @@ def main(argv=None) -> int:
         row.update({
             "model": {"voices": model.model.voices, "metres": [metre.name(m) for m in model.model.metres],
                       "pitches": [model.model.pitch_low, model.model.pitch_high], "steps": model.steps},
-            "held_out_loss": held_out_loss(model, data.load([folder / "test"], "auto").rolls),
+            "held_out_loss": held_out_loss(model, data.load([folder / "test"], "auto", find_pickups=False).rolls),
             "pieces_in_a_training_metre": float(np.mean([metre.metre_at(p.time_signatures, 0) in known for p in pieces])),
             "held-out": {**metrics.summary(spread(reference), metrics.LISTENER),
                          "metres": metrics.metres_written(reference), "clips": len(reference)},

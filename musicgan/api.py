@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint as ckpt, data, form, generate, harmonise, keys, metre as metres, metrics, midi, render, zerogpu
+from . import (checkpoint as ckpt, data, form, generate, harmonise, keys, metre as metres, metrics, midi, pickup, render,
+               zerogpu)
 from .midi import Roll
 from .train import Budget, TrainConfig, Trainer, TrainingError, device_label, pick_device
 
@@ -116,15 +117,16 @@ def sounded(piece: Piece) -> Piece:
 
 def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, bars: int = 8,
                          opening_bars: int = 4, tempo_bpm: float | None = None, program: int | None = None,
-                         temperature: float = 1.0, audio: bool = True, whole: bool = True) -> Piece:
+                         temperature: float = 1.0, audio: bool = True, whole: bool = True,
+                         find_pickups: bool = True) -> Piece:
     """``bars`` more bars after the first ``opening_bars`` bars of ``opening`` (a MIDI file's
     path or bytes, or a Roll), in its metre, key, tempo and instrument unless ``tempo_bpm`` or
     ``program`` say otherwise (see :func:`musicgan.generate.continue_rolls`). ``whole``: the
-    opening and its continuation, else the continuation alone. ValueError (or MidiError) in
-    words for an opening the model cannot read."""
+    opening and its continuation, else the continuation alone. ``find_pickups``: a file that
+    opens with a pickup it does not mark gets a whole first bar (:mod:`musicgan.pickup`; a Roll is
+    taken as it is). ValueError (or MidiError) in words for an opening the model cannot read."""
     model = model or load_model()
-    if not isinstance(opening, Roll):
-        opening = midi.read(opening, model.model.steps_per_beat, name="the opening" if isinstance(opening, bytes) else None)
+    opening, found = _given(opening, model, "the opening", find_pickups)
     roll = opening
     piece = generate.continue_rolls(model.generator, roll, [seed], bars, opening_bars, temperature, whole=whole,
                                     **model.sampling)[0]
@@ -138,23 +140,36 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
         model.model, opened, len(opened_tokens), last_metre, bars, seed, model.forms)
     phrases = "" if sources is None else f" · {form.describe(sources)}"
     return _piece(piece, f"seed {seed} · {what} {bars} bars of {metres.name(piece.time_signatures[-1][1:])}"
-                         f" · {tempo:g} bpm{phrases}", audio, given)
+                         f"{_pickup_found(found)} · {tempo:g} bpm{phrases}", audio, given)
+
+
+def _given(source, model: ckpt.Checkpoint, what: str, find_pickups: bool) -> tuple[Roll, object]:
+    """(the music a person gives (a MIDI file's path or bytes, or a Roll) as a roll on the model's
+    grid, the pickup found in it (``pickup.Found``; None for a Roll or when not asked))."""
+    if isinstance(source, Roll):
+        return source, None
+    roll = midi.read(source, model.model.steps_per_beat, name=what if isinstance(source, bytes) else None)
+    return pickup.barred(roll) if find_pickups else (roll, None)
+
+
+def _pickup_found(found) -> str:
+    beats = 0 if found is None else found.beats
+    return f" (its pickup of {beats:g} beat{'' if beats == 1 else 's'} found)" if found is not None and found.steps else ""
 
 
 def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, tempo_bpm: float | None = None,
                           program: int | None = None, temperature: float = 1.0, audio: bool = True,
-                          voice: str = "top") -> Piece:
+                          voice: str = "top", find_pickups: bool = True) -> Piece:
     """The top line of ``melody`` (``voice`` "top"; a MIDI file's path or bytes, or a Roll; a
     one-line file is all melody), or its lowest line (``voice`` "bottom": a bass), kept note for note,
     with the other voices written by the model, in its key, metre, tempo and instrument unless
     ``tempo_bpm`` or ``program`` say otherwise (see :func:`musicgan.harmonise.harmonise_rolls`). A
     model without a harmoniser for that line clamps it (its voices hear it up to each step only,
-    drawn as its trainer fitted for clamping: ``Checkpoint.clamped``).
-    ValueError (or MidiError) in words for a line the model cannot take."""
+    drawn as its trainer fitted for clamping: ``Checkpoint.clamped``). ``find_pickups``: as
+    :func:`compose_continuation`. ValueError (or MidiError) in words for a line the model cannot take."""
     model = model or load_model()
     what = harmonise.WHAT.get(voice, "the melody")
-    if not isinstance(melody, Roll):
-        melody = midi.read(melody, model.model.steps_per_beat, name=what if isinstance(melody, bytes) else None)
+    melody, found = _given(melody, model, what, find_pickups)
     critic = {k: v for k, v in model.sampling.items() if k in ("critic", "candidates")}
     line = harmonise.line_of(model.generator, melody, voice)
     reader = model.harmonisers.get(voice)
@@ -166,8 +181,8 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     named = "a melody" if voice == "top" else "a bass line"
     how = "" if reader is not None else f" (clamped: this model has no harmoniser for {named})"
     bars = len(metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat))
-    return _piece(piece, f"seed {seed} · {named} of {bars} bars harmonised{how} · {tempo:g} bpm", audio,
-                  line.mask(piece))
+    return _piece(piece, f"seed {seed} · {named} of {bars} bars harmonised{how}{_pickup_found(found)} · "
+                         f"{tempo:g} bpm", audio, line.mask(piece))
 
 
 def compose_interpolation(model: ckpt.Checkpoint | None, seed_a: int, seed_b: int, steps: int = 5,

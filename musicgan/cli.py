@@ -26,15 +26,15 @@ class CliError(Exception):
     pass
 
 
-def load_corpus(paths):
+def load_corpus(paths, find_pickups: bool = True):
     """A prepared corpus (``prepare``'s output folder) or MIDI files, folders and zips, on the
-    grid the music needs."""
+    grid the music needs (``find_pickups``: see ``data.load``)."""
     from . import data, shards
 
     if len(paths) == 1 and shards.is_prepared(paths[0]):
         corpus = shards.open_corpus(paths[0])  # streamed from disk while training
         return data.Corpus(corpus, corpus.report)
-    return data.load(paths, "auto")
+    return data.load(paths, "auto", find_pickups=find_pickups)
 
 
 def cmd_prepare(args) -> int:
@@ -46,7 +46,8 @@ def cmd_prepare(args) -> int:
 
     bar = tqdm(unit=" files", file=sys.stderr, disable=args.quiet)
     t0 = time.perf_counter()
-    report = shards.prepare(args.paths, args.out, workers=args.workers, progress=lambda n: bar.update(1))
+    report = shards.prepare(args.paths, args.out, workers=args.workers, progress=lambda n: bar.update(1),
+                            find_pickups=not args.bars_as_written)
     bar.close()
     seconds = time.perf_counter() - t0
     print(report.format())
@@ -60,7 +61,7 @@ def cmd_prepare(args) -> int:
 def cmd_stats(args) -> int:
     from . import data
 
-    corpus = data.load(args.paths, cache_dir=not args.no_cache)
+    corpus = data.load(args.paths, cache_dir=not args.no_cache, find_pickups=not args.bars_as_written)
     report = corpus.report
     grid = data.grid_for(report)
     if args.json:
@@ -113,7 +114,7 @@ def _train(args, device, rank) -> int:
     from .train import Budget, TrainConfig, Trainer, TrainingError, default_width, device_label, model_config_for
 
     quiet = args.quiet or rank > 0  # one process talks and saves: rank 0
-    corpus = load_corpus(args.paths)
+    corpus = load_corpus(args.paths, not args.bars_as_written)
     if not quiet:
         print(corpus.report.format(), file=sys.stderr)
     if not corpus.rolls:
@@ -194,7 +195,8 @@ def cmd_continue(args) -> int:
     model = api.load_model(args.checkpoint)
     return _write_piece(args, api.compose_continuation(model, Path(args.opening), args.seed, args.bars,
                                                        args.opening_bars, args.tempo, args.program, args.temperature,
-                                                       audio=False, whole=not args.only_new))
+                                                       audio=False, whole=not args.only_new,
+                                                       find_pickups=not args.bars_as_written))
 
 
 def cmd_harmonise(args) -> int:
@@ -204,7 +206,7 @@ def cmd_harmonise(args) -> int:
     model = api.load_model(args.checkpoint)
     return _write_piece(args, api.compose_harmonisation(model, Path(args.melody), args.seed, args.tempo,
                                                         args.program, args.temperature, audio=False,
-                                                        voice=args.voice))
+                                                        voice=args.voice, find_pickups=not args.bars_as_written))
 
 
 def _check_program(args) -> None:
@@ -231,7 +233,7 @@ def cmd_add_harmoniser(args) -> int:
     if not 0 < args.minutes <= 24 * 60:
         raise CliError("--minutes must be more than 0")
     model = ckpt.load(args.checkpoint)
-    corpus = data_for(model, args.paths)
+    corpus = data_for(model, args.paths, not args.bars_as_written)
     device = pick_device(args.device)
     batches = batches_for(corpus.rolls, model.model, TrainConfig(), device)
     line = harmonise.NAMES[args.voice]
@@ -260,7 +262,7 @@ def cmd_recalibrate(args) -> int:
     if not Path(args.checkpoint).is_dir():
         raise CliError(f"{args.checkpoint}: a checkpoint folder (its sampling biases are fitted again in it)")
     model = ckpt.load(args.checkpoint)
-    corpus = data_for(model, args.paths)
+    corpus = data_for(model, args.paths, not args.bars_as_written)
     config = TrainConfig.from_dict(model.meta.get("train") or {})
     trainer = Trainer(corpus.rolls, model=model.model, config=config, device="cpu", budget=Budget(steps=1))
     trainer.start_from(model)
@@ -284,11 +286,12 @@ def cmd_recalibrate(args) -> int:
     return 0
 
 
-def data_for(model, paths):
-    """The music at ``paths`` read on ``model``'s grid, in its pitch range and metres."""
+def data_for(model, paths, find_pickups: bool = True):
+    """The music at ``paths`` read on ``model``'s grid, in its pitch range and metres
+    (``find_pickups``: see ``data.load``)."""
     from . import data
 
-    corpus = data.load(paths, model.model.steps_per_beat)
+    corpus = data.load(paths, model.model.steps_per_beat, find_pickups=find_pickups)
     if not corpus.rolls:
         raise CliError("no usable MIDI in " + ", ".join(map(str, paths)))
     return corpus
@@ -328,12 +331,12 @@ def cmd_evaluate(args) -> int:
     from . import data, generate, metrics
 
     model = generate.load_model(args.checkpoint)
-    reference = data.load(args.reference)
+    reference = data.load(args.reference, find_pickups=not args.bars_as_written)
     if not reference.rolls:
         raise CliError("no usable reference MIDI")
     clips = data.clips(reference.rolls, args.bars)
     generated = generate.sample_rolls(model.generator, range(args.num), args.bars, **model.sampling)
-    training = data.load(args.training).rolls if args.training else None
+    training = data.load(args.training, find_pickups=not args.bars_as_written).rolls if args.training else None
     result = metrics.evaluate(generated, clips, training)
     if args.json:
         print(json.dumps({"rows": result.rows, "two_sample_accuracy": result.two_sample,
@@ -345,6 +348,12 @@ def cmd_evaluate(args) -> int:
 
 
 MODEL_FLAGS = ("hidden", "layers")  # the model settings a new run may change
+
+
+def add_bars_flag(p) -> None:
+    p.add_argument("--bars-as-written", action="store_true",
+                   help="count each file's bars from its first note, as written (by default a piece that opens "
+                        "with a pickup its file does not mark is found, and its first bar made whole)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="MIDI files, folders (searched recursively) or .zip archives")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-cache", action="store_true", help="parse every file again")
+    add_bars_flag(p)
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("prepare", help="parse a large corpus once, in parallel, into shards for training")
@@ -367,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the shards and their index")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--quiet", action="store_true")
+    add_bars_flag(p)
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="train a model on MIDI files (or a prepared corpus folder)")
@@ -382,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_flags(p, TrainConfig, group_title="training settings")
     settings.add_flags(p, ModelConfig, MODEL_FLAGS, group_title="model settings (a new model only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_bars_flag(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="write new music as MIDI")
@@ -407,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opening-bars", type=int, default=4, help="bars of the file the model reads first")
     p.add_argument("--only-new", action="store_true", help="write the continuation alone (default: the opening too)")
     _sound_flags(p, "the opening's")
+    add_bars_flag(p)
     p.set_defaults(func=cmd_continue)
 
     p = sub.add_parser("harmonise", help="keep a melody (or a bass) and write the other voices")
@@ -416,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", nargs="?", help="checkpoint folder or .zip (default: the pretrained model)")
     p.add_argument("--out", required=True, help="the .mid file to write")
     _sound_flags(p, "the melody's")
+    add_bars_flag(p)
     p.set_defaults(func=cmd_harmonise)
 
     p = sub.add_parser("add-harmoniser", help="train a model's harmoniser (the model itself stays as it is)")
@@ -427,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
     p.add_argument("--quiet", action="store_true")
+    add_bars_flag(p)
     p.set_defaults(func=cmd_add_harmoniser)
 
     p = sub.add_parser("recalibrate", help="fit a model's sampling biases again on its training music "
@@ -436,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forms-only", action="store_true",
                    help="only read the forms of the music (which phrases come back; musicgan.form): the sampling "
                         "biases stay as they are")
+    add_bars_flag(p)
     p.set_defaults(func=cmd_recalibrate)
 
     p = sub.add_parser("evaluate", help="compare generated music with real music")
@@ -445,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=200, help="clips to generate")
     p.add_argument("--bars", type=int, default=4, help="clip length")
     p.add_argument("--json", action="store_true")
+    add_bars_flag(p)
     p.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from . import metre, midi
+from . import metre, midi, pickup as pickups_
 from .midi import MidiError, Roll
 
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar", ".rmi")
@@ -48,11 +48,13 @@ class Report:
     metres: dict = field(default_factory=dict)  # bars in each metre ("3/4": 120.0), most first
     off_grid: tuple = (0, 0)  # notes whose onset the grid moved, and of those, kept by a grid 3x finer
     steps_per_beat: int = 4  # the grid the music was read on
+    pickups: list = field(default_factory=list)  # (name, beats): a pickup found (musicgan.pickup), its music moved
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["off_grid"] = {"moved": self.off_grid[0], "on_thirds": self.off_grid[1]}
         d["skipped"] = [{"file": n, "reason": r} for n, r in self.skipped]
+        d["pickups"] = [{"file": n, "beats": b} for n, b in self.pickups]
         d["files_read"], d["files_skipped"] = len(self.read), len(self.skipped)
         d["bars"] = round(self.bars, 1)
         return d
@@ -72,8 +74,17 @@ class Report:
             if moved:
                 line += f", {100 * thirds / moved:.0f}% of them triplets or swing (a grid 3x finer would keep them)"
             lines.append(line)
+        if self.pickups:
+            shown = ", ".join(f"{name} ({_beats(b)})" for name, b in self.pickups[:5])
+            more = f" and {len(self.pickups) - 5} more" if len(self.pickups) > 5 else ""
+            lines.append(f"pickups: {len(self.pickups)} of {len(self.read)} file(s) open with a pickup the file does "
+                         f"not mark; the first bar is made whole with a rest before it: {shown}{more}")
         lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
         return "\n".join(lines)
+
+
+def _beats(beats: float) -> str:
+    return f"{beats:g} beat" + ("" if beats == 1 else "s")
 
 
 @dataclass
@@ -283,18 +294,23 @@ def grid_for(report: "Report", steps_per_beat: int = 4) -> int:
 
 
 def load(paths: Iterable, steps_per_beat: int | str = 4, *, keep_drums: bool = False,
-         cache_dir: Path | str | None | bool = True, limits: Limits = Limits()) -> Corpus:
+         cache_dir: Path | str | None | bool = True, limits: Limits = Limits(),
+         find_pickups: bool = True) -> Corpus:
     """Read MIDI from files, folders and zip archives into rolls, with a report.
 
     ``steps_per_beat``: the grid, or "auto": 4 steps a beat, or the finer grid the music needs
     (:func:`grid_for`: quartets with runs of triplets get 12). ``cache_dir=True`` uses
-    :func:`default_cache_dir`; ``False``/``None`` disables the cache. Never raises for bad
-    files: they are listed in ``report.skipped`` with the reason.
+    :func:`default_cache_dir`; ``False``/``None`` disables the cache. ``find_pickups``: a piece
+    that opens with a pickup its file does not mark has its music moved to make the first bar
+    whole (:mod:`musicgan.pickup`; listed in ``report.pickups``); False reads the bars as
+    written (music whose bars are known right, as the collections of :mod:`musicgan.datasets`).
+    Never raises for bad files: they are listed in ``report.skipped`` with the reason.
     """
     if steps_per_beat == "auto":
-        corpus = load(paths, 4, keep_drums=keep_drums, cache_dir=cache_dir, limits=limits)
+        again = dict(keep_drums=keep_drums, cache_dir=cache_dir, limits=limits, find_pickups=find_pickups)
+        corpus = load(paths, 4, **again)
         finer = grid_for(corpus.report, 4)
-        return corpus if finer == 4 else load(paths, finer, keep_drums=keep_drums, cache_dir=cache_dir, limits=limits)
+        return corpus if finer == 4 else load(paths, finer, **again)
     if cache_dir is True:
         cache_dir = default_cache_dir()
     cache_dir = Path(cache_dir) if cache_dir else None
@@ -308,6 +324,10 @@ def load(paths: Iterable, steps_per_beat: int | str = 4, *, keep_drums: bool = F
         except MidiError as e:
             report.skipped.append((name, e.reason))
             continue
+        if find_pickups:
+            roll, found = pickups_.barred(roll)
+            if found.steps:
+                report.pickups.append((name, found.beats))
         rolls.append(roll)
         report.read.append(name)
         report.notes += len(roll.notes)

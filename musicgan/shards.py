@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import metre, midi
+from . import metre, midi, pickup
 from .data import Corpus, Limits, Report, iter_sources, read_source
 from .midi import MidiError, Roll
 
@@ -35,8 +35,11 @@ BATCH_FILES = 128  # files per worker task, and per shard file (about 1 MB of no
 def _prepare_batch(job):
     """Worker: read and parse a batch of files, write their notes as one temporary shard and
     return only the small per-piece records (the notes never travel back through a pipe)."""
-    batch_id, items, steps_per_beat, out = job
+    batch_id, items, steps_per_beat, out, find_pickups = job
     results, arrays, offset = [], [], 0
+    if find_pickups:  # (one thread: a forked worker must not start the thread pool its parent may hold)
+        import torch
+        torch.set_num_threads(1)
     for name, source in items:
         name, blob, reason = read_source(name, source)
         if blob is not None:
@@ -47,8 +50,10 @@ def _prepare_batch(job):
         if reason is not None:
             results.append((name, None, reason))
             continue
+        roll, found = pickup.barred(roll) if find_pickups else (roll, None)
         notes = roll.notes
         results.append((name, {"offset": offset, "count": len(notes), "steps": int(notes[:, midi.END].max()),
+                               "pickup_beats": found.beats if found else 0.0,
                                "pitch_min": int(notes[:, midi.PITCH].min()),
                                "pitch_max": int(notes[:, midi.PITCH].max()), "tempos": roll.tempos,
                                "time_signatures": roll.time_signatures, "program": roll.program,
@@ -65,8 +70,10 @@ def is_prepared(path) -> bool:
 
 
 def prepare(paths, out, workers: int = 2, steps_per_beat: int = 4, limits: Limits = Limits(max_files=10_000_000),
-            progress: Callable[[int], None] | None = None, batch_files: int = BATCH_FILES) -> Report:
-    """Parse every MIDI file under ``paths`` with ``workers`` processes into shards in ``out``.
+            progress: Callable[[int], None] | None = None, batch_files: int = BATCH_FILES,
+            find_pickups: bool = True) -> Report:
+    """Parse every MIDI file under ``paths`` with ``workers`` processes into shards in ``out``
+    (``find_pickups``: as ``data.load``).
 
     The main process only lists the files (zip members it extracts itself, safely); each worker
     reads and parses a batch of files and writes the batch's notes as one shard. Batches come back
@@ -90,7 +97,7 @@ def prepare(paths, out, workers: int = 2, steps_per_beat: int = 4, limits: Limit
         if batch:
             yield batch
 
-    jobs = ((i, batch, steps_per_beat, str(out)) for i, batch in enumerate(batches()))
+    jobs = ((i, batch, steps_per_beat, str(out), find_pickups) for i, batch in enumerate(batches()))
     context = mp.get_context("spawn" if os.name == "nt" else "fork")
     with context.Pool(max(1, workers)) as pool:
         for batch_id, results in enumerate(pool.imap(_prepare_batch, jobs)):
@@ -102,6 +109,8 @@ def prepare(paths, out, workers: int = 2, steps_per_beat: int = 4, limits: Limit
                 wrote = True
                 pieces.append({"name": name, "shard": shard_id, **piece})
                 report.read.append(name)
+                if piece["pickup_beats"]:
+                    report.pickups.append((name, piece["pickup_beats"]))
                 report.notes += piece["count"]
                 report.drum_notes += piece["drum_notes"]
                 _, numerator, denominator = piece["time_signatures"][0]
@@ -141,7 +150,8 @@ def _report(index: dict) -> Report:
     r = index["report"]
     return Report(read=[p["name"] for p in index["pieces"]], skipped=[(s["file"], s["reason"]) for s in r["skipped"]],
                   notes=r["notes"], bars=r["bars"], drum_notes=r["drum_notes"],
-                  steps_per_beat=int(index["steps_per_beat"]))
+                  steps_per_beat=int(index["steps_per_beat"]),
+                  pickups=[(p["file"], p["beats"]) for p in r.get("pickups", [])])
 
 
 class ShardedCorpus:

@@ -179,6 +179,17 @@ def test_uploads_report_what_was_read_and_skipped(session, tmp_path):
     assert out[ui("start")]["interactive"] is False and "Nothing usable" in out[ui("report")]
 
 
+def test_uploads_report_the_pickups_found_and_can_be_read_as_written(session, tmp_path):
+    from musicgan import midi, pickup
+    unmarked = tmp_path / "unmarked.mid"  # bwv253, written from its one-beat pickup
+    midi.write(pickup.as_written(midi.read(EXAMPLES[1]))[0], unmarked)
+    text = app.read_uploads([str(unmarked), str(EXAMPLES[0])], session)[ui("report")]
+    assert "Pickups: 1 file(s)" in text and "`unmarked.mid` (1 beat)" in text
+    assert session.rolls[0].notes[:, 1].min() == 12  # (a rest of three beats, then the pickup)
+    text = app.read_uploads([str(unmarked), str(EXAMPLES[0])], session, False)[ui("report")]
+    assert "Pickups" not in text and session.rolls[0].notes[:, 1].min() == 0
+
+
 SETTINGS = (16, 2, 0.5, False, 1e-4, 1e-3)  # batch, window bars, warm-up, G adversarial, lr G, lr D
 
 

@@ -1,7 +1,7 @@
 """musicgan.shards: a corpus prepared in parallel into memory-mapped shards."""
 import numpy as np
 
-from musicgan import data, shards
+from musicgan import data, midi, pickup, shards
 
 from conftest import EXAMPLES
 
@@ -11,18 +11,24 @@ def test_prepared_corpus_matches_a_plain_load(tmp_path):
     bad = [tmp_path / "in" / f"bad{i}.mid" for i in range(3)]
     for f in bad:
         f.write_bytes(b"not midi")
+    unmarked = []  # two chorales as files that do not mark their pickups: both find them
+    for path in EXAMPLES[1:3]:
+        unmarked.append(tmp_path / "in" / f"unmarked-{path.name}")
+        midi.write(pickup.as_written(midi.read(path))[0], unmarked[-1])
+    files = EXAMPLES + unmarked
     # batches of 3 files: several shards from the small examples, and one batch of bad files only
-    report = shards.prepare(EXAMPLES[:3] + bad + EXAMPLES[3:], tmp_path / "cache", workers=2, batch_files=3)
-    assert len(report.read) == len(EXAMPLES) and [s[0] for s in report.skipped] == [f.name for f in bad]
+    report = shards.prepare(files[:3] + bad + files[3:], tmp_path / "cache", workers=2, batch_files=3)
+    assert len(report.read) == len(files) and [s[0] for s in report.skipped] == [f.name for f in bad]
     n_shards = len(list((tmp_path / "cache").glob("shard-*.npy")))
-    assert n_shards == -(-len(EXAMPLES) // 3) and not list((tmp_path / "cache").glob("*.tmp.npy"))
+    assert n_shards == -(-len(files) // 3) and not list((tmp_path / "cache").glob("*.tmp.npy"))
     prepared = shards.load(tmp_path / "cache")
-    plain = data.load(EXAMPLES, cache_dir=False)
+    plain = data.load(files, cache_dir=False)
     assert [r.name for r in prepared.rolls] == [r.name for r in plain.rolls]
     for a, b in zip(prepared.rolls, plain.rolls):
         assert np.array_equal(a.notes, b.notes) and a.tempos == b.tempos and a.time_signatures == b.time_signatures
         assert isinstance(a.notes.base, np.memmap) or isinstance(a.notes, np.memmap)
     assert prepared.report.notes == plain.report.notes and prepared.report.skipped == report.skipped
+    assert prepared.report.pickups == plain.report.pickups == [(f.name, 1.0) for f in unmarked]
 
 
 def test_the_index_does_not_depend_on_the_number_of_workers(tmp_path):
