@@ -338,8 +338,8 @@ def read_uploads(files, session=None, find_pickups: bool = True):
     if report.pickups:
         shown = ", ".join(f"`{name}` ({beats:g} beat{'' if beats == 1 else 's'})" for name, beats in report.pickups[:5])
         more = f" and {len(report.pickups) - 5} more" if len(report.pickups) > 5 else ""
-        lines.append(f"Pickups: {len(report.pickups)} file(s) open with a pickup the file does not mark ({shown}{more}); "
-                     f"each first bar is made whole with a rest before it.")
+        lines.append(f"Pickups: {len(report.pickups)} file(s) open with a pickup the file does not mark; each first bar "
+                     f"is made whole with a rest before it: {shown}{more}.")
     lines += [f"- skipped `{name}`: {reason}" for name, reason in report.skipped[:50]]
     if len(report.skipped) > 50:
         lines.append(f"- … and {len(report.skipped) - 50} more")

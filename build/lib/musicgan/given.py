@@ -1,0 +1,43 @@
+"""Music a person gives the model to start from (an opening to continue, a line to harmonise):
+read on the model's grid, cut to whole bars, and checked against what the model can play, with
+the reason in words when it cannot. One place for these checks, so that Continue and Harmonise
+refuse the same things with the same messages."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import metre
+from .midi import Roll
+from .models import ModelConfig
+
+
+def whole_bars(cfg: ModelConfig, roll: Roll, bars: int, what: str) -> Roll:
+    """The first ``bars`` bars of ``roll`` (all of them, if it has fewer) on the model's grid: a
+    roll of their notes that lasts to the end of the last bar (its ``n_steps``, a rest at the end
+    included). ValueError, in words, for music that has no notes or is in a metre the model does
+    not know. ``what`` names the music in messages ("the opening", "the melody")."""
+    roll = roll.on_grid(cfg.steps_per_beat)
+    if not len(roll.notes):
+        raise ValueError(f"{roll.name or what} has no notes")
+    lines = metre.bar_lines(roll.time_signatures, roll.n_steps, cfg.steps_per_beat)
+    last = int(lines[-1])
+    ends = [int(b) for b in lines[1:]] + [last + cfg.bar_steps(metre.metre_at(roll.time_signatures, last))]
+    n_steps = ends[min(bars, len(ends)) - 1]
+    used = sorted(set(metre.metre_at(roll.time_signatures, int(b)) for b in lines if b < n_steps))
+    unknown = [m for m in used if m not in cfg.metres]
+    if unknown and cfg.metre_input:
+        known = ", ".join(metre.name(m) for m in cfg.metres)
+        raise ValueError(f"{what} is in {metre.name(unknown[0])}; this model knows {known}")
+    notes = roll.notes[roll.notes[:, 1] < n_steps].copy()
+    notes[:, 2] = np.minimum(notes[:, 2], n_steps)
+    return Roll(notes=notes, steps_per_beat=cfg.steps_per_beat, tempos=roll.tempos[:1],
+                time_signatures=tuple(ts for ts in roll.time_signatures if ts[0] < n_steps),
+                program=roll.program, name=roll.name, length=n_steps)
+
+
+def check_range(cfg: ModelConfig, notes: np.ndarray, what: str) -> None:
+    """ValueError, in words, when ``notes`` go outside the model's pitch range."""
+    low, high = int(notes[:, 0].min()), int(notes[:, 0].max())
+    if low < cfg.pitch_low or high > cfg.pitch_high:
+        raise ValueError(f"{what}'s notes go from MIDI {low} to {high}; this model plays {cfg.pitch_low} "
+                         f"to {cfg.pitch_high} (transpose it by octaves into that range)")
