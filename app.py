@@ -25,7 +25,8 @@ import gradio as gr
 import pandas as pd
 
 import musicgan
-from musicgan import api, checkpoint as ckpt, data, generate as gen, keys, metre as metres, render, settings, zerogpu
+from musicgan import (api, checkpoint as ckpt, data, generate as gen, keys, metre as metres, pickup, render, settings,
+                      zerogpu)
 from musicgan.train import Budget, TrainConfig, pick_device, device_label
 
 ROOT = Path(__file__).resolve().parent
@@ -336,7 +337,7 @@ def read_uploads(files, session=None, find_pickups: bool = True):
                                                              f"beat keeps its triplets" if corpus.rolls and
                                                              corpus.rolls[0].steps_per_beat != 4 else "") + ".")
     if report.pickups:
-        shown = ", ".join(f"`{name}` ({beats:g} beat{'' if beats == 1 else 's'})" for name, beats in report.pickups[:5])
+        shown = ", ".join(f"`{name}` ({pickup.beats_text(beats)})" for name, beats in report.pickups[:5])
         more = f" and {len(report.pickups) - 5} more" if len(report.pickups) > 5 else ""
         lines.append(f"Pickups: {len(report.pickups)} file(s) open with a pickup the file does not mark; each first bar "
                      f"is made whole with a rest before it: {shown}{more}.")

@@ -153,8 +153,7 @@ def _given(source, model: ckpt.Checkpoint, what: str, find_pickups: bool) -> tup
 
 
 def _pickup_found(found) -> str:
-    beats = 0 if found is None else found.beats
-    return f" (its pickup of {beats:g} beat{'' if beats == 1 else 's'} found)" if found is not None and found.steps else ""
+    return f" (its pickup of {pickup.beats_text(found.beats)} found)" if found is not None and found.steps else ""
 
 
 def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, tempo_bpm: float | None = None,

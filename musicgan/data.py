@@ -75,16 +75,12 @@ class Report:
                 line += f", {100 * thirds / moved:.0f}% of them triplets or swing (a grid 3x finer would keep them)"
             lines.append(line)
         if self.pickups:
-            shown = ", ".join(f"{name} ({_beats(b)})" for name, b in self.pickups[:5])
+            shown = ", ".join(f"{name} ({pickups_.beats_text(b)})" for name, b in self.pickups[:5])
             more = f" and {len(self.pickups) - 5} more" if len(self.pickups) > 5 else ""
             lines.append(f"pickups: {len(self.pickups)} of {len(self.read)} file(s) open with a pickup the file does "
                          f"not mark; the first bar is made whole with a rest before it: {shown}{more}")
         lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
         return "\n".join(lines)
-
-
-def _beats(beats: float) -> str:
-    return f"{beats:g} beat" + ("" if beats == 1 else "s")
 
 
 @dataclass

@@ -59,6 +59,17 @@ class Found:
     margin: float
 
 
+def _opening_bar(roll: Roll) -> tuple[int, int]:
+    """(the steps of ``roll``'s first bar on :data:`GRID`, its time signature's denominator)."""
+    _, numerator, denominator = roll.time_signatures[0] if roll.time_signatures else (0, 4, 4)
+    return metre.bar_steps((numerator, denominator), GRID), denominator
+
+
+def beats_text(beats: float) -> str:
+    """A pickup's length in words: "1 beat", "1.5 beats"."""
+    return f"{beats:g} beat" + ("" if beats == 1 else "s")
+
+
 def features(roll: Roll) -> np.ndarray:
     """What the finder hears at each step of ``roll`` (on :data:`GRID`, its first
     :data:`READ_STEPS` steps): (T, FEATURES) float32."""
@@ -96,8 +107,7 @@ def features(roll: Roll) -> np.ndarray:
         top = highest[struck].astype(float)
         out[struck, 7] = np.clip((top - np.median(top)) / 12, -2, 2)
         out[struck, 8] = np.clip(np.diff(top, prepend=top[0]) / 12, -2, 2)
-    _, numerator, denominator = roll.time_signatures[0] if roll.time_signatures else (0, 4, 4)
-    bar = metre.bar_steps((numerator, denominator), GRID)
+    bar, denominator = _opening_bar(roll)
     out[:, 21 + min(bar, MAX_BAR) - 1] = 1
     if denominator in DENOMINATORS:
         out[:, 21 + MAX_BAR + DENOMINATORS.index(denominator)] = 1
@@ -130,8 +140,7 @@ def shipped(weights: Path = WEIGHTS) -> BarFinder | None:
 def shift_scores(finder: BarFinder, roll: Roll) -> tuple[np.ndarray, int]:
     """(the mean log-probability a step of each shift d = 0 .. bar-1 (on GRID): how well the bars
     of the music moved d steps later agree with what the finder hears; the bar in steps)."""
-    _, numerator, denominator = roll.time_signatures[0] if roll.time_signatures else (0, 4, 4)
-    bar = metre.bar_steps((numerator, denominator), GRID)
+    bar, _ = _opening_bar(roll)
     x = torch.from_numpy(features(roll))
     with torch.no_grad():
         logits = finder(x[None])[0, :, :bar]
@@ -148,8 +157,7 @@ def find(roll: Roll, finder: BarFinder | None = None, margin: float = MARGIN) ->
     none = Found(0, 0.0, 0.0)
     if finder is None or not len(roll.notes) or int(roll.notes[:, 1].min()) > 0:
         return none
-    _, numerator, denominator = roll.time_signatures[0] if roll.time_signatures else (0, 4, 4)
-    if metre.bar_steps((numerator, denominator), GRID) > MAX_BAR:
+    if _opening_bar(roll)[0] > MAX_BAR:
         return none
     scores, bar = shift_scores(finder, roll)
     near = np.nonzero(scores[1:] >= scores.max() - TIE)[0] + 1
@@ -157,9 +165,7 @@ def find(roll: Roll, finder: BarFinder | None = None, margin: float = MARGIN) ->
     gain = float(scores[d] - scores[0])
     if d == 0 or gain < margin:
         return Found(0, 0.0, round(max(gain, 0.0), 4))
-    steps = d * roll.steps_per_beat // GRID if d * roll.steps_per_beat % GRID == 0 else \
-        round(d * roll.steps_per_beat / GRID)
-    return Found(steps, (bar - d) / GRID, round(gain, 4))
+    return Found(round(d * roll.steps_per_beat / GRID), (bar - d) / GRID, round(gain, 4))
 
 
 def barred(roll: Roll) -> tuple[Roll, Found]:
@@ -184,7 +190,7 @@ def padded(roll: Roll, steps: int) -> Roll:
 
 def as_written(roll: Roll) -> tuple[Roll, int]:
     """(a roll of a collection's piece as a file without the pickup's rest would hold it: its music
-    from step 0, the shift that was taken off (the pickup's rest, 0 for none)."""
+    from step 0; the shift that was taken off: the pickup's rest, 0 for none)."""
     first = int(roll.notes[:, 1].min())
     return replace(roll, notes=roll.notes - np.array([0, first, first, 0], roll.notes.dtype),
                    time_signatures=tuple((max(0, s - first), n, d) for s, n, d in roll.time_signatures)), first
@@ -204,7 +210,7 @@ def collection(folder: Path) -> list[tuple[Roll, np.ndarray, int]]:
         if not len(roll.notes) or roll.time_signatures[0][0] != 0:
             continue
         written, first = as_written(roll)
-        if metre.bar_steps(tuple(roll.time_signatures[0][1:]), GRID) > MAX_BAR or first >= written.steps_per_bar:
+        if _opening_bar(roll)[0] > MAX_BAR or first >= written.steps_per_bar:
             continue
         position, _, _ = metre.positions(roll.time_signatures, roll.n_steps, GRID)
         out.append((written, position[first:], first))
