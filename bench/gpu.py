@@ -192,7 +192,7 @@ def graph_agrees(rolls, device, batch: int = 512) -> dict:
         real = trainer._batch(untransposed=True)
         z, noise = trainer._noise(*real.tokens.shape[:2])
         z = G.condition(z, real.keys)
-        graphed, _ = trainer.draw(z, noise, real.codes)
+        graphed = trainer.draw(z, noise, real.codes)
         with torch.no_grad():
             eager, _ = G.sample(z, noise, real.codes)
         result[when] = {"identical": bool(torch.equal(graphed, eager)),

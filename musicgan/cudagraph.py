@@ -30,14 +30,14 @@ the trainer's steps are its own, launched op by op.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .models import Generator, gumbel_from_normal
 
 
 class Draw:
     """``draw(z, noise, codes)``: :meth:`Generator.sample`'s Gumbel-max draw without gradients,
-    as (tokens (B, T, V), one_hot (B, T, V, K)); replayed from a CUDA graph on a CUDA GPU."""
+    its tokens (B, T, V) (the caller makes their one-hot if it needs it: a critic step replayed
+    from its own graph does not); replayed from a CUDA graph on a CUDA GPU."""
 
     def __init__(self, G: Generator, enabled: bool = True):
         self.G = G
@@ -52,7 +52,7 @@ class Draw:
     @torch.no_grad()
     def __call__(self, z: torch.Tensor, noise: torch.Tensor, codes: torch.Tensor):
         if not self.on(z):
-            return self.G.sample(z, noise, codes)
+            return self.G.sample(z, noise, codes)[0]
         G = self.G
         beta, tonal, harmony = float(G.parallel_bias), bool(G.tonal_bias.any()), bool(G.interval_bias.any())
         key = (tuple(z.shape), tuple(noise.shape), tuple(codes.shape), z.dtype, beta, tonal, harmony)
@@ -63,8 +63,7 @@ class Draw:
         self.noise.copy_(noise)
         self.codes.copy_(codes)
         self.graph.replay()
-        tokens = self.tokens.clone()
-        return tokens, F.one_hot(tokens, G.cfg.vocab).float()
+        return self.tokens.clone()
 
     def _draw(self, beta: float, tonal: bool, harmony: bool) -> torch.Tensor:
         return self.G._draw_fast(self.z, gumbel_from_normal(self.noise), self.codes, 1.0,

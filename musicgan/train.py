@@ -656,13 +656,14 @@ class Trainer:
         d_only = not c.g_adversarial or self.step_count - self.adversarial_from < c.d_warmup_steps
         real_label = c.label_smoothing if c.g_adversarial else 1.0
         if d_only:
-            fake_tokens, fake = self.draw(z_fake, step_noise, real_d.codes)
+            fake_tokens = self.draw(z_fake, step_noise, real_d.codes)
             logits = None
             replayed = None if c.g_adversarial else self._replayed("critic", real_d.tokens, fake_tokens, real_d.codes)
             if replayed is not None:
                 (loss_d, accuracy), ok = replayed
                 return {"d_loss": loss_d, "d_accuracy": accuracy, "diversity": diversity(fake_tokens),
                         "diversity_real": diversity(real_d.tokens)}, ok
+            fake = F.one_hot(fake_tokens, self.model.vocab).float()
         else:  # one forward: the free-running draw (for D) and teacher forcing (for the likelihood term)
             z_real = self.G.condition(z, real.keys)
             logits, (_, fake) = self.g_train(real.tokens if c.mle_weight else None, z_real, real.codes, step_noise,
