@@ -8,11 +8,21 @@ split (``test``, by default; the finder trains on ``train``) it prints, at the s
 * found: pieces with a pickup whose shift it found exactly (the row "shipped": as `find` decides);
 * missed: pieces with a pickup it left as written;
 * moved wrongly: pieces it moved by a wrong amount (those without a pickup among them);
+* right: pieces whose bars end up where the score has them (reading every file as written
+  gets those without a pickup right, and no other);
 * and the same for the finder's best shift alone (no margin, no preference for short pickups),
   and for a first, simpler try (the shift that puts the most note-time on the bar's first
-  step), for comparison. Reading every file as written finds none, and moves none.
+  step), for comparison.
 
-    python bench/pickup.py [--data data/styles] [--split test] [--weights W]
+Where the export recorded each score's pickup (``pickups.json``, as ``musicgan.datasets`` now
+writes it), a piece whose first bar is whole but begins with a rest (a madrigal's voices entering
+on beat 2) is not counted: a file of it holds that rest, and the finder leaves such a file alone
+(``begin_after_a_rest`` counts them). Without the record, every rest before the music is taken
+as a pickup's. The collections nothing learns from (``python -m musicgan.datasets unseen
+data/unseen``) say how the finder does on music unlike what it was trained on:
+
+    python bench/pickup.py [--data data/styles] [--split test] [--weights W] [--downbeat-floor F]
+    python bench/pickup.py --data data/unseen
 """
 from __future__ import annotations
 
@@ -28,21 +38,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from musicgan import pickup  # noqa: E402
-
-
-def most_note_time(roll) -> int:
-    """The naive finder: the shift that puts the most note-time on the bar's first step."""
-    bar = roll.steps_per_bar
-    weight = np.zeros(bar)
-    np.add.at(weight, (-roll.notes[:, 1]) % bar, roll.notes[:, 2] - roll.notes[:, 1])
-    return int(np.argmax(weight))
+from musicgan.datasets import PICKUPS_FILE  # noqa: E402
 
 
 def tally(pairs) -> dict:
     """pairs: (answer, guess) shifts."""
     pairs = list(pairs)
     with_pickup = [(a, g) for a, g in pairs if a]
-    return {"pieces": len(pairs), "with_pickup": len(with_pickup),
+    return {"pieces": len(pairs), "with_pickup": len(with_pickup), "right": sum(a == g for a, g in pairs),
             "found": sum(a == g for a, g in with_pickup),
             "missed": sum(g == 0 for a, g in with_pickup),
             "moved_wrongly": sum(a != g and g != 0 for a, g in pairs),
@@ -53,6 +56,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "styles")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--downbeat-floor", type=float, default=pickup.DOWNBEAT_FLOOR,
+                        help="the share of the bar lines' note-time a shift must keep (0: no floor)")
     parser.add_argument("--weights", type=Path, default=pickup.WEIGHTS, help="a finder's weights (the shipped one's)")
     args = parser.parse_args(argv)
     import torch
@@ -64,14 +69,19 @@ def main(argv=None) -> int:
     summary, began = {}, time.monotonic()
     for folder in sorted(p for p in args.data.iterdir() if (p / args.split).is_dir()):
         pieces = pickup.collection(folder / args.split)
-        rows = [(answer, pickup.shift_scores(finder, roll)[0], most_note_time(roll)) for roll, _, answer in pieces]
-        shipped = [(answer, pickup.find(roll, finder).steps) for roll, _, answer in pieces]
+        record = folder / args.split / PICKUPS_FILE
+        scored = json.loads(record.read_text()) if record.is_file() else {}
+        rested = [p for p in pieces if p[2] and scored.get(p[3]) == 0]  # a whole first bar that begins with a rest
+        pieces = [p for p in pieces if not any(p is r for r in rested)]
+        rows = [(answer, pickup.shift_scores(finder, roll)[0], int(np.argmax(pickup.downbeat_time(roll)))) for roll, _, answer, _ in pieces]
+        shipped = [(answer, pickup.find(roll, finder, downbeat_floor=args.downbeat_floor).steps) for roll, _, answer, _ in pieces]  # (read on GRID)
         summary[folder.name] = {
             "shipped": tally(shipped),
             "best_shift": tally((a, int(np.argmax(s))) for a, s, _ in rows),
-            "most_note_time": tally((a, g) for a, _, g in rows)}
+            "most_note_time": tally((a, g) for a, _, g in rows),
+            "begin_after_a_rest": len(rested) if scored else None}
         print(folder.name, json.dumps(summary[folder.name]), flush=True)
-    summary["margin"], summary["tie"] = pickup.MARGIN, pickup.TIE
+    summary["margin"], summary["tie"], summary["downbeat_floor"] = pickup.MARGIN, pickup.TIE, args.downbeat_floor
     summary["seconds"] = round(time.monotonic() - began, 1)
     print(json.dumps(summary, indent=1))
     return 0

@@ -1,6 +1,7 @@
 """Build public-domain training sets offline, from music21's corpus.
 
     python -m musicgan.datasets NAME OUT_DIR      # NAME: bach, fiddle, trecento, quartets, or all
+    python -m musicgan.datasets unseen OUT_DIR    # madrigals and various: music nothing learns from
 
 exports every piece of a collection to MIDI under ``OUT_DIR/train`` and ``OUT_DIR/test`` (with
 ``all``: ``OUT_DIR/NAME/train`` ...). The collections are the development benchmark of several
@@ -18,12 +19,25 @@ The split is fixed: a piece goes to ``test`` when the first byte of the SHA-1 of
 the collection's share of 256 (10% of the chorales and the tunes, 15% of the trecento pieces,
 20% of the few quartet movements), so it never depends on the corpus order or on the machine.
 
+Two more collections are *unseen*: every piece is held out (``test``), and no model or tool of
+ours learns from them, so they say how what was tuned on the four above does on music it never
+met (``bench/pickup.py`` scores the bar finder on them):
+
+* ``madrigals``: Monteverdi's madrigals (books 3-5; five voices, mostly 4/4);
+* ``various``: one to a few pieces each by other composers: piano pieces (a mazurka, polonaises,
+  a rag, a sonata movement), songs with piano, a string quartet, an aria, a clarinet concertino.
+
+Each folder also gets ``pickups.json``: for each piece, how much shorter than a whole bar its
+score's first bar is, in quarter notes (the rest the export put before a pickup; 0: the first bar
+is whole, even where it begins with a rest).
+
 music21 is a development dependency (requirements-dev.txt), not a runtime one.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -44,6 +58,15 @@ COLLECTIONS = {
     "quartets": Collection(("haydn", "mozart", "beethoven"), 0.2, "string quartets by Haydn, Mozart and Beethoven",
                            leave_out=("mozart-k545-movement1_exposition",)),  # a piano sonata
 }
+UNSEEN = {
+    "madrigals": Collection(("monteverdi",), 1.0, "Monteverdi's madrigals, all held out",
+                            leave_out=("monteverdi-madrigal.3.1_old",)),  # an older copy of 3.1
+    "various": Collection(("beach", "chopin", "corelli", "cpebach", "handel", "johnson_j_r", "joplin", "liliuokalani",
+                           "schoenberg", "schubert", "schumann_clara", "schumann_robert", "verdi", "weber", "webern"),
+                          1.0, "pieces by composers of none of the other collections, all held out",
+                          leave_out=("schumann_robert-opus48no2",)),  # the same song as dichterliebe_no2
+}
+PICKUPS_FILE = "pickups.json"
 # one file per piece, the first of these found (.rntxt: the chorale harmonisations of Riemenschneider's
 # edition as chord progressions, part of the Bach set the pretrained model learned from)
 PREFERRED = (".mxl", ".xml", ".musicxml", ".abc", ".krn", ".rntxt")
@@ -66,7 +89,7 @@ def sources(collection: str) -> dict[str, Path]:
     """The corpus files of a collection, by piece name (one file per piece)."""
     from music21 import corpus
 
-    spec = COLLECTIONS[collection]
+    spec = {**COLLECTIONS, **UNSEEN}[collection]
     found: dict[str, Path] = {}
     for folder in spec.folders:
         paths = [Path(p) for p in corpus.getPaths() if f"/corpus/{folder}/" in str(p)]
@@ -85,6 +108,11 @@ def export(source: Path, out: Path) -> str | None:
     """Write one corpus piece as MIDI (its notes, not its chord symbols); returns an error string
     or None. music21 plays the repeats out; where they are badly formed, the piece is written as
     notated, without them."""
+    return _export(source, out)[0]
+
+
+def _export(source: Path, out: Path) -> tuple[str | None, float]:
+    """(:func:`export`'s answer, the piece's pickup in quarter notes)."""
     from music21 import corpus
     from music21.repeat import ExpanderException
 
@@ -94,10 +122,11 @@ def export(source: Path, out: Path) -> str | None:
             score.write("midi", fp=str(out))
         except ExpanderException:
             _without_repeats(score).write("midi", fp=str(out))
-        _pad_pickup(out, pickup_quarters(score))
-        return None
+        quarters = pickup_quarters(score)
+        _pad_pickup(out, quarters)
+        return None, quarters
     except Exception as e:  # music21 raises many kinds; one bad piece must not stop the export
-        return f"{source.name}: {type(e).__name__}: {e}"
+        return f"{source.name}: {type(e).__name__}: {e}", 0.0
 
 
 def pickup_quarters(score) -> float:
@@ -169,7 +198,7 @@ def build(name: str, out_dir: Path, workers: int = 2, limit: int | None = None) 
     """Export a collection into ``out_dir``/train and /test; pieces already there are kept,
     unless an older version of this export wrote them (then all are written again)."""
     out_dir = Path(out_dir)
-    share = COLLECTIONS[name].test_share
+    share = {**COLLECTIONS, **UNSEEN}[name].test_share
     version = out_dir / VERSION_FILE
     current = version.is_file() and version.read_text().strip() == EXPORT_VERSION
     jobs = []
@@ -178,11 +207,17 @@ def build(name: str, out_dir: Path, workers: int = 2, limit: int | None = None) 
         if not current or not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             jobs.append((source, target))
-    errors = []
+    errors, pickups = [], {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for err in pool.map(export, *zip(*jobs)) if jobs else []:
+        for (_, target), (err, quarters) in zip(jobs, pool.map(_export, *zip(*jobs)) if jobs else []):
             if err:
                 errors.append(err)
+            else:
+                pickups.setdefault(target.parent, {})[target.name] = quarters
+    for folder, found in pickups.items():  # (pieces kept from before keep what the file had for them)
+        record = folder / PICKUPS_FILE
+        known = json.loads(record.read_text()) if record.is_file() and current else {}
+        record.write_text(json.dumps(dict(sorted({**known, **found}.items())), indent=0) + "\n")
     out_dir.mkdir(parents=True, exist_ok=True)
     version.write_text(EXPORT_VERSION + "\n")
     counts = {split: len(list((out_dir / split).glob("*.mid"))) for split in ("train", "test")}
@@ -196,14 +231,16 @@ def build_bach(out_dir: Path, workers: int = 2, limit: int | None = None) -> dic
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m musicgan.datasets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=[*COLLECTIONS, "all"])
+    parser.add_argument("name", choices=[*COLLECTIONS, *UNSEEN, "all", "unseen"],
+                        help="a collection; all: the four that models learn from; unseen: the two none does")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="export only the first N pieces")
     args = parser.parse_args(argv)
-    names = list(COLLECTIONS) if args.name == "all" else [args.name]
+    groups = {"all": list(COLLECTIONS), "unseen": list(UNSEEN)}
+    names = groups.get(args.name, [args.name])
     for name in names:
-        out = args.out_dir / name if args.name == "all" else args.out_dir
+        out = args.out_dir / name if args.name in groups else args.out_dir
         try:
             result = build(name, out, args.workers, args.limit)
         except ImportError:
@@ -213,7 +250,7 @@ def main(argv=None) -> int:
         for err in result["errors"]:
             print(f"skipped {err}", file=sys.stderr)
         c = result["counts"]
-        print(f"{out}: {c['train']} train and {c['test']} test pieces ({COLLECTIONS[name].about})")
+        print(f"{out}: {c['train']} train and {c['test']} test pieces ({({**COLLECTIONS, **UNSEEN})[name].about})")
     return 0
 
 

@@ -13,7 +13,10 @@ it. The pickup is the shift that agrees best with what it hears, over the whole 
 (:func:`find`); of shifts about as good (:data:`TIE`: a chorale's first beat and its third
 can sound alike), the shortest pickup, as most are. It is taken only when it beats reading the
 piece as written by a margin (:data:`MARGIN`), so that music that was barred right stays as it
-is. Both were chosen on the training split (``bench/pickup.py`` scores the held-out one). It is trained
+is, and not where it would take a third or more of the note-time off the bar lines
+(:data:`DOWNBEAT_FLOOR`: long notes fall on the first beat, and a mazurka's or a polonaise's
+accents off it can sound like a pickup's to the finder). All three were chosen on the training
+split (``bench/pickup.py`` scores the held-out one, and collections the finder never met). It is trained
 (``python -m musicgan.pickup train data/styles``) on the four collections of
 :mod:`musicgan.datasets`, whose pickups music21 knows (they are written as a rest before the
 music: see ``datasets.export``), and ships with the package (``bar_finder.safetensors``).
@@ -45,6 +48,7 @@ FEATURES = 9 + 12 + MAX_BAR + len(DENOMINATORS)
 READ_STEPS = 1024  # it reads at most this much of a piece (64 bars of 4/4)
 MARGIN = 0.6  # nats a step: how much better a shift must explain the piece than no shift
 TIE = 0.2  # nats a step: shifts this near the best are as good, and the shortest pickup of them is taken
+DOWNBEAT_FLOOR = 0.7  # a shift must keep this share of the note-time that begins on a bar line as written
 WEIGHTS = Path(__file__).with_name("bar_finder.safetensors")
 
 
@@ -149,10 +153,22 @@ def shift_scores(finder: BarFinder, roll: Roll) -> tuple[np.ndarray, int]:
     return np.array([logp[t, (t + d) % bar].mean() for d in range(bar)]), bar
 
 
-def find(roll: Roll, finder: BarFinder | None = None, margin: float = MARGIN) -> Found:
+def downbeat_time(roll: Roll) -> np.ndarray:
+    """The note-time (in steps of :data:`GRID`) of the notes that begin on a bar line, for each
+    shift d = 0 .. bar-1 (on GRID) of the music later, with the opening bar's length throughout."""
+    bar, _ = _opening_bar(roll)
+    notes = roll.on_grid(GRID).notes
+    time = np.zeros(bar)
+    np.add.at(time, (-notes[:, 1]) % bar, notes[:, 2] - notes[:, 1])
+    return time
+
+
+def find(roll: Roll, finder: BarFinder | None = None, margin: float = MARGIN,
+         downbeat_floor: float = DOWNBEAT_FLOOR) -> Found:
     """The pickup ``roll`` opens with, if its file does not mark it (see the module's doc):
-    none for music that begins after a rest, for a bar too long for the finder, or when no shift
-    explains the music better than reading it as written by ``margin``."""
+    none for music that begins after a rest, for a bar too long for the finder, when no shift
+    explains the music better than reading it as written by ``margin``, or when the shift would
+    put less than ``downbeat_floor`` of the note-time as written on the bar lines."""
     finder = finder or shipped()
     none = Found(0, 0.0, 0.0)
     if finder is None or not len(roll.notes) or int(roll.notes[:, 1].min()) > 0:
@@ -165,6 +181,9 @@ def find(roll: Roll, finder: BarFinder | None = None, margin: float = MARGIN) ->
     gain = float(scores[d] - scores[0])
     if d == 0 or gain < margin:
         return Found(0, 0.0, round(max(gain, 0.0), 4))
+    time = downbeat_time(roll)
+    if time[d] < downbeat_floor * time[0]:
+        return Found(0, 0.0, round(gain, 4))
     return Found(round(d * roll.steps_per_beat / GRID), (bar - d) / GRID, round(gain, 4))
 
 
@@ -196,10 +215,10 @@ def as_written(roll: Roll) -> tuple[Roll, int]:
                    time_signatures=tuple((max(0, s - first), n, d) for s, n, d in roll.time_signatures)), first
 
 
-def collection(folder: Path) -> list[tuple[Roll, np.ndarray, int]]:
+def collection(folder: Path) -> list[tuple[Roll, np.ndarray, int, str]]:
     """(the piece as written (:func:`as_written`), each of its steps' position in its bar, the
-    shift that puts its bars right) of each piece in ``folder`` (on :data:`GRID`) that opens in a
-    bar the finder knows."""
+    shift that puts its bars right, its file's name) of each piece in ``folder`` (on
+    :data:`GRID`) that opens in a bar the finder knows."""
     from . import midi
     out = []
     for path in sorted(folder.glob("*.mid")):
@@ -213,7 +232,7 @@ def collection(folder: Path) -> list[tuple[Roll, np.ndarray, int]]:
         if _opening_bar(roll)[0] > MAX_BAR or first >= written.steps_per_bar:
             continue
         position, _, _ = metre.positions(roll.time_signatures, roll.n_steps, GRID)
-        out.append((written, position[first:], first))
+        out.append((written, position[first:], first, path.name))
     return out
 
 
@@ -225,7 +244,7 @@ def train(root: Path, steps: int = 4000, seed: int = 0, window: int = 512, batch
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     styles = {d.name: [(features(roll), position[:min(len(position), READ_STEPS)])
-                       for roll, position, _ in collection(d / "train")]
+                       for roll, position, _, _ in collection(d / "train")]
               for d in sorted(root.iterdir()) if (d / "train").is_dir()}
     styles = {k: v for k, v in styles.items() if v}
     log(json.dumps({k: len(v) for k, v in styles.items()}))

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from musicgan import api, data, midi, pickup
 from musicgan.midi import Roll
@@ -49,6 +50,36 @@ def test_music_that_begins_after_a_rest_is_read_as_written():
     assert pickup.find(empty).steps == 0
     long_bar = Roll(np.array([[60, 0, 4, 80]] * 1, np.int32), time_signatures=((0, 13, 4),))
     assert pickup.find(long_bar).steps == 0  # (a bar longer than the finder knows)
+
+
+class Hears(pickup.BarFinder):
+    """A finder that hears every piece's bars ``shift`` steps later than written (4/4 on GRID)."""
+
+    def __init__(self, shift: int):
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, x):
+        t = np.arange(x.shape[1])
+        logits = np.full((1, x.shape[1], pickup.MAX_BAR), -10.0, np.float32)
+        logits[0, t, (t + self.shift) % 16] = 10.0
+        return torch.from_numpy(logits)
+
+
+def test_a_shift_that_takes_the_long_notes_off_the_bar_lines_is_not_taken():
+    """However sure the finder is: a mazurka's accents on beat 2 can sound to it like a pickup's,
+    but bars whose long notes fall on their first beat are barred as written."""
+    bar_lines = [[60, b * 16, b * 16 + 8, 80] for b in range(8)] + \
+                [[62 + k, b * 16 + 8 + 4 * k, b * 16 + 12 + 4 * k, 80] for b in range(8) for k in range(2)]
+    even = [[60 + b % 5, b * 4, b * 4 + 4, 80] for b in range(32)]  # (quarter notes: no beat the longer)
+    finder = Hears(12)  # (a one-beat pickup: the music 3 beats later)
+    for notes, moved in ((bar_lines, False), (even, True)):
+        roll = Roll(np.array(notes, np.int32), time_signatures=((0, 4, 4),), steps_per_beat=4)
+        time = pickup.downbeat_time(roll)
+        assert (time[12] < pickup.DOWNBEAT_FLOOR * time[0]) == (not moved)
+        found = pickup.find(roll, finder)
+        assert found.margin > pickup.MARGIN and found.steps == (12 if moved else 0)
+        assert pickup.find(roll, finder, downbeat_floor=0).steps == 12
 
 
 def test_the_finder_is_the_same_on_a_finer_grid(tmp_path):

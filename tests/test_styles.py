@@ -73,6 +73,31 @@ def test_a_collection_written_by_an_older_export_is_written_again(tmp_path):
     assert piece.read_bytes()[:4] == b"MThd"  # by an older one: written again
 
 
+def test_the_export_records_each_scores_pickup(tmp_path):
+    """pickups.json: how much shorter than a whole bar each score's first bar is; the export put
+    that much rest before the music, and a build that keeps pieces keeps what it recorded."""
+    import json
+
+    from musicgan import datasets
+
+    datasets.build("bach", tmp_path, workers=1, limit=4)
+    records = {}
+    for folder in tmp_path.glob("*/"):
+        for name, quarters in json.loads((folder / datasets.PICKUPS_FILE).read_text()).items():
+            records[name] = quarters
+            if quarters:
+                assert midi.read(folder / name, 4).notes[:, 1].min() == round(4 * quarters)
+    assert len(records) == 4 and 0 < sum(q > 0 for q in records.values()) < 4
+    for piece in tmp_path.glob("*/*.mid"):
+        piece.unlink()
+        break
+    datasets.build("bach", tmp_path, workers=1, limit=4)  # (writes the one piece again)
+    again = {}
+    for folder in tmp_path.glob("*/"):
+        again.update(json.loads((folder / datasets.PICKUPS_FILE).read_text()))
+    assert again == records
+
+
 @pytest.fixture(scope="module")
 def waltzes(tmp_path_factory):
     folder = tmp_path_factory.mktemp("waltzes")
