@@ -14,8 +14,8 @@ it. The pickup is the shift that agrees best with what it hears, over the whole 
 can sound alike), the shortest pickup, as most are. It is taken only when it beats reading the
 piece as written by a margin (:data:`MARGIN`), so that music that was barred right stays as it
 is, and not where it would take a third or more of the note-time off the bar lines
-(:data:`DOWNBEAT_FLOOR`: long notes fall on the first beat, and a mazurka's or a polonaise's
-accents off it can sound like a pickup's to the finder). All three were chosen on the training
+(:data:`DOWNBEAT_FLOOR`: long notes fall on the first beat, and a polonaise's accents off it
+can sound like a pickup's to the finder). All three were chosen on the training
 split (``bench/pickup.py`` scores the held-out one, and collections the finder never met). It is trained
 (``python -m musicgan.pickup train data/styles``) on the four collections of
 :mod:`musicgan.datasets`, whose pickups music21 knows (they are written as a rest before the

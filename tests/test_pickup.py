@@ -67,8 +67,8 @@ class Hears(pickup.BarFinder):
 
 
 def test_a_shift_that_takes_the_long_notes_off_the_bar_lines_is_not_taken():
-    """However sure the finder is: a mazurka's accents on beat 2 can sound to it like a pickup's,
-    but bars whose long notes fall on their first beat are barred as written."""
+    """However sure the finder is: a polonaise's accents off the beat can sound to it like a
+    pickup's, but bars whose long notes fall on their first beat are barred as written."""
     bar_lines = [[60, b * 16, b * 16 + 8, 80] for b in range(8)] + \
                 [[62 + k, b * 16 + 8 + 4 * k, b * 16 + 12 + 4 * k, 80] for b in range(8) for k in range(2)]
     even = [[60 + b % 5, b * 4, b * 4 + 4, 80] for b in range(32)]  # (quarter notes: no beat the longer)
