@@ -71,15 +71,16 @@ def main(argv=None) -> int:
         pieces = pickup.collection(folder / args.split)
         record = folder / args.split / PICKUPS_FILE
         scored = json.loads(record.read_text()) if record.is_file() else {}
-        rested = [p for p in pieces if p[2] and scored.get(p[3]) == 0]  # a whole first bar that begins with a rest
-        pieces = [p for p in pieces if not any(p is r for r in rested)]
+        rested = lambda piece: piece[2] and scored.get(piece[3]) == 0  # noqa: E731 (a whole first bar that begins with a rest)
+        left_out = sum(map(rested, pieces))
+        pieces = [piece for piece in pieces if not rested(piece)]
         rows = [(answer, pickup.shift_scores(finder, roll)[0], int(np.argmax(pickup.downbeat_time(roll)))) for roll, _, answer, _ in pieces]
         shipped = [(answer, pickup.find(roll, finder, downbeat_floor=args.downbeat_floor).steps) for roll, _, answer, _ in pieces]  # (read on GRID)
         summary[folder.name] = {
             "shipped": tally(shipped),
             "best_shift": tally((a, int(np.argmax(s))) for a, s, _ in rows),
             "most_note_time": tally((a, g) for a, _, g in rows),
-            "begin_after_a_rest": len(rested) if scored else None}
+            "begin_after_a_rest": left_out if scored else None}
         print(folder.name, json.dumps(summary[folder.name]), flush=True)
     summary["margin"], summary["tie"], summary["downbeat_floor"] = pickup.MARGIN, pickup.TIE, args.downbeat_floor
     summary["seconds"] = round(time.monotonic() - began, 1)

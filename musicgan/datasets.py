@@ -66,6 +66,7 @@ UNSEEN = {
                           1.0, "pieces by composers of none of the other collections, all held out",
                           leave_out=("schumann_robert-opus48no2",)),  # the same song as dichterliebe_no2
 }
+BY_NAME = {**COLLECTIONS, **UNSEEN}
 PICKUPS_FILE = "pickups.json"
 # one file per piece, the first of these found (.rntxt: the chorale harmonisations of Riemenschneider's
 # edition as chord progressions, part of the Bach set the pretrained model learned from)
@@ -89,7 +90,7 @@ def sources(collection: str) -> dict[str, Path]:
     """The corpus files of a collection, by piece name (one file per piece)."""
     from music21 import corpus
 
-    spec = {**COLLECTIONS, **UNSEEN}[collection]
+    spec = BY_NAME[collection]
     found: dict[str, Path] = {}
     for folder in spec.folders:
         paths = [Path(p) for p in corpus.getPaths() if f"/corpus/{folder}/" in str(p)]
@@ -112,7 +113,8 @@ def export(source: Path, out: Path) -> str | None:
 
 
 def _export(source: Path, out: Path) -> tuple[str | None, float]:
-    """(:func:`export`'s answer, the piece's pickup in quarter notes)."""
+    """(:func:`export`'s answer, how much shorter than a whole bar the score's first bar is:
+    :func:`pickup_quarters`)."""
     from music21 import corpus
     from music21.repeat import ExpanderException
 
@@ -198,7 +200,7 @@ def build(name: str, out_dir: Path, workers: int = 2, limit: int | None = None) 
     """Export a collection into ``out_dir``/train and /test; pieces already there are kept,
     unless an older version of this export wrote them (then all are written again)."""
     out_dir = Path(out_dir)
-    share = {**COLLECTIONS, **UNSEEN}[name].test_share
+    share = BY_NAME[name].test_share
     version = out_dir / VERSION_FILE
     current = version.is_file() and version.read_text().strip() == EXPORT_VERSION
     jobs = []
@@ -250,7 +252,7 @@ def main(argv=None) -> int:
         for err in result["errors"]:
             print(f"skipped {err}", file=sys.stderr)
         c = result["counts"]
-        print(f"{out}: {c['train']} train and {c['test']} test pieces ({({**COLLECTIONS, **UNSEEN})[name].about})")
+        print(f"{out}: {c['train']} train and {c['test']} test pieces ({BY_NAME[name].about})")
     return 0
 
 
