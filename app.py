@@ -265,27 +265,36 @@ def variations(choice, seed, amount, tempo, instrument, temperature, key=KEY_AUT
                     n=3, amount=float(amount), bars=4)
 
 
-def continue_music(choice, opening, seed, add_bars, opening_bars, instrument, temperature, session=None):
-    """Carry on from the first bars of an uploaded MIDI file, in its metre, key and tempo."""
+def continue_music(choice, opening, seed, add_bars, opening_bars, instrument, temperature, session=None,
+                   find_pickups=True):
+    """Carry on from the first bars of an uploaded MIDI file, in its metre, key and tempo.
+    ``find_pickups``: a file that opens with a pickup it does not mark gets a whole first bar."""
     session = _need(session)
     opening_bytes = _uploaded_midi(opening, "Upload a MIDI file whose opening the model should continue.")
     return _made(session, choice, _model_path(choice, session), "continuation", opening=opening_bytes,
                  seed=int(seed), bars=int(add_bars), opening_bars=int(opening_bars), program=_program(instrument),
-                 temperature=float(temperature))
+                 temperature=float(temperature), find_pickups=bool(find_pickups))
 
 
-def harmonise_music(choice, melody, seed, instrument, temperature, session=None, voice="top"):
+def harmonise_music(choice, melody, seed, instrument, temperature, session=None, voice="top", find_pickups=True):
     """Keep the melody (the top line) of an uploaded MIDI file, or its bass (``voice`` "bottom"),
     and write the other voices."""
     session = _need(session)
     line = "melody (its top line)" if voice == "top" else "bass (its lowest notes)"
     melody_bytes = _uploaded_midi(melody, f"Upload a MIDI file whose {line} the model should harmonise.")
     return _made(session, choice, _model_path(choice, session), "harmonisation", melody=melody_bytes,
-                 seed=int(seed), program=_program(instrument), temperature=float(temperature), voice=voice)
+                 seed=int(seed), program=_program(instrument), temperature=float(temperature), voice=voice,
+                 find_pickups=bool(find_pickups))
 
 
-def harmonise_bass(choice, melody, seed, instrument, temperature, session=None):
-    return harmonise_music(choice, melody, seed, instrument, temperature, session, voice="bottom")
+def harmonise_melody(choice, melody, seed, instrument, temperature, session=None, find_pickups=True):
+    return harmonise_music(choice, melody, seed, instrument, temperature, session, voice="top",
+                           find_pickups=find_pickups)
+
+
+def harmonise_bass(choice, melody, seed, instrument, temperature, session=None, find_pickups=True):
+    return harmonise_music(choice, melody, seed, instrument, temperature, session, voice="bottom",
+                           find_pickups=find_pickups)
 
 
 def _uploaded_midi(path, missing: str) -> bytes:
@@ -571,6 +580,11 @@ def build() -> gr.Blocks:
                             with gr.Row():
                                 opening_bars = gr.Slider(1, 16, value=4, step=1, label="Bars of it the model reads")
                                 add_bars = gr.Slider(1, 32, value=8, step=1, label="Bars to add")
+                            given_pickup = gr.Checkbox(True, label="Find a pickup the file does not mark",
+                                                       info="A file that opens with an upbeat from its first tick "
+                                                            "gets a whole first bar; the piece's line says so. "
+                                                            "Untick to count bars from its first note.",
+                                                       elem_id="given-pickup")
                             with gr.Row():
                                 go_on = gr.Button("Continue it", elem_id="continue", min_width=120)
                                 harmonise = gr.Button("Harmonise its melody", elem_id="harmonise", min_width=120)
@@ -592,11 +606,11 @@ def build() -> gr.Blocks:
                 vary.click(variations, [ui.choice, seed, amount, *sound, session], outputs, api_name="variations",
                            **CPU)
                 go_on.click(continue_music, [ui.choice, opening, seed, add_bars, opening_bars, instrument, temperature,
-                                             session], outputs, api_name="continue", **CPU)
-                harmonise.click(harmonise_music, [ui.choice, opening, seed, instrument, temperature, session], outputs,
-                                api_name="harmonise", **CPU)
-                harmonise_low.click(harmonise_bass, [ui.choice, opening, seed, instrument, temperature, session],
-                                    outputs, api_name="harmonise_bass", **CPU)
+                                             session, given_pickup], outputs, api_name="continue", **CPU)
+                harmonise.click(harmonise_melody, [ui.choice, opening, seed, instrument, temperature, session,
+                                                   given_pickup], outputs, api_name="harmonise", **CPU)
+                harmonise_low.click(harmonise_bass, [ui.choice, opening, seed, instrument, temperature, session,
+                                                     given_pickup], outputs, api_name="harmonise_bass", **CPU)
                 dice.click(roll_dice, None, seed, api_name=False)
                 ck_file.upload(upload_checkpoint, [ck_file, session], [ui.choice, ui.ck_status, session],
                                api_name="upload_checkpoint")

@@ -190,6 +190,18 @@ def test_uploads_report_the_pickups_found_and_can_be_read_as_written(session, tm
     assert "Pickups" not in text and session.rolls[0].notes[:, 1].min() == 0
 
 
+def test_a_given_melodys_pickup_is_found_unless_the_box_is_unticked(session, tmp_path):
+    from musicgan import midi, pickup
+    unmarked = tmp_path / "unmarked.mid"  # bwv253, written from its one-beat pickup
+    midi.write(pickup.as_written(midi.read(EXAMPLES[1]))[0], unmarked)
+    for find, first, said in ((True, 12, True), (False, 0, False)):
+        out = app.harmonise_melody(app.PRETRAINED, str(unmarked), 3, -1, 1.0, session, find)
+        assert ("pickup of 1 beat found" in out[ui("status")]) == said
+        assert midi.read(out[ui("midi_file")], 4).notes[:, 1].min() == first
+        out = app.continue_music(app.PRETRAINED, str(unmarked), 3, 2, 2, -1, 1.0, session, find)
+        assert ("pickup of 1 beat found" in out[ui("status")]) == said
+
+
 SETTINGS = (16, 2, 0.5, False, 1e-4, 1e-3)  # batch, window bars, warm-up, G adversarial, lr G, lr D
 
 

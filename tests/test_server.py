@@ -185,7 +185,7 @@ def test_in_a_real_browser_continue_an_uploaded_opening(server, browser):
     context.close()
 
 
-def test_in_a_real_browser_harmonise_a_melody_and_play_it(server, browser):
+def test_in_a_real_browser_harmonise_a_melody_and_play_it(server, browser, tmp_path):
     from playwright.sync_api import expect
 
     melody_file = ROOT / "examples" / "melodies" / "old-hundredth.mid"
@@ -216,6 +216,19 @@ def test_in_a_real_browser_harmonise_a_melody_and_play_it(server, browser):
     piece = piece_of(page.locator("#pianoroll").inner_html())
     given = [n for n, g in zip(piece["notes"], piece["given"]) if g]
     assert given and min(n[0] for n in given) == min(n[0] for n in piece["notes"])
+    # ... and a melody written from its pickup's first tick: its pickup found, or not when unticked
+    from musicgan import pickup
+    unmarked = tmp_path / "unmarked.mid"
+    midi.write(pickup.as_written(midi.read(EXAMPLES[1]))[0], unmarked)
+    page.locator("#opening button[aria-label=Clear]").click()
+    page.locator("#opening input[type=file]").set_input_files(str(unmarked))
+    expect(page.locator("#opening")).to_contain_text("unmarked", timeout=30_000)
+    page.locator("#harmonise").click()
+    expect(page.locator("#piece-status")).to_contain_text("pickup of 1 beat found", timeout=60_000)
+    page.locator("#given-pickup input[type=checkbox]").uncheck()
+    page.locator("#harmonise").click()
+    expect(page.locator("#piece-status")).not_to_contain_text("pickup", timeout=60_000)
+    expect(page.locator("#piece-status")).to_contain_text("harmonised")
     context.close()
 
 
