@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (checkpoint as ckpt, data, form, generate, harmonise, keys, metre as metres, metrics, midi, pickup, render,
-               zerogpu)
+from . import (checkpoint as ckpt, data, form, generate, given as given_music, harmonise, keys, metre as metres, metrics,
+               midi, pickup, render, zerogpu)
 from .midi import Roll
 from .train import Budget, TrainConfig, Trainer, TrainingError, device_label, pick_device
 
@@ -126,13 +126,12 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     opens with a pickup it does not mark gets a whole first bar (:mod:`musicgan.pickup`; a Roll is
     taken as it is). ValueError (or MidiError) in words for an opening the model cannot read."""
     model = model or load_model()
-    opening, found = _given(opening, model, "the opening", find_pickups)
-    roll = opening
+    roll, how = _given(opening, model, "the opening", find_pickups)
     piece = generate.continue_rolls(model.generator, roll, [seed], bars, opening_bars, temperature, whole=whole,
                                     **model.sampling)[0]
     tempo = float(tempo_bpm or piece.tempo_bpm)
     program = piece.program if program is None else int(program)
-    piece = dataclasses.replace(piece, tempos=((0, tempo),), program=program)
+    piece = how.written_back(dataclasses.replace(piece, tempos=((0, tempo),), program=program))
     what = "opening and" if whole else "after the opening:"
     opened, opened_tokens, last_metre = generate.opening(model.generator, roll, opening_bars)
     given = piece.notes[:, 1] < len(opened_tokens) if whole else None
@@ -140,20 +139,43 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
         model.model, opened, len(opened_tokens), last_metre, bars, seed, model.forms)
     phrases = "" if sources is None else f" · {form.describe(sources)}"
     return _piece(piece, f"seed {seed} · {what} {bars} bars of {metres.name(piece.time_signatures[-1][1:])}"
-                         f"{_pickup_found(found)} · {tempo:g} bpm{phrases}", audio, given)
+                         f"{how.said()} · {tempo:g} bpm{phrases}", audio, given)
 
 
-def _given(source, model: ckpt.Checkpoint, what: str, find_pickups: bool) -> tuple[Roll, object]:
+@dataclasses.dataclass(frozen=True)
+class Read:
+    """How the music a person gave was read: the pickup found in it (``pickup.Found`` or None), and
+    its metres read as ones the model knows (:func:`musicgan.given.in_known_metres`)."""
+    found: object = None
+    read_as: dict = dataclasses.field(default_factory=dict)
+
+    def said(self) -> str:
+        """The description's words for it: " (its pickup of 1 beat found; its 2/2 read as 4/4)"."""
+        words = [f"its pickup of {pickup.beats_text(self.found.beats)} found"] if self.found and self.found.steps else []
+        words += [f"its {metres.name(mine)} read as {metres.name(other)}" for mine, other in self.read_as.items()]
+        return f" ({'; '.join(words)})" if words else ""
+
+    def written_back(self, roll: Roll) -> Roll:
+        """``roll`` (made from the music) in the music's own metres again, where that is unambiguous."""
+        back = {other: mine for mine, other in self.read_as.items()}
+        if len(back) < len(self.read_as):  # (two of its metres read as one: which to write is not known)
+            return roll
+        return dataclasses.replace(roll, time_signatures=given_music.relabelled(roll.time_signatures, back))
+
+
+def _given(source, model: ckpt.Checkpoint, what: str, find_pickups: bool) -> tuple[Roll, Read]:
     """(the music a person gives (a MIDI file's path or bytes, or a Roll) as a roll on the model's
-    grid, the pickup found in it (``pickup.Found``; None for a Roll or when not asked))."""
+    grid, in metres it knows, and how it was read: the pickup found in it (not for a Roll, nor
+    when not asked) and the metres read as others)."""
+    found = None
     if isinstance(source, Roll):
-        return source, None
-    roll = midi.read(source, model.model.steps_per_beat, name=what if isinstance(source, bytes) else None)
-    return pickup.barred(roll) if find_pickups else (roll, None)
-
-
-def _pickup_found(found) -> str:
-    return f" (its pickup of {pickup.beats_text(found.beats)} found)" if found is not None and found.steps else ""
+        roll = source
+    else:
+        roll = midi.read(source, model.model.steps_per_beat, name=what if isinstance(source, bytes) else None)
+        if find_pickups:
+            roll, found = pickup.barred(roll)
+    roll, read_as = given_music.in_known_metres(model.model, roll)
+    return roll, Read(found, read_as)
 
 
 def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, tempo_bpm: float | None = None,
@@ -168,7 +190,7 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     :func:`compose_continuation`. ValueError (or MidiError) in words for a line the model cannot take."""
     model = model or load_model()
     what = harmonise.WHAT.get(voice, "the melody")
-    melody, found = _given(melody, model, what, find_pickups)
+    melody, how = _given(melody, model, what, find_pickups)
     critic = {k: v for k, v in model.sampling.items() if k in ("critic", "candidates")}
     line = harmonise.line_of(model.generator, melody, voice)
     reader = model.harmonisers.get(voice)
@@ -176,11 +198,11 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
                                       clamped=model.clamped.get(voice))[0]
     tempo = float(tempo_bpm or piece.tempo_bpm)
     program = piece.program if program is None else int(program)
-    piece = dataclasses.replace(piece, tempos=((0, tempo),), program=program)
+    piece = how.written_back(dataclasses.replace(piece, tempos=((0, tempo),), program=program))
     named = "a melody" if voice == "top" else "a bass line"
-    how = "" if reader is not None else f" (clamped: this model has no harmoniser for {named})"
+    clamped = "" if reader is not None else f" (clamped: this model has no harmoniser for {named})"
     bars = len(metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat))
-    return _piece(piece, f"seed {seed} · {named} of {bars} bars harmonised{how}{_pickup_found(found)} · "
+    return _piece(piece, f"seed {seed} · {named} of {bars} bars harmonised{clamped}{how.said()} · "
                          f"{tempo:g} bpm", audio, line.mask(piece))
 
 

@@ -4,6 +4,8 @@ the reason in words when it cannot. One place for these checks, so that Continue
 refuse the same things with the same messages."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from . import metre
@@ -33,6 +35,28 @@ def whole_bars(cfg: ModelConfig, roll: Roll, bars: int, what: str) -> Roll:
     return Roll(notes=notes, steps_per_beat=cfg.steps_per_beat, tempos=roll.tempos[:1],
                 time_signatures=tuple(ts for ts in roll.time_signatures if ts[0] < n_steps),
                 program=roll.program, name=roll.name, length=n_steps)
+
+
+def in_known_metres(cfg: ModelConfig, roll: Roll) -> tuple[Roll, dict]:
+    """(``roll`` with each of its metres that the model does not know, but knows one alike
+    (:func:`musicgan.metre.alike`: a hymn in 2/2 for a model of 4/4), read as that one; what was
+    read as what). Metres with none alike are left for :func:`whole_bars` to refuse in words."""
+    if not cfg.metre_input:
+        return roll, {}
+    read_as = {}
+    for _, numerator, denominator in roll.time_signatures:
+        mine = (int(numerator), int(denominator))
+        other = metre.alike(mine, cfg.metres) if mine not in cfg.metres else None
+        if other is not None:
+            read_as[mine] = other
+    if not read_as:
+        return roll, {}
+    return replace(roll, time_signatures=relabelled(roll.time_signatures, read_as)), read_as
+
+
+def relabelled(time_signatures, read_as: dict) -> tuple:
+    """``time_signatures`` with each metre in ``read_as`` as the one it maps to."""
+    return tuple((s, *read_as.get((int(n), int(d)), (int(n), int(d)))) for s, n, d in time_signatures)
 
 
 def check_range(cfg: ModelConfig, notes: np.ndarray, what: str) -> None:

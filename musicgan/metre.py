@@ -80,6 +80,16 @@ def positions(time_signatures, n_steps: int, steps_per_beat: int) -> tuple[np.nd
     return position, which, metres
 
 
+def alike(metre, known) -> tuple | None:
+    """The metre of ``known`` whose bars are ``metre``'s: as long, and both simple or both compound,
+    so their strong places coincide (2/2 and 4/4, 2/4 and 4/8; not 6/8 and 3/4). None if none is."""
+    compound = lambda m: m[0] % 3 == 0 and m[0] > 3  # noqa: E731 (6/8, 9/8, 12/8, 6/4: beats of three)
+    for other in known:
+        if other[0] * metre[1] == metre[0] * other[1] and compound(other) == compound(metre):
+            return tuple(other)
+    return None
+
+
 def metre_at(time_signatures, step: int) -> tuple:
     """The metre in force at ``step``."""
     current = (4, 4)

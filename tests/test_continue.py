@@ -60,6 +60,18 @@ def test_the_same_file_model_and_seed_give_the_same_bytes_and_the_continuation_a
     assert all(tuple(n) in {tuple(m) for m in new.notes} for n in later)
 
 
+def test_an_opening_in_2_2_goes_on_as_in_4_4_and_stays_in_2_2(model):
+    import dataclasses
+    opening = midi.read(EXAMPLES[1], model.model.steps_per_beat)
+    assert opening.time_signatures[0][1:] == (4, 4)
+    cut_time = dataclasses.replace(opening, time_signatures=((0, 2, 2),))
+    as_written = api.compose_continuation(model, opening, seed=3, bars=4, audio=False)
+    read_as = api.compose_continuation(model, cut_time, seed=3, bars=4, audio=False)
+    assert np.array_equal(read_as.roll.notes, as_written.roll.notes)
+    assert {ts[1:] for ts in read_as.roll.time_signatures} == {(2, 2)}
+    assert "4 bars of 2/2 (its 2/2 read as 4/4)" in read_as.description
+
+
 def test_an_opening_the_model_cannot_read_gets_a_clear_message(model, tmp_path):
     high = make_midi([[(0, on(110)), (480, off(110))]])
     with pytest.raises(ValueError, match="transpose it"):

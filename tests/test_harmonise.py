@@ -286,6 +286,23 @@ def test_a_melody_the_model_cannot_take_gets_a_message(model, tmp_path):
         api.compose_harmonisation(model, five, audio=False)
 
 
+def test_a_melody_in_2_2_is_read_in_the_models_4_4_and_written_back_in_2_2(model):
+    """A hymn in cut time to a model that knows 4/4: the same bars, so the same music, in its own metre."""
+    melody = midi.read(MELODY)
+    assert melody.time_signatures[0][1:] == (4, 4) and model.model.metres == ((4, 4), (3, 4))
+    cut_time = dataclasses.replace(melody, time_signatures=((0, 2, 2),))
+    for voice in ("top", "bottom"):
+        as_written = api.compose_harmonisation(model, melody, seed=2, voice=voice, audio=False)
+        read_as = api.compose_harmonisation(model, cut_time, seed=2, voice=voice, audio=False)
+        assert np.array_equal(read_as.roll.notes, as_written.roll.notes)
+        assert read_as.roll.time_signatures == ((0, 2, 2),) and "(its 2/2 read as 4/4)" in read_as.description
+        assert "read as" not in as_written.description
+        assert midi.read(read_as.midi).time_signatures == ((0, 2, 2),)
+    in_6_8 = dataclasses.replace(melody, time_signatures=((0, 6, 8),))  # (as long as 3/4, but in twos)
+    with pytest.raises(ValueError, match="the melody is in 6/8; this model knows 4/4, 3/4"):
+        api.compose_harmonisation(model, in_6_8, audio=False)
+
+
 def test_a_checkpoint_with_a_broken_harmoniser_is_refused(with_reader, tmp_path):
     import json
 

@@ -31,6 +31,13 @@ def test_metres_parse_and_refuse():
             metre.parse(bad)
 
 
+def test_a_metre_is_alike_another_when_its_bars_are_as_long_and_beat_the_same_way():
+    assert metre.alike((2, 2), [(3, 4), (4, 4)]) == (4, 4) and metre.alike((4, 8), [(2, 4)]) == (2, 4)
+    assert metre.alike((12, 8), [(6, 4)]) == (6, 4)
+    for mine, known in (((6, 8), [(3, 4)]), ((3, 2), [(6, 4)]), ((2, 4), [(4, 4)]), ((5, 4), [(4, 4), (3, 4)])):
+        assert metre.alike(mine, known) is None
+
+
 def test_step_codes_give_each_metre_its_own_positions():
     cfg = ModelConfig(metres=((3, 4), (6, 8), (4, 4)))
     codes = cfg.step_codes(((0, 3, 4), (24, 6, 8)), 40)
