@@ -139,28 +139,38 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
         model.model, opened, len(opened_tokens), last_metre, bars, seed, model.forms)
     phrases = "" if sources is None else f" · {form.describe(sources)}"
     return _piece(piece, f"seed {seed} · {what} {bars} bars of {metres.name(piece.time_signatures[-1][1:])}"
-                         f"{how.said()} · {tempo:g} bpm{phrases}", audio, given)
+                         f"{how.said(piece)} · {tempo:g} bpm{phrases}", audio, given)
 
 
 @dataclasses.dataclass(frozen=True)
 class Read:
-    """How the music a person gave was read: the pickup found in it (``pickup.Found`` or None), and
-    its metres read as ones the model knows (:func:`musicgan.given.in_known_metres`)."""
+    """How the music a person gave was read: the pickup found in it (``pickup.Found`` or None), its
+    metres read as ones the model knows (:func:`musicgan.given.in_known_metres`), and its own time
+    signatures (after the pickup)."""
     found: object = None
     read_as: dict = dataclasses.field(default_factory=dict)
-
-    def said(self) -> str:
-        """The description's words for it: " (its pickup of 1 beat found; its 2/2 read as 4/4)"."""
-        words = [f"its pickup of {pickup.beats_text(self.found.beats)} found"] if self.found and self.found.steps else []
-        words += [f"its {metres.name(mine)} read as {metres.name(other)}" for mine, other in self.read_as.items()]
-        return f" ({'; '.join(words)})" if words else ""
+    written: tuple = ()
 
     def written_back(self, roll: Roll) -> Roll:
-        """``roll`` (made from the music) in the music's own metres again, where that is unambiguous."""
-        back = {other: mine for mine, other in self.read_as.items()}
-        if len(back) < len(self.read_as):  # (two of its metres read as one: which to write is not known)
+        """``roll`` (made from the music) in the music's own metres again: each bar in a metre read
+        as another is written in the one the music has there (after its end: the one it ends in)."""
+        if not self.read_as:
             return roll
-        return dataclasses.replace(roll, time_signatures=given_music.relabelled(roll.time_signatures, back))
+        rows = []
+        for start, numerator, denominator in roll.time_signatures:
+            own = metres.metre_at(self.written, start)
+            rows.append((start, *own) if self.read_as.get(own) == (numerator, denominator) else
+                        (start, numerator, denominator))
+        return dataclasses.replace(roll, time_signatures=tuple(rows))
+
+    def said(self, roll: Roll) -> str:
+        """The description's words for how the music in ``roll`` (written back) was read:
+        " (its pickup of 1 beat found; its 2/2 read as 4/4)"."""
+        words = [f"its pickup of {pickup.beats_text(self.found.beats)} found"] if self.found and self.found.steps else []
+        used = {(int(n), int(d)) for _, n, d in roll.time_signatures}
+        words += [f"its {metres.name(mine)} read as {metres.name(other)}" for mine, other in self.read_as.items()
+                  if mine in used]
+        return f" ({'; '.join(words)})" if words else ""
 
 
 def _given(source, model: ckpt.Checkpoint, what: str, find_pickups: bool) -> tuple[Roll, Read]:
@@ -174,8 +184,9 @@ def _given(source, model: ckpt.Checkpoint, what: str, find_pickups: bool) -> tup
         roll = midi.read(source, model.model.steps_per_beat, name=what if isinstance(source, bytes) else None)
         if find_pickups:
             roll, found = pickup.barred(roll)
+    written = roll.time_signatures
     roll, read_as = given_music.in_known_metres(model.model, roll)
-    return roll, Read(found, read_as)
+    return roll, Read(found, read_as, written)
 
 
 def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, tempo_bpm: float | None = None,
@@ -202,7 +213,7 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     named = "a melody" if voice == "top" else "a bass line"
     clamped = "" if reader is not None else f" (clamped: this model has no harmoniser for {named})"
     bars = len(metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat))
-    return _piece(piece, f"seed {seed} · {named} of {bars} bars harmonised{clamped}{how.said()} · "
+    return _piece(piece, f"seed {seed} · {named} of {bars} bars harmonised{clamped}{how.said(piece)} · "
                          f"{tempo:g} bpm", audio, line.mask(piece))
 
 

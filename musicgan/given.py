@@ -51,12 +51,8 @@ def in_known_metres(cfg: ModelConfig, roll: Roll) -> tuple[Roll, dict]:
             read_as[mine] = other
     if not read_as:
         return roll, {}
-    return replace(roll, time_signatures=relabelled(roll.time_signatures, read_as)), read_as
-
-
-def relabelled(time_signatures, read_as: dict) -> tuple:
-    """``time_signatures`` with each metre in ``read_as`` as the one it maps to."""
-    return tuple((s, *read_as.get((int(n), int(d)), (int(n), int(d)))) for s, n, d in time_signatures)
+    rows = tuple((s, *read_as.get((int(n), int(d)), (int(n), int(d)))) for s, n, d in roll.time_signatures)
+    return replace(roll, time_signatures=rows), read_as
 
 
 def check_range(cfg: ModelConfig, notes: np.ndarray, what: str) -> None:
