@@ -127,13 +127,14 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     taken as it is). ValueError (or MidiError) in words for an opening the model cannot read."""
     model = model or load_model()
     roll, how = _given(opening, model, "the opening", find_pickups)
+    (opened, opened_tokens, last_metre), roll, how = _in_range(
+        lambda music: generate.opening(model.generator, music, opening_bars), roll, model, how)
     piece = generate.continue_rolls(model.generator, roll, [seed], bars, opening_bars, temperature, whole=whole,
                                     **model.sampling)[0]
     tempo = float(tempo_bpm or piece.tempo_bpm)
     program = piece.program if program is None else int(program)
     piece = how.written_back(dataclasses.replace(piece, tempos=((0, tempo),), program=program))
     what = "opening and" if whole else "after the opening:"
-    opened, opened_tokens, last_metre = generate.opening(model.generator, roll, opening_bars)
     given = piece.notes[:, 1] < len(opened_tokens) if whole else None
     sources = None if model.forms is None or not whole else generate.continuation_form(
         model.model, opened, len(opened_tokens), last_metre, bars, seed, model.forms)
@@ -150,10 +151,13 @@ class Read:
     found: object = None
     read_as: dict = dataclasses.field(default_factory=dict)
     written: tuple = ()
+    shift: int = 0  # semitones (whole octaves) the music was moved to lie in the model's range
 
     def written_back(self, roll: Roll) -> Roll:
-        """``roll`` (made from the music) in the music's own metres again: each bar in a metre read
-        as another is written in the one the music has there (after its end: the one it ends in)."""
+        """``roll`` (made from the music) in the music's own octave and metres again: each bar in a
+        metre read as another is written in the one the music has there (after its end: the one
+        it ends in)."""
+        roll = roll.transpose(-self.shift) if self.shift else roll
         if not self.read_as:
             return roll
         rows = []
@@ -170,13 +174,31 @@ class Read:
         used = {(int(n), int(d)) for _, n, d in roll.time_signatures}
         words += [f"its {metres.name(mine)} read as {metres.name(other)}" for mine, other in self.read_as.items()
                   if mine in used]
+        if self.shift:
+            octaves = abs(self.shift) // 12
+            words.append(f"read {'an octave' if octaves == 1 else f'{octaves} octaves'} "
+                         f"{'higher' if self.shift > 0 else 'lower'}, in this model's range")
         return f" ({'; '.join(words)})" if words else ""
+
+
+def _in_range(read, roll: Roll, model: ckpt.Checkpoint, how: Read):
+    """(``read(roll)``, the roll, how it was read): music with notes outside the model's range is
+    moved by the fewest whole octaves that bring it in (``how.shift``), where some do; where none
+    does, the refusal (``given.OutOfRange``) stands."""
+    try:
+        return read(roll), roll, how
+    except given_music.OutOfRange as e:
+        shift = given_music.octaves_into(model.model, e)
+        if not shift:
+            raise e.unmoved() from None
+        roll = roll.transpose(shift)
+        return read(roll), roll, dataclasses.replace(how, shift=shift)
 
 
 def _given(source, model: ckpt.Checkpoint, what: str, find_pickups: bool) -> tuple[Roll, Read]:
     """(the music a person gives (a MIDI file's path or bytes, or a Roll) as a roll on the model's
     grid, in metres it knows, and how it was read: the pickup found in it (not for a Roll, nor
-    when not asked) and the metres read as others)."""
+    when not asked) and the metres read as others; its octave is settled by :func:`_in_range`)."""
     found = None
     if isinstance(source, Roll):
         roll = source
@@ -203,18 +225,20 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     what = harmonise.WHAT.get(voice, "the melody")
     melody, how = _given(melody, model, what, find_pickups)
     critic = {k: v for k, v in model.sampling.items() if k in ("critic", "candidates")}
-    line = harmonise.line_of(model.generator, melody, voice)
+    line, melody, how = _in_range(lambda music: harmonise.line_of(model.generator, music, voice), melody, model, how)
     reader = model.harmonisers.get(voice)
     piece = harmonise.harmonise_rolls(model.generator, line, [seed], reader, temperature, **critic,
                                       clamped=model.clamped.get(voice))[0]
     tempo = float(tempo_bpm or piece.tempo_bpm)
     program = piece.program if program is None else int(program)
-    piece = how.written_back(dataclasses.replace(piece, tempos=((0, tempo),), program=program))
+    piece = dataclasses.replace(piece, tempos=((0, tempo),), program=program)
+    given = line.mask(piece)  # (the line's notes, before they go back to their own octave)
+    piece = how.written_back(piece)
     named = "a melody" if voice == "top" else "a bass line"
     clamped = "" if reader is not None else f" (clamped: this model has no harmoniser for {named})"
     bars = len(metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat))
     return _piece(piece, f"seed {seed} · {named} of {bars} bars harmonised{clamped}{how.said(piece)} · "
-                         f"{tempo:g} bpm", audio, line.mask(piece))
+                         f"{tempo:g} bpm", audio, given)
 
 
 def compose_interpolation(model: ckpt.Checkpoint | None, seed_a: int, seed_b: int, steps: int = 5,

@@ -55,9 +55,33 @@ def in_known_metres(cfg: ModelConfig, roll: Roll) -> tuple[Roll, dict]:
     return replace(roll, time_signatures=rows), read_as
 
 
+class OutOfRange(ValueError):
+    """Music with notes outside the model's pitch range: ``what`` (its name in messages), its lowest
+    and highest notes (``low``, ``high``) and the model's range (``range``)."""
+
+    def __init__(self, what: str, low: int, high: int, cfg: ModelConfig):
+        self.what, self.low, self.high, self.range = what, low, high, (cfg.pitch_low, cfg.pitch_high)
+        super().__init__(f"{what}'s notes go from MIDI {low} to {high}; this model plays {cfg.pitch_low} "
+                         f"to {cfg.pitch_high} (transpose it by octaves into that range)")
+
+    def unmoved(self) -> ValueError:
+        """The refusal when no whole octave brings all of the music in."""
+        low, high = self.range
+        return ValueError(f"{self.what}'s notes go from MIDI {self.low} to {self.high}; this model plays {low} to "
+                          f"{high}, and no whole octave up or down brings all of them into that range")
+
+
 def check_range(cfg: ModelConfig, notes: np.ndarray, what: str) -> None:
-    """ValueError, in words, when ``notes`` go outside the model's pitch range."""
+    """:class:`OutOfRange`, in words, when ``notes`` go outside the model's pitch range."""
     low, high = int(notes[:, 0].min()), int(notes[:, 0].max())
     if low < cfg.pitch_low or high > cfg.pitch_high:
-        raise ValueError(f"{what}'s notes go from MIDI {low} to {high}; this model plays {cfg.pitch_low} "
-                         f"to {cfg.pitch_high} (transpose it by octaves into that range)")
+        raise OutOfRange(what, low, high, cfg)
+
+
+def octaves_into(cfg: ModelConfig, error: OutOfRange) -> int:
+    """The fewest whole octaves (in semitones: 12, -12, 24 ...) that move the music of ``error``
+    into the model's range; 0 when its span is wider than the range allows."""
+    for octaves in (1, -1, 2, -2, 3, -3):
+        if cfg.pitch_low <= error.low + 12 * octaves and error.high + 12 * octaves <= cfg.pitch_high:
+            return 12 * octaves
+    return 0

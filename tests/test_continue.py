@@ -72,10 +72,20 @@ def test_an_opening_in_2_2_goes_on_as_in_4_4_and_stays_in_2_2(model):
     assert "4 bars of 2/2 (its 2/2 read as 4/4)" in read_as.description
 
 
+def test_an_opening_above_the_models_range_is_read_an_octave_lower_and_moved_back(model):
+    opening = midi.read(EXAMPLES[1], model.model.steps_per_beat)
+    high = opening.transpose(24)
+    assert high.notes[:, 0].max() > model.model.pitch_high >= opening.notes[:, 0].max() + 12
+    by_hand = api.compose_continuation(model, opening.transpose(12), seed=3, bars=4, audio=False)
+    piece = api.compose_continuation(model, high, seed=3, bars=4, audio=False)
+    assert np.array_equal(piece.roll.notes, by_hand.roll.transpose(12).notes)
+    assert "(read an octave lower, in this model's range)" in piece.description
+
+
 def test_an_opening_the_model_cannot_read_gets_a_clear_message(model, tmp_path):
-    high = make_midi([[(0, on(110)), (480, off(110))]])
-    with pytest.raises(ValueError, match="transpose it"):
-        api.compose_continuation(model, high, audio=False)
+    wide = make_midi([[(0, on(20)), (480, off(20)), (0, on(110)), (480, off(110))]])
+    with pytest.raises(ValueError, match="no whole octave up or down brings all of them into that range"):
+        api.compose_continuation(model, wide, audio=False)
     waltz = make_midi([[(0, meta("time_signature", numerator=3, denominator=4))]
                        + [e for i in range(12) for e in ((0, on(60 + i % 5)), (480, off(60 + i % 5)))]])
     g = Generator(ModelConfig(pitch_low=40, pitch_high=80, metres=((4, 4), (2, 4))))

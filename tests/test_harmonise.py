@@ -276,9 +276,9 @@ def test_the_fast_and_the_step_by_step_sampler_agree_with_a_reader(with_reader):
 
 
 def test_a_melody_the_model_cannot_take_gets_a_message(model, tmp_path):
-    high = make_midi([[(0, on(100)), (480, off(100)), (0, on(102)), (480, off(102))]])
-    with pytest.raises(ValueError, match="this model plays 33 to 93 .transpose it by octaves"):
-        api.compose_harmonisation(model, high, audio=False)
+    wide = make_midi([[(0, on(30)), (480, off(30)), (0, on(100)), (480, off(100))]])
+    with pytest.raises(ValueError, match="this model plays 33 to 93, and no whole octave up or down brings"):
+        api.compose_harmonisation(model, wide, audio=False, voice="bottom")
     with pytest.raises(midi.MidiError):
         api.compose_harmonisation(model, b"MThd not really", audio=False)
     five = make_midi([[(0, meta("time_signature", numerator=5, denominator=4)), (0, on(60)), (480, off(60))]])
@@ -305,6 +305,21 @@ def test_a_melody_in_2_2_is_read_in_the_models_4_4_and_written_back_in_2_2(model
     in_6_8 = dataclasses.replace(melody, time_signatures=((0, 6, 8),))  # (as long as 3/4, but in twos)
     with pytest.raises(ValueError, match="the melody is in 6/8; this model knows 4/4, 3/4"):
         api.compose_harmonisation(model, in_6_8, audio=False)
+
+
+def test_a_line_above_or_below_the_models_range_is_read_whole_octaves_into_it(model):
+    """Read by the fewest octaves that bring it in, and moved back: the same music as the line
+    moved by hand, the given line note for note, the voices around it in its octave."""
+    melody = midi.read(MELODY)  # (MIDI 62 to 74; the model plays 33 to 93)
+    for moved_by, read_at, words in ((24, 12, "an octave lower"), (-36, -24, "an octave higher")):
+        moved = melody.transpose(moved_by)
+        assert not model.model.pitch_low <= moved.notes[:, 0].min() <= moved.notes[:, 0].max() <= model.model.pitch_high
+        by_hand = api.compose_harmonisation(model, melody.transpose(read_at), seed=2, audio=False)
+        piece = api.compose_harmonisation(model, moved, seed=2, audio=False)
+        assert np.array_equal(piece.roll.notes, by_hand.roll.transpose(moved_by - read_at).notes)
+        assert np.array_equal(piece.given, by_hand.given)
+        assert f"(read {words}, in this model's range)" in piece.description
+        assert "read" not in by_hand.description
 
 
 def test_a_checkpoint_with_a_broken_harmoniser_is_refused(with_reader, tmp_path):
