@@ -25,8 +25,7 @@ import gradio as gr
 import pandas as pd
 
 import musicgan
-from musicgan import (api, checkpoint as ckpt, data, generate as gen, keys, metre as metres, pickup, render, settings,
-                      zerogpu)
+from musicgan import api, checkpoint as ckpt, data, generate as gen, keys, metre as metres, render, settings, zerogpu
 from musicgan.train import Budget, TrainConfig, pick_device, device_label
 
 ROOT = Path(__file__).resolve().parent
@@ -346,10 +345,8 @@ def read_uploads(files, session=None, find_pickups: bool = True):
                                                              f"beat keeps its triplets" if corpus.rolls and
                                                              corpus.rolls[0].steps_per_beat != 4 else "") + ".")
     if report.pickups:
-        shown = ", ".join(f"`{name}` ({pickup.beats_text(beats)})" for name, beats in report.pickups[:5])
-        more = f" and {len(report.pickups) - 5} more" if len(report.pickups) > 5 else ""
         lines.append(f"Pickups: {len(report.pickups)} file(s) open with a pickup the file does not mark; each first bar "
-                     f"is made whole with a rest before it: {shown}{more}.")
+                     f"is made whole with a rest before it: {report.pickups_named('`')}.")
     lines += [f"- skipped `{name}`: {reason}" for name, reason in report.skipped[:50]]
     if len(report.skipped) > 50:
         lines.append(f"- … and {len(report.skipped) - 50} more")

@@ -50,6 +50,12 @@ class Report:
     steps_per_beat: int = 4  # the grid the music was read on
     pickups: list = field(default_factory=list)  # (name, beats): a pickup found (musicgan.pickup), its music moved
 
+    def pickups_named(self, quote: str = "", shown: int = 5) -> str:
+        """The first ``shown`` files a pickup was found in, each with its length, and how many more:
+        "a.mid (1 beat), b.mid (0.5 beats) and 3 more" (each name between ``quote`` marks)."""
+        named = ", ".join(f"{quote}{name}{quote} ({pickups_.beats_text(beats)})" for name, beats in self.pickups[:shown])
+        return named + (f" and {len(self.pickups) - shown} more" if len(self.pickups) > shown else "")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["off_grid"] = {"moved": self.off_grid[0], "on_thirds": self.off_grid[1]}
@@ -75,10 +81,8 @@ class Report:
                 line += f", {100 * thirds / moved:.0f}% of them triplets or swing (a grid 3x finer would keep them)"
             lines.append(line)
         if self.pickups:
-            shown = ", ".join(f"{name} ({pickups_.beats_text(b)})" for name, b in self.pickups[:5])
-            more = f" and {len(self.pickups) - 5} more" if len(self.pickups) > 5 else ""
             lines.append(f"pickups: {len(self.pickups)} of {len(self.read)} file(s) open with a pickup the file does "
-                         f"not mark; the first bar is made whole with a rest before it: {shown}{more}")
+                         f"not mark; the first bar is made whole with a rest before it: {self.pickups_named()}")
         lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
         return "\n".join(lines)
 

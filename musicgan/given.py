@@ -56,19 +56,17 @@ def in_known_metres(cfg: ModelConfig, roll: Roll) -> tuple[Roll, dict]:
 
 
 class OutOfRange(ValueError):
-    """Music with notes outside the model's pitch range: ``what`` (its name in messages), its lowest
-    and highest notes (``low``, ``high``) and the model's range (``range``)."""
+    """Music with notes outside the model's pitch range: its lowest and highest notes (``low``,
+    ``high``), and ``span``, the words that say so (``what`` names the music in them)."""
 
     def __init__(self, what: str, low: int, high: int, cfg: ModelConfig):
-        self.what, self.low, self.high, self.range = what, low, high, (cfg.pitch_low, cfg.pitch_high)
-        super().__init__(f"{what}'s notes go from MIDI {low} to {high}; this model plays {cfg.pitch_low} "
-                         f"to {cfg.pitch_high} (transpose it by octaves into that range)")
+        self.low, self.high = low, high
+        self.span = f"{what}'s notes go from MIDI {low} to {high}; this model plays {cfg.pitch_low} to {cfg.pitch_high}"
+        super().__init__(f"{self.span} (transpose it by octaves into that range)")
 
     def unmoved(self) -> ValueError:
         """The refusal when no whole octave brings all of the music in."""
-        low, high = self.range
-        return ValueError(f"{self.what}'s notes go from MIDI {self.low} to {self.high}; this model plays {low} to "
-                          f"{high}, and no whole octave up or down brings all of them into that range")
+        return ValueError(f"{self.span}, and no whole octave up or down brings all of them into that range")
 
 
 def check_range(cfg: ModelConfig, notes: np.ndarray, what: str) -> None:
