@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import itertools
+import math
 import multiprocessing
 import os
 import shutil
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import cached_property, lru_cache
 from pathlib import Path
 
@@ -127,17 +129,24 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     taken as it is). ValueError (or MidiError) in words for an opening the model cannot read."""
     model = model or load_model()
     roll, how = _given(opening, model, "the opening", find_pickups)
+    opening_bars, added = (how.bars(opening_bars, model.model.steps_per_beat, opening=True),  # (in the model's bars)
+                           how.bars(bars, model.model.steps_per_beat))
     (opened, opened_tokens, last_metre), roll, how = _in_range(
         lambda music: generate.opening(model.generator, music, opening_bars), roll, model, how)
-    piece = generate.continue_rolls(model.generator, roll, [seed], bars, opening_bars, temperature, whole=whole,
+    piece = generate.continue_rolls(model.generator, roll, [seed], added, opening_bars, temperature, whole=whole,
                                     **model.sampling)[0]
     tempo = float(tempo_bpm or piece.tempo_bpm)
     program = piece.program if program is None else int(program)
-    piece = how.written_back(dataclasses.replace(piece, tempos=((0, tempo),), program=program))
+    piece = how.written_back(dataclasses.replace(piece, tempos=((0, tempo),), program=program), from_start=whole)
     what = "opening and" if whole else "after the opening:"
-    given = piece.notes[:, 1] < len(opened_tokens) if whole else None
+    opened_end = len(opened_tokens) - how.lead if whole else 0  # (where the opening ends in the piece)
+    given = piece.notes[:, 1] < opened_end if whole else None
+    bars = int((metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat) >= opened_end).sum())
     sources = None if model.forms is None or not whole else generate.continuation_form(
-        model.model, opened, len(opened_tokens), last_metre, bars, seed, model.forms)
+        model.model, opened, len(opened_tokens), last_metre, added, seed, model.forms)
+    if sources is not None:  # (phrases counted in the music's own bars)
+        lines = metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat) + how.lead
+        sources = form.rebarred(sources, model.model.bar_steps(last_metre), lines)
     phrases = "" if sources is None else f" · {form.describe(sources)}"
     return _piece(piece, f"seed {seed} · {what} {bars} bars of {metres.name(piece.time_signatures[-1][1:])}"
                          f"{how.said(piece)} · {tempo:g} bpm{phrases}", audio, given)
@@ -146,18 +155,22 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
 @dataclasses.dataclass(frozen=True)
 class Read:
     """How the music a person gave was read: the pickup found in it (``pickup.Found`` or None), its
-    metres read as ones the model knows (:func:`musicgan.given.in_known_metres`), and its own time
-    signatures (after the pickup)."""
+    metres read as ones the model knows (:func:`musicgan.given.in_known_metres`), its own time
+    signatures (after the pickup), and the steps it was moved later for its opening's metre
+    (``lead``, :func:`musicgan.given.lead`)."""
     found: object = None
     read_as: dict = dataclasses.field(default_factory=dict)
     written: tuple = ()
     shift: int = 0  # semitones (whole octaves) the music was moved to lie in the model's range
+    lead: int = 0
 
-    def written_back(self, roll: Roll) -> Roll:
-        """``roll`` (made from the music) in the music's own octave and metres again: each bar in a
+    def written_back(self, roll: Roll, from_start: bool = True) -> Roll:
+        """``roll`` (made from the music: from its start unless not ``from_start``, as a
+        continuation alone is) in the music's own octave, place and metres again: each bar in a
         metre read as another is written in the one the music has there (after its end: the one
         it ends in)."""
         roll = roll.transpose(-self.shift) if self.shift else roll
+        roll = roll.later(-self.lead) if from_start else roll
         if not self.read_as:
             return roll
         rows = []
@@ -167,13 +180,25 @@ class Read:
                         (start, numerator, denominator))
         return dataclasses.replace(roll, time_signatures=tuple(rows))
 
+    def bars(self, n: int, steps_per_beat: int, opening: bool = False) -> int:
+        """The model's bars that hold ``n`` bars of the music's opening metre (at least that much
+        music; when ``opening``, counted from the music's start, where ``lead`` moved it): 4 bars
+        of 2/4 read as 4/4 are 2, and an opening of 4 bars of 2/4 with a pickup is 3."""
+        mine = metres.metre_at(self.written, 0)
+        other = self.read_as.get(mine, mine)
+        lead = Fraction(self.lead, steps_per_beat) if opening else 0
+        return math.ceil((n * metres.quarters(mine) + lead) / metres.quarters(other))
+
     def said(self, roll: Roll) -> str:
         """The description's words for how the music in ``roll`` (written back) was read:
-        " (its pickup of 1 beat found; its 2/2 read as 4/4)"."""
+        " (its pickup of 1 beat found; its 2/2 read as 4/4; its 2/4 read as 4/4, two bars as one)"."""
         words = [f"its pickup of {pickup.beats_text(self.found.beats)} found"] if self.found and self.found.steps else []
         used = {(int(n), int(d)) for _, n, d in roll.time_signatures}
-        words += [f"its {metres.name(mine)} read as {metres.name(other)}" for mine, other in self.read_as.items()
-                  if mine in used]
+        for mine, other in self.read_as.items():
+            if mine in used:
+                longer = metres.quarters(other) / metres.quarters(mine)
+                how = "" if longer == 1 else ", two bars as one" if longer > 1 else ", a bar as two"
+                words.append(f"its {metres.name(mine)} read as {metres.name(other)}{how}")
         if self.shift:
             octaves = abs(self.shift) // 12
             words.append(f"read {'an octave' if octaves == 1 else f'{octaves} octaves'} "
@@ -207,8 +232,8 @@ def _given(source, model: ckpt.Checkpoint, what: str, find_pickups: bool) -> tup
         if find_pickups:
             roll, found = pickup.barred(roll)
     written = roll.time_signatures
-    roll, read_as = given_music.in_known_metres(model.model, roll)
-    return roll, Read(found, read_as, written)
+    roll, read_as, lead = given_music.in_known_metres(model.model, roll)
+    return roll, Read(found, read_as, written, lead=lead)
 
 
 def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, tempo_bpm: float | None = None,
@@ -232,11 +257,11 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     tempo = float(tempo_bpm or piece.tempo_bpm)
     program = piece.program if program is None else int(program)
     piece = dataclasses.replace(piece, tempos=((0, tempo),), program=program)
-    given = line.mask(piece)  # (the line's notes, before they go back to their own octave)
     piece = how.written_back(piece)
+    given = dataclasses.replace(line, roll=how.written_back(line.roll)).mask(piece)  # (the line's notes)
     named = "a melody" if voice == "top" else "a bass line"
     clamped = "" if reader is not None else f" (clamped: this model has no harmoniser for {named})"
-    bars = len(metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat))
+    bars = len(metres.bar_lines(piece.time_signatures, int(piece.notes[:, 2].max()), piece.steps_per_beat))
     return _piece(piece, f"seed {seed} · {named} of {bars} bars harmonised{clamped}{how.said(piece)} · "
                          f"{tempo:g} bpm", audio, given)
 

@@ -112,6 +112,26 @@ def parts(sources: np.ndarray, start: int, end: int) -> list[tuple[int, int]]:
     return list(zip(cuts, cuts[1:]))
 
 
+def rebarred(sources, bar: int, lines) -> np.ndarray:
+    """``sources`` of bars of ``bar`` steps from step 0, as the sources of the bars that begin at
+    the steps ``lines`` instead (the same music barred otherwise: two bars as one, a bar as two).
+    Such a bar repeats the one that begins as far back as the bars it lies in repeat from, when
+    they all repeat from equally far back and a bar begins there; else it is -1 (drawn)."""
+    sources = np.asarray(sources)
+    lines = [int(s) for s in lines]
+    begins = {s: i for i, s in enumerate(lines)}
+    end = len(sources) * bar
+    out = np.full(len(lines), -1)
+    for j, s in enumerate(lines):
+        e = min(lines[j + 1] if j + 1 < len(lines) else end, end)
+        if s < 0 or e <= s:
+            continue
+        back = {(k - sources[k]) * bar if sources[k] >= 0 else None for k in range(s // bar, (e - 1) // bar + 1)}
+        if len(back) == 1 and None not in back:
+            out[j] = begins.get(s - back.pop(), -1)
+    return out
+
+
 def describe(sources: np.ndarray) -> str:
     """The phrases that come back in a piece of these ``sources``, in words: "bars 5-8 repeat
     1-4" (counted from 1); "" when none does."""

@@ -37,22 +37,39 @@ def whole_bars(cfg: ModelConfig, roll: Roll, bars: int, what: str) -> Roll:
                 program=roll.program, name=roll.name, length=n_steps)
 
 
-def in_known_metres(cfg: ModelConfig, roll: Roll) -> tuple[Roll, dict]:
-    """(``roll`` with each of its metres that the model does not know, but knows one alike
-    (:func:`musicgan.metre.alike`: a hymn in 2/2 for a model of 4/4), read as that one; what was
-    read as what). Metres with none alike are left for :func:`whole_bars` to refuse in words."""
+def in_known_metres(cfg: ModelConfig, roll: Roll) -> tuple[Roll, dict, int]:
+    """(``roll`` with each of its metres that the model does not know read as one it does
+    (:func:`musicgan.metre.read_as`: a hymn in 2/2 for a model of 4/4, a polka in 2/4 two bars to
+    one); what was read as what; the steps its music was moved later for it (:func:`lead`)).
+    Metres with none to be read as are left for :func:`whole_bars` to refuse in words."""
     if not cfg.metre_input:
-        return roll, {}
+        return roll, {}, 0
     read_as = {}
     for _, numerator, denominator in roll.time_signatures:
         mine = (int(numerator), int(denominator))
-        other = metre.alike(mine, cfg.metres) if mine not in cfg.metres else None
+        other = metre.read_as(mine, cfg.metres) if mine not in cfg.metres else None
         if other is not None:
             read_as[mine] = other
     if not read_as:
-        return roll, {}
+        return roll, {}, 0
     rows = tuple((s, *read_as.get((int(n), int(d)), (int(n), int(d)))) for s, n, d in roll.time_signatures)
-    return replace(roll, time_signatures=rows), read_as
+    steps = lead(cfg, roll, read_as.get(metre.metre_at(roll.time_signatures, 0)))
+    return replace(roll, time_signatures=rows).later(steps), read_as, steps
+
+
+def lead(cfg: ModelConfig, roll: Roll, other) -> int:
+    """How many steps later ``roll``'s music goes when its opening metre is read as ``other`` (None:
+    not read as another), so that its pickup, if it has one, leads into the first bar line of
+    ``other`` as it led into its own: a 2/4 tune with a pickup of one beat, read as 4/4, starts on
+    beat 4 (two beats later); a 4/4 one read as 2/4 starts on beat 2 (two beats earlier). Whole
+    bars of rest before the music are left out too. 0 for music that opens on its
+    bar line."""
+    if other is None or not len(roll.notes):
+        return 0
+    mine = cfg.bar_steps(metre.metre_at(roll.time_signatures, 0))
+    first = int(roll.notes[:, 1].min())
+    pickup = -first % mine
+    return -(-pickup // cfg.bar_steps(other)) * cfg.bar_steps(other) - pickup - first
 
 
 class OutOfRange(ValueError):

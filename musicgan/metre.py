@@ -13,6 +13,8 @@ downbeat, the onset profile over the bar, the bar-to-bar regularity of the rhyth
 """
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 Metre = tuple  # (numerator, denominator)
@@ -83,11 +85,31 @@ def positions(time_signatures, n_steps: int, steps_per_beat: int) -> tuple[np.nd
 def alike(metre, known) -> tuple | None:
     """The metre of ``known`` whose bars are ``metre``'s: as long, and both simple or both compound,
     so their strong places coincide (2/2 and 4/4, 2/4 and 4/8; not 6/8 and 3/4). None if none is."""
-    compound = lambda m: m[0] % 3 == 0 and m[0] > 3  # noqa: E731 (6/8, 9/8, 12/8, 6/4: beats of three)
     for other in known:
-        if other[0] * metre[1] == metre[0] * other[1] and compound(other) == compound(metre):
+        if other[0] * metre[1] == metre[0] * other[1] and _compound(other) == _compound(metre):
             return tuple(other)
     return None
+
+
+def read_as(metre, known) -> tuple | None:
+    """The metre of ``known`` to read music in ``metre`` as: one :func:`alike` it, else one alike
+    two of its bars (2/4 as 4/4, 3/8 as 6/8: two bars as one), else one alike half of its bar (4/4
+    as 2/4, 6/8 as 3/8: a bar as two; a compound bar is halved only between its beats). Bar lines
+    stay bar lines either way, and the strong beats stay strong. None if none is."""
+    numerator, denominator = metre
+    halves = numerator % (6 if _compound(metre) else 2) == 0
+    return (alike(metre, known) or alike((2 * numerator, denominator), known)
+            or (alike((numerator // 2, denominator), known) if halves else None))
+
+
+def _compound(metre) -> bool:
+    """Beats of three eighths or quarters: 6/8, 9/8, 12/8, 6/4."""
+    return metre[0] % 3 == 0 and metre[0] > 3
+
+
+def quarters(metre) -> Fraction:
+    """How long a bar of ``metre`` lasts, in quarter notes (6/8: 3)."""
+    return Fraction(4 * metre[0], metre[1])
 
 
 def metre_at(time_signatures, step: int) -> tuple:

@@ -131,6 +131,22 @@ class Roll:
                        tempos=regrid(self.tempos), time_signatures=regrid(self.time_signatures),
                        length=int(round(self.length * scale)))
 
+    def later(self, steps: int) -> "Roll":
+        """The roll with its music ``steps`` later, its opening time signature and tempo staying at
+        the start; for negative ``steps``, earlier, and what would sound before step 0 is cut there."""
+        if not steps:
+            return self
+        notes = self.notes.copy()
+        notes[:, START:END + 1] += steps
+        notes = notes[notes[:, END] > 0]
+        notes[:, START] = np.maximum(notes[:, START], 0)
+
+        def moved(rows):  # (each row's step moved; of the rows that reach step 0, the last, in force there)
+            rows = [(max(0, int(r[0]) + steps) if r[0] > 0 else 0, *r[1:]) for r in rows]
+            return tuple(r for r, after in zip(rows, rows[1:] + [(1,)]) if r[0] > 0 or after[0] > 0)
+        return replace(self, notes=notes, tempos=moved(self.tempos), time_signatures=moved(self.time_signatures),
+                       length=max(0, self.length + steps) if self.length else 0)
+
     def transpose(self, semitones: int) -> "Roll":
         notes = self.notes.copy()
         notes[:, PITCH] += semitones

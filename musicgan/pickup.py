@@ -196,13 +196,7 @@ def barred(roll: Roll) -> tuple[Roll, Found]:
 def padded(roll: Roll, steps: int) -> Roll:
     """``roll`` with its music ``steps`` later, its opening time signature and tempo staying at
     the start: a pickup written as a whole first bar that begins with a rest."""
-    if steps <= 0:
-        return roll
-    notes = roll.notes.copy()
-    notes[:, 1:3] += steps
-    later = lambda rows: tuple((int(r[0]) + steps if r[0] > 0 else 0, *r[1:]) for r in rows)  # noqa: E731
-    return replace(roll, notes=notes, tempos=later(roll.tempos), time_signatures=later(roll.time_signatures),
-                   length=roll.length + steps if roll.length else 0)
+    return roll.later(steps) if steps > 0 else roll
 
 
 # ------------------------------------------------------------------------------------ training

@@ -72,6 +72,27 @@ def test_an_opening_in_2_2_goes_on_as_in_4_4_and_stays_in_2_2(model):
     assert "4 bars of 2/2 (its 2/2 read as 4/4)" in read_as.description
 
 
+def test_an_opening_in_2_4_goes_on_two_bars_as_one_of_4_4_and_stays_in_2_4(model):
+    """A 2/4 opening to a model of 4/4: bar counts in its own bars, its pickup led into the model's
+    bar line, and the continuation (and its phrases) written back in 2/4."""
+    import dataclasses
+    opening = midi.read(EXAMPLES[1], model.model.steps_per_beat)  # (4/4, a pickup of one beat)
+    as_written = api.compose_continuation(model, opening, seed=1, bars=8, audio=False)
+    assert as_written.description.endswith("8 bars of 4/4 · 120 bpm · bars 7-10 repeat 2-5")
+    # the same notes barred in 2/4 (its first bar empty), and moved two beats earlier (no empty bar)
+    for earlier, opening_bars, phrases in ((0, 8, "bars 13-20 repeat 3-10"), (8, 7, "bars 12-19 repeat 2-9")):
+        in_2_4 = dataclasses.replace(opening, time_signatures=((0, 2, 4),)).later(-earlier)
+        piece = api.compose_continuation(model, in_2_4, seed=1, bars=16, opening_bars=opening_bars, audio=False)
+        assert np.array_equal(piece.roll.notes, as_written.roll.later(-earlier).notes)
+        assert np.array_equal(piece.given, as_written.given)
+        assert piece.roll.time_signatures == ((0, 2, 4),)
+        assert f"opening and 16 bars of 2/4 (its 2/4 read as 4/4, two bars as one) · 120 bpm · {phrases}" in \
+            piece.description
+    alone = api.compose_continuation(model, in_2_4, seed=1, bars=16, opening_bars=7, whole=False, audio=False)
+    by_hand = api.compose_continuation(model, opening, seed=1, bars=8, whole=False, audio=False)
+    assert np.array_equal(alone.roll.notes, by_hand.roll.notes) and alone.roll.time_signatures == ((0, 2, 4),)
+
+
 def test_an_opening_above_the_models_range_is_read_an_octave_lower_and_moved_back(model):
     opening = midi.read(EXAMPLES[1], model.model.steps_per_beat)
     high = opening.transpose(24)

@@ -38,6 +38,18 @@ def test_a_note_held_over_the_bar_line_is_cut_there_as_repeated_bars_reads_it():
     assert form.of(alone)[:4].tolist() == [-1, -1, -1, -1]  # bar 3 is bar 2 again, but alone
 
 
+def test_a_form_counted_in_other_bars_names_the_same_repeats():
+    sources = np.array([-1, -1, 0, 1])  # (bars of 16 steps: bars 3-4 repeat 1-2)
+    assert form.rebarred(sources, 16, [0, 16, 32, 48]).tolist() == sources.tolist()
+    halves = form.rebarred(sources, 16, range(0, 64, 8))  # (two bars of 8 to each)
+    assert halves.tolist() == [-1, -1, -1, -1, 0, 1, 2, 3] and form.describe(halves) == "bars 5-8 repeat 1-4"
+    late = form.rebarred(sources, 16, range(8, 64, 8))  # (the same, its first bar line a half bar in)
+    assert late.tolist() == [-1, -1, -1, -1, 0, 1, 2] and form.describe(late) == "bars 5-7 repeat 1-3"
+    assert form.rebarred(sources, 8, [0, 16]).tolist() == [-1, 0]  # (two bars as one)
+    assert form.rebarred(np.array([-1, -1, -1, 0]), 8, [0, 16]).tolist() == [-1, -1]  # (one of its two drawn)
+    assert form.rebarred(np.array([-1, 0, 1, 2]), 8, [0, 16]).tolist() == [-1, -1]  # (a half bar back)
+
+
 def test_forms_of_music_that_never_repeats_are_none_and_bad_forms_are_refused():
     assert form.build([_bars(A, B, C)]) is None
     assert form.build([_bars(A, B, C, A)]) is None  # a bar again alone is no phrase

@@ -307,6 +307,23 @@ def test_a_melody_in_2_2_is_read_in_the_models_4_4_and_written_back_in_2_2(model
         api.compose_harmonisation(model, in_6_8, audio=False)
 
 
+def test_a_melody_in_2_4_or_6_4_is_read_in_bars_of_the_models_4_4_or_3_4_and_written_back(model):
+    """Two bars of 2/4 as one of 4/4, a bar of 6/4 as two of 3/4: the same music as the melody
+    barred so by hand, its pickup leading into the model's bar line as into its own, written back."""
+    melody = midi.read(MELODY)  # (4/4, opening on its bar line)
+    # (its metre, its pickup's rest, what it is read as and its rest, the words)
+    for own, rest, known, read_rest, words in (((2, 4), 4, (4, 4), 12, "its 2/4 read as 4/4, two bars as one"),
+                                               ((6, 4), 20, (3, 4), 8, "its 6/4 read as 3/4, a bar as two")):
+        given = dataclasses.replace(melody, time_signatures=((0, *own),)).later(rest)
+        by_hand = api.compose_harmonisation(model, dataclasses.replace(melody, time_signatures=((0, *known),))
+                                            .later(read_rest), seed=2, audio=False)
+        piece = api.compose_harmonisation(model, given, seed=2, audio=False)
+        assert np.array_equal(piece.roll.notes, by_hand.roll.later(rest - read_rest).notes)
+        assert np.array_equal(piece.given, by_hand.given) and piece.given.sum() == len(melody.notes)
+        assert piece.roll.time_signatures == ((0, *own),) and f"({words})" in piece.description
+        assert midi.read(piece.midi).time_signatures == ((0, *own),)
+
+
 def test_a_line_above_or_below_the_models_range_is_read_whole_octaves_into_it(model):
     """Read by the fewest octaves that bring it in, and moved back: the same music as the line
     moved by hand, the given line note for note, the voices around it in its octave."""

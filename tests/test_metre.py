@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from musicgan import data, metre, midi
+from musicgan import data, given, metre, midi
 from musicgan.midi import Roll
 from musicgan.models import ModelConfig
 
@@ -36,6 +36,38 @@ def test_a_metre_is_alike_another_when_its_bars_are_as_long_and_beat_the_same_wa
     assert metre.alike((12, 8), [(6, 4)]) == (6, 4)
     for mine, known in (((6, 8), [(3, 4)]), ((3, 2), [(6, 4)]), ((2, 4), [(4, 4)]), ((5, 4), [(4, 4), (3, 4)])):
         assert metre.alike(mine, known) is None
+
+
+def test_a_metre_is_read_as_one_alike_or_as_two_bars_or_half_a_bar_of_one():
+    chorales = [(4, 4), (3, 4)]
+    assert metre.read_as((2, 2), [(2, 4), (4, 4)]) == (4, 4)  # (as long comes first)
+    assert metre.read_as((2, 4), chorales) == (4, 4) and metre.read_as((6, 4), chorales) == (3, 4)
+    assert metre.read_as((3, 8), [(6, 8)]) == (6, 8) and metre.read_as((6, 8), [(3, 8)]) == (3, 8)
+    assert metre.read_as((4, 4), [(2, 4)]) == (2, 4) and metre.read_as((12, 8), [(6, 8)]) == (6, 8)
+    for mine, known in (((6, 8), chorales), ((9, 8), [(3, 8)]), ((3, 4), [(6, 8)]), ((5, 4), chorales)):
+        assert metre.read_as(mine, known) is None  # (9/8 halves inside a beat; 6/8 is in twos)
+
+
+def test_a_pickup_leads_into_the_bar_line_of_the_metre_it_is_read_in():
+    cfg = ModelConfig(metres=((4, 4), (3, 4)))  # (4 steps a beat)
+    roll = lambda first, ts: Roll(np.array([[60, first, first + 4, 80]], np.int32), time_signatures=((0, *ts),))  # noqa: E731
+    assert given.lead(cfg, roll(4, (2, 4)), (4, 4)) == 8  # (a one-beat pickup: on beat 4, not beat 2)
+    assert given.lead(cfg, roll(0, (2, 4)), (4, 4)) == 0 and given.lead(cfg, roll(12, (4, 4)), None) == 0
+    assert given.lead(cfg, roll(12, (4, 4)), (2, 4)) == -8  # (the empty half of its bar left out)
+    assert given.lead(cfg, roll(4, (4, 4)), (2, 4)) == 0  # (a pickup of three beats)
+    assert given.lead(cfg, roll(20, (2, 2)), (4, 4)) == -16  # (a whole bar of rest left out)
+    read, read_as, lead = given.in_known_metres(cfg, roll(4, (2, 4)))
+    assert read_as == {(2, 4): (4, 4)} and lead == 8
+    assert read.time_signatures == ((0, 4, 4),) and read.notes[0, 1] == 12
+
+
+def test_a_roll_moved_earlier_is_cut_at_its_start_and_keeps_the_settings_in_force_there():
+    roll = Roll(np.array([[60, 0, 6, 80], [64, 4, 12, 80], [67, 12, 16, 80]], np.int32), tempos=((0, 100.0), (8, 90.0)),
+                time_signatures=((0, 3, 4), (4, 2, 4), (12, 4, 4)), length=20)
+    moved = roll.later(-8)
+    assert moved.notes[:, :3].tolist() == [[64, 0, 4], [67, 4, 8]] and moved.length == 12
+    assert moved.tempos == ((0, 90.0),) and moved.time_signatures == ((0, 2, 4), (4, 4, 4))
+    assert roll.later(8).later(-8).notes.tolist() == roll.notes.tolist() and roll.later(0) is roll
 
 
 def test_step_codes_give_each_metre_its_own_positions():
