@@ -30,6 +30,8 @@ from typing import BinaryIO, Union
 
 import numpy as np
 
+from .metre import bar_steps
+
 Source = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
 
 DRUM_CHANNEL = 9  # "channel 10" as musicians count
@@ -68,7 +70,9 @@ class Roll:
     tempos : tuple of (step, bpm)
         Tempo map; the first entry is at step 0.
     time_signatures : tuple of (step, numerator, denominator)
-        Meter changes; the first entry is at step 0.
+        Meter changes; the first entry is at step 0. A piece that opens with a pickup has a
+        whole first bar whose music comes at its end, after a rest (a file that writes its pickup
+        as a short bar in a time signature of its own is read so).
     program : int
         General MIDI program (0-127) of the merged part.
     drum_notes : int
@@ -436,9 +440,24 @@ def _build_roll(division, tracks, data, name, steps_per_beat, keep_drums, max_st
 
     programs = arr[:, 4].astype(np.int64)
     program = int(np.bincount(programs, minlength=128).argmax())
-    return Roll(notes=notes, steps_per_beat=steps_per_beat, off_grid=(int(moved.sum()), int((moved & thirds).sum())),
-                tempos=_tempo_map(tempos, scale), time_signatures=_meter_map(meters, scale),
-                program=program, drum_notes=len(drums) if not keep_drums else 0, name=name)
+    return _whole_first_bar(Roll(
+        notes=notes, steps_per_beat=steps_per_beat, off_grid=(int(moved.sum()), int((moved & thirds).sum())),
+        tempos=_tempo_map(tempos, scale), time_signatures=_meter_map(meters, scale),
+        program=program, drum_notes=len(drums) if not keep_drums else 0, name=name))
+
+
+def _whole_first_bar(roll: Roll) -> Roll:
+    """``roll`` with a first bar shorter than the second, written in a time signature of its own
+    (a pickup, as notation programs write one: 1/4 for a bar, then 4/4), as a whole bar of the
+    second's metre whose music comes at its end, as rolls hold a pickup."""
+    rows = roll.time_signatures
+    if len(rows) < 2:
+        return roll
+    short, whole = (bar_steps(row[1:], roll.steps_per_beat) for row in rows[:2])
+    if rows[1][0] != short or whole <= short:
+        return roll
+    moved = roll.later(whole - short)
+    return replace(moved, time_signatures=((0, *rows[1][1:]), *moved.time_signatures[2:]))
 
 
 def _resolve_overlaps(notes: np.ndarray) -> np.ndarray:

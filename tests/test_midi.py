@@ -84,6 +84,20 @@ def test_time_signature_is_kept():
     assert roll.steps_per_bar == 12
 
 
+def test_a_pickup_written_as_a_short_bar_of_its_own_is_read_as_the_end_of_a_whole_bar():
+    """A notation program's export of a one-beat pickup: 1/4 for it, then 3/4 (a tempo change on
+    the downbeat). Read as rolls hold a pickup: a whole bar of 3/4 whose last beat it is."""
+    ts = lambda n, d: meta("time_signature", numerator=n, denominator=d)  # noqa: E731
+    data = make_midi([[(0, ts(1, 4)), (0, meta("set_tempo", tempo=500000)), (0, on(67)), (480, off(67)), (0, ts(3, 4)), (0, meta("set_tempo", tempo=600000)),
+                       (0, on(72)), (960, off(72)), (0, ts(2, 4)), (0, on(71)), (480, off(71))]])
+    roll = midi.read(data)
+    assert roll.time_signatures == ((0, 3, 4), (20, 2, 4)) and roll.tempos == ((0, 120.0), (12, 100.0))
+    assert [tuple(n[:3]) for n in roll.notes.tolist()] == [(67, 8, 12), (72, 12, 20), (71, 20, 24)]
+    for first, second in (((2, 4), (2, 4)), ((3, 4), (2, 4))):  # (bars as long, a shorter second bar)
+        data = make_midi([[(0, ts(*first)), (0, on(67)), (960, off(67)), (0, ts(*second)), (0, on(72)), (960, off(72))]])
+        assert midi.read(data).notes[0, 1] == 0
+
+
 def test_steps_per_beat_sets_the_grid():
     roll = midi.read(scale_midi(2), steps_per_beat=12)
     assert notes_of(roll)[1][1:3] == (12, 24)
