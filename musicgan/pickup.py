@@ -1,6 +1,7 @@
 """Where the bars begin: find a pickup (an anacrusis) that a MIDI file does not mark.
 
-A MIDI file cannot say that its first bar is short. A piece that opens with a pickup (a hymn's
+Most MIDI files do not say that their first bar is short (one that writes it in a time signature
+of its own is read as a pickup: :func:`musicgan.midi.read`). A piece that opens with a pickup (a hymn's
 upbeat, a reel's eighth-note lead-in) is often written from the file's first tick, as music21,
 abc2midi and many notation programs write it, and a reader that counts bars from the start puts
 every bar line early by the pickup's length. Of the pieces in music21's corpus, 70% of the Bach
