@@ -137,7 +137,8 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
                                     **model.sampling)[0]
     tempo = float(tempo_bpm or piece.tempo_bpm)
     program = piece.program if program is None else int(program)
-    piece = how.written_back(dataclasses.replace(piece, tempos=((0, tempo),), program=program), from_start=whole)
+    piece = how.written_back(dataclasses.replace(piece, tempos=((0, tempo),), program=program),
+                             at=0 if whole else len(opened_tokens))
     what = "opening and" if whole else "after the opening:"
     opened_end = len(opened_tokens) - how.lead if whole else 0  # (where the opening ends in the piece)
     given = piece.notes[:, 1] < opened_end if whole else None
@@ -164,18 +165,19 @@ class Read:
     shift: int = 0  # semitones (whole octaves) the music was moved to lie in the model's range
     lead: int = 0
 
-    def written_back(self, roll: Roll, from_start: bool = True) -> Roll:
-        """``roll`` (made from the music: from its start unless not ``from_start``, as a
-        continuation alone is) in the music's own octave, place and metres again: each bar in a
-        metre read as another is written in the one the music has there (after its end: the one
-        it ends in)."""
+    def written_back(self, roll: Roll, at: int = 0) -> Roll:
+        """``roll`` (made from the music, from its step ``at`` as read: a continuation alone
+        begins where the opening ends) in the music's own octave, place and metres again: each bar
+        in a metre read as another is written in the one the music has there (after its end: the
+        one it ends in)."""
         roll = roll.transpose(-self.shift) if self.shift else roll
-        roll = roll.later(-self.lead) if from_start else roll
+        roll = roll if at else roll.later(-self.lead)
+        begins = at - self.lead if at else 0  # (the music's step where the roll begins)
         if not self.read_as:
             return roll
         rows = []
         for start, numerator, denominator in roll.time_signatures:
-            own = metres.metre_at(self.written, start)
+            own = metres.metre_at(self.written, begins + start)
             rows.append((start, *own) if self.read_as.get(own) == (numerator, denominator) else
                         (start, numerator, denominator))
         return dataclasses.replace(roll, time_signatures=tuple(rows))

@@ -70,6 +70,9 @@ def test_an_opening_in_2_2_goes_on_as_in_4_4_and_stays_in_2_2(model):
     assert np.array_equal(read_as.roll.notes, as_written.roll.notes)
     assert {ts[1:] for ts in read_as.roll.time_signatures} == {(2, 2)}
     assert "4 bars of 2/2 (its 2/2 read as 4/4)" in read_as.description
+    mixed = dataclasses.replace(opening, time_signatures=((0, 4, 4), (32, 2, 2)))  # (2/2 from bar 3)
+    alone = api.compose_continuation(model, mixed, seed=3, bars=4, whole=False, audio=False)
+    assert alone.roll.time_signatures == ((0, 2, 2),) and "4 bars of 2/2" in alone.description
 
 
 def test_an_opening_in_2_4_goes_on_two_bars_as_one_of_4_4_and_stays_in_2_4(model):
