@@ -30,11 +30,16 @@ from musicgan.train import Budget, TrainConfig, pick_device, device_label
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.mid"))
+TUNES = sorted((ROOT / "examples" / "tunes").glob("*.mid"))
 PIANOROLL_JS = (ROOT / "static" / "pianoroll.js").read_text()
 # every session's files live here, served to the page as they are (gr.set_static_paths)
 SESSIONS = Path(tempfile.gettempdir()) / "musicgan-sessions"
 
-PRETRAINED, TRAINED, UPLOADED = "Pretrained: Bach chorales", "My trained model", "Uploaded checkpoint"
+PRETRAINED, FIDDLE = "Pretrained: Bach chorales", "Pretrained: fiddle tunes"
+TRAINED, UPLOADED = "My trained model", "Uploaded checkpoint"
+MODELS = (PRETRAINED, FIDDLE, TRAINED, UPLOADED)
+# the pretrained models other than the default, and the examples of their training music
+SHIPPED = {FIDDLE: (ROOT / "checkpoints" / "fiddle-tunes", TUNES, "the example fiddle tunes")}
 KEY_AUTO = METRE_AUTO = "From the seed"
 UPLOAD_LIMITS = data.Limits(max_files=200, max_file_bytes=4 * 1024 * 1024, max_zip_members=1000,
                             max_zip_bytes=64 * 1024 * 1024)
@@ -61,12 +66,14 @@ def _instrument_choices():
     return [("Model default", -1)] + [(f"{i} · {pretty_midi.program_to_instrument_name(i)}", i) for i in range(128)]
 
 
-def _example_label(seed: int, bars: int, tempo: int, program: int) -> str:
-    """What an example button says: 'Seed 42: 16 bars, Church Organ, 80 bpm'."""
+def _example_label(choice: str, seed: int, bars: int, tempo: int, program: int) -> str:
+    """What an example button says: 'Seed 42: 16 bars, Church Organ, 80 bpm' (of the chorale
+    model; of another: 'Seed 1: 16 bars of a fiddle tune, Violin, 120 bpm')."""
     import pretty_midi
 
     instrument = f"{pretty_midi.program_to_instrument_name(program)}, " if program >= 0 else ""
-    return f"Seed {seed}: {bars} bars, {instrument}{tempo} bpm"
+    of = " of a fiddle tune" if choice == FIDDLE else ""
+    return f"Seed {seed}: {bars} bars{of}, {instrument}{tempo} bpm"
 
 
 try:  # ZeroGPU Spaces: a training run is a sequence of short GPU calls (musicgan.zerogpu)
@@ -163,7 +170,7 @@ def _model_path(choice: str, session: Session) -> str | None:
         if session.uploaded is None:
             raise gr.Error("No checkpoint uploaded yet: upload a musicgan checkpoint (.zip) first.")
         return session.uploaded
-    return None
+    return str(SHIPPED[choice][0]) if choice in SHIPPED else None
 
 
 def roll_html(roll, audio_path, title: str = "", given=None) -> str:
@@ -468,8 +475,9 @@ def closeness(choice, session=None):
     session = _need(session)
     model = api.load_model(_model_path(choice, session))
     with api.cpu_slot():
-        if choice == PRETRAINED:
-            reference, what = data.load(EXAMPLES).rolls, "the example chorales (from its training music)"
+        if choice == PRETRAINED or choice in SHIPPED:
+            files, named = (EXAMPLES, "the example chorales") if choice == PRETRAINED else SHIPPED[choice][1:]
+            reference, what = data.load(files).rolls, f"{named} (from its training music)"
         else:
             reference, what = session.rolls, "the music you uploaded"
             if not reference:
@@ -540,13 +548,13 @@ def build() -> gr.Blocks:
     with gr.Blocks(title="musicgan", delete_cache=(600, 3600)) as demo:
         ui.session = session = gr.State(Session, delete_callback=close_session, time_to_live=6 * 3600)
         gr.Markdown(f"# musicgan\nA recurrent GAN that learns from MIDI files and writes new music. "
-                    f"Generate with the pretrained Bach-chorale model, or train on your own files. "
+                    f"Generate with a pretrained model (Bach chorales, or fiddle tunes), or train on your own files. "
                     f"<small>v{musicgan.__version__}</small>")
         with gr.Tabs() as ui.tabs:
             with gr.Tab("Generate", id="generate"):
                 with gr.Row():
                     with gr.Column(scale=1, min_width=300):
-                        ui.choice = gr.Radio([PRETRAINED, TRAINED, UPLOADED], value=PRETRAINED, label="Model")
+                        ui.choice = gr.Radio(list(MODELS), value=PRETRAINED, label="Model")
                         with gr.Accordion("Upload a checkpoint", open=False):
                             ck_file = gr.File(label="musicgan checkpoint (.zip)", file_types=[".zip"])
                             ui.ck_status = gr.Markdown()
@@ -615,9 +623,10 @@ def build() -> gr.Blocks:
                 # labelled, not a table of eight columns (which a phone scrolls sideways)
                 rows = [[PRETRAINED, 0, 8, round(tempo_default), -1, 1.0, KEY_AUTO, METRE_AUTO],
                         [PRETRAINED, 42, 16, 80, 19, 0.9, KEY_AUTO, METRE_AUTO],
-                        [PRETRAINED, 7, 8, 110, 52, 1.1, KEY_AUTO, METRE_AUTO]]
+                        [PRETRAINED, 7, 8, 110, 52, 1.1, KEY_AUTO, METRE_AUTO],
+                        [FIDDLE, 1, 16, 120, 40, 1.0, KEY_AUTO, METRE_AUTO]]
                 examples = gr.Examples(rows, [ui.choice, seed, bars, *sound], label="Try one (one click makes music)",
-                                       example_labels=[_example_label(*row[1:5]) for row in rows])
+                                       example_labels=[_example_label(*row[:5]) for row in rows])
                 examples.load_input_event.then(generate, [ui.choice, seed, bars, *sound, session], outputs,
                                                api_name=False, **CPU)
 
@@ -678,7 +687,7 @@ def build() -> gr.Blocks:
                 gr.Markdown("Generated music next to the music the model learned from: which notes it uses, "
                             "how long they are, how many sound at once, and how easily a classifier tells "
                             "them apart.")
-                close_choice = gr.Radio([PRETRAINED, TRAINED, UPLOADED], value=PRETRAINED, label="Model")
+                close_choice = gr.Radio(list(MODELS), value=PRETRAINED, label="Model")
                 compare = gr.Button("Compare", variant="primary")
                 ui.close_text = gr.Markdown()
                 ui.close_png = gr.Image(type="filepath", interactive=False, label="Generated vs. real")

@@ -136,6 +136,26 @@ def test_harmonise_the_bass_of_an_uploaded_chorale(session):
         app.harmonise_bass(app.PRETRAINED, None, 3, -1, 1.0, session)
 
 
+def test_the_pretrained_fiddle_model_plays_tunes_and_carries_on_a_jig(session):
+    """The second shipped model: one line, in the fiddle tunes' metres. It goes on from a jig,
+    which the chorale model cannot read, and says it has no voices to harmonise with."""
+    model = api.load_model(app._model_path(app.FIDDLE, session))
+    assert model.model.voices == 1 and {(6, 8), (2, 4), (2, 2)} <= set(model.model.metres)
+    out = app.generate(app.FIDDLE, 4, 8, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
+    roll = midi.read(out[ui("midi_file")])
+    assert len(roll.notes) > 20 and midi.sounding_counts(roll.notes).max() == 1
+    assert tuple(roll.time_signatures[0][1:]) in model.model.metres
+    jig = next(t for t in app.TUNES if t.stem.endswith("Jig") and midi.read(t).time_signatures[0][1:] == (6, 8))
+    with pytest.raises(gr.Error, match="in 6/8; this model knows 4/4, 3/4"):
+        app.continue_music(app.PRETRAINED, str(jig), 3, 4, 2, -1, 1.0, session)
+    out = app.continue_music(app.FIDDLE, str(jig), 3, 4, 2, -1, 1.0, session)
+    assert "opening and 4 bars of 6/8" in out[ui("status")]
+    with pytest.raises(gr.Error, match="this model writes one voice"):
+        app.harmonise_music(app.FIDDLE, str(jig), 3, -1, 1.0, session)
+    out = app.closeness(app.FIDDLE, session)
+    assert "Compared with the example fiddle tunes (from its training music)" in out[ui("close_text")]
+
+
 def test_a_handler_without_its_session_says_so():
     with pytest.raises(gr.Error, match="Reload the page"):
         app.generate(app.PRETRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, None)

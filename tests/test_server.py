@@ -338,12 +338,15 @@ def test_the_page_on_a_phone(server, browser):
         box = page.get_by_role("button", name=name, exact=True).bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390
     examples = page.get_by_role("button", name=re.compile(r"^Seed \d+: ")).all()
-    assert len(examples) == 3
+    assert len(examples) == 4 and "16 bars of a fiddle tune, Violin" in examples[-1].inner_text()
     for example in examples:  # each whole on the screen (they were a table that scrolled sideways)
         box = example.bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390, example.inner_text()
     page.locator(".mg-roll").scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "phone.png"), full_page=True)
+    examples[-1].click()  # (the fiddle model's: it plays a tune)
+    expect(page.locator("#piece-status")).to_contain_text("16 bars of", timeout=60_000)
+    expect(page.locator("#piece-status")).to_contain_text("Pretrained: fiddle tunes")
     page.get_by_role("tab", name="Train").click()
     page.locator("#curves svg text").first.wait_for()
     legends_inside_their_plots(page)
