@@ -399,14 +399,20 @@ def curves(history: list[dict], series: dict) -> pd.DataFrame:
                          "series": pd.Series(name, dtype="object")})
 
 
+def _pretrained_path(choice: str):
+    """The folder of the pretrained model ``choice`` names (None for "": start from nothing)."""
+    return gen.DEFAULT_CHECKPOINT if choice == PRETRAINED else SHIPPED[choice][0] if choice else None
+
+
 def _train_config(values: dict) -> TrainConfig:
     kinds = {name: settings.describe(TrainConfig, name).kind for name in values}
     return TrainConfig(**{name: kinds[name](value) for name, value in values.items()})
 
 
-def train(session, minutes, from_pretrained, batch_size, window_bars, warmup, g_adversarial, lr_g, lr_d,
+def train(session, minutes, start_from, batch_size, window_bars, warmup, g_adversarial, lr_g, lr_d,
           request: gr.Request = None, poll_s: float = 1.0):
-    """Start a training job and stream its progress until it ends (a generator of UI updates)."""
+    """Start a training job and stream its progress until it ends (a generator of UI updates).
+    ``start_from``: a pretrained model's choice (PRETRAINED, FIDDLE) to fine-tune, or "" for none."""
     session = _need(session)
     if not session.rolls:
         raise gr.Error("Upload some MIDI files first.")
@@ -414,7 +420,7 @@ def train(session, minutes, from_pretrained, batch_size, window_bars, warmup, g_
     minutes = min(float(minutes), MAX_TRAIN_MINUTES)
     job = api.TrainingJob(session.rolls, session.new_run(), config, Budget(minutes=minutes),
                           sample_every_s=max(5.0, minutes * 6), owner=getattr(request, "session_hash", None),
-                          start_from=gen.DEFAULT_CHECKPOINT if from_pretrained else None, gpu_calls=GPU_CALLS)
+                          start_from=_pretrained_path(start_from), gpu_calls=GPU_CALLS)
     # a job that was just stopped (its visitor left) frees the slot once its model is saved: wait for that
     deadline = time.monotonic() + SLOT_WAIT_S
     while not job.start():
@@ -644,10 +650,13 @@ def build() -> gr.Blocks:
                     batch = _setting_widget(TrainConfig, "batch_size",
                                             choices=[("Auto", 0)] + [(str(n), n) for n in (16, 32, 64, 128, 256, 512)])
                     window = _setting_widget(TrainConfig, "window_bars", maximum=8)
-                from_pretrained = gr.Checkbox(
-                    False, label="Start from the pretrained Bach model (fine-tune)",
-                    info=f"Begins with what the chorale model knows; your music is read in its pitch range "
-                         f"({model.model.pitch_low}-{model.model.pitch_high}).")
+                fiddle = api.load_model(SHIPPED[FIDDLE][0]).model
+                start_from = gr.Radio(
+                    [("Nothing", ""), ("The Bach chorale model", PRETRAINED), ("The fiddle-tune model", FIDDLE)],
+                    value="", label="Start from a pretrained model (fine-tune)",
+                    info=f"Begins with what that model knows; your music is read in its voices and pitch range "
+                         f"(the chorales: {model.model.voices} voices, {model.model.pitch_low}-{model.model.pitch_high}; "
+                         f"the fiddle tunes: one line, {fiddle.pitch_low}-{fiddle.pitch_high}).")
                 with gr.Accordion("GAN settings", open=False):
                     with gr.Row():
                         warmup = _setting_widget(TrainConfig, "warmup")
@@ -677,7 +686,7 @@ def build() -> gr.Blocks:
                                api_name="read_uploads")
                 find_pickups.change(read_uploads, [uploads, session, find_pickups], [ui.report, ui.start, session],
                                     api_name=False)
-                ui.start.click(train, [session, minutes, from_pretrained, batch, window, warmup, g_adversarial, lr_g, lr_d],
+                ui.start.click(train, [session, minutes, start_from, batch, window, warmup, g_adversarial, lr_g, lr_d],
                                [ui.progress, ui.losses, ui.critic, ui.sample, ui.train_status, ui.download, ui.use,
                                 session], api_name="train", concurrency_limit=1, concurrency_id="training")
                 halt.click(stop, session, ui.train_status, api_name="stop", concurrency_limit=None)

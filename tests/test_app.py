@@ -235,7 +235,7 @@ def last(updates) -> dict:
 
 def test_training_streams_progress_and_ends_with_a_checkpoint(session):
     app.read_uploads([str(p) for p in EXAMPLES[:4]], session)
-    out = last(app.train(session, 0.04, False, *SETTINGS, poll_s=0.2))
+    out = last(app.train(session, 0.04, "", *SETTINGS, poll_s=0.2))
     assert "done" in out[ui("train_status")]
     losses = out[ui("losses")].dropna()
     assert set(losses.columns) == {"step", "value", "series"} and "likelihood loss" in set(losses.series)
@@ -278,7 +278,7 @@ def test_on_zerogpu_the_train_tab_trains_in_short_gpu_calls(session, monkeypatch
     gpu = zerogpu.StandIn()
     monkeypatch.setattr(app, "GPU_CALLS", zerogpu.in_calls(gpu))
     app.read_uploads([str(p) for p in EXAMPLES[:4]], session)
-    out = last(app.train(session, 0.1, False, *SETTINGS, poll_s=0.2))
+    out = last(app.train(session, 0.1, "", *SETTINGS, poll_s=0.2))
     assert "done" in out[ui("train_status")] and "GPU calls" in out[ui("train_status")], out[ui("train_status")]
     assert len(gpu.calls) >= 1 and session.trained
     assert out[ui("download")].endswith(".zip") and out[ui("use")]["interactive"] is True
@@ -288,9 +288,9 @@ def test_on_zerogpu_the_train_tab_trains_in_short_gpu_calls(session, monkeypatch
 
 def test_a_second_run_replaces_the_first_model_only_once_it_is_saved(session):
     app.read_uploads([str(p) for p in EXAMPLES[:2]], session)
-    last(app.train(session, 0.02, False, *SETTINGS, poll_s=0.2))
+    last(app.train(session, 0.02, "", *SETTINGS, poll_s=0.2))
     first = session.trained
-    updates = app.train(session, 5, False, *SETTINGS, poll_s=0.2)
+    updates = app.train(session, 5, "", *SETTINGS, poll_s=0.2)
     next(updates)
     assert session.trained == first and Path(first, "model.safetensors").exists()  # still there while it runs
     while not session.job.state.history:
@@ -316,19 +316,21 @@ def test_both_curves_span_the_steps_so_far_before_the_gan_phase():
     assert set(critic.series) == set(app.CRITIC.values())
 
 
-def test_training_can_fine_tune_the_pretrained_model(session):
-    app.read_uploads([str(p) for p in EXAMPLES[4:7]], session)
-    out = last(app.train(session, 0.02, True, 16, 2, 1.0, False, 1e-4, 1e-3, poll_s=0.2))
+@pytest.mark.parametrize("choice, folder, files", [(app.PRETRAINED, "bach-chorales", EXAMPLES[4:7]),
+                                                   (app.FIDDLE, "fiddle-tunes", app.TUNES)])
+def test_training_can_fine_tune_a_pretrained_model(session, choice, folder, files):
+    app.read_uploads([str(p) for p in files], session)
+    out = last(app.train(session, 0.02, choice, 16, 2, 1.0, False, 1e-4, 1e-3, poll_s=0.2))
     assert "done" in out[ui("train_status")]
     config = json.loads((app.Path(session.trained) / "config.json").read_text())
-    assert config["started_from"]["checkpoint"] == "bach-chorales"
-    base = json.loads((ROOT / "checkpoints" / "bach-chorales" / "config.json").read_text())["model"]
+    assert config["started_from"]["checkpoint"] == folder
+    base = json.loads((ROOT / "checkpoints" / folder / "config.json").read_text())["model"]
     assert ModelConfig.from_dict(config["model"]) == ModelConfig.from_dict(base)
 
 
 def test_stop_keeps_the_model(session):
     app.read_uploads([str(p) for p in EXAMPLES[:2]], session)
-    updates = app.train(session, 5, False, *SETTINGS, poll_s=0.2)
+    updates = app.train(session, 5, "", *SETTINGS, poll_s=0.2)
     next(updates)
     while not session.job.state.history:  # until a step has been made
         next(updates)
@@ -339,7 +341,7 @@ def test_stop_keeps_the_model(session):
 
 def test_leaving_the_page_stops_its_training_job(session):
     app.read_uploads([str(p) for p in EXAMPLES[:2]], session)
-    updates = app.train(session, 5, False, *SETTINGS, request=SimpleNamespace(session_hash="tab-1"), poll_s=0.2)
+    updates = app.train(session, 5, "", *SETTINGS, request=SimpleNamespace(session_hash="tab-1"), poll_s=0.2)
     next(updates)
     while not session.job.state.history:
         next(updates)
@@ -443,7 +445,7 @@ def test_closing_a_session_stops_its_job_and_frees_its_files():
     session = app.Session()
     app.generate(app.PRETRAINED, 1, 2, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
     app.read_uploads([str(p) for p in EXAMPLES[:2]], session)
-    updates = app.train(session, 5, False, *SETTINGS, poll_s=0.2)
+    updates = app.train(session, 5, "", *SETTINGS, poll_s=0.2)
     next(updates)
     assert session.job.running and session.dir.exists()
     app.close_session(session)
@@ -457,10 +459,10 @@ def test_a_second_training_job_waits_for_the_first(session, monkeypatch):
     try:
         app.read_uploads([str(p) for p in EXAMPLES[:2]], session)
         app.read_uploads([str(p) for p in EXAMPLES[:2]], other)
-        first = app.train(session, 5, False, *SETTINGS, poll_s=0.2)
+        first = app.train(session, 5, "", *SETTINGS, poll_s=0.2)
         next(first)
         app.SLOT_WAIT_S = 0.5
-        waiting = app.train(other, 1, False, *SETTINGS, poll_s=0.1)
+        waiting = app.train(other, 1, "", *SETTINGS, poll_s=0.1)
         assert "waiting for the server's training slot" in next(waiting)[ui("progress")]
         with pytest.raises(gr.Error, match="Another training job"):
             list(waiting)
