@@ -147,7 +147,7 @@ class Training:
         self.client = client(url)
         examples = sorted((ROOT / "examples").glob("*.mid"))
         self.client.predict([handle_file(str(p)) for p in examples], api_name="/read_uploads")
-        self.job = self.client.submit(minutes, False, 64, 4, 0.75, False, 1e-4, 1e-3, api_name="/train")
+        self.job = self.client.submit(minutes, "", 64, 4, 0.75, False, 1e-4, 1e-3, api_name="/train")
 
     def step(self) -> int:
         outputs = self.job.outputs()

@@ -372,7 +372,7 @@ def test_files_stay_bounded_after_a_training_and_100_pieces(bounded_server):
     url, tmp = bounded_server
     trainer, visitor = client(url), client(url)
     trainer.predict([handle_file(str(p)) for p in EXAMPLES], api_name="/read_uploads")
-    job = trainer.submit(2, False, 64, 4, 0.75, False, 1e-4, 1e-3, api_name="/train")
+    job = trainer.submit(2, "", 64, 4, 0.75, False, 1e-4, 1e-3, api_name="/train")
     for seed in range(100):  # while it trains, as on a busy Space
         html, mid, status = visitor.predict("Pretrained: Bach chorales", seed, 16, 120, -1, 1.0, api_name="/generate")
         assert f"seed {seed}" in status
