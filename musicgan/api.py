@@ -259,13 +259,23 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     tempo = float(tempo_bpm or piece.tempo_bpm)
     program = piece.program if program is None else int(program)
     piece = dataclasses.replace(piece, tempos=((0, tempo),), program=program)
-    piece = how.written_back(piece)
+    piece = _to_its_last_bar(how.written_back(piece))
     given = dataclasses.replace(line, roll=how.written_back(line.roll)).mask(piece)  # (the line's notes)
     named = "a melody" if voice == "top" else "a bass line"
     clamped = "" if reader is not None else f" (clamped: this model has no harmoniser for {named})"
-    bars = len(metres.bar_lines(piece.time_signatures, int(piece.notes[:, 2].max()), piece.steps_per_beat))
+    bars = len(metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat))
     return _piece(piece, f"seed {seed} · {named} of {bars} bars harmonised{clamped}{how.said(piece)} · "
                          f"{tempo:g} bpm", audio, given)
+
+
+def _to_its_last_bar(roll: Roll) -> Roll:
+    """``roll`` lasting to the end of the bar its last note ends in, in its own metre (a line read
+    two bars as one leaves the model's last bar half empty; read a bar as two, half full)."""
+    last = int(roll.notes[:, 2].max())
+    lines = metres.bar_lines(roll.time_signatures, max(roll.n_steps, last), roll.steps_per_beat)
+    start = int(lines[lines < last].max())
+    return dataclasses.replace(roll, length=start + metres.bar_steps(metres.metre_at(roll.time_signatures, start),
+                                                                     roll.steps_per_beat))
 
 
 def compose_interpolation(model: ckpt.Checkpoint | None, seed_a: int, seed_b: int, steps: int = 5,

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from musicgan import api, checkpoint as ckpt, generate, harmonise, midi, voices
+from musicgan import api, checkpoint as ckpt, generate, harmonise, metre, midi, voices
 from musicgan.batches import batches_for
 from musicgan.models import LineReader
 from musicgan.train import TrainConfig
@@ -322,6 +322,8 @@ def test_a_melody_in_2_4_or_6_4_is_read_in_bars_of_the_models_4_4_or_3_4_and_wri
         assert np.array_equal(piece.given, by_hand.given) and piece.given.sum() == len(melody.notes)
         assert piece.roll.time_signatures == ((0, *own),) and f"({words})" in piece.description
         assert midi.read(piece.midi).time_signatures == ((0, *own),)
+        bar = metre.bar_steps(own, piece.roll.steps_per_beat)  # (it ends with the bar its last note is in)
+        assert piece.roll.n_steps == -(-int(piece.roll.notes[:, 2].max()) // bar) * bar
 
 
 def test_a_line_above_or_below_the_models_range_is_read_whole_octaves_into_it(model):
