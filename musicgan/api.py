@@ -142,12 +142,12 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     what = "opening and" if whole else "after the opening:"
     opened_end = len(opened_tokens) - how.lead if whole else 0  # (where the opening ends in the piece)
     given = piece.notes[:, 1] < opened_end if whole else None
-    bars = int((metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat) >= opened_end).sum())
+    lines = metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat)
+    bars = int((lines >= opened_end).sum())
     sources = None if model.forms is None or not whole else generate.continuation_form(
         model.model, opened, len(opened_tokens), last_metre, added, seed, model.forms)
-    if sources is not None:  # (phrases counted in the music's own bars)
-        lines = metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat) + how.lead
-        sources = form.rebarred(sources, model.model.bar_steps(last_metre), lines)
+    if sources is not None:  # (phrases counted in the music's own bars, their lines as read)
+        sources = form.rebarred(sources, model.model.bar_steps(last_metre), lines + how.lead)
     phrases = "" if sources is None else f" · {form.describe(sources)}"
     return _piece(piece, f"seed {seed} · {what} {bars} bars of {metres.name(piece.time_signatures[-1][1:])}"
                          f"{how.said(piece)} · {tempo:g} bpm{phrases}", audio, given)
