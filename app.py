@@ -216,13 +216,30 @@ def _made(session, choice, path, kind: str, **arguments) -> dict:
     """A piece made in a worker process (``kind``, see api.web_piece), its files in the session folder."""
     try:
         piece = COMPOSERS.web_piece(kind, path, **arguments)  # (it waits for a CPU slot)
-    except (ValueError, RuntimeError) as e:
+    except ValueError as e:
+        raise gr.Error(f"{e}{_elsewhere(session, choice, kind, arguments)}")
+    except RuntimeError as e:
         raise gr.Error(str(e))
     paths = session.save("piece", {".mid": piece.midi, ".mp3": piece.mp3})
     status = f"**{piece.description}** · {choice} · {len(piece.roll.notes)} notes · audio: {_engine_text(piece.engine)}"
     return {ui.roll: roll_html(piece.roll, paths[".mp3"], piece.description, piece.given),
             ui.midi_file: paths[".mid"],
             ui.status: status, ui.session: session}
+
+
+def _elsewhere(session: Session, choice: str, kind: str, arguments: dict) -> str:
+    """Words that name the models the visitor can choose that take the music ``choice`` refused for
+    ``kind`` (a jig for the chorale model: the fiddle-tune model takes it): "" for none, and for
+    kinds that are given no music."""
+    if kind not in api.READS:
+        return ""
+    others = [name for name in MODELS if name != choice and
+              (name != TRAINED or session.trained) and (name != UPLOADED or session.uploaded is not None)]
+    able = [name for name in others if api.refusal(kind, _model_path(name, session), **arguments) is None]
+    if not able:
+        return ""
+    can = "continue it" if kind == "continuation" else "harmonise it"
+    return f". {' and '.join(f'“{name}”' for name in able)} can {can}: choose {'it' if len(able) == 1 else 'one'} under Model."
 
 
 def _key(model_path, choice):

@@ -128,11 +128,8 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     opens with a pickup it does not mark gets a whole first bar (:mod:`musicgan.pickup`; a Roll is
     taken as it is). ValueError (or MidiError) in words for an opening the model cannot read."""
     model = model or load_model()
-    roll, how = _given(opening, model, "the opening", find_pickups)
-    opening_bars, added = (how.bars(opening_bars, model.model.steps_per_beat, opening=True),  # (in the model's bars)
-                           how.bars(bars, model.model.steps_per_beat))
-    (opened, opened_tokens, last_metre), roll, how = _in_range(
-        lambda music: generate.opening(model.generator, music, opening_bars), roll, model, how)
+    (opened, opened_tokens, last_metre), roll, how, opening_bars = _opening(model, opening, opening_bars, find_pickups)
+    added = how.bars(bars, model.model.steps_per_beat)  # (in the model's bars)
     piece = generate.continue_rolls(model.generator, roll, [seed], added, opening_bars, temperature, whole=whole,
                                     **model.sampling)[0]
     tempo = float(tempo_bpm or piece.tempo_bpm)
@@ -151,6 +148,34 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     phrases = "" if sources is None else f" · {form.describe(sources)}"
     return _piece(piece, f"seed {seed} · {what} {bars} bars of {metres.name(piece.time_signatures[-1][1:])}"
                          f"{how.said(piece)} · {tempo:g} bpm{phrases}", audio, given)
+
+
+def _opening(model: ckpt.Checkpoint, opening, opening_bars: int = 4, find_pickups: bool = True, **_):
+    """(:func:`musicgan.generate.opening` of the music a person gave to be continued, the music as
+    read, how it was read (:class:`Read`), the opening's length in the model's bars): what
+    :func:`compose_continuation` reads before it draws. ValueError in words where it cannot."""
+    roll, how = _given(opening, model, "the opening", find_pickups)
+    bars = how.bars(opening_bars, model.model.steps_per_beat, opening=True)
+    return *_in_range(lambda music: generate.opening(model.generator, music, bars), roll, model, how), bars
+
+
+def _line(model: ckpt.Checkpoint, melody, voice: str = "top", find_pickups: bool = True, **_):
+    """(:func:`musicgan.harmonise.line_of` the music a person gave to be harmonised, the music as
+    read, how it was read): what :func:`compose_harmonisation` reads before it draws."""
+    melody, how = _given(melody, model, harmonise.WHAT.get(voice, "the melody"), find_pickups)
+    return _in_range(lambda music: harmonise.line_of(model.generator, music, voice), melody, model, how)
+
+
+def refusal(kind: str, model_path: str | None = None, **arguments) -> str | None:
+    """Why the model at ``model_path`` (None: the pretrained one) cannot take the music a person
+    gave for ``kind`` ("continuation" or "harmonisation", with the arguments :func:`web_piece` takes
+    for it), in the words :func:`compose_continuation` or :func:`compose_harmonisation` would say
+    it; None where it can. It reads the music as they do and draws nothing."""
+    try:
+        READS[kind](load_model(model_path), **arguments)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,10 +274,8 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     drawn as its trainer fitted for clamping: ``Checkpoint.clamped``). ``find_pickups``: as
     :func:`compose_continuation`. ValueError (or MidiError) in words for a line the model cannot take."""
     model = model or load_model()
-    what = harmonise.WHAT.get(voice, "the melody")
-    melody, how = _given(melody, model, what, find_pickups)
     critic = {k: v for k, v in model.sampling.items() if k in ("critic", "candidates")}
-    line, melody, how = _in_range(lambda music: harmonise.line_of(model.generator, music, voice), melody, model, how)
+    line, melody, how = _line(model, melody, voice, find_pickups)
     reader = model.harmonisers.get(voice)
     piece = harmonise.harmonise_rolls(model.generator, line, [seed], reader, temperature, **critic,
                                       clamped=model.clamped.get(voice))[0]
@@ -481,6 +504,7 @@ class WebPiece:
 
 _MAKERS = {"piece": compose, "interpolation": compose_interpolation, "variations": compose_variations,
            "continuation": compose_continuation, "harmonisation": compose_harmonisation}
+READS = {"continuation": _opening, "harmonisation": _line}  # (what the makers of given music read first)
 
 
 def web_piece(kind: str, model_path: str | None = None, **arguments) -> WebPiece:

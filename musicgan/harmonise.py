@@ -313,6 +313,8 @@ def line_of(generator: Generator, roll: Roll, voice: str = "top", max_bars: int 
         raise ValueError(f"voice must be one of {', '.join(VOICES)} (got {voice!r})")
     cfg = generator.cfg
     what = WHAT[voice]
+    if cfg.voices < 2:
+        raise ValueError(f"this model writes one voice: there are no other voices to write with {what}")
     cut = whole_bars(cfg, roll, max_bars, what)
     onset, sustain = cut.pianoroll(0, 127, cut.n_steps)
     # voices.encode keeps the highest note in the first voice, and the lowest in the last
@@ -339,8 +341,6 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
     if not 0.05 <= temperature <= 5:
         raise ValueError(f"temperature must be between 0.05 and 5 (got {temperature})")
     cfg = generator.cfg
-    if cfg.voices < 2:
-        raise ValueError(f"this model writes one voice: there are no other voices to write with {WHAT[line.voice]}")
     line_roll, T = line.roll, len(line.tokens)
     codes = torch.from_numpy(cfg.step_codes(line_roll.time_signatures, T)).clamp(min=0)
     key = keys.estimate(line_roll.notes) if cfg.key_input else None

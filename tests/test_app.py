@@ -146,12 +146,18 @@ def test_the_pretrained_fiddle_model_plays_tunes_and_carries_on_a_jig(session):
     assert len(roll.notes) > 20 and midi.sounding_counts(roll.notes).max() == 1
     assert tuple(roll.time_signatures[0][1:]) in model.model.metres
     jig = next(t for t in app.TUNES if t.stem.endswith("Jig") and midi.read(t).time_signatures[0][1:] == (6, 8))
-    with pytest.raises(gr.Error, match="in 6/8; this model knows 4/4, 3/4"):
+    # a refusal names the models the visitor can choose that take the music
+    with pytest.raises(gr.Error, match="in 6/8; this model knows 4/4, 3/4. “Pretrained: fiddle tunes” can "
+                                       "continue it: choose it under Model."):
         app.continue_music(app.PRETRAINED, str(jig), 3, 4, 2, -1, 1.0, session)
     out = app.continue_music(app.FIDDLE, str(jig), 3, 4, 2, -1, 1.0, session)
     assert "opening and 4 bars of 6/8" in out[ui("status")]
-    with pytest.raises(gr.Error, match="this model writes one voice"):
+    with pytest.raises(gr.Error, match="this model writes one voice") as refused:
         app.harmonise_music(app.FIDDLE, str(jig), 3, -1, 1.0, session)
+    assert "can harmonise" not in str(refused.value)  # (nor does the chorale model read a jig)
+    reel = next(t for t in app.TUNES if midi.read(t).time_signatures[0][1:] == (2, 4))
+    with pytest.raises(gr.Error, match="one voice.*. “Pretrained: Bach chorales” can harmonise it"):
+        app.harmonise_music(app.FIDDLE, str(reel), 3, -1, 1.0, session)
     out = app.closeness(app.FIDDLE, session)
     assert "Compared with the example fiddle tunes (from its training music)" in out[ui("close_text")]
 

@@ -1,11 +1,12 @@
 """Continuing an opening: the model reads the first bars of a file and carries on."""
+
 import numpy as np
 import pytest
 
 from musicgan import api, cli, generate, midi
 from musicgan.models import Generator, ModelConfig
 
-from conftest import EXAMPLES, file_beats, make_midi, meta, off, on
+from conftest import EXAMPLES, ROOT, file_beats, make_midi, meta, off, on
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,31 @@ def test_an_opening_the_model_cannot_read_gets_a_clear_message(model, tmp_path):
     (tmp_path / "not.mid").write_bytes(b"not a MIDI file at all")
     assert cli.main(["continue", str(tmp_path / "not.mid"), "--out", str(tmp_path / "out.mid")]) == 1
     assert not (tmp_path / "out.mid").exists()
+
+
+@pytest.mark.parametrize("checkpoint", [None, "checkpoints/fiddle-tunes"])
+def test_what_a_model_refuses_to_read_is_what_it_refuses_to_make(checkpoint, tmp_path):
+    """api.refusal reads given music as Continue and Harmonise read it, and draws nothing: it says
+    None where they make music, and their words where they refuse (a jig for the chorale model,
+    a melody to harmonise for the one-voice fiddle model, a file that is not MIDI for both)."""
+    model = api.load_model(checkpoint)
+    (tmp_path / "not.mid").write_bytes(b"not a MIDI file at all")
+    tunes = sorted((ROOT / "examples" / "tunes").glob("*.mid"))
+    makers = {"continuation": api.compose_continuation, "harmonisation": api.compose_harmonisation}
+    said = []
+    for music in [EXAMPLES[0], tunes[0], next(t for t in tunes if "Jig" in t.stem), tmp_path / "not.mid"]:
+        for kind, arguments in [("continuation", dict(bars=2, opening_bars=2)), ("harmonisation", dict(voice="top"))]:
+            given = {"opening" if kind == "continuation" else "melody": music.read_bytes()}
+            words = api.refusal(kind, checkpoint, **given, **arguments, seed=1)
+            try:
+                makers[kind](model, *given.values(), **arguments, seed=1, audio=False)
+            except ValueError as e:
+                assert words == str(e)
+            else:
+                assert words is None
+            said.append(words)
+    assert 2 <= sum(words is None for words in said) <= 6  # (some are read, some are not)
+    assert any("this model knows" in words or "one voice" in words for words in said if words)
 
 
 def test_the_cli_continues_a_file(tmp_path, capsys):
