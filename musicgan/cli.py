@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -193,10 +194,12 @@ def cmd_continue(args) -> int:
     if not 1 <= args.opening_bars <= 64:
         raise CliError("--opening-bars must be 1 to 64")
     model = api.load_model(args.checkpoint)
-    return _write_piece(args, api.compose_continuation(model, Path(args.opening), args.seed, args.bars,
-                                                       args.opening_bars, args.tempo, args.program, args.temperature,
-                                                       audio=False, whole=not args.only_new,
-                                                       find_pickups=not args.bars_as_written))
+    given = dict(opening=Path(args.opening), opening_bars=args.opening_bars, find_pickups=not args.bars_as_written)
+    with _elsewhere(args, "continuation", given):
+        piece = api.compose_continuation(model, seed=args.seed, bars=args.bars, tempo_bpm=args.tempo,
+                                         program=args.program, temperature=args.temperature, audio=False,
+                                         whole=not args.only_new, **given)
+    return _write_piece(args, piece)
 
 
 def cmd_harmonise(args) -> int:
@@ -204,9 +207,39 @@ def cmd_harmonise(args) -> int:
 
     _check_program(args)
     model = api.load_model(args.checkpoint)
-    return _write_piece(args, api.compose_harmonisation(model, Path(args.melody), args.seed, args.tempo,
-                                                        args.program, args.temperature, audio=False,
-                                                        voice=args.voice, find_pickups=not args.bars_as_written))
+    given = dict(melody=Path(args.melody), voice=args.voice, find_pickups=not args.bars_as_written)
+    with _elsewhere(args, "harmonisation", given):
+        piece = api.compose_harmonisation(model, seed=args.seed, tempo_bpm=args.tempo, program=args.program,
+                                          temperature=args.temperature, audio=False, **given)
+    return _write_piece(args, piece)
+
+
+@contextlib.contextmanager
+def _elsewhere(args, kind: str, given: dict):
+    """A refusal (ValueError) to take the music ``given`` for ``kind`` (see api.refusal), with the
+    checkpoints shipped with musicgan that take it named after its words."""
+    from . import api, generate
+
+    try:
+        yield
+    except ValueError as e:
+        chosen = Path(args.checkpoint or generate.DEFAULT_CHECKPOINT).resolve()
+        shipped = sorted(p for p in generate.DEFAULT_CHECKPOINT.parent.glob("*/config.json"))
+        able = [_shown(p.parent) for p in shipped
+                if p.parent.resolve() != chosen and api.refusal(kind, str(p.parent), **given) is None]
+        if not able:
+            raise
+        can = "continue it" if kind == "continuation" else "harmonise it"
+        raise CliError(f"{e}. {' and '.join(able)} can {can}: give {'it' if len(able) == 1 else 'one'} "
+                       f"as the checkpoint") from None
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder where it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _check_program(args) -> None:

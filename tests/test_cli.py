@@ -144,6 +144,23 @@ def test_mistakes_give_one_line_errors(args, message, tmp_path):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_music_a_model_refuses_names_the_shipped_model_that_takes_it(tmp_path):
+    """A jig is no music for the chorale model, and a reel has no voices to harmonise with on the
+    fiddle model: each error names the other shipped checkpoint; a jig to harmonise, neither."""
+    tunes = ROOT / "examples" / "tunes"
+    jig, reel = tunes / "ryansMammoth-BloomingMeadowsJig.mid", tunes / "ryansMammoth-7thRegimentReel.mid"
+    result = run("continue", jig, "--out", tmp_path / "x.mid")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == ("error: the opening is in 6/8; this model knows 4/4, 3/4. "
+                                     "checkpoints/fiddle-tunes can continue it: give it as the checkpoint")
+    result = run("harmonise", reel, "checkpoints/fiddle-tunes", "--out", tmp_path / "x.mid")
+    assert result.returncode == 1 and "one voice" in result.stderr
+    assert "checkpoints/bach-chorales can harmonise it" in result.stderr
+    result = run("harmonise", jig, "--out", tmp_path / "x.mid")
+    assert result.stderr.strip() == "error: the melody is in 6/8; this model knows 4/4, 3/4"
+    assert not (tmp_path / "x.mid").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_asking_for_cuda_without_a_gpu_is_a_clear_error(tmp_path):
     result = run("train", *EXAMPLES[:1], "--out", tmp_path / "m", "--device", "cuda", "--steps", "1")
