@@ -217,9 +217,9 @@ def _made(session, choice, path, kind: str, **arguments) -> dict:
     try:
         piece = COMPOSERS.web_piece(kind, path, **arguments)  # (it waits for a CPU slot)
     except ValueError as e:
-        raise gr.Error(f"{e}{_elsewhere(session, choice, kind, arguments)}")
+        raise gr.Error(_sentence(e) + _elsewhere(session, choice, kind, arguments))
     except RuntimeError as e:
-        raise gr.Error(str(e))
+        raise gr.Error(_sentence(e))
     paths = session.save("piece", {".mid": piece.midi, ".mp3": piece.mp3})
     status = f"**{piece.description}** · {choice} · {len(piece.roll.notes)} notes · audio: {_engine_text(piece.engine)}"
     return {ui.roll: roll_html(piece.roll, paths[".mp3"], piece.description, piece.given),
@@ -239,7 +239,14 @@ def _elsewhere(session: Session, choice: str, kind: str, arguments: dict) -> str
     if not able:
         return ""
     can = "continue it" if kind == "continuation" else "harmonise it"
-    return f". {' and '.join(f'“{name}”' for name in able)} can {can}: choose {'it' if len(able) == 1 else 'one'} under Model."
+    return f" {' and '.join(f'“{name}”' for name in able)} can {can}: choose {'it' if len(able) == 1 else 'one'} under Model."
+
+
+def _sentence(error: Exception) -> str:
+    """The library's words for ``error`` ("the opening is in 6/8; ...") as a message on the page:
+    a sentence ("The opening is in 6/8; ....")."""
+    text = str(error).strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
 
 
 def _key(model_path, choice):
@@ -508,7 +515,7 @@ def closeness(choice, session=None):
         try:
             result = api.closeness(model, reference)
         except ValueError as e:
-            raise gr.Error(str(e))
+            raise gr.Error(_sentence(e))
         path = session.save("closeness", {".png": result.png})[".png"]
     against = "" if result.yardstick is None else (
         f" It tells half of these real pieces from the other half {100 * result.yardstick:.0f}% of the time: "

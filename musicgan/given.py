@@ -77,9 +77,13 @@ class OutOfRange(ValueError):
     ``high``), and ``span``, the words that say so (``what`` names the music in them)."""
 
     def __init__(self, what: str, low: int, high: int, cfg: ModelConfig):
+        self.arguments = (what, low, high, cfg)
         self.low, self.high = low, high
         self.span = f"{what}'s notes go from MIDI {low} to {high}; this model plays {cfg.pitch_low} to {cfg.pitch_high}"
         super().__init__(f"{self.span} (transpose it by octaves into that range)")
+
+    def __reduce__(self):  # (as MidiError's)
+        return type(self), self.arguments
 
     def unmoved(self) -> ValueError:
         """The refusal when no whole octave brings all of the music in."""

@@ -54,6 +54,9 @@ class MidiError(ValueError):
         self.reason = reason
         super().__init__(f"{source}: {reason}")
 
+    def __reduce__(self):  # (raised in a worker process, it comes back whole: its arguments are not the message)
+        return type(self), (self.source, self.reason)
+
 
 @dataclass(frozen=True)
 class Roll:

@@ -104,8 +104,9 @@ def test_continue_an_uploaded_opening(session, tmp_path):
         app.continue_music(app.PRETRAINED, None, 3, 4, 2, -1, 1.0, session)
     broken = tmp_path / "broken.mid"
     broken.write_bytes(b"MThd not really")
-    with pytest.raises(gr.Error):
+    with pytest.raises(gr.Error) as refused:
         app.continue_music(app.PRETRAINED, str(broken), 3, 4, 2, -1, 1.0, session)
+    assert refused.value.message == "The opening: corrupt MIDI header."  # (a sentence, as the page shows it)
 
 
 def test_harmonise_an_uploaded_melody(session):
@@ -147,14 +148,15 @@ def test_the_pretrained_fiddle_model_plays_tunes_and_carries_on_a_jig(session):
     assert tuple(roll.time_signatures[0][1:]) in model.model.metres
     jig = next(t for t in app.TUNES if t.stem.endswith("Jig") and midi.read(t).time_signatures[0][1:] == (6, 8))
     # a refusal names the models the visitor can choose that take the music
-    with pytest.raises(gr.Error, match="in 6/8; this model knows 4/4, 3/4. “Pretrained: fiddle tunes” can "
-                                       "continue it: choose it under Model."):
+    with pytest.raises(gr.Error) as refused:
         app.continue_music(app.PRETRAINED, str(jig), 3, 4, 2, -1, 1.0, session)
+    assert refused.value.message == ("The opening is in 6/8; this model knows 4/4, 3/4. “Pretrained: fiddle tunes” "
+                                     "can continue it: choose it under Model.")
     out = app.continue_music(app.FIDDLE, str(jig), 3, 4, 2, -1, 1.0, session)
     assert "opening and 4 bars of 6/8" in out[ui("status")]
-    with pytest.raises(gr.Error, match="this model writes one voice") as refused:
+    with pytest.raises(gr.Error) as refused:  # (nor does the chorale model read a jig)
         app.harmonise_music(app.FIDDLE, str(jig), 3, -1, 1.0, session)
-    assert "can harmonise" not in str(refused.value)  # (nor does the chorale model read a jig)
+    assert refused.value.message == "This model writes one voice: there are no other voices to write with the melody."
     reel = next(t for t in app.TUNES if midi.read(t).time_signatures[0][1:] == (2, 4))
     with pytest.raises(gr.Error, match="one voice.*. “Pretrained: Bach chorales” can harmonise it"):
         app.harmonise_music(app.FIDDLE, str(reel), 3, -1, 1.0, session)
@@ -519,6 +521,32 @@ def test_a_draw_that_cannot_start_says_so_and_frees_its_slot():
     with pytest.raises(RuntimeError, match="could not be made"):
         pool.web_piece("piece", None, seed=1, bars=4)
     assert pool.slots._busy == 0 and not pool._waiting
+
+
+def test_a_refusal_in_a_worker_comes_back_as_itself_and_the_worker_stays():
+    """Errors cross from a worker process pickled: one whose arguments are not its message (a
+    MIDI file that cannot be read) once came back as a broken pool ("a worker process stopped"),
+    and every worker started again."""
+    import pickle
+
+    from musicgan import given, models
+
+    for error in (midi.MidiError("the opening", "corrupt MIDI header"),
+                  given.OutOfRange("the melody", 20, 110, models.ModelConfig())):
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error) and str(back) == str(error)
+    pool = api.Composers(1, api.CpuSlots(cores=1))
+    arguments = dict(seed=3, bars=4, opening_bars=2, program=None, temperature=1.0, find_pickups=True)
+    try:
+        for _ in range(2):
+            with pytest.raises(midi.MidiError, match="^the opening: corrupt MIDI header$"):
+                pool.web_piece("continuation", None, opening=b"MThd not really", **arguments)
+        workers = set(pool._pool._processes)
+        with pytest.raises(ValueError, match="in 6/8"):
+            pool.web_piece("continuation", None, opening=app.TUNES[2].read_bytes(), **arguments)
+        assert set(pool._pool._processes) == workers  # (the same worker, not a new one)
+    finally:
+        pool.close()
 
 
 def test_a_piece_made_before_is_handed_out_again_until_its_model_changes(tmp_path):
