@@ -7,7 +7,7 @@ import time
 import zipfile
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from musicgan import data, midi
 from musicgan.midi import MidiError
@@ -131,3 +131,30 @@ def test_hostile_zips_only_give_reports(blob, tmp_path_factory):
 @given(blob=hostile_zip())
 def test_hostile_zips_only_give_reports_thoroughly(blob, tmp_path_factory):
     load_zip(blob, tmp_path_factory.mktemp("zip"))
+
+
+# --------------------------------------------------------------------------- music given to a model
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(broken_midi(), st.sampled_from(["continuation", "harmonisation"]))
+def test_broken_music_to_continue_or_harmonise_is_played_or_refused_in_words(blob, kind):
+    """What Continue and Harmonise are given is read or refused in words (api.refusal reads it as
+    they do); a refusal pickles whole, as it must to come back from the app's worker process; and
+    music that is read is made."""
+    import pickle
+
+    from musicgan import api
+
+    given_music = {"opening": blob} if kind == "continuation" else {"melody": blob}
+    words = api.refusal(kind, None, **given_music)
+    event("made" if words is None else "refused")
+    if words is None:
+        maker = api.compose_continuation if kind == "continuation" else api.compose_harmonisation
+        piece = maker(None, blob, seed=1, audio=False, **({"bars": 1, "opening_bars": 1} if kind == "continuation" else {}))
+        assert len(piece.roll.notes) and midi.read(piece.midi)
+    else:
+        assert words and "\n" not in words and "Traceback" not in words
+        try:
+            midi.read(blob)
+        except MidiError as e:
+            assert str(pickle.loads(pickle.dumps(e))) == str(e)
