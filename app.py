@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -38,8 +39,21 @@ SESSIONS = Path(tempfile.gettempdir()) / "musicgan-sessions"
 PRETRAINED, FIDDLE = "Pretrained: Bach chorales", "Pretrained: fiddle tunes"
 TRAINED, UPLOADED = "My trained model", "Uploaded checkpoint"
 MODELS = (PRETRAINED, FIDDLE, TRAINED, UPLOADED)
-# the pretrained models other than the default, and the examples of their training music
-SHIPPED = {FIDDLE: (ROOT / "checkpoints" / "fiddle-tunes", TUNES, "the example fiddle tunes")}
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """A pretrained model that comes with musicgan, and the words and music the page shows of it."""
+    folder: Path
+    examples: list  # MIDI files of its training music (How close is it? compares with them)
+    examples_named: str  # "the example chorales"
+    model_named: str  # "The Bach chorale model" (Start from a pretrained model)
+    piece_of: str = ""  # " of a fiddle tune" (an example's button, where the first model's would not say)
+
+
+SHIPPED = {PRETRAINED: Shipped(gen.DEFAULT_CHECKPOINT, EXAMPLES, "the example chorales", "The Bach chorale model"),
+           FIDDLE: Shipped(ROOT / "checkpoints" / "fiddle-tunes", TUNES, "the example fiddle tunes",
+                           "The fiddle-tune model", " of a fiddle tune")}
 KEY_AUTO = METRE_AUTO = "From the seed"
 UPLOAD_LIMITS = data.Limits(max_files=200, max_file_bytes=4 * 1024 * 1024, max_zip_members=1000,
                             max_zip_bytes=64 * 1024 * 1024)
@@ -72,8 +86,7 @@ def _example_label(choice: str, seed: int, bars: int, tempo: int, program: int) 
     import pretty_midi
 
     instrument = f"{pretty_midi.program_to_instrument_name(program)}, " if program >= 0 else ""
-    of = " of a fiddle tune" if choice == FIDDLE else ""
-    return f"Seed {seed}: {bars} bars{of}, {instrument}{tempo} bpm"
+    return f"Seed {seed}: {bars} bars{SHIPPED[choice].piece_of}, {instrument}{tempo} bpm"
 
 
 try:  # ZeroGPU Spaces: a training run is a sequence of short GPU calls (musicgan.zerogpu)
@@ -160,8 +173,8 @@ def file_url(path) -> str:
 
 # ------------------------------------------------------------------------------ generate tab
 
-def _model_path(choice: str, session: Session) -> str | None:
-    """Where the chosen model is (None: the pretrained one), for the worker that plays it."""
+def _model_path(choice: str, session: Session) -> str:
+    """Where the chosen model is, for the worker that plays it."""
     if choice == TRAINED:
         if not session.trained:
             raise gr.Error("No trained model yet: train one in the Train tab first.")
@@ -170,7 +183,7 @@ def _model_path(choice: str, session: Session) -> str | None:
         if session.uploaded is None:
             raise gr.Error("No checkpoint uploaded yet: upload a musicgan checkpoint (.zip) first.")
         return session.uploaded
-    return str(SHIPPED[choice][0]) if choice in SHIPPED else None
+    return str(SHIPPED[choice].folder)
 
 
 def roll_html(roll, audio_path, title: str = "", given=None) -> str:
@@ -423,11 +436,6 @@ def curves(history: list[dict], series: dict) -> pd.DataFrame:
                          "series": pd.Series(name, dtype="object")})
 
 
-def _pretrained_path(choice: str):
-    """The folder of the pretrained model ``choice`` names (None for "": start from nothing)."""
-    return gen.DEFAULT_CHECKPOINT if choice == PRETRAINED else SHIPPED[choice][0] if choice else None
-
-
 def _train_config(values: dict) -> TrainConfig:
     kinds = {name: settings.describe(TrainConfig, name).kind for name in values}
     return TrainConfig(**{name: kinds[name](value) for name, value in values.items()})
@@ -444,7 +452,7 @@ def train(session, minutes, start_from, batch_size, window_bars, warmup, g_adver
     minutes = min(float(minutes), MAX_TRAIN_MINUTES)
     job = api.TrainingJob(session.rolls, session.new_run(), config, Budget(minutes=minutes),
                           sample_every_s=max(5.0, minutes * 6), owner=getattr(request, "session_hash", None),
-                          start_from=_pretrained_path(start_from), gpu_calls=GPU_CALLS)
+                          start_from=SHIPPED[start_from].folder if start_from else None, gpu_calls=GPU_CALLS)
     # a job that was just stopped (its visitor left) frees the slot once its model is saved: wait for that
     deadline = time.monotonic() + SLOT_WAIT_S
     while not job.start():
@@ -505,9 +513,9 @@ def closeness(choice, session=None):
     session = _need(session)
     model = api.load_model(_model_path(choice, session))
     with api.cpu_slot():
-        if choice == PRETRAINED or choice in SHIPPED:
-            files, named = (EXAMPLES, "the example chorales") if choice == PRETRAINED else SHIPPED[choice][1:]
-            reference, what = data.load(files).rolls, f"{named} (from its training music)"
+        if choice in SHIPPED:
+            reference = data.load(SHIPPED[choice].examples).rolls
+            what = f"{SHIPPED[choice].examples_named} (from its training music)"
         else:
             reference, what = session.rolls, "the music you uploaded"
             if not reference:
@@ -674,9 +682,9 @@ def build() -> gr.Blocks:
                     batch = _setting_widget(TrainConfig, "batch_size",
                                             choices=[("Auto", 0)] + [(str(n), n) for n in (16, 32, 64, 128, 256, 512)])
                     window = _setting_widget(TrainConfig, "window_bars", maximum=8)
-                fiddle = api.load_model(SHIPPED[FIDDLE][0]).model
+                fiddle = api.load_model(SHIPPED[FIDDLE].folder).model
                 start_from = gr.Radio(
-                    [("Nothing", ""), ("The Bach chorale model", PRETRAINED), ("The fiddle-tune model", FIDDLE)],
+                    [("Nothing", "")] + [(shipped.model_named, name) for name, shipped in SHIPPED.items()],
                     value="", label="Start from a pretrained model (fine-tune)",
                     info=f"Begins with what that model knows; your music is read in its voices and pitch range "
                          f"(the chorales: {model.model.voices} voices, {model.model.pitch_low}-{model.model.pitch_high}; "
