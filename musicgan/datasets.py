@@ -1,7 +1,7 @@
 """Build public-domain training sets offline, from music21's corpus.
 
     python -m musicgan.datasets NAME OUT_DIR      # NAME: bach, fiddle, trecento, quartets, or all
-    python -m musicgan.datasets unseen OUT_DIR    # madrigals and various: music nothing learns from
+    python -m musicgan.datasets unseen OUT_DIR    # madrigals, various, folk: music nothing learns from
 
 exports every piece of a collection to MIDI under ``OUT_DIR/train`` and ``OUT_DIR/test`` (with
 ``all``: ``OUT_DIR/NAME/train`` ...). The collections are the development benchmark of several
@@ -19,13 +19,16 @@ The split is fixed: a piece goes to ``test`` when the first byte of the SHA-1 of
 the collection's share of 256 (10% of the chorales and the tunes, 15% of the trecento pieces,
 20% of the few quartet movements), so it never depends on the corpus order or on the machine.
 
-Two more collections are *unseen*: every piece is held out (``test``), and no model or tool of
+Three more collections are *unseen*: every piece is held out (``test``), and no model or tool of
 ours learns from them, so they say how what was tuned on the four above does on music it never
 met (``bench/pickup.py`` scores the bar finder on them):
 
 * ``madrigals``: Monteverdi's madrigals (books 3-5; five voices, mostly 4/4);
 * ``various``: one to a few pieces each by other composers: piano pieces (a mazurka, polonaises,
-  a rag, a sonata movement), songs with piano, a string quartet, an aria, a clarinet concertino.
+  a rag, a sonata movement), songs with piano, a string quartet, an aria, a clarinet concertino;
+* ``folk``: every 8th tune of O'Neill's *Music of Ireland* (1903): reels, jigs, hornpipes, slip
+  jigs and slow airs in 3/4, one line. Many of its tunes are in Ryan's collection too, in other
+  settings; none is left out for that. (music21 cannot write 11 of the 270 as MIDI: skipped.)
 
 Each folder also gets ``pickups.json``: for each piece, how much shorter than a whole bar its
 score's first bar is, in quarter notes (the rest the export put before a pickup; 0: the first bar
@@ -50,6 +53,7 @@ class Collection:
     test_share: float  # the share of pieces held out for testing
     about: str
     leave_out: tuple = ()  # pieces in those folders that are not of the collection
+    every: int = 0  # of files of many tunes each (ABC books): every this-many-th tune (0: files of one piece)
 
 COLLECTIONS = {
     "bach": Collection(("bach",), 26 / 256, "Bach chorales"),
@@ -65,6 +69,7 @@ UNSEEN = {
                            "schoenberg", "schubert", "schumann_clara", "schumann_robert", "verdi", "weber", "webern"),
                           1.0, "pieces by composers of none of the other collections, all held out",
                           leave_out=("schumann_robert-opus48no2",)),  # the same song as dichterliebe_no2
+    "folk": Collection(("oneills1850",), 1.0, "every 8th tune of O'Neill's Music of Ireland, all held out", every=8),
 }
 BY_NAME = {**COLLECTIONS, **UNSEEN}
 PICKUPS_FILE = "pickups.json"
@@ -86,19 +91,34 @@ def piece_name(source: Path, folder: str) -> str:
     return parts[-1] if folder == "bach" else "-".join([folder, *parts])
 
 
-def sources(collection: str) -> dict[str, Path]:
-    """The corpus files of a collection, by piece name (one file per piece)."""
+def sources(collection: str) -> dict[str, Path | tuple[Path, int]]:
+    """The corpus files of a collection, by piece name (one file per piece; in a collection of
+    books of many tunes, (the book, the tune's number), named oneills1850-0001-0050-17)."""
     from music21 import corpus
 
     spec = BY_NAME[collection]
-    found: dict[str, Path] = {}
+    found: dict[str, Path | tuple[Path, int]] = {}
     for folder in spec.folders:
         paths = [Path(p) for p in corpus.getPaths() if f"/corpus/{folder}/" in str(p)]
         for path in sorted(paths, key=lambda p: PREFERRED.index(p.suffix) if p.suffix in PREFERRED else 99):
             name = piece_name(path, folder)
-            if path.suffix in PREFERRED and name not in spec.leave_out:
+            if path.suffix not in PREFERRED or name in spec.leave_out:
+                continue
+            if not spec.every:
                 found.setdefault(name, path)
+                continue
+            for number in tune_numbers(path)[::spec.every]:
+                found.setdefault(f"{name}-{number}", (path, number))
     return dict(sorted(found.items()))
+
+
+def tune_numbers(path: Path) -> list[int]:
+    """The reference numbers (X:) of the tunes of an ABC book, in its order."""
+    numbers = []
+    for line in path.read_text(encoding="latin-1").splitlines():
+        if line.startswith("X:") and line[2:].strip().isdigit():
+            numbers.append(int(line[2:].strip()))
+    return numbers
 
 
 def bach_sources() -> list[Path]:
@@ -112,14 +132,16 @@ def export(source: Path, out: Path) -> str | None:
     return _export(source, out)[0]
 
 
-def _export(source: Path, out: Path) -> tuple[str | None, float]:
+def _export(source: Path | tuple[Path, int], out: Path) -> tuple[str | None, float]:
     """(:func:`export`'s answer, how much shorter than a whole bar the score's first bar is:
-    :func:`pickup_quarters`)."""
+    :func:`pickup_quarters`). ``source``: a file, or (a book of tunes, a tune's number)."""
     from music21 import corpus
     from music21.repeat import ExpanderException
 
+    source, number = source if isinstance(source, tuple) else (source, None)
+    name = source.name if number is None else f"{source.name} #{number}"
     try:
-        score = _without_chord_symbols(corpus.parse(str(source)))
+        score = _without_chord_symbols(corpus.parse(str(source), number=number))
         try:
             score.write("midi", fp=str(out))
         except ExpanderException:
@@ -128,7 +150,7 @@ def _export(source: Path, out: Path) -> tuple[str | None, float]:
         _pad_pickup(out, quarters)
         return None, quarters
     except Exception as e:  # music21 raises many kinds; one bad piece must not stop the export
-        return f"{source.name}: {type(e).__name__}: {e}", 0.0
+        return f"{name}: {type(e).__name__}: {e}", 0.0
 
 
 def pickup_quarters(score) -> float:
@@ -234,7 +256,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m musicgan.datasets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=[*COLLECTIONS, *UNSEEN, "all", "unseen"],
-                        help="a collection; all: the four that models learn from; unseen: the two none does")
+                        help="a collection; all: the four that models learn from; unseen: the three none does")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="export only the first N pieces")

@@ -59,6 +59,29 @@ def test_a_pickup_is_exported_as_the_end_of_a_whole_first_bar(name, collection, 
     assert np.array_equal(padded.notes, moved)  # every note moved by as much, nothing else
 
 
+def test_a_book_of_tunes_is_exported_a_tune_at_a_time(tmp_path):
+    """O'Neill's Music of Ireland comes as ABC books of many tunes: every 8th is a piece of the
+    unseen folk collection, read from its book by number, with its own metre and pickup."""
+    from musicgan import datasets
+
+    sources = datasets.sources("folk")
+    book, number = sources["oneills1850-0001-0050-1"]
+    assert sources["oneills1850-0001-0050-9"] == (book, 9) and "oneills1850-0001-0050-2" not in sources
+    assert datasets.tune_numbers(book)[:3] == [1, 2, 3]
+    # tune 2, Fare You Well (2/4, a pickup of an eighth), and tune 5 (6/8, a pickup of an eighth)
+    two, pickup_two = datasets._export((book, 2), tmp_path / "2.mid")
+    five, pickup_five = datasets._export((book, 5), tmp_path / "5.mid")
+    assert two is None and five is None and (pickup_two, pickup_five) == (1.5, 2.5)  # (the rests before them)
+    a, b = midi.read(tmp_path / "2.mid"), midi.read(tmp_path / "5.mid")
+    assert (a.time_signatures, b.time_signatures) == (((0, 2, 4),), ((0, 6, 8),))
+    assert a.notes[:, 1].min() == 6 and b.notes[:, 1].min() == 10  # (the pickups end whole first bars)
+    assert midi.sounding_counts(a.notes).max() == midi.sounding_counts(b.notes).max() == 1
+    assert len(a.notes) > 40 and len(b.notes) > 40
+    # a tune music21 cannot write is a line to report, with its number
+    error, _ = datasets._export((book, 1), tmp_path / "1.mid")
+    assert error.startswith("0001-0050.abc #1: StreamException")
+
+
 def test_a_collection_written_by_an_older_export_is_written_again(tmp_path):
     from musicgan import datasets
 
