@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import (checkpoint as ckpt, data, form, generate, given as given_music, harmonise, keys, metre as metres, metrics,
-               midi, pickup, render, zerogpu)
+               midi, pickup, render, swing, zerogpu)
 from .midi import Roll
 from .train import Budget, TrainConfig, Trainer, TrainingError, device_label, pick_device
 
@@ -137,14 +137,18 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     piece = how.written_back(dataclasses.replace(piece, tempos=((0, tempo),), program=program),
                              at=0 if whole else len(opened_tokens))
     what = "opening and" if whole else "after the opening:"
-    opened_end = len(opened_tokens) - how.lead if whole else 0  # (where the opening ends in the piece)
+    opened_end = how.own_step(len(opened_tokens) - how.lead) if whole else 0  # (where the opening ends in the piece)
     given = piece.notes[:, 1] < opened_end if whole else None
+    if whole and how.music is not None:  # (read in swing: the opening as it was, not as heard)
+        own = how.music.notes[how.music.notes[:, 1] < opened_end].copy()
+        own[:, 2] = np.minimum(own[:, 2], opened_end)
+        piece, given = how.with_own(piece, given, own)
     lines = metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat)
     bars = int((lines >= opened_end).sum())
     sources = None if model.forms is None or not whole else generate.continuation_form(
         model.model, opened, len(opened_tokens), last_metre, added, seed, model.forms)
     if sources is not None:  # (phrases counted in the music's own bars, their lines as read)
-        sources = form.rebarred(sources, model.model.bar_steps(last_metre), lines + how.lead)
+        sources = form.rebarred(sources, model.model.bar_steps(last_metre), how.read_steps(lines, piece) + how.lead)
     phrases = "" if sources is None else f" · {form.describe(sources)}"
     return _piece(piece, f"seed {seed} · {what} {bars} bars of {metres.name(piece.time_signatures[-1][1:])}"
                          f"{how.said(piece)} · {tempo:g} bpm{phrases}", audio, given)
@@ -182,13 +186,16 @@ def refusal(kind: str, model_path: str | None = None, **arguments) -> str | None
 class Read:
     """How the music a person gave was read: the pickup found in it (``pickup.Found`` or None), its
     metres read as ones the model knows (:func:`musicgan.given.in_known_metres`), its own time
-    signatures (after the pickup), and the steps it was moved later for its opening's metre
-    (``lead``, :func:`musicgan.given.lead`)."""
+    signatures (after the pickup, in the time it is read in), the steps it was moved later for
+    its opening's metre (``lead``, :func:`musicgan.given.lead`), the metres read in swing
+    (:mod:`musicgan.swing`) and then the music itself, as it was before."""
     found: object = None
     read_as: dict = dataclasses.field(default_factory=dict)
     written: tuple = ()
     shift: int = 0  # semitones (whole octaves) the music was moved to lie in the model's range
     lead: int = 0
+    swung: frozenset = frozenset()
+    music: Roll | None = None
 
     def written_back(self, roll: Roll, at: int = 0) -> Roll:
         """``roll`` (made from the music, from its step ``at`` as read: a continuation alone
@@ -205,7 +212,44 @@ class Read:
             own = metres.metre_at(self.written, begins + start)
             rows.append((start, *own) if self.read_as.get(own) == (numerator, denominator) else
                         (start, numerator, denominator))
-        return dataclasses.replace(roll, time_signatures=tuple(rows))
+        roll = dataclasses.replace(roll, time_signatures=tuple(rows))
+        return swing.unswung(roll, self.swung) if self.swung else roll
+
+    def own_step(self, step: int) -> int:
+        """The music's own step for ``step`` of it as read (after ``lead`` is taken off)."""
+        if not self.swung:
+            return step
+        end = max(step, self.music.n_steps if self.music is not None else step) + 1
+        return int(swing.unswung_steps(np.array([step]), self.written, end, self.music.steps_per_beat,
+                                       self.swung)[0])
+
+    def read_steps(self, steps: np.ndarray, piece: Roll) -> np.ndarray:
+        """Steps of ``piece`` (written back) as read, before ``lead`` (:func:`own_step` the other way)."""
+        if not self.swung:
+            return steps
+        return swing.swung_steps(steps, piece.time_signatures, piece.n_steps, piece.steps_per_beat, self.swung)
+
+    def with_own(self, piece: Roll, given: np.ndarray, notes: np.ndarray) -> tuple[Roll, np.ndarray]:
+        """(``piece`` (written back) with its ``given`` notes replaced by ``notes``, the music's own,
+        and which notes those are now): a reading in swing hears two notes of one step read at
+        one step, and the music given comes back as it was. Where a note the model wrote would
+        sound one of their pitches at once, it gives way."""
+        if not self.swung:
+            return piece, given
+        notes = notes[notes[:, 1] < piece.n_steps].copy()
+        notes[:, 2] = np.minimum(notes[:, 2], piece.n_steps)
+        wrote = piece.notes[~given].copy()
+        keep = np.ones(len(wrote), bool)
+        for i, (pitch, start, end, _) in enumerate(wrote):
+            same = notes[(notes[:, 0] == pitch) & (notes[:, 1] < end) & (notes[:, 2] > start)]
+            if len(same):
+                first = int(same[:, 1].min())
+                wrote[i, 2] = first
+                keep[i] = first > start
+        both = np.concatenate([wrote[keep], notes])
+        mine = np.concatenate([np.zeros(keep.sum(), bool), np.ones(len(notes), bool)])
+        order = np.lexsort((both[:, 0], both[:, 1]))
+        return dataclasses.replace(piece, notes=both[order]), mine[order]
 
     def bars(self, n: int, steps_per_beat: int, opening: bool = False) -> int:
         """The model's bars that hold ``n`` bars of the music's opening metre (at least that much
@@ -214,7 +258,11 @@ class Read:
         mine = metres.metre_at(self.written, 0)
         other = self.read_as.get(mine, mine)
         lead = Fraction(self.lead, steps_per_beat) if opening else 0
-        return math.ceil((n * metres.quarters(mine) + lead) / metres.quarters(other))
+        return math.ceil((n * metres.quarters(self._read_in(mine)) + lead) / metres.quarters(other))
+
+    def _read_in(self, mine) -> tuple:
+        """The metre ``mine`` is in as read: its simple metre where it is read in swing."""
+        return swing.simple(mine) if mine in self.swung else mine
 
     def said(self, roll: Roll) -> str:
         """The description's words for how the music in ``roll`` (written back) was read:
@@ -223,9 +271,10 @@ class Read:
         used = {(int(n), int(d)) for _, n, d in roll.time_signatures}
         for mine, other in self.read_as.items():
             if mine in used:
-                longer = metres.quarters(other) / metres.quarters(mine)
+                longer = metres.quarters(other) / metres.quarters(self._read_in(mine))
                 how = "" if longer == 1 else ", two bars as one" if longer > 1 else ", a bar as two"
-                words.append(f"its {metres.name(mine)} read as {metres.name(other)}{how}")
+                swung = " in swing" if mine in self.swung else ""
+                words.append(f"its {metres.name(mine)} read as {metres.name(other)}{swung}{how}")
         if self.shift:
             octaves = abs(self.shift) // 12
             words.append(f"read {'an octave' if octaves == 1 else f'{octaves} octaves'} "
@@ -253,14 +302,14 @@ def _given(source, model: ckpt.Checkpoint, what: str, find_pickups: bool) -> tup
     when not asked) and the metres read as others; its octave is settled by :func:`_in_range`)."""
     found = None
     if isinstance(source, Roll):
-        roll = source
+        roll = source.on_grid(model.model.steps_per_beat)
     else:
         roll = midi.read(source, model.model.steps_per_beat, name=what if isinstance(source, bytes) else None)
         if find_pickups:
             roll, found = pickup.barred(roll)
-    written = roll.time_signatures
-    roll, read_as, lead = given_music.in_known_metres(model.model, roll)
-    return roll, Read(found, read_as, written, lead=lead)
+    music = roll
+    roll, read_as, lead, written, swung = given_music.in_known_metres(model.model, roll)
+    return roll, Read(found, read_as, written, lead=lead, swung=swung, music=music if swung else None)
 
 
 def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, tempo_bpm: float | None = None,
@@ -284,6 +333,8 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     piece = dataclasses.replace(piece, tempos=((0, tempo),), program=program)
     piece = _to_its_last_bar(how.written_back(piece))
     given = dataclasses.replace(line, roll=how.written_back(line.roll)).mask(piece)  # (the line's notes)
+    if how.music is not None:  # (read in swing: the line as it was, not as heard)
+        piece, given = how.with_own(piece, given, harmonise.line_notes(how.music, voice))
     named = "a melody" if voice == "top" else "a bass line"
     clamped = "" if reader is not None else f" (clamped: this model has no harmoniser for {named})"
     bars = len(metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat))

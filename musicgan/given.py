@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import metre
+from . import metre, swing
 from .midi import Roll
 from .models import ModelConfig
 
@@ -37,24 +37,35 @@ def whole_bars(cfg: ModelConfig, roll: Roll, bars: int, what: str) -> Roll:
                 program=roll.program, name=roll.name, length=n_steps)
 
 
-def in_known_metres(cfg: ModelConfig, roll: Roll) -> tuple[Roll, dict, int]:
+def in_known_metres(cfg: ModelConfig, roll: Roll) -> tuple[Roll, dict, int, tuple, frozenset]:
     """(``roll`` with each of its metres that the model does not know read as one it does
     (:func:`musicgan.metre.read_as`: a hymn in 2/2 for a model of 4/4, a polka in 2/4 two bars to
-    one); what was read as what; the steps its music was moved later for it (:func:`lead`)).
-    Metres with none to be read as are left for :func:`whole_bars` to refuse in words."""
+    one), or failing that, a compound metre read in swing (:mod:`musicgan.swing`: a jig's 6/8 as
+    2/4, and so as 4/4 two bars to one); what was read as what; the steps its music was moved
+    later for it (:func:`lead`); its time signatures as written, in the time it is read in; the
+    metres read in swing). Metres with none to be read as are left for :func:`whole_bars` to
+    refuse in words."""
+    written = roll.time_signatures
     if not cfg.metre_input:
-        return roll, {}, 0
+        return roll, {}, 0, written, frozenset()
+    own = {(int(n), int(d)) for _, n, d in written} - set(cfg.metres)
+    unread = {m for m in own if metre.read_as(m, cfg.metres) is None}
+    swung = frozenset(m for m in unread if swing.readable(cfg.steps_per_beat) and swing.simple(m) is not None
+                      and (swing.simple(m) in cfg.metres or metre.read_as(swing.simple(m), cfg.metres)))
+    if swung:
+        roll, written = swing.swung(roll, swung)
     read_as = {}
-    for _, numerator, denominator in roll.time_signatures:
-        mine = (int(numerator), int(denominator))
-        other = metre.read_as(mine, cfg.metres) if mine not in cfg.metres else None
+    for mine in own:
+        plain = swing.simple(mine) if mine in swung else mine
+        other = plain if plain in cfg.metres else metre.read_as(plain, cfg.metres)
         if other is not None:
             read_as[mine] = other
     if not read_as:
-        return roll, {}, 0
-    rows = tuple((s, *read_as.get((int(n), int(d)), (int(n), int(d)))) for s, n, d in roll.time_signatures)
-    steps = lead(cfg, roll, read_as.get(metre.metre_at(roll.time_signatures, 0)))
-    return replace(roll, time_signatures=rows).later(steps), read_as, steps
+        return roll, {}, 0, written, swung
+    rows = tuple((s, *read_as.get((int(n), int(d)), (int(n), int(d)))) for s, n, d in written)
+    first = metre.metre_at(written, 0)
+    steps = lead(cfg, roll, read_as.get(first))
+    return replace(roll, time_signatures=rows).later(steps), read_as, steps, written, swung
 
 
 def lead(cfg: ModelConfig, roll: Roll, other) -> int:

@@ -316,14 +316,29 @@ def line_of(generator: Generator, roll: Roll, voice: str = "top", max_bars: int 
     if cfg.voices < 2:
         raise ValueError(f"this model writes one voice: there are no other voices to write with {what}")
     cut = whole_bars(cfg, roll, max_bars, what)
-    onset, sustain = cut.pianoroll(0, 127, cut.n_steps)
-    # voices.encode keeps the highest note in the first voice, and the lowest in the last
-    tokens = voices.encode(onset, sustain, 2)[:, 0] if voice == "top" else voices.encode(onset, sustain, 1)[:, 0]
-    notes = voices.decode(tokens[:, None], 0).notes.copy()
-    notes[:, 3] = int(np.median(cut.notes[:, 3]))
+    tokens = _line_tokens(cut, voice)
+    notes = line_notes(cut, voice, tokens)
     check_range(cfg, notes, what)
     line = replace(cut, notes=notes)
     return Line(voice, line, np.where(tokens >= voices.FIRST_PITCH, tokens - cfg.pitch_low, tokens).astype(np.int64))
+
+
+def _line_tokens(roll: Roll, voice: str) -> np.ndarray:
+    """The top (``voice`` "top") or lowest line of ``roll`` as one voice's tokens (T,), pitch
+    tokens counting from MIDI 0."""
+    onset, sustain = roll.pianoroll(0, 127, roll.n_steps)
+    # voices.encode keeps the highest note in the first voice, and the lowest in the last
+    return voices.encode(onset, sustain, 2)[:, 0] if voice == "top" else voices.encode(onset, sustain, 1)[:, 0]
+
+
+def line_notes(roll: Roll, voice: str, tokens: np.ndarray | None = None) -> np.ndarray:
+    """The notes of the top (``voice`` "top") or lowest line of ``roll``, at its notes' median
+    loudness: the line :func:`line_of` takes (``tokens``: those of :func:`_line_tokens`, when
+    already at hand)."""
+    tokens = _line_tokens(roll, voice) if tokens is None else tokens
+    notes = voices.decode(tokens[:, None], 0).notes.copy()
+    notes[:, 3] = int(np.median(roll.notes[:, 3]))
+    return notes
 
 
 def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader | None = None,

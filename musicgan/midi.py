@@ -138,6 +138,21 @@ class Roll:
                        tempos=regrid(self.tempos), time_signatures=regrid(self.time_signatures),
                        length=int(round(self.length * scale)))
 
+    def retimed(self, moved, time_signatures: tuple | None = None) -> "Roll":
+        """The roll with each step ``t`` at ``moved(t)`` (a map, on arrays of steps, that never goes
+        back: a reading of the music in another time, :mod:`musicgan.swing`): its notes (each
+        lasting at least a step, two of one pitch that come to start together kept once), tempo
+        changes, time signatures (``time_signatures`` in their place, if given) and length."""
+        notes = self.notes.copy()
+        if len(notes):
+            notes[:, START] = moved(notes[:, START])
+            notes[:, END] = np.maximum(moved(notes[:, END]), notes[:, START] + 1)
+            notes = _resolve_overlaps(notes)
+        at = lambda rows: tuple((int(moved(np.array([r[0]]))[0]), *r[1:]) for r in rows)  # noqa: E731
+        return replace(self, notes=notes, tempos=at(self.tempos),
+                       time_signatures=time_signatures if time_signatures is not None else at(self.time_signatures),
+                       length=int(moved(np.array([self.length]))[0]) if self.length else 0)
+
     def later(self, steps: int) -> "Roll":
         """The roll with its music ``steps`` later, its opening time signature and tempo staying at
         the start; for negative ``steps``, earlier, and what would sound before step 0 is cut there."""

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from musicgan import api, harmonise, midi, render
 from musicgan.models import ModelConfig
 
-from conftest import EXAMPLES, ROOT
+from conftest import EXAMPLES, ROOT, make_midi, meta, off, on
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -137,9 +137,9 @@ def test_harmonise_the_bass_of_an_uploaded_chorale(session):
         app.harmonise_bass(app.PRETRAINED, None, 3, -1, 1.0, session)
 
 
-def test_the_pretrained_fiddle_model_plays_tunes_and_carries_on_a_jig(session):
-    """The second shipped model: one line, in the fiddle tunes' metres. It goes on from a jig,
-    which the chorale model cannot read, and says it has no voices to harmonise with."""
+def test_the_pretrained_fiddle_model_plays_tunes_and_carries_on_a_jig(session, tmp_path):
+    """The second shipped model: one line, in the fiddle tunes' metres. It goes on from a jig and
+    says it has no voices to harmonise with; a refusal names the model that takes the music."""
     model = api.load_model(app._model_path(app.FIDDLE, session))
     assert model.model.voices == 1 and {(6, 8), (2, 4), (2, 2)} <= set(model.model.metres)
     out = app.generate(app.FIDDLE, 4, 8, 100, -1, 1.0, app.KEY_AUTO, app.METRE_AUTO, session)
@@ -147,19 +147,25 @@ def test_the_pretrained_fiddle_model_plays_tunes_and_carries_on_a_jig(session):
     assert len(roll.notes) > 20 and midi.sounding_counts(roll.notes).max() == 1
     assert tuple(roll.time_signatures[0][1:]) in model.model.metres
     jig = next(t for t in app.TUNES if t.stem.endswith("Jig") and midi.read(t).time_signatures[0][1:] == (6, 8))
-    # a refusal names the models the visitor can choose that take the music
-    with pytest.raises(gr.Error) as refused:
-        app.continue_music(app.PRETRAINED, str(jig), 3, 4, 2, -1, 1.0, session)
-    assert refused.value.message == ("The opening is in 6/8; this model knows 4/4, 3/4. “Pretrained: fiddle tunes” "
-                                     "can continue it: choose it under Model.")
     out = app.continue_music(app.FIDDLE, str(jig), 3, 4, 2, -1, 1.0, session)
     assert "opening and 4 bars of 6/8" in out[ui("status")]
-    with pytest.raises(gr.Error) as refused:  # (nor does the chorale model read a jig)
-        app.harmonise_music(app.FIDDLE, str(jig), 3, -1, 1.0, session)
+    # a refusal names the models the visitor can choose that take the music
+    waltz = next(e for e in app.EXAMPLES if midi.read(e).time_signatures[0][1:] == (3, 4))
+    with pytest.raises(gr.Error) as refused:
+        app.continue_music(app.FIDDLE, str(waltz), 3, 4, 2, -1, 1.0, session)
+    assert refused.value.message == ("The opening is in 3/4; this model knows 2/4, 2/2, 6/8, 4/4, 9/8. “Pretrained: "
+                                     "Bach chorales” can continue it: choose it under Model.")
+    for tune in (jig, next(t for t in app.TUNES if midi.read(t).time_signatures[0][1:] == (2, 4))):
+        with pytest.raises(gr.Error) as refused:
+            app.harmonise_music(app.FIDDLE, str(tune), 3, -1, 1.0, session)
+        assert refused.value.message == ("This model writes one voice: there are no other voices to write with the "
+                                         "melody. “Pretrained: Bach chorales” can harmonise it: choose it under Model.")
+    five = tmp_path / "five.mid"  # (no model here knows 5/4)
+    five.write_bytes(make_midi([[(0, meta("time_signature", numerator=5, denominator=4))]
+                                + [e for i in range(10) for e in ((0, on(72 + i % 3)), (480, off(72 + i % 3)))]]))
+    with pytest.raises(gr.Error) as refused:
+        app.harmonise_music(app.FIDDLE, str(five), 3, -1, 1.0, session)
     assert refused.value.message == "This model writes one voice: there are no other voices to write with the melody."
-    reel = next(t for t in app.TUNES if midi.read(t).time_signatures[0][1:] == (2, 4))
-    with pytest.raises(gr.Error, match="one voice.*. “Pretrained: Bach chorales” can harmonise it"):
-        app.harmonise_music(app.FIDDLE, str(reel), 3, -1, 1.0, session)
     out = app.closeness(app.FIDDLE, session)
     assert "Compared with the example fiddle tunes (from its training music)" in out[ui("close_text")]
 
@@ -542,8 +548,9 @@ def test_a_refusal_in_a_worker_comes_back_as_itself_and_the_worker_stays():
             with pytest.raises(midi.MidiError, match="^the opening: corrupt MIDI header$"):
                 pool.web_piece("continuation", None, opening=b"MThd not really", **arguments)
         workers = set(pool._pool._processes)
-        with pytest.raises(ValueError, match="in 6/8"):
-            pool.web_piece("continuation", None, opening=app.TUNES[2].read_bytes(), **arguments)
+        with pytest.raises(ValueError, match="in 3/4; this model knows 2/4"):
+            pool.web_piece("continuation", str(app.SHIPPED[app.FIDDLE].folder), opening=app.EXAMPLES[0].read_bytes(),
+                           **arguments)
         assert set(pool._pool._processes) == workers  # (the same worker, not a new one)
     finally:
         pool.close()

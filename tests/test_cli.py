@@ -7,7 +7,7 @@ import torch
 
 from musicgan import midi
 
-from conftest import EXAMPLES, ROOT, scale_midi
+from conftest import EXAMPLES, ROOT, make_midi, meta, off, on, scale_midi
 
 TINY = ["--steps", "4", "--batch-size", "8", "--window-bars", "2", "--quiet"]
 
@@ -145,19 +145,22 @@ def test_mistakes_give_one_line_errors(args, message, tmp_path):
 
 
 def test_music_a_model_refuses_names_the_shipped_model_that_takes_it(tmp_path):
-    """A jig is no music for the chorale model, and a reel has no voices to harmonise with on the
-    fiddle model: each error names the other shipped checkpoint; a jig to harmonise, neither."""
-    tunes = ROOT / "examples" / "tunes"
-    jig, reel = tunes / "ryansMammoth-BloomingMeadowsJig.mid", tunes / "ryansMammoth-7thRegimentReel.mid"
-    result = run("continue", jig, "--out", tmp_path / "x.mid")
+    """A chorale in 3/4 is no music for the fiddle model, nor is a melody to harmonise: each error
+    names the chorale model's checkpoint; a melody in 5/4, which neither reads, names none."""
+    reel = ROOT / "examples" / "tunes" / "ryansMammoth-7thRegimentReel.mid"
+    waltz = ROOT / "examples" / "bwv122.6.mid"
+    result = run("continue", waltz, "checkpoints/fiddle-tunes", "--out", tmp_path / "x.mid")
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == ("error: the opening is in 6/8; this model knows 4/4, 3/4. "
-                                     "checkpoints/fiddle-tunes can continue it: give it as the checkpoint")
+    assert result.stderr.strip() == ("error: the opening is in 3/4; this model knows 2/4, 2/2, 6/8, 4/4, 9/8. "
+                                     "checkpoints/bach-chorales can continue it: give it as the checkpoint")
     result = run("harmonise", reel, "checkpoints/fiddle-tunes", "--out", tmp_path / "x.mid")
     assert result.returncode == 1 and "one voice" in result.stderr
     assert "checkpoints/bach-chorales can harmonise it" in result.stderr
-    result = run("harmonise", jig, "--out", tmp_path / "x.mid")
-    assert result.stderr.strip() == "error: the melody is in 6/8; this model knows 4/4, 3/4"
+    five = tmp_path / "five.mid"
+    five.write_bytes(make_midi([[(0, meta("time_signature", numerator=5, denominator=4))]
+                                + [e for i in range(10) for e in ((0, on(72 + i % 3)), (480, off(72 + i % 3)))]]))
+    result = run("harmonise", five, "--out", tmp_path / "x.mid")
+    assert result.stderr.strip() == "error: the melody is in 5/4; this model knows 4/4, 3/4"
     assert not (tmp_path / "x.mid").exists()
 
 

@@ -124,14 +124,18 @@ def test_an_opening_the_model_cannot_read_gets_a_clear_message(model, tmp_path):
 @pytest.mark.parametrize("checkpoint", [None, "checkpoints/fiddle-tunes"])
 def test_what_a_model_refuses_to_read_is_what_it_refuses_to_make(checkpoint, tmp_path):
     """api.refusal reads given music as Continue and Harmonise read it, and draws nothing: it says
-    None where they make music, and their words where they refuse (a jig for the chorale model,
-    a melody to harmonise for the one-voice fiddle model, a file that is not MIDI for both)."""
+    None where they make music, and their words where they refuse (5/4 for both models, a
+    chorale in 3/4 and a melody to harmonise for the one-voice fiddle model, a file that is not
+    MIDI for both)."""
     model = api.load_model(checkpoint)
     (tmp_path / "not.mid").write_bytes(b"not a MIDI file at all")
+    (tmp_path / "five.mid").write_bytes(make_midi([[(0, meta("time_signature", numerator=5, denominator=4))] + [
+        e for i in range(20) for e in ((0, on(67 + i % 5)), (480, off(67 + i % 5)))]]))
     tunes = sorted((ROOT / "examples" / "tunes").glob("*.mid"))
     makers = {"continuation": api.compose_continuation, "harmonisation": api.compose_harmonisation}
     said = []
-    for music in [EXAMPLES[0], tunes[0], next(t for t in tunes if "Jig" in t.stem), tmp_path / "not.mid"]:
+    for music in [EXAMPLES[0], tunes[0], next(t for t in tunes if "Jig" in t.stem), tmp_path / "five.mid",
+                  tmp_path / "not.mid"]:
         for kind, arguments in [("continuation", dict(bars=2, opening_bars=2)), ("harmonisation", dict(voice="top"))]:
             given = {"opening" if kind == "continuation" else "melody": music.read_bytes()}
             words = api.refusal(kind, checkpoint, **given, **arguments, seed=1)
@@ -143,7 +147,7 @@ def test_what_a_model_refuses_to_read_is_what_it_refuses_to_make(checkpoint, tmp
                 assert words is None
             said.append(words)
     assert 2 <= sum(words is None for words in said) <= 6  # (some are read, some are not)
-    assert any("this model knows" in words or "one voice" in words for words in said if words)
+    assert any("is in 5/4; this model knows" in words for words in said if words)
 
 
 def test_the_cli_continues_a_file(tmp_path, capsys):

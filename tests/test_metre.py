@@ -56,8 +56,8 @@ def test_a_pickup_leads_into_the_bar_line_of_the_metre_it_is_read_in():
     assert given.lead(cfg, roll(12, (4, 4)), (2, 4)) == -8  # (the empty half of its bar left out)
     assert given.lead(cfg, roll(4, (4, 4)), (2, 4)) == 0  # (a pickup of three beats)
     assert given.lead(cfg, roll(20, (2, 2)), (4, 4)) == -16  # (a whole bar of rest left out)
-    read, read_as, lead = given.in_known_metres(cfg, roll(4, (2, 4)))
-    assert read_as == {(2, 4): (4, 4)} and lead == 8
+    read, read_as, lead, written, swung = given.in_known_metres(cfg, roll(4, (2, 4)))
+    assert read_as == {(2, 4): (4, 4)} and lead == 8 and written == ((0, 2, 4),) and not swung
     assert read.time_signatures == ((0, 4, 4),) and read.notes[0, 1] == 12
 
 
