@@ -103,3 +103,14 @@ def test_a_jig_opening_goes_on_in_6_8_and_a_slip_jig_is_harmonised_in_9_8(model)
     assert np.array_equal(alone.roll.notes[:, :3], piece.roll.notes[piece.roll.notes[:, 1] >= 48][:, :3] - [0, 48, 48])
     slip = api.compose_harmonisation(model, SLIP_JIG, seed=1, audio=False)
     assert "(its 9/8 read as 3/4 in swing)" in slip.description and slip.roll.time_signatures == ((0, 9, 8),)
+
+
+def test_a_few_short_bars_are_named_where_they_are(model):
+    """A jig whose strains end in a bar of 1/8 (as some books write it) is not "in 1/8": the
+    refusal says it has a few bars of it."""
+    jig = midi.read(JIG)
+    rows = ((0, 6, 8), (36, 1, 8), (38, 6, 8), (86, 1, 8), (88, 6, 8))
+    with pytest.raises(ValueError, match=r"^the melody has 2 bars of 1/8; this model knows 4/4, 3/4$"):
+        api.compose_harmonisation(model, dataclasses.replace(jig, time_signatures=rows), audio=False)
+    with pytest.raises(ValueError, match=r"^the melody is in 5/8; this model knows"):
+        api.compose_harmonisation(model, dataclasses.replace(jig, time_signatures=((0, 5, 8), (60, 6, 8))), audio=False)
