@@ -113,4 +113,4 @@ def test_a_few_short_bars_are_named_where_they_are(model):
     with pytest.raises(ValueError, match=r"^the melody has 2 bars of 1/8; this model knows 4/4, 3/4$"):
         api.compose_harmonisation(model, dataclasses.replace(jig, time_signatures=rows), audio=False)
     with pytest.raises(ValueError, match=r"^the melody is in 5/8; this model knows"):
-        api.compose_harmonisation(model, dataclasses.replace(jig, time_signatures=((0, 5, 8), (60, 6, 8))), audio=False)
+        api.compose_harmonisation(model, dataclasses.replace(jig, time_signatures=((0, 5, 8), (300, 6, 8))), audio=False)
