@@ -219,8 +219,7 @@ class Read:
         """The music's own step for ``step`` of it as read (after ``lead`` is taken off)."""
         if not self.swung:
             return step
-        end = max(step, self.music.n_steps if self.music is not None else step) + 1
-        return int(swing.unswung_steps(np.array([step]), self.written, end, self.music.steps_per_beat,
+        return int(swing.unswung_steps(np.array([step]), self.written, step + 1, self.music.steps_per_beat,
                                        self.swung)[0])
 
     def read_steps(self, steps: np.ndarray, piece: Roll) -> np.ndarray:

@@ -43,8 +43,7 @@ def swung(roll: Roll, which) -> tuple[Roll, tuple]:
     """(``roll`` with its bars in the metres of ``which`` (compound metres, see :func:`simple`)
     read in swing, in their simple metres; its time signatures in the new time, each in its own
     metre as written: what :func:`unswung` reads to take it back)."""
-    starts, others, swung_ = _segments(roll.time_signatures, roll.n_steps, roll.steps_per_beat, set(which), True)
-    moved = lambda t: _moved(t, starts, others, swung_, roll.steps_per_beat, True)  # noqa: E731
+    moved = lambda t: swung_steps(t, roll.time_signatures, roll.n_steps, roll.steps_per_beat, which)  # noqa: E731
     written = tuple((int(moved(np.array([s]))[0]), int(n), int(d)) for s, n, d in roll.time_signatures)
     read = tuple((s, *(simple((n, d)) if (n, d) in which else (n, d))) for s, n, d in written)
     return roll.retimed(moved, read), written
