@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors, save as save_safetensors
 
-from . import checkpoint as ckpt, keys, metre, midi, voices
+from . import checkpoint as ckpt, keys, metre, midi, voiceleading, voices
 from .midi import Roll
 from .generate import _conditioned, candidate_seed, choose, noise_for
 from .given import check_range, whole_bars
@@ -377,12 +377,22 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
                                         parallel_bias=beta, pitch_temperature=pitch_temperature, swap_bias=swap_bias,
                                         **{name: v.expand(k, *v.shape) for name, v in fixed.items()})
         drawn = drawn.numpy()
-        j = choose(critic, drawn, seed, first_metre)[0] if k > 1 else 0
-        decoded = voices.decode(drawn[j], cfg.pitch_low, name=f"{line_roll.name or WHAT[line.voice]} harmonised, seed {seed}",
-                                steps_per_beat=cfg.steps_per_beat, tempos=line_roll.tempos,
-                                time_signatures=line_roll.time_signatures, program=line_roll.program, key=key)
-        pieces.append(_with_line(decoded, line_roll))
+        decoded = [voices.decode(d, cfg.pitch_low, name=f"{line_roll.name or WHAT[line.voice]} harmonised, seed {seed}",
+                                 steps_per_beat=cfg.steps_per_beat, tempos=line_roll.tempos,
+                                 time_signatures=line_roll.time_signatures, program=line_roll.program, key=key)
+                   for d in drawn]
+        j = _fewest_parallels(choose(critic, drawn, seed, first_metre), decoded) if k > 1 else 0
+        pieces.append(_with_line(decoded[j], line_roll))
     return pieces
+
+
+def _fewest_parallels(order: list[int], candidates: list[Roll]) -> int:
+    """Of the candidates offered in the critic's ``order``, the first of those with the fewest
+    parallel fifths and octaves between beats (:func:`musicgan.voiceleading.parallels`). The
+    model's own penalty sees two steps at a time, and under a melody that moves between the beats
+    (a reel's sixteenths) it misses the voices moving in parallels from beat to beat."""
+    counts = [voiceleading.parallels(candidates[j]) for j in order]
+    return order[counts.index(min(counts))]
 
 
 def _with_line(decoded: Roll, line: Roll) -> Roll:

@@ -126,6 +126,34 @@ def test_the_bass_a_reader_learns_from_is_the_bass_read_from_a_file():
         assert np.array_equal(by_voices[0].numpy(), voices.encode(onset, sustain, 1)[:, 0])
 
 
+def test_of_the_critics_candidates_one_with_the_fewest_parallels_between_beats_is_taken(model):
+    """Under a melody in sixteenths, two voices a fifth apart on each beat move in parallel from
+    beat to beat, which the model's step-by-step penalty never sees: of the candidates offered,
+    the first (in the critic's order) of those with the fewest such parallels is taken."""
+    from musicgan import voiceleading
+
+    def candidate(fifths: bool) -> midi.Roll:
+        melody = [[72 + (i % 4), i, i + 1, 80] for i in range(32)]  # (sixteenths, 2 bars of 4/4)
+        lower = [[60 + 2 * b, 4 * b, 4 * b + 4, 80] for b in range(8)]
+        other = [[(53 if fifths else 57) + 2 * b - (0 if fifths else 2 * (b % 2)), 4 * b, 4 * b + 4, 80] for b in range(8)]
+        return midi.Roll(midi._sorted_notes(np.array(melody + lower + other, np.int32)))
+    with_fifths, without = candidate(True), candidate(False)
+    assert voiceleading.parallels(with_fifths) > 50 and voiceleading.parallels(without) == 0
+    assert harmonise._fewest_parallels([0, 1, 2], [with_fifths, without, without]) == 1
+    assert harmonise._fewest_parallels([2, 1, 0], [with_fifths, without, without]) == 2  # (the critic's order)
+    assert harmonise._fewest_parallels([0, 1], [with_fifths, with_fifths]) == 0
+    # a reel harmonised: never more such parallels than the critic's own first choice, and fewer in all
+    reel = ROOT / "examples" / "tunes" / "ryansMammoth-7thRegimentReel.mid"
+
+    def counts():
+        return [voiceleading.parallels(api.compose_harmonisation(model, reel, seed=s, audio=False).roll) for s in range(4)]
+    taken = counts()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(harmonise, "_fewest_parallels", lambda order, candidates: order[0])
+        critics = counts()
+    assert all(a <= b for a, b in zip(taken, critics)) and sum(taken) < 0.8 * sum(critics)
+
+
 def test_the_same_melody_model_and_seed_give_the_same_bytes(with_reader):
     first = api.compose_harmonisation(with_reader, MELODY, seed=2, audio=False)
     again = api.compose_harmonisation(with_reader, MELODY.read_bytes(), seed=2, audio=False)
