@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt, copyguard, data, form, keys, metre, midi, voices
+from . import checkpoint as ckpt, copyguard, data, form, keys, metre, midi, voiceleading, voices
 from .batches import window_steps
 from .given import check_range, whole_bars
 from .keys import KEYS
@@ -191,17 +191,31 @@ def choose(critic: Discriminator, tokens: np.ndarray, seed: int, piece_metre: tu
 
 
 def offered(critic: Discriminator | None, tokens: np.ndarray, seed: int, piece_metre: tuple,
-            copies) -> tuple[int, int | None]:
+            copies, roll_of=None) -> tuple[int, int | None]:
     """(the first candidate offered, the first offered that does not copy, or None when all do)
     among one round's candidates (tokens (k, T, V) as the critic judges them, by index): in the
-    critic's order (:func:`choose`, seeded by ``seed``), or as drawn without a critic.
-    ``copies(j)``: whether candidate j quotes the training music (the copy guard)."""
+    critic's order (:func:`choose`, seeded by ``seed``), or as drawn without a critic; with
+    ``roll_of`` (j -> candidate j's music), those with the fewest parallels first
+    (:func:`fewest_parallels_first`). ``copies(j)``: whether candidate j quotes the training music
+    (the copy guard)."""
     first = None
-    for j in choose(critic, tokens, seed, piece_metre) if critic is not None and len(tokens) > 1 else range(len(tokens)):
+    order = choose(critic, tokens, seed, piece_metre) if critic is not None and len(tokens) > 1 else range(len(tokens))
+    for j in fewest_parallels_first(list(order), roll_of) if roll_of is not None else order:
         first = j if first is None else first
         if not copies(j):
             return first, j
     return first, None
+
+
+def fewest_parallels_first(order: list[int], roll_of) -> list[int]:
+    """Candidates in ``order`` (the critic's), those whose music (``roll_of(j)``) has the fewest
+    parallel fifths and octaves between beats first (:func:`musicgan.voiceleading.parallels`, as
+    a teacher marks them and the benches count them), each count's in the critic's order. The
+    model's own penalty (:func:`musicgan.models.parallel_penalty`) sees two steps at a time, and
+    under a line that moves between the beats (a reel's sixteenths) it misses voices moving in
+    parallels from beat to beat (docs/quality.md)."""
+    counts = {j: voiceleading.parallels(roll_of(j)) for j in order}
+    return sorted(order, key=counts.__getitem__)
 
 
 def guarded_choice(first_round, more, offer, k: int):
@@ -529,7 +543,8 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
             def copies(j: int) -> bool:
                 return avoid is not None and copyguard.copies(_after(as_roll(tokens[j]), P), avoid)
 
-            found = offered(critic, tokens[:, P:], seed + round_, last_metre, copies)
+            found = offered(critic, tokens[:, P:], seed + round_, last_metre, copies,
+                            roll_of=lambda j: _after(as_roll(tokens[j]), P))
             return tuple(None if j is None else as_roll(tokens[j]) for j in found)
 
         piece = guarded_choice(draw(0, k), draw, offer, k)

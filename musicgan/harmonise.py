@@ -43,9 +43,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors, save as save_safetensors
 
-from . import checkpoint as ckpt, keys, metre, midi, voiceleading, voices
+from . import checkpoint as ckpt, keys, metre, midi, voices
 from .midi import Roll
-from .generate import _conditioned, candidate_seed, choose, noise_for
+from .generate import _conditioned, candidate_seed, choose, fewest_parallels_first, noise_for
 from .given import check_range, whole_bars
 from .models import Discriminator, Generator, LineReader, parallel_rate, sounding
 from .train import parallel_move
@@ -381,18 +381,9 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
                                  steps_per_beat=cfg.steps_per_beat, tempos=line_roll.tempos,
                                  time_signatures=line_roll.time_signatures, program=line_roll.program, key=key)
                    for d in drawn]
-        j = _fewest_parallels(choose(critic, drawn, seed, first_metre), decoded) if k > 1 else 0
+        j = fewest_parallels_first(choose(critic, drawn, seed, first_metre), decoded.__getitem__)[0] if k > 1 else 0
         pieces.append(_with_line(decoded[j], line_roll))
     return pieces
-
-
-def _fewest_parallels(order: list[int], candidates: list[Roll]) -> int:
-    """Of the candidates offered in the critic's ``order``, the first of those with the fewest
-    parallel fifths and octaves between beats (:func:`musicgan.voiceleading.parallels`). The
-    model's own penalty sees two steps at a time, and under a melody that moves between the beats
-    (a reel's sixteenths) it misses the voices moving in parallels from beat to beat."""
-    counts = [voiceleading.parallels(candidates[j]) for j in order]
-    return order[counts.index(min(counts))]
 
 
 def _with_line(decoded: Roll, line: Roll) -> Roll:

@@ -150,6 +150,21 @@ def test_what_a_model_refuses_to_read_is_what_it_refuses_to_make(checkpoint, tmp
     assert any("is in 5/4; this model knows" in words for words in said if words)
 
 
+def test_a_continuation_is_the_critics_candidate_with_the_fewest_parallels_between_beats(model, monkeypatch):
+    """As a harmonisation (test_harmonise): of the candidates the critic offers, one with the
+    fewest parallel fifths and octaves between beats goes on, never one with more than the
+    critic's own first choice."""
+    from musicgan import voiceleading
+
+    def counts():
+        return [voiceleading.parallels(api.compose_continuation(model, EXAMPLES[3], seed=s, bars=8, audio=False,
+                                                                whole=False).roll) for s in range(4)]
+    taken = counts()
+    monkeypatch.setattr(generate, "fewest_parallels_first", lambda order, roll_of: order)
+    critics = counts()
+    assert all(a <= b for a, b in zip(taken, critics)) and sum(taken) < sum(critics)
+
+
 def test_the_cli_continues_a_file(tmp_path, capsys):
     out = tmp_path / "more.mid"
     assert cli.main(["continue", str(EXAMPLES[2]), "--out", str(out), "--bars", "4", "--opening-bars", "2",
