@@ -25,14 +25,14 @@ def whole_bars(cfg: ModelConfig, roll: Roll, bars: int, what: str) -> Roll:
     last = int(lines[-1])
     ends = [int(b) for b in lines[1:]] + [last + cfg.bar_steps(metre.metre_at(roll.time_signatures, last))]
     n_steps = ends[min(bars, len(ends)) - 1]
-    bars = [metre.metre_at(roll.time_signatures, int(b)) for b in lines if b < n_steps]
-    unknown = sorted({m for m in bars if m not in cfg.metres}, key=lambda m: (-bars.count(m), m))
+    in_bars = [metre.metre_at(roll.time_signatures, int(b)) for b in lines if b < n_steps]  # (each bar's metre)
+    unknown = sorted({m for m in in_bars if m not in cfg.metres}, key=lambda m: (-in_bars.count(m), m))
     if unknown and cfg.metre_input:
         known = ", ".join(metre.name(m) for m in cfg.metres)
         m = unknown[0]
-        if bars.count(m) * 2 > len(bars):
+        if in_bars.count(m) * 2 > len(in_bars):
             raise ValueError(f"{what} is in {metre.name(m)}; this model knows {known}")
-        count = bars.count(m)  # (a few short bars, as some books end a strain: not "in 1/8")
+        count = in_bars.count(m)  # (a few short bars, as some books end a strain: not "in 1/8")
         raise ValueError(f"{what} has {'a bar' if count == 1 else f'{count} bars'} of {metre.name(m)}; "
                          f"this model knows {known}")
     notes = roll.notes[roll.notes[:, 1] < n_steps].copy()
