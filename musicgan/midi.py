@@ -129,14 +129,8 @@ class Roll:
         if steps_per_beat == self.steps_per_beat:
             return self
         scale = steps_per_beat / self.steps_per_beat
-        notes = self.notes.copy()
-        starts = np.round(notes[:, START] * scale)
-        notes[:, END] = np.maximum(np.round(notes[:, END] * scale), starts + 1)
-        notes[:, START] = starts
-        regrid = lambda rows: tuple((int(round(row[0] * scale)), *row[1:]) for row in rows)  # noqa: E731
-        return replace(self, notes=_resolve_overlaps(notes) if len(notes) else notes, steps_per_beat=steps_per_beat,
-                       tempos=regrid(self.tempos), time_signatures=regrid(self.time_signatures),
-                       length=int(round(self.length * scale)))
+        return replace(self.retimed(lambda t: np.round(np.asarray(t) * scale).astype(np.int64)),
+                       steps_per_beat=steps_per_beat)
 
     def retimed(self, moved, time_signatures: tuple | None = None) -> "Roll":
         """The roll with each step ``t`` at ``moved(t)`` (a map, on arrays of steps, that never goes
