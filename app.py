@@ -246,13 +246,13 @@ def _elsewhere(session: Session, choice: str, kind: str, arguments: dict) -> str
     kinds that are given no music."""
     if kind not in api.READS:
         return ""
-    others = [name for name in MODELS if name != choice and
-              (name != TRAINED or session.trained) and (name != UPLOADED or session.uploaded is not None)]
-    able = [name for name in others if api.refusal(kind, _model_path(name, session), **arguments) is None]
+    others = {name: _model_path(name, session) for name in MODELS if name != choice and
+              (name != TRAINED or session.trained) and (name != UPLOADED or session.uploaded is not None)}
+    able = api.takers(kind, others, **arguments)
     if not able:
         return ""
-    can = "continue it" if kind == "continuation" else "harmonise it"
-    return f" {' and '.join(f'“{name}”' for name in able)} can {can}: choose {'it' if len(able) == 1 else 'one'} under Model."
+    return (f" {' and '.join(f'“{name}”' for name in able)} can {api.CAN[kind]}: choose "
+            f"{'it' if len(able) == 1 else 'one'} under Model.")
 
 
 def _sentence(error: Exception) -> str:

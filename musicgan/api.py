@@ -182,6 +182,12 @@ def refusal(kind: str, model_path: str | None = None, **arguments) -> str | None
     return None
 
 
+def takers(kind: str, models: dict, **arguments) -> list:
+    """The names of ``models`` (name -> checkpoint path) whose model takes the music a person gave
+    for ``kind`` (:func:`refusal` says None), in their order: what a refusal names instead."""
+    return [name for name, path in models.items() if refusal(kind, path, **arguments) is None]
+
+
 @dataclasses.dataclass(frozen=True)
 class Read:
     """How the music a person gave was read: the pickup found in it (``pickup.Found`` or None), its
@@ -555,6 +561,7 @@ class WebPiece:
 _MAKERS = {"piece": compose, "interpolation": compose_interpolation, "variations": compose_variations,
            "continuation": compose_continuation, "harmonisation": compose_harmonisation}
 READS = {"continuation": _opening, "harmonisation": _line}  # (what the makers of given music read first)
+CAN = {"continuation": "continue it", "harmonisation": "harmonise it"}  # (what a model that takes it can do)
 
 
 def web_piece(kind: str, model_path: str | None = None, **arguments) -> WebPiece:

@@ -224,13 +224,11 @@ def _elsewhere(args, kind: str, given: dict):
         yield
     except ValueError as e:
         chosen = Path(args.checkpoint or generate.DEFAULT_CHECKPOINT).resolve()
-        shipped = sorted(p for p in generate.DEFAULT_CHECKPOINT.parent.glob("*/config.json"))
-        able = [_shown(p.parent) for p in shipped
-                if p.parent.resolve() != chosen and api.refusal(kind, str(p.parent), **given) is None]
+        shipped = sorted(p.parent for p in generate.DEFAULT_CHECKPOINT.parent.glob("*/config.json"))
+        able = api.takers(kind, {_shown(p): str(p) for p in shipped if p.resolve() != chosen}, **given)
         if not able:
             raise
-        can = "continue it" if kind == "continuation" else "harmonise it"
-        raise CliError(f"{e}. {' and '.join(able)} can {can}: give {'it' if len(able) == 1 else 'one'} "
+        raise CliError(f"{e}. {' and '.join(able)} can {api.CAN[kind]}: give {'it' if len(able) == 1 else 'one'} "
                        f"as the checkpoint") from None
 
 
