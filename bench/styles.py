@@ -23,7 +23,9 @@ consistency), the metres written, how the onsets fall over the bar against the m
 and the share of clips with 2 bars or more), and of whole pieces (the 16-bar pieces made, and the
 first 16 bars of the held-out and training pieces; results.json also has all of their bars) the
 share of bars that repeat one of the 8 before them note for note (``metrics.repeated_bars``: a
-phrase that comes back, which no 4-bar clip shows). ``--forms``: the forms the pieces take
+phrase that comes back, which no 4-bar clip shows) and the voice leading a teacher marks
+(:mod:`musicgan.voiceleading`: parallel fifths and octaves, non-chord tones on strong beats).
+``--forms``: the forms the pieces take
 (:mod:`musicgan.form`). The summary lists the statistics within 10% of the
 held-out music's, and in brackets those that miss it but are within 10% of the training split's
 (where the two splits differ and the model writes what it learned). Results go to OUT/results.json.
@@ -45,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from musicgan import checkpoint as ckpt, data, form, generate, metre, metrics, voices  # noqa: E402
+from musicgan import checkpoint as ckpt, data, form, generate, metre, metrics, voiceleading, voices  # noqa: E402
 from musicgan.batches import window_config  # noqa: E402
 from musicgan.datasets import COLLECTIONS  # noqa: E402
 from musicgan.heldout import HeldOut  # noqa: E402
@@ -108,6 +110,15 @@ def with_forms(model: ckpt.Checkpoint, how: str, train_rolls) -> ckpt.Checkpoint
         return model
     return dataclasses.replace(model, forms=form.build(r.on_grid(model.model.steps_per_beat) for r in train_rolls)
                                if how == "train" else None)
+
+
+def with_parallels(model: ckpt.Checkpoint, train_rolls) -> ckpt.Checkpoint:
+    """The model with the parallels of its music (a model trained before they were counted has
+    none: they are counted here as training counts them)."""
+    if model.parallels is not None:
+        return model
+    sampling = {**model.meta.get("sampling", {}), "parallels": round(voiceleading.pooled_parallels(train_rolls), 3)}
+    return dataclasses.replace(model, meta={**model.meta, "sampling": sampling})
 
 
 def markov_clips(model: ckpt.Checkpoint, rolls, n: int, seed: int = 0) -> list:
@@ -179,13 +190,13 @@ def main(argv=None) -> int:
                                     dropout=args.dropout, transpose=args.transpose,
                                     **({"hidden": args.hidden} if args.hidden else {}),
                                     **({"pitch_memory": False} if args.no_pitch_memory else {}))
-        model = with_forms(ckpt.load(out), args.forms, train_rolls)
+        model = with_parallels(with_forms(ckpt.load(out), args.forms, train_rolls), train_rolls)
         reference = data.clips(test_rolls, CLIP_BARS)
         train4 = [r.on_grid(4) for r in train_rolls]
         pieces = [p.on_grid(4) for p in project_pieces(model, args.pieces, PIECE_BARS)]
         known = set(metre.bars_per_metre(train_rolls))
         row.update({
-            "model": {"voices": model.model.voices, "metres": [metre.name(m) for m in model.model.metres],
+            "model": {"voices": model.model.voices, "parallels": model.parallels, "metres": [metre.name(m) for m in model.model.metres],
                       "pitches": [model.model.pitch_low, model.model.pitch_high], "steps": model.steps},
             "held_out_loss": held_out_loss(model, data.load([folder / "test"], "auto", find_pickups=False).rolls),
             "pieces_in_a_training_metre": float(np.mean([metre.metre_at(p.time_signatures, 0) in known for p in pieces])),
@@ -200,6 +211,7 @@ def main(argv=None) -> int:
         # first 16 bars (and all of them)
         for label, whole in (("held-out", test_rolls), ("real (train split)", train4), ("musicgan", pieces)):
             row[label]["repeated bars"] = float(np.mean([metrics.repeated_bars(opening(r, PIECE_BARS)) for r in whole]))
+            row[label]["voice leading"] = voiceleading.summary([opening(r, PIECE_BARS) for r in whole])
             if label != "musicgan":
                 row[label]["repeated bars (whole pieces)"] = float(np.mean([metrics.repeated_bars(r) for r in whole]))
         row["held-out"].pop("duration histogram", None)
@@ -230,6 +242,10 @@ def print_style(style: str, row: dict) -> None:
         repeat = f"{r['repeated bars']:.3f}" if "repeated bars" in r else ""
         print(f"{label:<24}{two:>9}" + "".join(f"{r[s]:>8.3f}" for s in STATS) + f"{prof:>8}{copy:>6}{share:>7}"
               f"{repeat:>8}")
+    print("parallel fifths and octaves per 100 beats, non-chord tones on strong beats (whole pieces): " + "; ".join(
+        f"{label} {row[label]['voice leading']['parallels_per_100_beats']:.2f}, "
+        f"{row[label]['voice leading']['non_chord_tones_strong']:.3f}"
+        for label in ("held-out", "real (train split)", "musicgan") if "voice leading" in row[label]))
     print(f"metres written: held-out {row['held-out']['metres']}; musicgan {row['musicgan']['metres']}; "
           f"pieces in a metre of the training music: {row['pieces_in_a_training_metre']:.0%}; "
           f"loss on the held-out pieces: {row.get('held_out_loss')}")

@@ -74,12 +74,21 @@ class Checkpoint:
         return _clamped(self.meta, Path(self.path).name)
 
     @property
+    def parallels(self) -> float | None:
+        """The parallel fifths and octaves per 100 beats of the training music
+        (``sampling.parallels``; :func:`musicgan.voiceleading.parallels`), or None where a
+        checkpoint does not say."""
+        return _parallels(self.meta, Path(self.path).name)
+
+    @property
     def sampling(self) -> dict:
         """Keyword arguments for :func:`musicgan.generate.sample_rolls`: the critic and its
-        candidates, the copy guard's index and the forms of the training music."""
+        candidates, the copy guard's index, and the forms and parallels of the training music."""
         kwargs = {} if self.copy_index is None else {"avoid": self.copy_index}
         if self.forms is not None:
             kwargs["forms"] = self.forms
+        if self.parallels is not None:
+            kwargs["parallels"] = self.parallels
         if self.discriminator is not None and self.candidates > 1:
             kwargs.update(critic=self.discriminator, candidates=self.candidates)
         return kwargs
@@ -99,6 +108,17 @@ def _clamped(config: dict, name: str) -> dict:
                                   "and swap bias by line")
         out[voice] = tuple(float(x) for x in numbers)
     return out
+
+
+def _parallels(config: dict, name: str) -> float | None:
+    """``sampling.parallels`` of a config (see :attr:`Checkpoint.parallels`), checked."""
+    sampling = config.get("sampling")
+    rate = sampling.get("parallels") if isinstance(sampling, dict) else None
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 100:
+        raise CheckpointError(f"{name}: sampling.parallels is not a count of parallels per 100 beats")
+    return float(rate)
 
 
 def _count(config: dict, section: str, name: str, low: int, high: int) -> int:
@@ -175,15 +195,21 @@ def with_sampling(directory, generator: Generator, clamped: dict) -> Path:
                   json.dumps(meta, indent=2, sort_keys=True).encode())
 
 
-def with_forms(directory, forms: np.ndarray | None) -> Path:
-    """Write the forms of a model's music (:mod:`musicgan.form`; None: none) into the checkpoint
-    folder ``directory``, in place of its own; all else stays as it is."""
+def with_music(directory, forms: np.ndarray | None, parallels: float | None) -> Path:
+    """Write what generation reads of a model's music into the checkpoint folder ``directory``,
+    in place of its own: its forms (:mod:`musicgan.form`; None: none) and its parallels per 100
+    beats (:attr:`Checkpoint.parallels`; None: not said); all else stays as it is."""
     directory = Path(directory)
     weights, config = _read_pair(directory)
     tensors = {k: v for k, v in load_safetensors(weights).items() if k != FORMS}
     if forms is not None:
         tensors[FORMS] = torch.from_numpy(form.check(forms).copy())
-    return _write(directory, save_safetensors(tensors, metadata={"format": FORMAT}), config)
+    meta = json.loads(config)
+    meta.setdefault("sampling", {}).pop("parallels", None)
+    if parallels is not None:
+        meta["sampling"]["parallels"] = parallels
+    return _write(directory, save_safetensors(tensors, metadata={"format": FORMAT}),
+                  json.dumps(meta, indent=2, sort_keys=True).encode())
 
 
 def _read_pair(path: Path) -> tuple[bytes, bytes]:
@@ -244,6 +270,7 @@ def load(path, with_discriminator: bool | None = None) -> Checkpoint:
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
     _clamped(config, path.name)
+    _parallels(config, path.name)
     generator = Generator(cfg)
     _load_into(generator, part("generator."), path.name, "generator")
     if cfg.key_input:

@@ -10,7 +10,8 @@
     add-harmoniser CKPT PATH...         train a model's harmoniser on its training music (--minutes M,
                                         --voice top|bottom, --device)
     recalibrate CKPT PATH...            fit a model's sampling biases again on its training music and
-                                        read its forms (--forms-only: the forms alone); its weights stay
+                                        read its forms and parallels (--music-only: those alone); its
+                                        weights stay
     evaluate [CKPT] --reference PATH... generated vs. real music, in numbers
 """
 from __future__ import annotations
@@ -297,12 +298,13 @@ def cmd_recalibrate(args) -> int:
     config = TrainConfig.from_dict(model.meta.get("train") or {})
     trainer = Trainer(corpus.rolls, model=model.model, config=config, device="cpu", budget=Budget(steps=1))
     trainer.start_from(model)
-    forms = trainer.forms()
+    forms, parallels = trainer.forms(), trainer.parallels()
     repeats = "in none of its pieces" if forms is None else \
         f"{(forms >= 0).sum(1).mean():.1f} of the first {form.FORM_BARS} bars of a piece, on average"
-    if args.forms_only:
-        ckpt.with_forms(args.checkpoint, forms)
-        print(f"{args.checkpoint}: the forms of its music read (phrases that come back: {repeats}); its weights "
+    read = f"phrases that come back: {repeats}; parallel fifths and octaves: {parallels:.2f} per 100 beats"
+    if args.music_only:
+        ckpt.with_music(args.checkpoint, forms, parallels)
+        print(f"{args.checkpoint}: the forms and parallels of its music read ({read}); its weights "
               "and sampling biases are as they were")
         return 0
     print(f"fitting the sampling biases of {Path(args.checkpoint).name} on {len(corpus.rolls)} pieces ...", flush=True)
@@ -310,10 +312,10 @@ def cmd_recalibrate(args) -> int:
     # (a harmoniser keeps how it draws: fitted again on top of the interval bias, the chorale
     # model's harmonised melodies scored 0.576 against 0.551 as they were; docs/quality.md)
     ckpt.with_sampling(args.checkpoint, trainer.G, trainer.clamped)
-    ckpt.with_forms(args.checkpoint, forms)
+    ckpt.with_music(args.checkpoint, forms, parallels)
     print(f"{args.checkpoint}: sampling biases fitted again (onset rates within {gap:.3f} of the music's; "
-          f"parallels penalty {float(trainer.G.parallel_bias):.2f}), and the forms of its music read (phrases "
-          f"that come back: {repeats}); its weights are as they were")
+          f"parallels penalty {float(trainer.G.parallel_bias):.2f}), and the forms and parallels of its music "
+          f"read ({read}); its weights are as they were")
     return 0
 
 
@@ -479,9 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "(for a model trained before a bias was added; weights unchanged)")
     p.add_argument("checkpoint", help="checkpoint folder: its biases are replaced")
     p.add_argument("paths", nargs="+", help="the music the model was trained on (MIDI files, folders, zips)")
-    p.add_argument("--forms-only", action="store_true",
-                   help="only read the forms of the music (which phrases come back; musicgan.form): the sampling "
-                        "biases stay as they are")
+    p.add_argument("--music-only", "--forms-only", dest="music_only", action="store_true",
+                   help="only read the forms of the music (which phrases come back; musicgan.form) and its "
+                        "parallel fifths and octaves: the sampling biases stay as they are")
     add_bars_flag(p)
     p.set_defaults(func=cmd_recalibrate)
 

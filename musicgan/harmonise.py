@@ -45,7 +45,7 @@ from safetensors.torch import load as load_safetensors, save as save_safetensors
 
 from . import checkpoint as ckpt, keys, metre, midi, voices
 from .midi import Roll
-from .generate import _conditioned, candidate_seed, choose, fewest_parallels_first, noise_for
+from .generate import _conditioned, candidate_seed, choose, noise_for, parallels_first
 from .given import check_range, whole_bars
 from .models import Discriminator, Generator, LineReader, parallel_rate, sounding
 from .train import parallel_move
@@ -343,7 +343,8 @@ def line_notes(roll: Roll, voice: str, tokens: np.ndarray | None = None) -> np.n
 
 def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader | None = None,
                     temperature: float = 1.0, critic: Discriminator | None = None,
-                    candidates: int = 1, clamped: tuple[float, float, float] | None = None) -> list[Roll]:
+                    candidates: int = 1, clamped: tuple[float, float, float] | None = None,
+                    parallels: float | None = None) -> list[Roll]:
     """One harmonisation of ``line`` (see :func:`line_of`) per seed: the line stays exactly as it
     is, as the top voice or the bass, and the model writes the other voices, in the line's key
     (estimated from it), metre, tempo and instrument. With a ``reader`` (a checkpoint's harmoniser
@@ -352,7 +353,8 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
     pitch temperature a trainer fitted for clamping: ``Checkpoint.clamped``), or else as free pieces
     are (plain clamping); ``clamped`` also holds the swap bias of a bass (see
     :func:`musicgan.models.bass_swap`). With a ``critic``, each piece is its choice among
-    ``candidates`` harmonisations."""
+    ``candidates`` harmonisations, those nearest the training music's ``parallels`` per 100 beats
+    first (:func:`musicgan.generate.parallels_first`)."""
     if not 0.05 <= temperature <= 5:
         raise ValueError(f"temperature must be between 0.05 and 5 (got {temperature})")
     cfg = generator.cfg
@@ -381,7 +383,7 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
                                  steps_per_beat=cfg.steps_per_beat, tempos=line_roll.tempos,
                                  time_signatures=line_roll.time_signatures, program=line_roll.program, key=key)
                    for d in drawn]
-        j = fewest_parallels_first(choose(critic, drawn, seed, first_metre), decoded.__getitem__)[0] if k > 1 else 0
+        j = parallels_first(choose(critic, drawn, seed, first_metre), decoded.__getitem__, parallels)[0] if k > 1 else 0
         pieces.append(_with_line(decoded[j], line_roll))
     return pieces
 

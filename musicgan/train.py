@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt, copyguard, form, heldout, metre
+from . import checkpoint as ckpt, copyguard, form, heldout, metre, voiceleading
 from .batches import Batch, batches_for, window_steps
 from .cudagraph import Draw, Step, capturable_adam, set_rate
 from .models import MAX_METRES, Discriminator, Generator, ModelConfig, interval_counts, parallel_rate
@@ -422,6 +422,7 @@ class Trainer:
         self._copy_index = None
         self._inherited_index = None  # the index of the model this run started from or resumes
         self._forms = self._inherited_forms = None  # (see forms)
+        self._parallels = self._inherited_parallels = None  # (see parallels)
         # -- the networks, their optimisers and random streams
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         self.G, self.D = Generator(m).to(self.device), Discriminator(m, self.config.window_bars).to(self.device)
@@ -850,7 +851,8 @@ class Trainer:
             and self.step_count - self.adversarial_from >= MIN_CRITIC_STEPS
         return {"steps": self.step_count, "elapsed_s": round(self.elapsed_s, 2), "world_size": self.ranks.world,
                 "adversarial_from": self.adversarial_from, "skipped_steps": self.skipped,
-                "sampling": {"candidates": c.candidates if critic else 1, **({"clamped": self.clamped} if self.clamped else {})},
+                "sampling": {"candidates": c.candidates if critic else 1, **({"clamped": self.clamped} if self.clamped else {}),
+                             **({} if (rate := self.parallels(False)) is None else {"parallels": rate})},
                 "budget": {"steps": self.budget.steps, "minutes": self.budget.minutes},
                 "train": asdict(self.config), "data": self.data_meta, "device": self.trained_on,
                 "started_from": self.started_from, **({} if self.held_out is None else {"held_out": {
@@ -884,6 +886,15 @@ class Trainer:
             self._forms = form.build(r.on_grid(self.model.steps_per_beat) for r in self.rolls)
         return self._forms if self._forms is not None else self._inherited_forms
 
+    def parallels(self, build: bool = True) -> float | None:
+        """The parallel fifths and octaves per 100 beats of the training music
+        (:func:`musicgan.voiceleading.parallels`; counted once), or those of the model this run
+        started from or resumes: generation keeps its pieces near that share of them
+        (:func:`musicgan.generate.parallels_first`)."""
+        if build and self._parallels is None and self.rolls is not None:
+            self._parallels = round(voiceleading.pooled_parallels(self.rolls), 3)
+        return self._parallels if self._parallels is not None else self._inherited_parallels
+
     def save(self, directory, with_train_state: bool = True, finish: bool = True):
         """Save the run (``with_train_state``: all it takes to resume it) and, with ``finish``, what
         generating needs that the steps do not: in the warm-up the sampling biases fitted
@@ -894,7 +905,8 @@ class Trainer:
         # after the switch G's biases stay the ones the critic learned from (for an exact resume)
         if finish and self.adversarial_from is None and self._calibrated_for != self.step_count:
             self.calibrate()
-        forms = self.forms(finish)  # (before the copy index, which lets go of the pieces)
+        forms = self.forms(finish)  # (these two before the copy index, which lets go of the pieces)
+        self.parallels(finish)
         return ckpt.save(directory, self.G, self.D, self.meta(), self.train_state() if with_train_state else None,
                          self.copy_index(finish), forms)
 
@@ -911,6 +923,7 @@ class Trainer:
         self.G.train()
         self.started_from = {"checkpoint": Path(checkpoint.path).name, "steps": checkpoint.steps}
         self._inherited_index, self._inherited_forms = checkpoint.copy_index, checkpoint.forms
+        self._inherited_parallels = checkpoint.parallels
 
     def restore(self, checkpoint: "ckpt.Checkpoint") -> None:
         """Continue from a checkpoint saved by :meth:`save`: weights, optimisers, RNGs, counters."""
@@ -953,6 +966,7 @@ class Trainer:
         self.trained_on = str(meta.get("device") or self.trained_on)
         self.started_from = meta.get("started_from") if isinstance(meta.get("started_from"), dict) else None
         self._inherited_index, self._inherited_forms = checkpoint.copy_index, checkpoint.forms
+        self._inherited_parallels = checkpoint.parallels
         self.skipped = int(meta.get("skipped_steps", 0))
         held = meta.get("held_out") if isinstance(meta.get("held_out"), dict) else {}
         self.best, self.ended_early = held.get("best"), held.get("ended_early")

@@ -49,6 +49,12 @@ def _sounding_at(roll: Roll, step: int) -> np.ndarray:
 
 def parallels(roll: Roll) -> float:
     """Parallel fifths and octaves per 100 beats."""
+    count, beats = parallel_count(roll)
+    return 100.0 * count / max(beats, 1)
+
+
+def parallel_count(roll: Roll) -> tuple[int, int]:
+    """(parallel fifths and octaves, beats) in a roll."""
     steps, _ = _beats(roll)
     count, prev = 0, None
     for step in steps:
@@ -61,7 +67,13 @@ def parallels(roll: Roll) -> float:
                     moved = prev[i] != now[i] and np.sign(now[i] - prev[i]) == np.sign(now[j] - prev[j])
                     count += bool(perfect and moved)
         prev = now
-    return 100.0 * count / max(len(steps), 1)
+    return count, len(steps)
+
+
+def pooled_parallels(rolls) -> float:
+    """Parallel fifths and octaves per 100 beats of a set of pieces, pooled over them."""
+    counts = np.array([parallel_count(r) for r in rolls]).reshape(-1, 2)
+    return 100.0 * int(counts[:, 0].sum()) / max(int(counts[:, 1].sum()), 1)
 
 
 def non_chord_tones(roll: Roll) -> tuple[int, int]:
@@ -96,9 +108,8 @@ def summary(rolls: list[Roll], melodies: list[Roll] | None = None) -> dict:
     """The counts over a set of pieces: parallels per 100 beats and the share of non-chord tones
     on strong beats (both pooled over the pieces), and notes above the melody where given."""
     beats = sum(len(_beats(r)[0]) for r in rolls)
-    par = sum(parallels(r) * len(_beats(r)[0]) / 100 for r in rolls)
     nct = [non_chord_tones(r) for r in rolls]
-    out = {"parallels_per_100_beats": 100 * par / max(beats, 1),
+    out = {"parallels_per_100_beats": pooled_parallels(rolls),
            "non_chord_tones_strong": sum(a for a, _ in nct) / max(sum(b for _, b in nct), 1)}
     if melodies is not None:
         above = sum(above_melody(r, m) * len(_beats(r)[0]) / 100 for r, m in zip(rolls, melodies))

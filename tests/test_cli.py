@@ -92,14 +92,17 @@ def test_recalibrate_fits_the_biases_again_and_keeps_the_weights(trained, tmp_pa
     for name, tensor in before.items():  # the same weights, and the same biases: calibration is deterministic
         assert torch.equal(after[name], tensor), name
     assert ckpt.load(copy).clamped == ckpt.load(trained).clamped
-    # the forms alone, of music that repeats its opening phrases (bwv256, bwv260, bwv262)
-    result = run("recalibrate", copy, *EXAMPLES, "--forms-only")
+    # the forms and parallels alone, of music that repeats its opening phrases (bwv256, bwv260, bwv262)
+    result = run("recalibrate", copy, *EXAMPLES, "--music-only")
     assert result.returncode == 0, result.stderr
     assert "its weights and sampling biases are as they were" in result.stdout
     with_forms = load_file(copy / "model.safetensors")
     assert set(with_forms) == set(before) | {ckpt.FORMS}
     assert all(torch.equal(with_forms[name], tensor) for name, tensor in before.items())
     assert np.array_equal(ckpt.load(copy).forms, form.build(data.load(EXAMPLES, cache_dir=False).rolls))
+    from musicgan import voiceleading
+    assert ckpt.load(copy).parallels == round(voiceleading.pooled_parallels(data.load(EXAMPLES, cache_dir=False).rolls), 3)
+    assert f"parallel fifths and octaves: {ckpt.load(copy).parallels:.2f} per 100 beats" in result.stdout
 
 
 def test_resume_continues_the_run(trained, tmp_path):

@@ -1,6 +1,7 @@
 """The recurrent GAN: voices encoding, models, trainer, checkpoints, generation."""
 import dataclasses
 import json
+import math
 import os
 import pickle
 
@@ -239,10 +240,14 @@ def trained(rolls, tmp_path_factory):
     return path
 
 
-def test_checkpoint_round_trip(trained):
+def test_checkpoint_round_trip(trained, rolls):
     loaded = ckpt.load(trained, with_discriminator=True)
     config = json.loads((trained / "config.json").read_text())
     assert config["steps"] == 4 and config["library_version"]
+    # the parallels of the music it learnt, as the benches count them, for generation to keep to
+    from musicgan import voiceleading
+    assert loaded.parallels == round(voiceleading.pooled_parallels(rolls), 3) > 0
+    assert loaded.sampling["parallels"] == loaded.parallels
     assert config["data"]["files"] == len(EXAMPLES)
     assert loaded.model == ModelConfig.from_dict(config["model"])
     assert config["data"]["keys"] == loaded.generator.key_weights.tolist() and sum(config["data"]["keys"]) > 0
@@ -294,7 +299,10 @@ def test_a_pickle_disguised_as_a_checkpoint_is_refused_without_running(trained, 
     (lambda c: c["data"].update(keys=[1] * 23), "count for each of the 24 keys"),
     (lambda c: c["data"].update(keys=["C major"] * 24), "count for each of the 24 keys"),
     (lambda c: c["model"].update(key_input="yes"), "not true or false"),
-], ids=["format", "huge", "shape", "unknown-key", "version", "keys-short", "keys-text", "key-flag"])
+    (lambda c: c["sampling"].update(parallels="a few"), "not a count of parallels"),
+    (lambda c: c["sampling"].update(parallels=-1), "not a count of parallels"),
+], ids=["format", "huge", "shape", "unknown-key", "version", "keys-short", "keys-text", "key-flag",
+        "parallels-text", "parallels-negative"])
 def test_configs_that_are_not_ours_are_refused(trained, tmp_path, mutate, message):
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -678,7 +686,7 @@ def test_a_trained_critic_is_saved_loaded_and_used_deterministically(rolls, tmp_
     trainer.save(tmp_path / "critic")
     model = ckpt.load(tmp_path / "critic")  # loads D because generation needs it
     assert model.candidates == 4 and model.discriminator is not None
-    assert set(model.sampling) == {"critic", "candidates", "avoid", "forms"} and not model.discriminator.training
+    assert set(model.sampling) == {"critic", "candidates", "avoid", "forms", "parallels"} and not model.discriminator.training
     assert np.array_equal(model.copy_index, copyguard.build(rolls))  # the copy guard knows the training music
     pieces = [api.compose(model, seed=s, bars=2, audio=False).midi for s in (3, 3, 4)]
     assert pieces[0] == pieces[1] != pieces[2]
@@ -689,7 +697,7 @@ def test_a_trained_critic_is_saved_loaded_and_used_deterministically(rolls, tmp_
     # without enough critic training (or with --candidates 1) generation draws once
     monkeypatch.setattr(train, "MIN_CRITIC_STEPS", 50)
     trainer.save(tmp_path / "early")
-    assert ckpt.load(tmp_path / "early").sampling.keys() == {"avoid", "forms"}
+    assert ckpt.load(tmp_path / "early").sampling.keys() == {"avoid", "forms", "parallels"}
 
 
 def test_interpolation_ends_at_both_seeds(trained):
@@ -942,6 +950,33 @@ def test_the_parallel_bias_makes_fewer_parallels_and_both_samplers_agree():
         slow, _ = g.sample(z, torch.stack([n[1] for n in noise]), codes)
     assert counts[0] > 20 and counts[1] < counts[0] / 2, counts
     assert (fast == slow).float().mean() > 0.9
+
+
+def test_pieces_keep_near_the_parallels_of_the_music_the_model_learnt():
+    """The critic's candidates that keep a piece nearest its music's parallel fifths and octaves
+    between beats (the chorales': 3.7 per 100 beats) go first, window by window: the pieces come
+    nearer that many than the critic's choice alone, which writes more; for music with more, they
+    have more."""
+    from musicgan import voiceleading
+
+    model = ckpt.load(generate.DEFAULT_CHECKPOINT)
+    rate, critics_alone = model.parallels, {k: v for k, v in model.sampling.items() if k != "parallels"}
+    assert model.sampling["parallels"] == rate and 3 < rate < 4
+
+    def pieces(bars, **sampling):
+        return generate.sample_rolls(model.generator, range(12), bars, **sampling)
+
+    def off(roll):  # how far from the music's share, in parallels
+        n, beats = voiceleading.parallel_count(roll)
+        return abs(n - math.floor(rate * beats / 100 + 0.5))
+    for bars in (4, 16):  # (one window of the critic's, and four)
+        taken, critics = pieces(bars, **model.sampling), pieces(bars, **critics_alone)
+        assert rate < voiceleading.pooled_parallels(critics)
+        assert abs(voiceleading.pooled_parallels(taken) - rate) < abs(voiceleading.pooled_parallels(critics) - rate) / 2
+        if bars == 4:  # one choice: never further from the music's share than the critic's own
+            assert all(off(a) <= off(b) for a, b in zip(taken, critics))
+    many = pieces(8, **critics_alone, parallels=50.0)
+    assert voiceleading.pooled_parallels(many) > voiceleading.pooled_parallels(pieces(8, **critics_alone))
 
 
 def test_parallel_targets_match_the_definition_pair_by_pair():

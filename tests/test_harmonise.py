@@ -126,10 +126,11 @@ def test_the_bass_a_reader_learns_from_is_the_bass_read_from_a_file():
         assert np.array_equal(by_voices[0].numpy(), voices.encode(onset, sustain, 1)[:, 0])
 
 
-def test_of_the_critics_candidates_one_with_the_fewest_parallels_between_beats_is_taken(model):
+def test_of_the_critics_candidates_one_nearest_the_musics_parallels_is_taken(model):
     """Under a melody in sixteenths, two voices a fifth apart on each beat move in parallel from
     beat to beat, which the model's step-by-step penalty never sees: of the candidates offered,
-    the first (in the critic's order) of those with the fewest such parallels is taken."""
+    the first (in the critic's order) of those nearest the parallels the music has in as many
+    beats is taken."""
     from musicgan import voiceleading
 
     def candidate(fifths: bool) -> midi.Roll:
@@ -138,21 +139,29 @@ def test_of_the_critics_candidates_one_with_the_fewest_parallels_between_beats_i
         other = [[(53 if fifths else 57) + 2 * b - (0 if fifths else 2 * (b % 2)), 4 * b, 4 * b + 4, 80] for b in range(8)]
         return midi.Roll(midi._sorted_notes(np.array(melody + lower + other, np.int32)))
     with_fifths, without = candidate(True), candidate(False)
-    assert voiceleading.parallels(with_fifths) > 50 and voiceleading.parallels(without) == 0
+    n, beats = voiceleading.parallel_count(with_fifths)
+    assert beats == 8 and n >= 4 and voiceleading.parallels(without) == 0
     rolls = [with_fifths, without, without].__getitem__
-    assert generate.fewest_parallels_first([0, 1, 2], rolls) == [1, 2, 0]
-    assert generate.fewest_parallels_first([2, 0, 1], rolls) == [2, 1, 0]  # (each count's in the critic's order)
-    assert generate.fewest_parallels_first([1, 0], [with_fifths, with_fifths].__getitem__) == [1, 0]
-    # a reel harmonised: never more such parallels than the critic's own first choice, and fewer in all
+    # music with fewer than n / 2 parallels in 8 beats (none: the fewest first)
+    for rate in (0.0, 100 * (n / 2) / beats - 0.1):
+        assert generate.parallels_first([0, 1, 2], rolls, rate) == [1, 2, 0]
+        assert generate.parallels_first([2, 0, 1], rolls, rate) == [2, 1, 0]  # (each distance's in the critic's order)
+    assert generate.parallels_first([1, 0], [with_fifths, with_fifths].__getitem__, 0.0) == [1, 0]
+    for rate in (100 * (n / 2) / beats + 0.1, 100.0):  # music with more: the candidate with them
+        assert generate.parallels_first([1, 2, 0], rolls, rate) == [0, 1, 2]
+    assert generate.parallels_first([1, 2, 0], rolls, None) == [1, 2, 0]  # a model that does not say
+    # a reel harmonised by the chorale model: never more such parallels than the critic's own
+    # first choice, and fewer in all
     reel = ROOT / "examples" / "tunes" / "ryansMammoth-7thRegimentReel.mid"
 
     def counts():
         return [voiceleading.parallels(api.compose_harmonisation(model, reel, seed=s, audio=False).roll) for s in range(4)]
     taken = counts()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(harmonise, "fewest_parallels_first", lambda order, roll_of: order)
+        patch.setattr(harmonise, "parallels_first", lambda order, roll_of, rate: order)
         critics = counts()
-    assert all(a <= b for a, b in zip(taken, critics)) and sum(taken) < 0.8 * sum(critics)
+    assert model.parallels is not None
+    assert all(a <= b for a, b in zip(taken, critics)) and sum(taken) < 0.8 * sum(critics), (taken, critics)
 
 
 def test_the_same_melody_model_and_seed_give_the_same_bytes(with_reader):
