@@ -108,7 +108,6 @@ def main(argv=None) -> int:
     train_rolls, test_rolls = rolls_in(data_dir / "train", spb), rolls_in(data_dir / "test", spb)
     model = with_harmonisers(Path(args.model), train_rolls, args.train_minutes, out, args.lines)
     G, sampling = model.generator, model.sampling
-    critic = {k: v for k, v in sampling.items() if k in ("critic", "candidates")}
     reference = data.clips(test_rolls, 4)
 
     seeds = [[args.seeds * i + k for k in range(args.seeds)] for i in range(len(test_rolls))]
@@ -121,7 +120,7 @@ def main(argv=None) -> int:
             ways.insert(1, ("clamping, fitted", None, model.clamped[voice]))
         for how, reader, clamped in ways:
             harmonised[voice, how] = [p for line, s in zip(lines, seeds)
-                                      for p in harmonise.harmonise_rolls(G, line, s, reader, **critic, clamped=clamped)]
+                                      for p in harmonise.harmonise_rolls(G, line, s, reader, **model.choice, clamped=clamped)]
         print(f"made {args.seeds} harmonisations of each of {len(test_rolls)} {voice} lines, clamped and "
               f"conditioned, in {time.time() - t0:.0f} s", flush=True)
     own = [harmonise.line_of(G, r).roll for r in test_rolls]

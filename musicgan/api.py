@@ -328,10 +328,9 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     drawn as its trainer fitted for clamping: ``Checkpoint.clamped``). ``find_pickups``: as
     :func:`compose_continuation`. ValueError (or MidiError) in words for a line the model cannot take."""
     model = model or load_model()
-    critic = {k: v for k, v in model.sampling.items() if k in ("critic", "candidates", "parallels")}
     line, melody, how = _line(model, melody, voice, find_pickups)
     reader = model.harmonisers.get(voice)
-    piece = harmonise.harmonise_rolls(model.generator, line, [seed], reader, temperature, **critic,
+    piece = harmonise.harmonise_rolls(model.generator, line, [seed], reader, temperature, **model.choice,
                                       clamped=model.clamped.get(voice))[0]
     tempo = float(tempo_bpm or piece.tempo_bpm)
     program = piece.program if program is None else int(program)

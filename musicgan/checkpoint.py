@@ -81,6 +81,13 @@ class Checkpoint:
         return _parallels(self.meta, Path(self.path).name)
 
     @property
+    def choice(self) -> dict:
+        """The keyword arguments of :attr:`sampling` that choose among candidates (the critic,
+        their number and the music's parallels): all that :func:`musicgan.harmonise.harmonise_rolls`
+        takes of them."""
+        return {k: v for k, v in self.sampling.items() if k in ("critic", "candidates", "parallels")}
+
+    @property
     def sampling(self) -> dict:
         """Keyword arguments for :func:`musicgan.generate.sample_rolls`: the critic and its
         candidates, the copy guard's index, and the forms and parallels of the training music."""

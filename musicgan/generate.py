@@ -194,29 +194,30 @@ def choose(critic: Discriminator, tokens: np.ndarray, seed: int, piece_metre: tu
 
 
 def offered(critic: Discriminator | None, tokens: np.ndarray, seed: int, piece_metre: tuple,
-            copies, roll_of, parallels: float | None) -> tuple[int, int | None]:
+            copies, reorder) -> tuple[int, int | None]:
     """(the first candidate offered, the first offered that does not copy, or None when all do)
     among one round's candidates (tokens (k, T, V) as the critic judges them, by index): in the
-    critic's order (:func:`choose`, seeded by ``seed``), or as drawn without a critic; those
-    nearest the music's ``parallels`` per 100 beats first (:func:`parallels_first`; ``roll_of``:
-    j -> candidate j's music). ``copies(j)``: whether candidate j quotes the training
-    music (the copy guard)."""
+    critic's order (:func:`choose`, seeded by ``seed``), or as drawn without a critic, as
+    ``reorder`` (a list of them -> the order they are offered in; :func:`parallels_first`) puts
+    it. ``copies(j)``: whether candidate j quotes the training music (the copy guard)."""
     first = None
     order = choose(critic, tokens, seed, piece_metre) if critic is not None and len(tokens) > 1 else range(len(tokens))
-    for j in parallels_first(list(order), roll_of, parallels):
+    for j in reorder(list(order)):
         first = j if first is None else first
         if not copies(j):
             return first, j
     return first, None
 
 
-def parallels_first(order: list[int], roll_of, rate: float | None) -> list[int]:
+def parallels_first(order: list[int], roll_of, rate: float | None, seed: int) -> list[int]:
     """Candidates in ``order`` (the critic's), those whose music (``roll_of(j)``) comes nearest
     the parallel fifths and octaves between beats that the music the model learnt has in as many
-    beats first (``rate``: its parallels per 100 beats, taken to the nearest whole parallel; as
-    :func:`musicgan.voiceleading.parallels` counts them, as a teacher marks them and the benches
-    count them), each distance's in the critic's order. None (a model that does not say its
-    music's rate): ``order`` as it is. A rate of 0: the fewest first.
+    beats first, each distance's in the critic's order. ``rate``: the music's parallels per 100
+    beats (:func:`musicgan.voiceleading.parallels`, as a teacher marks them and the benches count
+    them); a piece's share of them is a whole number, rounded up or down at random (dithered, by
+    the piece's ``seed``), so that pieces of any length have the music's share on average. None
+    (a model that does not say its music's rate): ``order`` as it is. A rate of 0: the fewest
+    first.
 
     The model's own penalty (:func:`musicgan.models.parallel_penalty`) sees two steps at a time:
     under a line that moves between the beats (a reel's sixteenths) it misses voices moving in
@@ -231,8 +232,16 @@ def parallels_first(order: list[int], roll_of, rate: float | None) -> list[int]:
 
     def off(j: int) -> int:  # how far from the music's share
         n, beats = counts[j]
-        return abs(n - math.floor(rate * beats / 100 + 0.5))
+        return abs(n - parallels_share(rate, beats, seed))
     return sorted(order, key=off)
+
+
+def parallels_share(rate: float, beats: int, seed: int) -> int:
+    """A piece's share of parallels (:func:`parallels_first`): ``rate`` per 100 beats in ``beats``
+    beats, rounded up or down at random, with a stream of the seed's own (the same for every
+    window of a piece), so that on average it is the rate."""
+    dither = torch.rand((), generator=torch.Generator().manual_seed((seed * 1_000_000_021 + 5_557) % (2 ** 63)))
+    return math.floor(rate * beats / 100 + float(dither))
 
 
 def guarded_choice(first_round, more, offer, k: int):
@@ -428,8 +437,8 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
                         return voices.decode(whole[j], cfg.pitch_low, steps_per_beat=cfg.steps_per_beat,
                                              time_signatures=((0, *piece_metre_),))
 
-                    found = offered(critic, whole[:, judged:], seed + base + round_, piece_metre_, copies, roll_of,
-                                    parallels)
+                    found = offered(critic, whole[:, judged:], seed + base + round_, piece_metre_, copies,
+                                    lambda order: parallels_first(order, roll_of, parallels, seed))
                     return tuple(None if j is None else (tokens[j], rows.rows([j])) for j in found)
 
                 tokens, row = guarded_choice((drawn[g], drawn_state.rows(range(g * k, (g + 1) * k))), more, offer, k)
@@ -573,7 +582,7 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
                 return avoid is not None and copyguard.copies(_after(as_roll(tokens[j]), P), avoid)
 
             found = offered(critic, tokens[:, P:], seed + round_, last_metre, copies,
-                            lambda j: _after(as_roll(tokens[j]), P), parallels)
+                            lambda order: parallels_first(order, lambda j: _after(as_roll(tokens[j]), P), parallels, seed))
             return tuple(None if j is None else as_roll(tokens[j]) for j in found)
 
         piece = guarded_choice(draw(0, k), draw, offer, k)

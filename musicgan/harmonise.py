@@ -383,7 +383,7 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
                                  steps_per_beat=cfg.steps_per_beat, tempos=line_roll.tempos,
                                  time_signatures=line_roll.time_signatures, program=line_roll.program, key=key)
                    for d in drawn]
-        j = parallels_first(choose(critic, drawn, seed, first_metre), decoded.__getitem__, parallels)[0] if k > 1 else 0
+        j = parallels_first(choose(critic, drawn, seed, first_metre), decoded.__getitem__, parallels, seed)[0] if k > 1 else 0
         pieces.append(_with_line(decoded[j], line_roll))
     return pieces
 

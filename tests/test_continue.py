@@ -154,17 +154,15 @@ def test_a_continuation_keeps_near_the_musics_parallels_between_beats(model, mon
     """As a harmonisation (test_harmonise): of the candidates the critic offers, one nearest the
     chorales' parallel fifths and octaves between beats goes on, never one further from their
     share than the critic's own first choice."""
-    import math
-
     from musicgan import voiceleading
 
     def offs():  # how far each continuation is from the chorales' share, in parallels
         rolls = [api.compose_continuation(model, EXAMPLES[3], seed=s, bars=8, audio=False, whole=False).roll
                  for s in range(6)]
-        return [abs(n - math.floor(model.parallels * beats / 100 + 0.5))
-                for n, beats in map(voiceleading.parallel_count, rolls)]
+        return [abs(n - generate.parallels_share(model.parallels, beats, s))
+                for s, (n, beats) in enumerate(map(voiceleading.parallel_count, rolls))]
     taken = offs()
-    monkeypatch.setattr(generate, "parallels_first", lambda order, roll_of, rate: order)
+    monkeypatch.setattr(generate, "parallels_first", lambda order, roll_of, rate, seed: order)
     critics = offs()
     assert all(a <= b for a, b in zip(taken, critics)) and sum(taken) < sum(critics), (taken, critics)
 

@@ -1,7 +1,6 @@
 """The recurrent GAN: voices encoding, models, trainer, checkpoints, generation."""
 import dataclasses
 import json
-import math
 import os
 import pickle
 
@@ -966,15 +965,16 @@ def test_pieces_keep_near_the_parallels_of_the_music_the_model_learnt():
     def pieces(bars, **sampling):
         return generate.sample_rolls(model.generator, range(12), bars, **sampling)
 
-    def off(roll):  # how far from the music's share, in parallels
+    def off(roll, seed):  # how far from the piece's share of the music's parallels
         n, beats = voiceleading.parallel_count(roll)
-        return abs(n - math.floor(rate * beats / 100 + 0.5))
+        return abs(n - generate.parallels_share(rate, beats, seed))
     for bars in (4, 16):  # (one window of the critic's, and four)
         taken, critics = pieces(bars, **model.sampling), pieces(bars, **critics_alone)
         assert rate < voiceleading.pooled_parallels(critics)
-        assert abs(voiceleading.pooled_parallels(taken) - rate) < abs(voiceleading.pooled_parallels(critics) - rate) / 2
-        if bars == 4:  # one choice: never further from the music's share than the critic's own
-            assert all(off(a) <= off(b) for a, b in zip(taken, critics))
+        if bars == 4:  # one choice: never further from the piece's share than the critic's own
+            assert all(off(a, s) <= off(b, s) for s, (a, b) in enumerate(zip(taken, critics)))
+        else:  # the pieces near the music's rate, the critic's choices far above it
+            assert abs(voiceleading.pooled_parallels(taken) - rate) < abs(voiceleading.pooled_parallels(critics) - rate) / 3
     many = pieces(8, **critics_alone, parallels=50.0)
     assert voiceleading.pooled_parallels(many) > voiceleading.pooled_parallels(pieces(8, **critics_alone))
 

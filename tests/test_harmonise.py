@@ -142,14 +142,18 @@ def test_of_the_critics_candidates_one_nearest_the_musics_parallels_is_taken(mod
     n, beats = voiceleading.parallel_count(with_fifths)
     assert beats == 8 and n >= 4 and voiceleading.parallels(without) == 0
     rolls = [with_fifths, without, without].__getitem__
-    # music with fewer than n / 2 parallels in 8 beats (none: the fewest first)
-    for rate in (0.0, 100 * (n / 2) / beats - 0.1):
-        assert generate.parallels_first([0, 1, 2], rolls, rate) == [1, 2, 0]
-        assert generate.parallels_first([2, 0, 1], rolls, rate) == [2, 1, 0]  # (each distance's in the critic's order)
-    assert generate.parallels_first([1, 0], [with_fifths, with_fifths].__getitem__, 0.0) == [1, 0]
-    for rate in (100 * (n / 2) / beats + 0.1, 100.0):  # music with more: the candidate with them
-        assert generate.parallels_first([1, 2, 0], rolls, rate) == [0, 1, 2]
-    assert generate.parallels_first([1, 2, 0], rolls, None) == [1, 2, 0]  # a model that does not say
+    for seed in range(20):
+        # music with fewer than n / 2 parallels in 8 beats (none: the fewest first)
+        for rate in (0.0, 100 * (n / 2 - 1) / beats - 0.1):
+            assert generate.parallels_first([0, 1, 2], rolls, rate, seed) == [1, 2, 0]
+            assert generate.parallels_first([2, 0, 1], rolls, rate, seed) == [2, 1, 0]  # (each distance's in the critic's order)
+        assert generate.parallels_first([1, 0], [with_fifths, with_fifths].__getitem__, 0.0, seed) == [1, 0]
+        for rate in (100 * n / beats, 100.0):  # music with as many or more: the candidate with them
+            assert generate.parallels_first([1, 2, 0], rolls, rate, seed) == [0, 1, 2]
+        assert generate.parallels_first([1, 2, 0], rolls, None, seed) == [1, 2, 0]  # a model that does not say
+    # a share of 0.37 parallels in a piece is 1 in 37% of seeds and 0 in the rest
+    shares = [generate.parallels_share(3.7, 10, seed) for seed in range(2000)]
+    assert set(shares) == {0, 1} and abs(np.mean(shares) - 0.37) < 0.04
     # a reel harmonised by the chorale model: never more such parallels than the critic's own
     # first choice, and fewer in all
     reel = ROOT / "examples" / "tunes" / "ryansMammoth-7thRegimentReel.mid"
@@ -158,7 +162,7 @@ def test_of_the_critics_candidates_one_nearest_the_musics_parallels_is_taken(mod
         return [voiceleading.parallels(api.compose_harmonisation(model, reel, seed=s, audio=False).roll) for s in range(4)]
     taken = counts()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(harmonise, "parallels_first", lambda order, roll_of, rate: order)
+        patch.setattr(harmonise, "parallels_first", lambda order, roll_of, rate, seed: order)
         critics = counts()
     assert model.parallels is not None
     assert all(a <= b for a, b in zip(taken, critics)) and sum(taken) < 0.8 * sum(critics), (taken, critics)
