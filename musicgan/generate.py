@@ -224,8 +224,8 @@ def parallels_first(order: list[int], roll_of, rate: float | None, seed: int) ->
     parallels from beat to beat, and pieces of a model trained for 3 minutes on 20 chorales had
     three times the chorales' parallels. The fewest for every style took trecento music, which has
     3 or 4 per 100 beats, to 0.45, and string quartets, whose instruments double one another in
-    octaves (14 per 100 beats), to 0.33; no more than the music's share took them to 1.8 and 2.7
-    (docs/quality.md)."""
+    octaves (14 per 100 beats), to 0.33; no more than the music's share took them to 1.8 and 2.7,
+    and the nearest it to 3.0 and 6.5 (their 20 training pieces: 3.3 and 8.4; docs/quality.md)."""
     if rate is None or len(order) < 2:
         return list(order)
     counts = {j: voiceleading.parallel_count(roll_of(j)) for j in order}
