@@ -140,9 +140,7 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     opened_end = how.own_step(len(opened_tokens) - how.lead) if whole else 0  # (where the opening ends in the piece)
     given = piece.notes[:, 1] < opened_end if whole else None
     if whole and how.music is not None:  # (read in swing: the opening as it was, not as heard)
-        own = how.music.notes[how.music.notes[:, 1] < opened_end].copy()
-        own[:, 2] = np.minimum(own[:, 2], opened_end)
-        piece, given = how.with_own(piece, given, own)
+        piece, given = how.with_own(piece, given, how.music.notes, opened_end)
     lines = metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat)
     bars = int((lines >= opened_end).sum())
     sources = None if model.forms is None or not whole else generate.continuation_form(
@@ -234,15 +232,16 @@ class Read:
             return steps
         return swing.swung_steps(steps, piece.time_signatures, piece.n_steps, piece.steps_per_beat, self.swung)
 
-    def with_own(self, piece: Roll, given: np.ndarray, notes: np.ndarray) -> tuple[Roll, np.ndarray]:
-        """(``piece`` (written back) with its ``given`` notes replaced by ``notes``, the music's own,
-        and which notes those are now): a reading in swing hears two notes of one step read at
-        one step, and the music given comes back as it was. Where a note the model wrote would
-        sound one of their pitches at once, it gives way."""
+    def with_own(self, piece: Roll, given: np.ndarray, notes: np.ndarray, end: int | None = None) -> tuple[Roll, np.ndarray]:
+        """(``piece`` (written back) with its ``given`` notes replaced by ``notes``, the music's own
+        (up to step ``end``, and the piece's), and which notes those are now): a reading in swing
+        hears two notes of one step read at one step, and the music given comes back as it was.
+        Where a note the model wrote would sound one of their pitches at once, it gives way."""
         if not self.swung:
             return piece, given
-        notes = notes[notes[:, 1] < piece.n_steps].copy()
-        notes[:, 2] = np.minimum(notes[:, 2], piece.n_steps)
+        end = piece.n_steps if end is None else min(end, piece.n_steps)
+        notes = notes[notes[:, 1] < end].copy()
+        notes[:, 2] = np.minimum(notes[:, 2], end)
         wrote = piece.notes[~given].copy()
         keep = np.ones(len(wrote), bool)
         for i, (pitch, start, end, _) in enumerate(wrote):

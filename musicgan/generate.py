@@ -34,6 +34,7 @@ bar is given to the model (``given``), which reads it as its own and draws on fr
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -429,13 +430,13 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
                     tokens, rows = candidates
                     whole = np.concatenate([np.repeat(chosen[g:g + 1], len(tokens), 0), tokens], 1)  # after the piece so far
 
-                    def copies(j: int) -> bool:
-                        return avoid is not None and copyguard.copies(data.cut(voices.decode(
-                            whole[j], cfg.pitch_low, steps_per_beat=cfg.steps_per_beat), guarded, end - guarded), avoid)
-
-                    def roll_of(j: int) -> Roll:  # the piece so far, with candidate j
+                    @functools.cache
+                    def roll_of(j: int) -> Roll:  # the piece so far, with candidate j (read once for both)
                         return voices.decode(whole[j], cfg.pitch_low, steps_per_beat=cfg.steps_per_beat,
                                              time_signatures=((0, *piece_metre_),))
+
+                    def copies(j: int) -> bool:
+                        return avoid is not None and copyguard.copies(data.cut(roll_of(j), guarded, end - guarded), avoid)
 
                     found = offered(critic, whole[:, judged:], seed + base + round_, piece_metre_, copies,
                                     lambda order: parallels_first(order, roll_of, parallels, seed))
@@ -578,11 +579,15 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
             return _joined(opened, decoded, P)
 
         def offer(tokens: np.ndarray, round_: int) -> tuple:
+            @functools.cache
+            def after(j: int) -> Roll:  # candidate j's continuation (read once for both)
+                return _after(as_roll(tokens[j]), P)
+
             def copies(j: int) -> bool:
-                return avoid is not None and copyguard.copies(_after(as_roll(tokens[j]), P), avoid)
+                return avoid is not None and copyguard.copies(after(j), avoid)
 
             found = offered(critic, tokens[:, P:], seed + round_, last_metre, copies,
-                            lambda order: parallels_first(order, lambda j: _after(as_roll(tokens[j]), P), parallels, seed))
+                            lambda order: parallels_first(order, after, parallels, seed))
             return tuple(None if j is None else as_roll(tokens[j]) for j in found)
 
         piece = guarded_choice(draw(0, k), draw, offer, k)
