@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from musicgan import checkpoint as ckpt, data, form, generate, metre, metrics, voiceleading, voices  # noqa: E402
 from musicgan.batches import window_config  # noqa: E402
-from musicgan.datasets import COLLECTIONS  # noqa: E402
+from musicgan.datasets import COLLECTIONS, UNSEEN  # noqa: E402
 from musicgan.heldout import HeldOut  # noqa: E402
 from musicgan.train import Budget, TrainConfig, Trainer, default_width, model_config_for  # noqa: E402
 from quality import MarkovChain  # noqa: E402
@@ -64,6 +64,14 @@ def spread(clips: list, n: int = MAX_CLIPS) -> list:
     if len(clips) <= n:
         return clips
     return [clips[i] for i in np.linspace(0, len(clips) - 1, n).astype(int)]
+
+
+def unseen_split(folder: Path, n: int) -> tuple[list[Path], list[Path]]:
+    """A collection nothing learns from (``musicgan.datasets.UNSEEN``: every piece held out): ``n``
+    of its pieces, taken evenly across it by name, to train on as a visitor would, and the rest."""
+    files = sorted((folder / "test").glob("*.mid"))
+    train = spread(files, n)
+    return train, [f for f in files if f not in train]
 
 
 def train(rolls, minutes: float, out: Path, seed: int = 0, lr_mle: float = 0.0, batch_size: int = 0,
@@ -147,8 +155,12 @@ def score(clips: list, reference: list, training_rolls, splits: int, copies: boo
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget per style")
-    parser.add_argument("--styles", nargs="+", default=list(COLLECTIONS), choices=list(COLLECTIONS))
+    parser.add_argument("--styles", nargs="+", default=list(COLLECTIONS), choices=[*COLLECTIONS, *UNSEEN],
+                        help="collections (default: the four models are tuned on). Music nothing is tuned on "
+                             "(madrigals, folk, various: every piece held out) trains on --train-pieces of its pieces "
+                             "(20 when not given), taken evenly by name, and is scored on the rest")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "styles")
+    parser.add_argument("--unseen", type=Path, default=ROOT / "data" / "unseen", help="where the unseen collections are")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "styles")
     parser.add_argument("--pieces", type=int, default=100, help="generated pieces of 16 bars per style")
     parser.add_argument("--splits", type=int, default=5, help="random splits the two-sample accuracy is averaged over")
@@ -173,15 +185,19 @@ def main(argv=None) -> int:
 
     results = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
     for style in args.styles:
-        folder = args.data / style
-        if not (folder / "train").exists():
+        folder = (args.unseen if style in UNSEEN else args.data) / style
+        if not (folder / ("test" if style in UNSEEN else "train")).exists():
             from musicgan import datasets
             datasets.main([style, str(folder)])
+        if style in UNSEEN:
+            train_paths, test_paths = unseen_split(folder, args.train_pieces or 20)
+        else:
+            train_paths, test_paths = [folder / "train"], [folder / "test"]
         # (the collections' bars are the scores': musicgan.datasets writes each pickup as a rest before it)
-        train_rolls = data.load([folder / "train"], "auto", find_pickups=False).rolls  # on the grid the music needs
-        if args.train_pieces:
+        train_rolls = data.load(train_paths, "auto", find_pickups=False).rolls  # on the grid the music needs
+        if args.train_pieces and style not in UNSEEN:
             train_rolls = spread(train_rolls, args.train_pieces)
-        test_rolls = data.load([folder / "test"], find_pickups=False).rolls  # held-out music is compared on the grid of 4 steps a beat
+        test_rolls = data.load(test_paths, find_pickups=False).rolls  # held-out music is compared on the grid of 4 steps a beat
         out = args.out / style
         row = results.get(style, {})
         if not args.evaluate_only:
@@ -198,7 +214,7 @@ def main(argv=None) -> int:
         row.update({
             "model": {"voices": model.model.voices, "parallels": model.parallels, "metres": [metre.name(m) for m in model.model.metres],
                       "pitches": [model.model.pitch_low, model.model.pitch_high], "steps": model.steps},
-            "held_out_loss": held_out_loss(model, data.load([folder / "test"], "auto", find_pickups=False).rolls),
+            "held_out_loss": held_out_loss(model, data.load(test_paths, "auto", find_pickups=False).rolls),
             "pieces_in_a_training_metre": float(np.mean([metre.metre_at(p.time_signatures, 0) in known for p in pieces])),
             "held-out": {**metrics.summary(spread(reference), metrics.LISTENER),
                          "metres": metrics.metres_written(reference), "clips": len(reference)},

@@ -167,8 +167,13 @@ def test_each_extra_round_of_the_guard_draws_hotter_than_the_one_before():
 
     assert generate.guarded_choice("round 0", more, offer, 2) == "first of round 0"  # kept all the same
     assert generate.GUARD_HEAT > 1 and heats == [generate.GUARD_HEAT ** r for r in range(1, generate.GUARD_ROUNDS + 1)]
-    assert sizes == [(2, 4), (6, 4), (10, 4)]  # new candidates each round, at least GUARD_ROUND of them
+    # new candidates each round, at least GUARD_ROUND of them
+    assert sizes == [(2 + 4 * r, 4) for r in range(generate.GUARD_ROUNDS)] and generate.GUARD_ROUNDS >= 6
     # a round that finds one that does not copy ends the search
     heats.clear()
     assert generate.guarded_choice("round 0", more, lambda c, r: ("first", c if r == 2 else None), 4) == "round from 8"
     assert heats == [generate.GUARD_HEAT, generate.GUARD_HEAT ** 2]
+    # ... and the last round's is kept when it is the first that does not copy
+    last = generate.GUARD_ROUNDS
+    assert generate.guarded_choice("round 0", more, lambda c, r: ("first", c if r == last else None), 4) == \
+        f"round from {4 + 4 * (last - 1)}"
