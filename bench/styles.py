@@ -2,6 +2,7 @@
 
     python bench/styles.py [--minutes 15] [--styles bach fiddle trecento quartets] [--out runs/styles]
     python bench/styles.py --evaluate-only --out runs/styles        # score the models trained before
+    python bench/styles.py --styles madrigals folk --minutes 3      # music nothing here was tuned on
 
 The four collections of ``python -m musicgan.datasets all data/styles`` (built when missing):
 Bach chorales, fiddle tunes (one line; 2/4, 4/4, 6/8 ...), trecento polyphony (two and three
@@ -29,6 +30,11 @@ phrase that comes back, which no 4-bar clip shows) and the voice leading a teach
 (:mod:`musicgan.form`). The summary lists the statistics within 10% of the
 held-out music's, and in brackets those that miss it but are within 10% of the training split's
 (where the two splits differ and the model writes what it learned). Results go to OUT/results.json.
+
+The three collections of ``python -m musicgan.datasets unseen data/unseen`` (Monteverdi's
+madrigals, O'Neill's folk tunes, various pieces) are held out whole: no default was chosen on
+them. Named in ``--styles``, each trains on ``--train-pieces`` of its pieces (20 when not given:
+a visitor's files), taken evenly by name, and is scored on all the others, as above.
 """
 from __future__ import annotations
 
