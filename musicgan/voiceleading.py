@@ -40,11 +40,14 @@ def _beats(roll: Roll) -> tuple[list, list]:
     return steps, strong
 
 
-def _sounding_at(roll: Roll, step: int) -> np.ndarray:
-    """The pitches sounding at ``step``, highest first (one of each)."""
-    n = roll.notes
-    pitches = n[(n[:, 1] <= step) & (n[:, 2] > step), 0]
-    return np.unique(pitches)[::-1]
+def _sounding(roll: Roll, steps) -> np.ndarray:
+    """(len(steps), 128) bool: the pitches sounding at each of ``steps`` (in order), at once: a
+    note sounds at the steps from its start up to, not at, its end."""
+    steps, n = np.asarray(steps, dtype=np.int64), roll.notes
+    marks = np.zeros((len(steps) + 1, 128), dtype=np.int32)  # +1 where a note begins to sound, -1 where it ends
+    np.add.at(marks, (np.searchsorted(steps, n[:, 1]), n[:, 0]), 1)
+    np.add.at(marks, (np.searchsorted(steps, n[:, 2]), n[:, 0]), -1)
+    return np.cumsum(marks, 0)[:-1] > 0
 
 
 def parallels(roll: Roll) -> float:
@@ -54,20 +57,25 @@ def parallels(roll: Roll) -> float:
 
 
 def parallel_count(roll: Roll) -> tuple[int, int]:
-    """(parallel fifths and octaves, beats) in a roll."""
+    """(parallel fifths and octaves, beats) in a roll: over each two beats that sound as many
+    notes (two or more), the pairs of parts (the k-th highest note at both) a fifth or octaves
+    apart at both that both moved, the same way. In one pass over the beats (generation counts
+    the piece so far for every candidate of every window)."""
     steps, _ = _beats(roll)
-    count, prev = 0, None
-    for step in steps:
-        now = _sounding_at(roll, step)
-        if prev is not None and len(prev) == len(now) > 1:
-            for i in range(len(now)):
-                for j in range(i + 1, len(now)):
-                    a, b = prev[i] - prev[j], now[i] - now[j]
-                    perfect = a == b and a > 0 and a % 12 in (0, 7)
-                    moved = prev[i] != now[i] and np.sign(now[i] - prev[i]) == np.sign(now[j] - prev[j])
-                    count += bool(perfect and moved)
-        prev = now
-    return count, len(steps)
+    sounding = _sounding(roll, steps)
+    count = sounding.sum(1)
+    parts = int(count.max(initial=0))
+    if len(steps) < 2 or parts < 2:
+        return 0, len(steps)
+    # each beat's pitches, highest first (-1 past its last)
+    pitch = -np.sort(-np.where(sounding, np.arange(128), -1), axis=1)[:, :parts]
+    before, now = pitch[:-1], pitch[1:]
+    i, j = np.triu_indices(parts, 1)  # every pair of parts, the upper one first
+    apart_before, apart_now = before[:, i] - before[:, j], now[:, i] - now[:, j]
+    perfect = (apart_before == apart_now) & (apart_before > 0) & np.isin(apart_before % 12, (0, 7))
+    moved = (before[:, i] != now[:, i]) & (np.sign(now[:, i] - before[:, i]) == np.sign(now[:, j] - before[:, j]))
+    counted = ((count[:-1] == count[1:]) & (count[1:] > 1))[:, None] & (j[None] < count[1:, None])
+    return int((perfect & moved & counted).sum()), len(steps)
 
 
 def pooled_parallels(rolls) -> float:
@@ -80,10 +88,8 @@ def non_chord_tones(roll: Roll) -> tuple[int, int]:
     """(notes outside the best-fitting chord, notes) on the strong beats."""
     steps, strong = _beats(roll)
     outside = total = 0
-    for step, is_strong in zip(steps, strong):
-        if not is_strong:
-            continue
-        pcs = np.bincount(_sounding_at(roll, step) % 12, minlength=12)
+    for sounding in _sounding(roll, [s for s, is_strong in zip(steps, strong) if is_strong]):
+        pcs = np.bincount(np.flatnonzero(sounding) % 12, minlength=12)
         if pcs.sum() < 2:
             continue
         held = CHORDS @ pcs  # notes inside each chord
@@ -95,12 +101,10 @@ def non_chord_tones(roll: Roll) -> tuple[int, int]:
 def above_melody(roll: Roll, melody: Roll) -> float:
     """Beats (per 100) where a note sounds above the melody note (the melody's notes: ``melody``)."""
     steps, _ = _beats(roll)
-    mel = melody.notes
-    count = 0
-    for step in steps:
-        m = mel[(mel[:, 1] <= step) & (mel[:, 2] > step), 0]
-        if len(m):
-            count += bool((_sounding_at(roll, step) > m.max()).any())
+    top = np.arange(128)
+    highest = np.where(_sounding(roll, steps), top, -1).max(1, initial=-1)
+    melody_top = np.where(_sounding(melody, steps), top, -1).max(1, initial=-1)
+    count = int(((melody_top >= 0) & (highest > melody_top)).sum())
     return 100.0 * count / max(len(steps), 1)
 
 

@@ -126,6 +126,42 @@ def test_the_bass_a_reader_learns_from_is_the_bass_read_from_a_file():
         assert np.array_equal(by_voices[0].numpy(), voices.encode(onset, sustain, 1)[:, 0])
 
 
+def test_the_teachers_counts_on_beats_worked_out_by_hand():
+    """Parallels between beats (only between beats sounding as many notes, parts read top down),
+    non-chord tones on strong beats and notes above a melody, counted on beats written out."""
+    from musicgan import voiceleading
+
+    def roll(*beats):  # each beat's pitches, a note a beat (4 steps); None: held from the beat before
+        notes, held = [], {}
+        for b, pitches in enumerate(beats):
+            for p in pitches:
+                if p is None:
+                    continue
+                held[p] = len(notes)
+                notes.append([p, 4 * b, 4 * b + 4, 80])
+            for p in [p for p in held if p not in pitches and None not in pitches]:
+                held.pop(p)
+            if None in pitches:  # hold every note of the beat before
+                for i in held.values():
+                    notes[i][2] += 4
+        return midi.Roll(midi._sorted_notes(np.array(notes, np.int32).reshape(-1, 4)), length=4 * len(beats))
+
+    # C-G up to D-A (a fifth), then to E-B (another), then contrary to G-C (a fourth): 2 parallels
+    assert voiceleading.parallel_count(roll((67, 60), (69, 62), (71, 64), (72, 67))) == (2, 4)
+    # octaves, two octaves apart, falling together: 1; held (not moved): none; a third voice joining: not compared
+    assert voiceleading.parallel_count(roll((84, 60), (83, 59))) == (1, 2)
+    assert voiceleading.parallel_count(roll((67, 60), (None,))) == (0, 2)
+    assert voiceleading.parallel_count(roll((67, 60), (69, 65, 62))) == (0, 2)
+    # one moving and one held a fifth below it is oblique motion, not parallel
+    assert voiceleading.parallel_count(roll((67, 60), (69, 60))) == (0, 2)
+    # in three parts, top and bottom a fifth apart moving up a step together, the middle still: 1
+    assert voiceleading.parallel_count(roll((67, 64, 60), (69, 64, 62))) == (1, 2)
+    # strong beats of 4/4: beats 1 and 3; C-E-G-B-flat fits the dominant seventh, C-D-E has one outside
+    assert voiceleading.non_chord_tones(roll((60, 64, 67, 70), (61, 63), (60, 62, 64), (50,))) == (1, 7)
+    # a note above the melody on 1 beat of 4
+    assert voiceleading.above_melody(roll((72, 60), (74, 62), (71,), (72, 60)), roll((72,), (72,), (71,), (72,))) == 25.0
+
+
 def test_of_the_critics_candidates_one_nearest_the_musics_parallels_is_taken(model):
     """Under a melody in sixteenths, two voices a fifth apart on each beat move in parallel from
     beat to beat, which the model's step-by-step penalty never sees: of the candidates offered,
