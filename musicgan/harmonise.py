@@ -32,6 +32,7 @@ The copy guard is not used here: the line may well be one of the training pieces
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, replace
@@ -379,12 +380,14 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
                                         parallel_bias=beta, pitch_temperature=pitch_temperature, swap_bias=swap_bias,
                                         **{name: v.expand(k, *v.shape) for name, v in fixed.items()})
         drawn = drawn.numpy()
-        decoded = [voices.decode(d, cfg.pitch_low, name=f"{line_roll.name or WHAT[line.voice]} harmonised, seed {seed}",
+
+        @functools.cache
+        def decoded(j: int) -> Roll:  # a candidate as music (the ones counted, and the one kept), read once
+            return voices.decode(drawn[j], cfg.pitch_low, name=f"{line_roll.name or WHAT[line.voice]} harmonised, seed {seed}",
                                  steps_per_beat=cfg.steps_per_beat, tempos=line_roll.tempos,
                                  time_signatures=line_roll.time_signatures, program=line_roll.program, key=key)
-                   for d in drawn]
-        j = parallels_first(choose(critic, drawn, seed, first_metre), decoded.__getitem__, parallels, seed)[0] if k > 1 else 0
-        pieces.append(_with_line(decoded[j], line_roll))
+        j = parallels_first(choose(critic, drawn, seed, first_metre), decoded, parallels, seed)[0] if k > 1 else 0
+        pieces.append(_with_line(decoded(j), line_roll))
     return pieces
 
 
