@@ -50,6 +50,11 @@ def _sounding(roll: Roll, steps) -> np.ndarray:
     return np.cumsum(marks, 0)[:-1] > 0
 
 
+def _pitches(roll: Roll, steps) -> np.ndarray:
+    """(len(steps), 128): at each of ``steps``, each pitch where it sounds, and -1 where it does not."""
+    return np.where(_sounding(roll, steps), np.arange(128), -1)
+
+
 def parallels(roll: Roll) -> float:
     """Parallel fifths and octaves per 100 beats."""
     count, beats = parallel_count(roll)
@@ -62,13 +67,13 @@ def parallel_count(roll: Roll) -> tuple[int, int]:
     apart at both that both moved, the same way. In one pass over the beats (generation counts
     the piece so far for every candidate of every window)."""
     steps, _ = _beats(roll)
-    sounding = _sounding(roll, steps)
-    count = sounding.sum(1)
+    pitches = _pitches(roll, steps)
+    count = (pitches >= 0).sum(1)
     parts = int(count.max(initial=0))
     if len(steps) < 2 or parts < 2:
         return 0, len(steps)
     # each beat's pitches, highest first (-1 past its last)
-    pitch = -np.sort(-np.where(sounding, np.arange(128), -1), axis=1)[:, :parts]
+    pitch = -np.sort(-pitches, axis=1)[:, :parts]
     before, now = pitch[:-1], pitch[1:]
     i, j = np.triu_indices(parts, 1)  # every pair of parts, the upper one first
     apart_before, apart_now = before[:, i] - before[:, j], now[:, i] - now[:, j]
@@ -101,9 +106,7 @@ def non_chord_tones(roll: Roll) -> tuple[int, int]:
 def above_melody(roll: Roll, melody: Roll) -> float:
     """Beats (per 100) where a note sounds above the melody note (the melody's notes: ``melody``)."""
     steps, _ = _beats(roll)
-    top = np.arange(128)
-    highest = np.where(_sounding(roll, steps), top, -1).max(1, initial=-1)
-    melody_top = np.where(_sounding(melody, steps), top, -1).max(1, initial=-1)
+    highest, melody_top = (_pitches(r, steps).max(1, initial=-1) for r in (roll, melody))
     count = int(((melody_top >= 0) & (highest > melody_top)).sum())
     return 100.0 * count / max(len(steps), 1)
 
