@@ -131,19 +131,15 @@ def test_the_teachers_counts_on_beats_worked_out_by_hand():
     non-chord tones on strong beats and notes above a melody, counted on beats written out."""
     from musicgan import voiceleading
 
-    def roll(*beats):  # each beat's pitches, a note a beat (4 steps); None: held from the beat before
-        notes, held = [], {}
+    def roll(*beats):  # each beat's pitches, a note a beat (4 steps); (None,): every note of the beat before held on
+        notes, last = [], []
         for b, pitches in enumerate(beats):
-            for p in pitches:
-                if p is None:
-                    continue
-                held[p] = len(notes)
-                notes.append([p, 4 * b, 4 * b + 4, 80])
-            for p in [p for p in held if p not in pitches and None not in pitches]:
-                held.pop(p)
-            if None in pitches:  # hold every note of the beat before
-                for i in held.values():
+            if pitches == (None,):
+                for i in last:
                     notes[i][2] += 4
+                continue
+            last = list(range(len(notes), len(notes) + len(pitches)))
+            notes += [[p, 4 * b, 4 * b + 4, 80] for p in pitches]
         return midi.Roll(midi._sorted_notes(np.array(notes, np.int32).reshape(-1, 4)), length=4 * len(beats))
 
     # C-G up to D-A (a fifth), then to E-B (another), then contrary to G-C (a fourth): 2 parallels
