@@ -100,13 +100,13 @@ def compose_many(model: ckpt.Checkpoint | None, seeds, bars: int = 16, tempo_bpm
     model = model or load_model()
     tempo, program = _defaults(model, tempo_bpm, program)
     rolls = generate.sample_rolls(model.generator, seeds, bars, temperature, tempo, program, key=key, metre=metre,
-                                  **model.sampling)
+                                  ending=True, **model.sampling)
     pieces = []
     for seed, roll in zip(seeds, rolls):
         in_key = generate.piece_key(seed, model.generator, key)
         key_text = "" if in_key is None else f" · {keys.name(in_key)}"
         in_metre = metres.name(generate.piece_metre(seed, model.generator, metre))
-        phrases = "" if model.forms is None else form.describe(form.for_seed(seed, model.forms, bars))
+        phrases = "" if model.forms is None else form.describe(form.for_seed(seed, model.forms, bars, ending=True))
         pieces.append(_piece(roll, f"seed {seed} · {bars} bars of {in_metre} · {tempo:g} bpm{key_text}"
                                    + (f" · {phrases}" if phrases else ""), audio=False))
     return pieces
@@ -131,7 +131,7 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     (opened, opened_tokens, last_metre), roll, how, opening_bars = _opening(model, opening, opening_bars, find_pickups)
     added = how.bars(bars, model.model.steps_per_beat)  # (in the model's bars)
     piece = generate.continue_rolls(model.generator, roll, [seed], added, opening_bars, temperature, whole=whole,
-                                    **model.sampling)[0]
+                                    ending=True, **model.sampling)[0]
     tempo = float(tempo_bpm or piece.tempo_bpm)
     program = piece.program if program is None else int(program)
     piece = how.written_back(dataclasses.replace(piece, tempos=((0, tempo),), program=program),
@@ -144,7 +144,7 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     lines = metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat)
     bars = int((lines >= opened_end).sum())
     sources = None if model.forms is None or not whole else generate.continuation_form(
-        model.model, opened, len(opened_tokens), last_metre, added, seed, model.forms)
+        model.model, opened, len(opened_tokens), last_metre, added, seed, model.forms, ending=True)
     if sources is not None:  # (phrases counted in the music's own bars, their lines as read)
         sources = form.rebarred(sources, model.model.bar_steps(last_metre), how.read_steps(lines, piece) + how.lead)
     phrases = "" if sources is None else f" · {form.describe(sources)}"

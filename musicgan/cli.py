@@ -347,7 +347,7 @@ def cmd_generate(args) -> int:
         key = keys.parse(args.key)
     chosen = metre.parse(args.metre) if args.metre else None
     rolls = generate.sample_rolls(model.generator, seeds, args.bars, args.temperature, tempo, program,
-                                  key=key, metre=chosen, **model.sampling)
+                                  key=key, metre=chosen, ending=True, **model.sampling)
     out = Path(args.out)
     for i, roll in enumerate(rolls):
         path = out if args.num == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")

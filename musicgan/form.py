@@ -92,13 +92,17 @@ def check(forms) -> np.ndarray:
     return forms
 
 
-def for_seed(seed: int, forms: np.ndarray, bars: int) -> np.ndarray:
+def for_seed(seed: int, forms: np.ndarray, bars: int, ending: bool = False) -> np.ndarray:
     """(bars,) the sources of a seed's piece of ``bars`` bars: the form of one of ``forms``,
-    drawn with a stream of its own (uniformly: each piece of the music as likely)."""
+    drawn with a stream of its own (uniformly: each piece of the music as likely). ``ending``: the
+    last bar is the piece's own, where it closes (:mod:`musicgan.ending`), as a phrase that comes
+    back at the end of a piece takes a new last bar (a second ending)."""
     rng = torch.Generator().manual_seed((seed * 1_000_000_009 + 9_173) % (2 ** 63))
     row = forms[int(torch.randint(len(forms), (1,), generator=rng))].astype(np.int64)
     out = np.full(bars, -1, np.int64)
     out[:min(bars, FORM_BARS)] = row[:bars]
+    if ending:
+        out[-1] = -1
     return out
 
 

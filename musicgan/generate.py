@@ -34,6 +34,7 @@ bar is given to the model (``given``), which reads it as its own and draws on fr
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import replace
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt, copyguard, data, form, keys, metre, midi, voiceleading, voices
+from . import checkpoint as ckpt, copyguard, data, ending as ending_, form, keys, metre, midi, voiceleading, voices
 from .batches import window_steps
 from .given import check_range, whole_bars
 from .keys import KEYS
@@ -55,6 +56,7 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "b
 MAX_BARS = 256
 GUARD_ROUND, GUARD_ROUNDS = 4, 6  # the copy guard's extra rounds: at least 4 candidates each, at most 6
 ROUND_SEEDS = 4  # a segment's rounds order their candidates with the seeds seed + 4 * segment + round (see sample_rolls)
+CLOSING_BIAS = 2.0  # added to the tonic chord's tonal bias on the steps where a piece may close (see toward_tonic)
 GUARD_HEAT = 1.3  # each extra round draws at this factor of the temperature of the round before (see guarded_choice)
 
 
@@ -274,7 +276,7 @@ def guarded_choice(first_round, more, offer, k: int):
 
 def _draw(generator: Generator, seeds: list[int], first: int, k: int, end: int, temperature: float,
           seed_keys: list, piece_metre: tuple, state: DrawState | None = None, sources: np.ndarray | None = None,
-          before: np.ndarray | None = None) -> tuple[np.ndarray, DrawState]:
+          before: np.ndarray | None = None, lean: frozenset = frozenset()) -> tuple[np.ndarray, DrawState]:
     """Candidates first .. first+k-1 of every seed, in one batch, all in ``piece_metre``: (their
     tokens (seeds, k, steps, V) from where ``state`` stands (the start when None) to step
     ``end``, the state each ends in (seed-major rows)). Each candidate draws with its own noise;
@@ -283,7 +285,8 @@ def _draw(generator: Generator, seeds: list[int], first: int, k: int, end: int, 
     ``sources`` (seeds, bars): each seed's form (:mod:`musicgan.form`); a bar with a source is
     not drawn but repeats that bar of the candidate's piece: of ``before`` (seeds, steps so far,
     V), the seed's piece up to ``state``, or of what the candidate drew since. The model reads a
-    repeated bar as its own, and draws on from there."""
+    repeated bar as its own, and draws on from there. ``lean``: the steps (counted in the piece)
+    drawn :func:`toward_tonic`."""
     cfg = generator.cfg
     start = 0 if state is None else state.steps
     noise = [noise_for(candidate_seed(s, j), end, cfg) for s in seeds for j in range(first, first + k)]
@@ -295,28 +298,49 @@ def _draw(generator: Generator, seeds: list[int], first: int, k: int, end: int, 
     step_noise = torch.stack([n[1][start:] for n in noise])
     codes = torch.from_numpy(cfg.metre_codes(piece_metre, end)[start:]).expand(len(noise), -1)
     if sources is None:
-        tokens, state = generator.draw_on(state, step_noise, codes, temperature)
+        tokens, state = _draw_on(generator, state, step_noise, codes, temperature, None, {t - start for t in lean})
         return tokens.numpy().reshape(len(seeds), k, end - start, cfg.voices), state
     before = np.zeros((len(seeds), start, cfg.voices), np.int64) if before is None else before
     tokens, state = _draw_in_form(generator, state, step_noise, codes, temperature, np.repeat(sources, k, 0),
-                                  np.repeat(before, k, 0), cfg.bar_steps(piece_metre))
+                                  np.repeat(before, k, 0), cfg.bar_steps(piece_metre), lean)
     return tokens.reshape(len(seeds), k, end - start, cfg.voices), state
 
 
+def _draw_on(generator: Generator, state: DrawState, step_noise: torch.Tensor, codes: torch.Tensor,
+             temperature: float, given: torch.Tensor | None = None, lean=frozenset()) -> tuple[torch.Tensor, DrawState]:
+    """:meth:`Generator.draw_on`, with the steps ``lean`` (counted from this draw's first) drawn
+    :func:`toward_tonic`: in parts, cut around them (a draw in parts is the draw in one)."""
+    T = step_noise.shape[1]
+    lean = {t for t in lean if 0 <= t < T}
+    if not lean:
+        return generator.draw_on(state, step_noise, codes, temperature, given)
+    cuts = sorted({0, T} | lean | {t + 1 for t in lean})
+    parts = []
+    for a, b in zip(cuts, cuts[1:]):
+        with toward_tonic(generator, a in lean):
+            tokens, state = generator.draw_on(state, step_noise[:, a:b], codes[:, a:b], temperature,
+                                              None if given is None else given[:, a:b])
+        parts.append(tokens)
+    return torch.cat(parts, 1), state
+
+
 def _draw_in_form(generator: Generator, state: DrawState, step_noise: torch.Tensor, codes: torch.Tensor,
-                  temperature: float, sources: np.ndarray, piece: np.ndarray, bar: int) -> tuple[np.ndarray, DrawState]:
+                  temperature: float, sources: np.ndarray, piece: np.ndarray, bar: int,
+                  lean=frozenset()) -> tuple[np.ndarray, DrawState]:
     """The draw of :meth:`Generator.draw_on` from ``state`` (a row per piece; ``piece`` (rows,
     steps so far, V): their tokens up to it, whole bars of ``bar`` steps), with each piece's bars
     that have a source in ``sources`` (rows, bars; :mod:`musicgan.form`) not drawn but repeated
-    (:func:`repeated`): (the tokens (rows, T, V), the state after them)."""
+    (:func:`repeated`): (the tokens (rows, T, V), the state after them). ``lean``: as :func:`_draw_on`,
+    the steps counted in the piece."""
     start = piece.shape[1]
     for b0, b1 in form.parts(sources, start // bar, start // bar + step_noise.shape[1] // bar):
         given = np.full((len(sources), (b1 - b0) * bar, piece.shape[2]), -1, np.int64)
         for r in np.nonzero(sources[:, b0] >= 0)[0]:
             given[r] = repeated(piece[r], sources[r, b0:b1], bar)
         s0, s1 = b0 * bar - start, b1 * bar - start
-        tokens, state = generator.draw_on(state, step_noise[:, s0:s1], codes[:, s0:s1], temperature,
-                                          torch.from_numpy(given) if (given >= 0).any() else None)
+        tokens, state = _draw_on(generator, state, step_noise[:, s0:s1], codes[:, s0:s1], temperature,
+                                 torch.from_numpy(given) if (given >= 0).any() else None,
+                                 {t - b0 * bar for t in lean})
         piece = np.concatenate([piece, tokens.numpy()], 1)
     return piece[:, start:], state
 
@@ -369,7 +393,7 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
                  tempo_bpm: float = 100.0, program: int = 0, critic: Discriminator | None = None,
                  candidates: int = 1, avoid: np.ndarray | None = None, key: int | list | None = None,
                  metre: tuple | list | None = None, forms: np.ndarray | None = None,
-                 parallels: float | None = None) -> list[Roll]:
+                 parallels: float | None = None, ending: bool = False) -> list[Roll]:
     """One piece per seed; with a ``critic``, each the critic's choice among ``candidates`` draws,
     made a window at a time for a piece longer than its window (:func:`segments`): each window's
     candidates carry on from the state the one chosen before them ended in, and the critic judges
@@ -395,7 +419,14 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
 
     ``parallels``: the parallel fifths and octaves per 100 beats of the training music
     (``Checkpoint.sampling``): of the critic's candidates, those that keep the piece so far nearest
-    the music's share of them go first (:func:`parallels_first`). None: the critic's order alone."""
+    the music's share of them go first (:func:`parallels_first`). None: the critic's order alone.
+
+    ``ending``: each piece closes on its tonic chord (:mod:`musicgan.ending`): its last bar is
+    drawn as a segment of its own (and is its own in its form), and of its candidates one that
+    closes goes first; when none of a round does, further rounds are drawn as the copy guard's
+    are (a candidate that does not close is passed over as one that copies is). The piece closes
+    where that candidate can; if no candidate of any round can, it ends as drawn. Off for clips
+    cut from the middle of a piece (the benches' 4-bar clips)."""
     _check(bars, temperature)
     cfg = generator.cfg
     seeds = [int(s) for s in seeds]
@@ -411,22 +442,29 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
     for piece_metre_, where in by_metre(seeds, seed_metres).items():
         n_steps = bars * cfg.bar_steps(piece_metre_)
         group, group_keys = [seeds[i] for i in where], [seed_keys[i] for i in where]
-        sources = None if forms is None else np.stack([form.for_seed(s, forms, bars) for s in group])
+        sources = None if forms is None else np.stack([form.for_seed(s, forms, bars, ending) for s in group])
         ends, window = segments(critic, k, n_steps, piece_metre_)
+        bar = cfg.bar_steps(piece_metre_)
+        last_bar = n_steps - bar
+        if ending and last_bar > 0 and last_bar not in ends:  # (the last bar drawn on its own)
+            ends = sorted(ends + [last_bar])
         chosen, state = np.zeros((len(group), 0, cfg.voices), dtype=np.int64), None
         for segment, end in enumerate(ends):
             start = chosen.shape[1]
             # the guard reads from 7 beats before the segment: every 2 bars of 4 beats that reach into it
             judged, guarded = max(0, end - window), max(0, start - 7 * cfg.steps_per_beat)
             base = segment * ROUND_SEEDS  # (a round past the 3rd orders other candidates with a seed of the next segment's)
+            closes_here = ending and end == n_steps
+            lean = frozenset(n_steps - bar + p for p in ending_.places(piece_metre_, cfg.steps_per_beat)) \
+                if closes_here else frozenset()
             drawn, drawn_state = _draw(generator, group, 0, k, end, temperature, group_keys, piece_metre_, state,
-                                       sources, chosen)
+                                       sources, chosen, lean)
             kept_tokens, kept_states = [], []
             for g, (seed, seed_key) in enumerate(zip(group, group_keys)):
                 def more(done: int, size: int, heat: float) -> tuple:
                     tokens, rows = _draw(generator, [seed], done, size, end, temperature * heat, [seed_key], piece_metre_,
                                          None if state is None else state.rows([g]),
-                                         None if sources is None else sources[g:g + 1], chosen[g:g + 1])
+                                         None if sources is None else sources[g:g + 1], chosen[g:g + 1], lean)
                     return tokens[0], rows
 
                 def offer(candidates: tuple, round_: int) -> tuple:
@@ -442,18 +480,58 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
                     def copies(j: int) -> bool:
                         return avoid is not None and copyguard.copies(data.cut(roll_of(j), guarded, end - guarded), avoid)
 
-                    found = offered(critic, whole[:, judged:], seed + base + round_, piece_metre_, copies,
-                                    lambda order: parallels_first(order, roll_of, parallels, seed))
+                    @functools.cache
+                    def closes(j: int) -> bool:
+                        return _closing(whole[j], seed_key, piece_metre_, cfg) is not None
+
+                    def passed_over(j: int) -> bool:
+                        return copies(j) or (closes_here and not closes(j))
+
+                    def reorder(order: list[int]) -> list[int]:
+                        order = parallels_first(order, roll_of, parallels, seed)
+                        return sorted(order, key=lambda j: not closes(j)) if closes_here else order
+
+                    found = offered(critic, whole[:, judged:], seed + base + round_, piece_metre_, passed_over, reorder)
                     return tuple(None if j is None else (tokens[j], rows.rows([j])) for j in found)
 
                 tokens, row = guarded_choice((drawn[g], drawn_state.rows(range(g * k, (g + 1) * k))), more, offer, k)
                 kept_tokens.append(tokens)
                 kept_states.append(row)
             chosen, state = np.concatenate([chosen, np.stack(kept_tokens)], 1), DrawState.cat(kept_states)
+        if ending:
+            for g, seed_key in enumerate(group_keys):
+                at = _closing(chosen[g], seed_key, piece_metre_, cfg)
+                if at is not None:
+                    chosen[g] = ending_.closed(chosen[g], at)
         for i, seed, seed_key, tokens in zip(where, group, group_keys, chosen):
             pieces[i] = voices.decode(tokens, cfg.pitch_low,
                                       **_roll_meta(cfg, tempo_bpm, program, f"seed {seed}", piece_metre_, seed_key))
     return pieces
+
+
+@contextlib.contextmanager
+def toward_tonic(generator: Generator, on: bool = True):
+    """While on (and for a model that takes a key), the generator's draws lean toward the tonic
+    chord of their key: CLOSING_BIAS is added to the tonal bias (``Generator.tonal_bias``) of the
+    key's tonic, third and fifth."""
+    if not on or not generator.cfg.key_input:
+        yield
+        return
+    saved = generator.tonal_bias.clone()
+    generator.tonal_bias[0, [0, 4, 7]] += CLOSING_BIAS
+    generator.tonal_bias[1, [0, 3, 7]] += CLOSING_BIAS
+    try:
+        yield
+    finally:
+        generator.tonal_bias.copy_(saved)
+
+
+def _closing(tokens: np.ndarray, key: int | None, piece_metre: tuple, cfg) -> int | None:
+    """Where a piece of ``tokens`` can close (:func:`musicgan.ending.closing`) in ``key`` (None, for
+    a model without keys: the key estimated from its notes)."""
+    if key is None:
+        key = keys.estimate(voices.decode(tokens, cfg.pitch_low).notes)
+    return ending_.closing(tokens, key, piece_metre, cfg.steps_per_beat, cfg.pitch_low)
 
 
 def segments(critic: Discriminator | None, k: int, n_steps: int, piece_metre: tuple) -> tuple[list[int], int]:
@@ -532,7 +610,7 @@ def opening(generator: Generator, roll: Roll, bars: int) -> tuple[Roll, np.ndarr
 def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, primer_bars: int = 4,
                    temperature: float = 1.0, critic: Discriminator | None = None, candidates: int = 1,
                    avoid: np.ndarray | None = None, whole: bool = True, forms: np.ndarray | None = None,
-                   parallels: float | None = None) -> list[Roll]:
+                   parallels: float | None = None, ending: bool = False) -> list[Roll]:
     """Carry on from the first ``primer_bars`` bars of ``primer``: one piece per seed, ``bars``
     more bars in the opening's metre (at its end), key (estimated from it), tempo and instrument.
 
@@ -543,7 +621,9 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
     notes (on the model's grid) followed by the continuation; else the continuation alone.
     ``forms`` (:func:`sample_rolls`): a seed's continuation of an opening in one metre repeats
     its bars, the opening's among them, where its form says (:func:`continuation_form`).
-    ``parallels``: as :func:`sample_rolls` (counted in the continuation)."""
+    ``parallels``: as :func:`sample_rolls` (counted in the continuation). ``ending``: as
+    :func:`sample_rolls`, the continuation closes on the opening's tonic chord (its candidates
+    are whole continuations, the closing steps of their last bar drawn toward the tonic)."""
     _check(bars, temperature)
     cfg = generator.cfg
     opened, given_tokens, last_metre = opening(generator, primer, primer_bars)
@@ -558,23 +638,24 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
     meta = dict(steps_per_beat=cfg.steps_per_beat, tempos=opened.tempos, program=opened.program)
     k = candidates if critic is not None else 1
     pieces = []
+    lean = frozenset(n_steps - bar + p for p in ending_.places(last_metre, cfg.steps_per_beat)) if ending else frozenset()
     for seed in (int(s) for s in seeds):
-        sources = None if forms is None else continuation_form(cfg, opened, P, last_metre, bars, seed, forms)
+        sources = None if forms is None else continuation_form(cfg, opened, P, last_metre, bars, seed, forms, ending)
 
         def draw(first: int, count: int, heat: float = 1.0) -> np.ndarray:
             noise = [noise_for(candidate_seed(seed, j), n_steps, cfg) for j in range(first, first + count)]
             z = _conditioned(generator, torch.stack([n[0] for n in noise]), key)
             step_noise, step_codes = torch.stack([n[1] for n in noise]), codes.expand(count, -1)
             if sources is None:
-                with torch.no_grad():
-                    tokens, _ = generator.sample(z, step_noise, step_codes, temperature * heat, given=given.expand(count, -1, -1))
+                tokens, _ = _draw_on(generator, generator.begin(z), step_noise, step_codes, temperature * heat,
+                                     given.expand(count, -1, -1), lean)
                 return tokens.numpy()
             # the opening read as given, then the bars after it drawn in the seed's form
             _, state = generator.draw_on(generator.begin(z), step_noise[:, :P], step_codes[:, :P], temperature * heat,
                                          given[:P].expand(count, -1, -1))
             opened_tokens = np.repeat(given_tokens[None].astype(np.int64), count, 0)
             after, _ = _draw_in_form(generator, state, step_noise[:, P:], step_codes[:, P:], temperature * heat,
-                                     np.repeat(sources[None], count, 0), opened_tokens, bar)
+                                     np.repeat(sources[None], count, 0), opened_tokens, bar, {t - P for t in lean})
             return np.concatenate([opened_tokens, after], 1)
 
         def as_roll(tokens: np.ndarray) -> Roll:
@@ -590,9 +671,22 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
             def copies(j: int) -> bool:
                 return avoid is not None and copyguard.copies(after(j), avoid)
 
-            found = offered(critic, tokens[:, P:], seed + round_, last_metre, copies,
-                            lambda order: parallels_first(order, after, parallels, seed))
-            return tuple(None if j is None else as_roll(tokens[j]) for j in found)
+            @functools.cache
+            def closing_at(j: int) -> int | None:
+                return _closing(tokens[j], key, last_metre, cfg) if ending else None
+
+            def passed_over(j: int) -> bool:
+                return copies(j) or (ending and closing_at(j) is None)
+
+            def reorder(order: list[int]) -> list[int]:
+                order = parallels_first(order, after, parallels, seed)
+                return sorted(order, key=lambda j: closing_at(j) is None) if ending else order
+
+            def closed(j: int) -> np.ndarray:
+                return tokens[j] if closing_at(j) is None else ending_.closed(tokens[j], closing_at(j))
+
+            found = offered(critic, tokens[:, P:], seed + round_, last_metre, passed_over, reorder)
+            return tuple(None if j is None else as_roll(closed(j)) for j in found)
 
         piece = guarded_choice(draw(0, k), draw, offer, k)
         pieces.append(piece if whole else _after(piece, P))
@@ -600,7 +694,7 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
 
 
 def continuation_form(cfg, opened: Roll, P: int, last_metre: tuple, bars: int, seed: int,
-                      forms: np.ndarray) -> np.ndarray | None:
+                      forms: np.ndarray, ending: bool = False) -> np.ndarray | None:
     """The sources (:mod:`musicgan.form`) of the bars of a seed's continuation of an opening
     (``opened``, P steps, ending in ``last_metre``) by ``bars`` bars, counted from the opening's
     first bar: the seed's form, where the opening is whole bars of one metre and the form
@@ -611,7 +705,7 @@ def continuation_form(cfg, opened: Roll, P: int, last_metre: tuple, bars: int, s
     if P % bar or any(tuple(ts[1:]) != tuple(last_metre) for ts in opened.time_signatures):
         return None
     first = P // bar
-    sources = form.for_seed(seed, forms, first + bars)
+    sources = form.for_seed(seed, forms, first + bars, ending)
     for b, e in form.phrases(sources):
         if b <= first < e:
             sources[first:e] = -1

@@ -1,0 +1,86 @@
+"""How a piece ends: on its key's tonic chord, struck or sounding on a strong beat of its last
+bar and held to the end, as the music the models learn from ends.
+
+A model learns from windows of a few bars, cut from anywhere in a piece, so nothing tells it that
+the bars it is drawing are the last: its pieces stopped wherever the bar count ran out, in the
+middle of a run. Of 24 pieces of 16 bars each, the pretrained chorale model's last notes sounded
+for a median of 0.75 beats, on the tonic chord in 7 of them; the fiddle model's for 0.25 beats, a
+sixteenth (docs/quality.md, "Endings"). So the last bar of a new piece is drawn on its own,
+after the rest has been chosen, and of its candidates one that *can close* goes first
+(:func:`closing`): one whose voices sound the tonic chord of the piece's key, with the tonic in
+the bass, on the bar's downbeat or, in a bar that halves between two beats (4/4, 2/4, 6/8), on
+its middle. The piece then closes there (:func:`closed`): the chord is held to the end and
+nothing after it is struck. The notes are the model's, its draw's own cadence; only the
+choice among draws and the length of the last chord are the ending's.
+
+The tonic chord: the key's tonic, third and fifth (in a minor key, the major third too: the
+chorales' "Picardy" close), with the tonic lowest. In one voice, the tonic itself.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import keys, metre as metres
+from .midi import END, PITCH, START, Roll
+from .models import sounding
+from .voices import FIRST_PITCH, HOLD
+
+
+def places(piece_metre, steps_per_beat: int) -> list[int]:
+    """The steps of a bar of ``piece_metre`` on which a piece may close, latest first: its middle,
+    when the bar halves between two of its beats (4/4 on beat 3, 6/8 on its second dotted beat,
+    2/4 on beat 2), and its downbeat."""
+    bar = metres.bar_steps(piece_metre, steps_per_beat)
+    numerator = piece_metre[0]
+    beats = numerator // 3 if numerator % 3 == 0 and numerator > 3 else numerator
+    return [bar // 2, 0] if beats % 2 == 0 else [0]
+
+
+def tonic_chord(pitches, key: int) -> bool:
+    """Whether MIDI ``pitches`` (sounding together; at least one) are the tonic chord of ``key``
+    (:mod:`musicgan.keys`) with the tonic lowest."""
+    pitches = np.asarray(pitches)
+    if not len(pitches):
+        return False
+    tonic = key % 12
+    chord = {tonic, (tonic + 4) % 12, (tonic + 7) % 12} | ({(tonic + 3) % 12} if key >= 12 else set())
+    return int(pitches.min()) % 12 == tonic and set((pitches % 12).tolist()) <= chord
+
+
+def closing(tokens: np.ndarray, key: int, piece_metre, steps_per_beat: int, pitch_low: int) -> int | None:
+    """The step from which a piece of ``tokens`` (T, V; whole bars of ``piece_metre`` on a grid
+    of ``steps_per_beat``) can close: the latest of its last bar's :func:`places` where its voices
+    sound the tonic chord of ``key``; None where none does."""
+    bar = metres.bar_steps(piece_metre, steps_per_beat)
+    if len(tokens) < bar:
+        return None
+    last = len(tokens) - bar
+    sound = sounding(torch.from_numpy(np.asarray(tokens, np.int64))).numpy()
+    for place in places(piece_metre, steps_per_beat):
+        now = sound[last + place]
+        if tonic_chord(now[now >= FIRST_PITCH] - FIRST_PITCH + pitch_low, key):
+            return last + place
+    return None
+
+
+def closed(tokens: np.ndarray, at: int) -> np.ndarray:
+    """``tokens`` (T, V) closing at step ``at``: what sounds there is held to the end (a voice at
+    rest stays at rest), and nothing after it is struck."""
+    out = np.array(tokens, copy=True)
+    out[at + 1:] = HOLD
+    return out
+
+
+def ends_closed(roll: Roll, key: int | None = None) -> tuple[bool, float]:
+    """How a piece (a drawn one, or music as written) ends, as a listener hears it: (whether its
+    last chord, the notes that sound at its very end, is the tonic chord of ``key`` (None: the
+    key estimated from its notes), how many beats it has sounded for when the piece ends, from
+    the last of its notes to be struck)."""
+    notes = roll.notes
+    if not len(notes):
+        return False, 0.0
+    key = keys.estimate(notes) if key is None else key
+    end = int(notes[:, END].max())
+    chord = notes[notes[:, END] == end]
+    return tonic_chord(chord[:, PITCH], key), float(end - chord[:, START].max()) / roll.steps_per_beat
