@@ -25,7 +25,8 @@ and the share of clips with 2 bars or more), and of whole pieces (the 16-bar pie
 first 16 bars of the held-out and training pieces; results.json also has all of their bars) the
 share of bars that repeat one of the 8 before them note for note (``metrics.repeated_bars``: a
 phrase that comes back, which no 4-bar clip shows) and the voice leading a teacher marks
-(:mod:`musicgan.voiceleading`: parallel fifths and octaves, non-chord tones on strong beats).
+(:mod:`musicgan.voiceleading`: parallel fifths and octaves, non-chord tones on strong beats)
+and how they end (:func:`endings`: on the tonic chord or not, and for how long it sounds).
 ``--forms``: the forms the pieces take
 (:mod:`musicgan.form`). The summary lists the statistics within 10% of the
 held-out music's, and in brackets those that miss it but are within 10% of the training split's
@@ -53,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from musicgan import checkpoint as ckpt, data, form, generate, metre, metrics, voiceleading, voices  # noqa: E402
+from musicgan import checkpoint as ckpt, data, ending, form, generate, metre, metrics, voiceleading, voices  # noqa: E402
 from musicgan.batches import window_config  # noqa: E402
 from musicgan.datasets import COLLECTIONS, UNSEEN  # noqa: E402
 from musicgan.heldout import HeldOut  # noqa: E402
@@ -106,9 +107,19 @@ def held_out_loss(model: ckpt.Checkpoint, rolls) -> float | None:
     return round(held.loss(model.generator, contextlib.nullcontext()), 4) if held.windows else None
 
 
-def project_pieces(model: ckpt.Checkpoint, n: int, bars: int = 16) -> list:
-    """Pieces as the app makes them (tempo and instrument aside)."""
-    return generate.sample_rolls(model.generator, range(n), bars, **model.sampling)
+def project_pieces(model: ckpt.Checkpoint, n: int, bars: int = 16, ending: bool = True) -> list:
+    """Pieces as the app makes them (tempo and instrument aside; ``ending``: closing on the tonic
+    chord, :mod:`musicgan.ending`)."""
+    return generate.sample_rolls(model.generator, range(n), bars, ending=ending, **model.sampling)
+
+
+def endings(rolls) -> dict:
+    """How whole pieces end (:func:`musicgan.ending.ends_closed`, each in the key estimated from
+    its notes, as a listener hears it): the share whose last chord is the tonic chord, and the
+    median beats that chord sounds for."""
+    ends = [ending.ends_closed(r) for r in rolls]
+    return {"on the tonic chord": float(np.mean([e[0] for e in ends])),
+            "last chord (beats)": float(np.median([e[1] for e in ends]))}
 
 
 def opening(roll, bars: int):
@@ -186,6 +197,8 @@ def main(argv=None) -> int:
                         help="augment the likelihood loss with shifts of up to N semitones (TrainConfig.transpose)")
     parser.add_argument("--no-pitch-memory", action="store_true",
                         help="a generator without the pitch-class memory input (the ablation)")
+    parser.add_argument("--no-ending", action="store_true",
+                        help="pieces that end where their last bar runs out, as before musicgan.ending")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)  # the budget is "2 CPU cores", whatever this machine has
 
@@ -215,7 +228,7 @@ def main(argv=None) -> int:
         model = with_parallels(with_forms(ckpt.load(out), args.forms, train_rolls), train_rolls)
         reference = data.clips(test_rolls, CLIP_BARS)
         train4 = [r.on_grid(4) for r in train_rolls]
-        pieces = [p.on_grid(4) for p in project_pieces(model, args.pieces, PIECE_BARS)]
+        pieces = [p.on_grid(4) for p in project_pieces(model, args.pieces, PIECE_BARS, not args.no_ending)]
         known = set(metre.bars_per_metre(train_rolls))
         row.update({
             "model": {"voices": model.model.voices, "parallels": model.parallels, "metres": [metre.name(m) for m in model.model.metres],
@@ -234,6 +247,7 @@ def main(argv=None) -> int:
         for label, whole in (("held-out", test_rolls), ("real (train split)", train4), ("musicgan", pieces)):
             row[label]["repeated bars"] = float(np.mean([metrics.repeated_bars(opening(r, PIECE_BARS)) for r in whole]))
             row[label]["voice leading"] = voiceleading.summary([opening(r, PIECE_BARS) for r in whole])
+            row[label]["endings"] = endings(whole)
             if label != "musicgan":
                 row[label]["repeated bars (whole pieces)"] = float(np.mean([metrics.repeated_bars(r) for r in whole]))
         row["held-out"].pop("duration histogram", None)
@@ -268,6 +282,9 @@ def print_style(style: str, row: dict) -> None:
         f"{label} {row[label]['voice leading']['parallels_per_100_beats']:.2f}, "
         f"{row[label]['voice leading']['non_chord_tones_strong']:.3f}"
         for label in ("held-out", "real (train split)", "musicgan") if "voice leading" in row[label]))
+    print("endings (whole pieces; on the tonic chord, its beats): " + "; ".join(
+        f"{label} {row[label]['endings']['on the tonic chord']:.0%}, {row[label]['endings']['last chord (beats)']:g}"
+        for label in ("held-out", "real (train split)", "musicgan") if "endings" in row[label]))
     print(f"metres written: held-out {row['held-out']['metres']}; musicgan {row['musicgan']['metres']}; "
           f"pieces in a metre of the training music: {row['pieces_in_a_training_metre']:.0%}; "
           f"loss on the held-out pieces: {row.get('held_out_loss')}")

@@ -31,6 +31,10 @@ Forms. A checkpoint carries the forms of its training music (:mod:`musicgan.form
 one, with a stream of its own, and its piece repeats its own bars where that piece of the music
 repeated a phrase. The draw is cut where it goes from drawing to repeating or back; a repeated
 bar is given to the model (``given``), which reads it as its own and draws on from there.
+
+Endings. The app's pieces and continuations close on their tonic chord (``ending``;
+:mod:`musicgan.ending`): the last bar is drawn on its own, its closing steps leaning toward the
+tonic chord (:func:`toward_tonic`), and a candidate that closes goes first.
 """
 from __future__ import annotations
 

@@ -1,0 +1,115 @@
+"""Endings: a piece closes on its key's tonic chord, on a strong beat of its last bar, held."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from musicgan import api, ending, form, generate
+from musicgan.voices import HOLD, REST
+
+ROOT = Path(__file__).resolve().parent.parent
+LOW = 36  # the pitch of the first pitch token in the hand-made tokens below
+C3, E3, G3, B3, C4, D4, E4, G4 = 48, 52, 55, 59, 60, 62, 64, 67
+
+
+def tok(pitch: int) -> int:
+    return pitch - LOW + 2
+
+
+def test_the_places_a_piece_may_close_halve_a_bar_only_between_beats():
+    assert ending.places((4, 4), 4) == [8, 0]
+    assert ending.places((2, 4), 4) == [4, 0]
+    assert ending.places((6, 8), 4) == [6, 0]  # on its second dotted beat
+    assert ending.places((12, 8), 4) == [12, 0]
+    assert ending.places((3, 4), 4) == [0]
+    assert ending.places((9, 8), 4) == [0]
+
+
+def test_the_tonic_chord_has_the_tonic_lowest_and_only_its_triad():
+    c_major, c_minor = 0, 12
+    assert ending.tonic_chord([C3, G3, C4, E4], c_major)
+    assert ending.tonic_chord([C4], c_major)  # one voice: the tonic itself
+    assert not ending.tonic_chord([E3, G3, C4], c_major)  # the tonic not lowest
+    assert not ending.tonic_chord([C3, G3, D4], c_major)  # a note outside the triad
+    assert not ending.tonic_chord([C3, 63, G3], c_major)  # a minor third in a major key
+    assert ending.tonic_chord([C3, 63, G3], c_minor)
+    assert ending.tonic_chord([C3, E3, G3], c_minor)  # a minor key may close major
+    assert not ending.tonic_chord([], c_major)
+    assert not ending.tonic_chord([G3, B3, D4], c_major)
+
+
+def two_bars(downbeat, middle, hold_middle=False):
+    """Tokens of two bars of 4/4 on a grid of 4 (two voices, top first): the first bar a G chord, the
+    second ``downbeat`` (top, bass) on its first beat and ``middle`` on its third (or held there)."""
+    tokens = np.full((32, 2), HOLD, np.int64)
+    tokens[0] = [tok(D4), tok(G3)]
+    tokens[16] = [tok(p) for p in downbeat]
+    if not hold_middle:
+        tokens[24] = [tok(p) for p in middle]
+    return tokens
+
+
+def test_a_piece_closes_on_the_latest_place_of_its_last_bar_that_sounds_the_tonic_chord():
+    c = 0
+    assert ending.closing(two_bars((D4, G3), (E4, C3)), c, (4, 4), 4, LOW) == 24  # V then I: on beat 3
+    assert ending.closing(two_bars((E4, C3), (D4, G3)), c, (4, 4), 4, LOW) == 16  # I then V: on the downbeat
+    assert ending.closing(two_bars((E4, C3), None, hold_middle=True), c, (4, 4), 4, LOW) == 24  # held over beat 3
+    assert ending.closing(two_bars((D4, G3), (D4, B3)), c, (4, 4), 4, LOW) is None
+    # 3/4 (bars of 12 steps, the last from step 20): only its downbeat, where the chord of step 16 sounds on
+    assert ending.closing(two_bars((E4, C3), (D4, G3)), c, (3, 4), 4, LOW) == 20
+    assert ending.closing(two_bars((D4, G3), (E4, C3)), c, (3, 4), 4, LOW) is None  # (step 24: no place in 3/4)
+
+
+def test_a_closed_piece_holds_what_sounds_where_it_closes_and_strikes_nothing_after():
+    tokens = two_bars((D4, G3), (E4, C3))
+    tokens[24, 1] = REST
+    tokens[28] = [tok(G4), tok(C3)]
+    closed = ending.closed(tokens, 24)
+    assert (closed[:25] == tokens[:25]).all() and (closed[25:] == HOLD).all()
+    from musicgan.voices import decode
+    notes = decode(closed, LOW).notes
+    assert sorted(notes[notes[:, 2] == 32][:, 0].tolist()) == [E4]  # the bass rests from beat 3 to the end
+
+
+def test_leaning_toward_the_tonic_is_a_draw_in_parts_and_nothing_else_when_it_adds_nothing(monkeypatch):
+    model = api.load_model()
+    G, cfg = model.generator, model.model
+    z = generate._conditioned(G, torch.randn(3, cfg.latent_dim, generator=torch.Generator().manual_seed(1)), 5)
+    noise = torch.randn(3, 32, cfg.voices, cfg.vocab, generator=torch.Generator().manual_seed(2))
+    codes = torch.from_numpy(cfg.metre_codes((4, 4), 32)).expand(3, -1)
+    whole, _ = G.draw_on(G.begin(z), noise, codes)
+    monkeypatch.setattr(generate, "CLOSING_BIAS", 0.0)
+    parts, _ = generate._draw_on(G, G.begin(z), noise, codes, 1.0, None, {16, 24})
+    assert torch.equal(whole, parts)
+    monkeypatch.setattr(generate, "CLOSING_BIAS", 2.0)
+    leaning, _ = generate._draw_on(G, G.begin(z), noise, codes, 1.0, None, {16, 24})
+    assert torch.equal(leaning[:, :16], whole[:, :16])  # nothing before the first closing step moves
+    assert not torch.equal(leaning, whole)
+    assert torch.equal(G.tonal_bias, api.load_model().generator.tonal_bias)  # the bias is put back
+
+
+@pytest.mark.parametrize("path", [None, ROOT / "checkpoints" / "fiddle-tunes"])
+def test_new_pieces_close_on_their_tonic_chord_held_and_the_same_seed_closes_the_same(path):
+    model = api.load_model(path)
+    pieces = api.compose_many(model, [0, 1, 2, 3], 8)
+    for piece in pieces:
+        roll = piece.roll
+        on_tonic, beats = ending.ends_closed(roll, roll.key)
+        assert on_tonic, piece.description
+        assert beats >= 1 and roll.n_steps == 8 * generate.metre.bar_steps(roll.time_signatures[0][1:], roll.steps_per_beat)
+    again = api.compose_many(model, [2], 8)[0]
+    assert np.array_equal(again.roll.notes, pieces[2].roll.notes)
+
+
+def test_a_form_leaves_a_closing_piece_its_own_last_bar():
+    forms = np.full((1, form.FORM_BARS), -1, np.int8)
+    forms[0, 4:8] = [0, 1, 2, 3]
+    assert form.for_seed(0, forms, 8).tolist() == [-1, -1, -1, -1, 0, 1, 2, 3]
+    assert form.for_seed(0, forms, 8, ending=True).tolist() == [-1, -1, -1, -1, 0, 1, 2, -1]
+
+
+def test_a_continuation_closes_on_the_openings_tonic_chord():
+    piece = api.compose_continuation(None, ROOT / "examples" / "bwv253.mid", seed=0, bars=4, audio=False)
+    on_tonic, beats = ending.ends_closed(piece.roll, piece.roll.key)
+    assert on_tonic and beats >= 1, piece.description
