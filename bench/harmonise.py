@@ -19,7 +19,9 @@
 3. Every row is cut into 4-bar clips and scored against the clips of the held-out chorales
    themselves (Bach's own harmonisations of those melodies, and his continuations): the two-sample
    accuracy (0.50: indistinguishable; mean of ``--splits`` splits), the listener's statistics,
-   and the voice-leading counts of :mod:`musicgan.voiceleading`, computed the same way for Bach.
+   the voice-leading counts of :mod:`musicgan.voiceleading`, computed the same way for Bach, and
+   the share of whole pieces that end on the tonic chord (:func:`musicgan.ending.ends_closed`).
+   Everything is drawn as the app draws it, ending included (``--no-ending``: as before it).
    The training split against the held-out one is the floor.
 
 Results go to OUT/results.json. Run it on an otherwise idle machine: training is time-budgeted
@@ -34,12 +36,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from musicgan import checkpoint as ckpt, data, generate, harmonise, metrics, voiceleading  # noqa: E402
+from musicgan import checkpoint as ckpt, data, ending, generate, harmonise, metrics, voiceleading  # noqa: E402
 from musicgan.batches import batches_for  # noqa: E402
 from musicgan.train import TrainConfig  # noqa: E402
 
@@ -78,7 +81,8 @@ def row(name: str, pieces: list, reference_clips: list | None, splits: int, melo
     out = {"name": name, "pieces": len(pieces), "clips": len(clips),
            "two_sample": None if reference_clips is None else
            metrics.two_sample_accuracy(clips, reference_clips, splits=splits),
-           **voiceleading.summary(pieces, melodies), **metrics.summary(clips, metrics.LISTENER)}
+           **voiceleading.summary(pieces, melodies), **metrics.summary(clips, metrics.LISTENER),
+           "ends on the tonic chord": float(np.mean([ending.ends_closed(p)[0] for p in pieces]))}
     out.pop("duration histogram", None)
     return out
 
@@ -96,6 +100,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lines", nargs="+", choices=harmonise.VOICES, default=list(harmonise.VOICES),
                         help="the lines to harmonise: top (the soprano), bottom (the bass); both by default")
     parser.add_argument("--no-others", action="store_true", help="leave out the continued and free pieces")
+    parser.add_argument("--no-ending", action="store_true",
+                        help="harmonisations and pieces that end as drawn, as before musicgan.ending")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(__import__("os").environ.get("BENCH_THREADS", 2)))
     out = Path(args.out)
@@ -120,7 +126,8 @@ def main(argv=None) -> int:
             ways.insert(1, ("clamping, fitted", None, model.clamped[voice]))
         for how, reader, clamped in ways:
             harmonised[voice, how] = [p for line, s in zip(lines, seeds)
-                                      for p in harmonise.harmonise_rolls(G, line, s, reader, **model.choice, clamped=clamped)]
+                                      for p in harmonise.harmonise_rolls(G, line, s, reader, **model.choice, clamped=clamped,
+                                                                         ending=not args.no_ending)]
         print(f"made {args.seeds} harmonisations of each of {len(test_rolls)} {voice} lines, clamped and "
               f"conditioned, in {time.time() - t0:.0f} s", flush=True)
     own = [harmonise.line_of(G, r).roll for r in test_rolls]
@@ -133,10 +140,11 @@ def main(argv=None) -> int:
                         melodies if voice == "top" else None))
     if not args.no_others:
         continued = [p for r, s in zip(test_rolls, seeds)
-                     for p in generate.continue_rolls(G, r, s, bars=4, primer_bars=4, whole=False, **sampling)]
+                     for p in generate.continue_rolls(G, r, s, bars=4, primer_bars=4, whole=False,
+                                                      ending=not args.no_ending, **sampling)]
         rows.append(row("continued (4 bars after 4)", continued, reference, args.splits))
-        rows.append(row("free pieces", generate.sample_rolls(G, range(args.free), 16, **sampling), reference,
-                        args.splits))
+        rows.append(row("free pieces", generate.sample_rolls(G, range(args.free), 16, ending=not args.no_ending,
+                                                             **sampling), reference, args.splits))
     keys = ["two_sample", "parallels_per_100_beats", "non_chord_tones_strong", "above_melody_per_100_beats"]
     keys += [k for k in rows[0] if k not in keys + ["name", "pieces", "clips"]]
     h_meta = {v: model.meta.get(ckpt.READERS[v][0]) for v in args.lines}

@@ -330,7 +330,7 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     line, melody, how = _line(model, melody, voice, find_pickups)
     reader = model.harmonisers.get(voice)
     piece = harmonise.harmonise_rolls(model.generator, line, [seed], reader, temperature, **model.choice,
-                                      clamped=model.clamped.get(voice))[0]
+                                      clamped=model.clamped.get(voice), ending=True)[0]
     tempo = float(tempo_bpm or piece.tempo_bpm)
     program = piece.program if program is None else int(program)
     piece = dataclasses.replace(piece, tempos=((0, tempo),), program=program)

@@ -18,6 +18,10 @@ closes there (:func:`closed`): the chord is held to the end and nothing after it
 notes are the model's, the way into the last chord its own cadence; the choice among draws, the
 lean on the closing steps and the length of the last chord are the ending's.
 
+A continuation closes the same way; a harmonisation, whose last bar is the given line's, closes
+where the line's last note is struck, when that note lets it (:func:`sounds_tonic`;
+:func:`musicgan.harmonise.harmonise_rolls`).
+
 The tonic chord: the key's tonic, third and fifth (in a minor key, the major third too: the
 chorales' "Picardy" close), with the tonic lowest. In one voice, the tonic itself.
 """
@@ -63,10 +67,21 @@ def closing(tokens: np.ndarray, key: int, piece_metre, steps_per_beat: int, pitc
     last = len(tokens) - bar
     sound = sounding(torch.from_numpy(np.asarray(tokens, np.int64))).numpy()
     for place in places(piece_metre, steps_per_beat):
-        now = sound[last + place]
-        if tonic_chord(now[now >= FIRST_PITCH] - FIRST_PITCH + pitch_low, key):
+        if _tonic_sounds(sound[last + place], key, pitch_low):
             return last + place
     return None
+
+
+def sounds_tonic(tokens: np.ndarray, step: int, key: int, pitch_low: int) -> bool:
+    """Whether the voices of ``tokens`` (T, V) sound the tonic chord of ``key`` at ``step`` (a
+    harmonisation's last melody note: :func:`musicgan.harmonise.harmonise_rolls`)."""
+    return _tonic_sounds(sounding(torch.from_numpy(np.asarray(tokens[:step + 1], np.int64))).numpy()[step], key,
+                         pitch_low)
+
+
+def _tonic_sounds(sound: np.ndarray, key: int, pitch_low: int) -> bool:
+    """Whether one step's sounding tokens (V,) are the tonic chord of ``key``."""
+    return tonic_chord(sound[sound >= FIRST_PITCH] - FIRST_PITCH + pitch_low, key)
 
 
 def closed(tokens: np.ndarray, at: int) -> np.ndarray:

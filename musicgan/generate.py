@@ -426,8 +426,8 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
     the music's share of them go first (:func:`parallels_first`). None: the critic's order alone.
 
     ``ending``: each piece closes on its tonic chord (:mod:`musicgan.ending`): its last bar is
-    drawn as a segment of its own (and is its own in its form), and of its candidates one that
-    closes goes first; when none of a round does, further rounds are drawn as the copy guard's
+    drawn as a segment of its own (and is its own in its form), its closing steps leaning toward
+    the tonic chord (:func:`toward_tonic`), and of its candidates one that closes goes first; when none of a round does, further rounds are drawn as the copy guard's
     are (a candidate that does not close is passed over as one that copies is). The piece closes
     where that candidate can; if no candidate of any round can, it ends as drawn. Off for clips
     cut from the middle of a piece (the benches' 4-bar clips)."""

@@ -113,3 +113,18 @@ def test_a_continuation_closes_on_the_openings_tonic_chord():
     piece = api.compose_continuation(None, ROOT / "examples" / "bwv253.mid", seed=0, bars=4, audio=False)
     on_tonic, beats = ending.ends_closed(piece.roll, piece.roll.key)
     assert on_tonic and beats >= 1, piece.description
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_harmonised_melody_closes_on_the_tonic_chord_where_its_last_note_lets_it(seed):
+    # bwv253's melody ends on its tonic, A; the critic's first choice for these seeds put another
+    # chord under it: now the voices below sound the tonic chord, held
+    piece = api.compose_harmonisation(None, ROOT / "examples" / "bwv253.mid", seed=seed, audio=False)
+    on_tonic, beats = ending.ends_closed(piece.roll, piece.roll.key)
+    assert on_tonic and beats >= 1, piece.description
+
+
+def test_sounds_tonic_reads_held_notes():
+    tokens = two_bars((E4, C3), None, hold_middle=True)
+    assert ending.sounds_tonic(tokens, 24, 0, LOW) and ending.sounds_tonic(tokens, 16, 0, LOW)
+    assert not ending.sounds_tonic(tokens, 8, 0, LOW)  # the G chord of the first bar
