@@ -392,14 +392,17 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
                                             swap_bias=swap_bias, **{name: v.expand(k, *v.shape) for name, v in fixed.items()})
             return drawn.numpy()
 
+        def as_roll(tokens: np.ndarray) -> Roll:
+            return voices.decode(tokens, cfg.pitch_low, name=f"{line_roll.name or WHAT[line.voice]} harmonised, seed {seed}",
+                                 steps_per_beat=cfg.steps_per_beat, tempos=line_roll.tempos,
+                                 time_signatures=line_roll.time_signatures, program=line_roll.program, key=key)
+
         for round_ in range(ENDING_ROUNDS + 1 if ending else 1):
             drawn = draw(round_ * k)
 
             @functools.cache
             def decoded(j: int) -> Roll:  # a candidate as music (the ones counted, and the one kept), read once
-                return voices.decode(drawn[j], cfg.pitch_low, name=f"{line_roll.name or WHAT[line.voice]} harmonised, seed {seed}",
-                                     steps_per_beat=cfg.steps_per_beat, tempos=line_roll.tempos,
-                                     time_signatures=line_roll.time_signatures, program=line_roll.program, key=key)
+                return as_roll(drawn[j])
 
             def closes(j: int) -> bool:
                 in_key = key if key is not None else keys.estimate(decoded(j).notes)
@@ -410,16 +413,10 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
                 piece = decoded(order[0])
             closing = [j for j in order if closes(j)]
             if closing:
-                piece = voices.decode(closed(drawn[closing[0]], last), cfg.pitch_low, **_meta_of(decoded(closing[0])))
+                piece = as_roll(closed(drawn[closing[0]], last))
                 break
         pieces.append(_with_line(piece, line_roll))
     return pieces
-
-
-def _meta_of(roll: Roll) -> dict:
-    """The keyword arguments that decode tokens into a roll like ``roll`` (all but its notes)."""
-    return dict(name=roll.name, steps_per_beat=roll.steps_per_beat, tempos=roll.tempos,
-                time_signatures=roll.time_signatures, program=roll.program, key=roll.key)
 
 
 def _with_line(decoded: Roll, line: Roll) -> Roll:
