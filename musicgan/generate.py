@@ -38,7 +38,6 @@ tonic chord (:func:`toward_tonic`), and a candidate that closes goes first.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from dataclasses import replace
@@ -319,11 +318,11 @@ def _draw_on(generator: Generator, state: DrawState, step_noise: torch.Tensor, c
     if not lean:
         return generator.draw_on(state, step_noise, codes, temperature, given)
     cuts = sorted({0, T} | lean | {t + 1 for t in lean})
+    leaning = toward_tonic(generator)
     parts = []
     for a, b in zip(cuts, cuts[1:]):
-        with toward_tonic(generator, a in lean):
-            tokens, state = generator.draw_on(state, step_noise[:, a:b], codes[:, a:b], temperature,
-                                              None if given is None else given[:, a:b])
+        tokens, state = generator.draw_on(state, step_noise[:, a:b], codes[:, a:b], temperature,
+                                          None if given is None else given[:, a:b], leaning if a in lean else None)
         parts.append(tokens)
     return torch.cat(parts, 1), state
 
@@ -513,21 +512,17 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
     return pieces
 
 
-@contextlib.contextmanager
-def toward_tonic(generator: Generator, on: bool = True):
-    """While on (and for a model that takes a key), the generator's draws lean toward the tonic
-    chord of their key: CLOSING_BIAS is added to the tonal bias (``Generator.tonal_bias``) of the
-    key's tonic, third and fifth."""
-    if not on or not generator.cfg.key_input:
-        yield
-        return
-    saved = generator.tonal_bias.clone()
-    generator.tonal_bias[0, [0, 4, 7]] += CLOSING_BIAS
-    generator.tonal_bias[1, [0, 3, 7]] += CLOSING_BIAS
-    try:
-        yield
-    finally:
-        generator.tonal_bias.copy_(saved)
+def toward_tonic(generator: Generator) -> torch.Tensor | None:
+    """The tonal bias (2, 12) of draws that lean toward the tonic chord of their key: the model's
+    own (``Generator.tonal_bias``) with CLOSING_BIAS added to the key's tonic, third and fifth,
+    handed to the draw (:meth:`Generator.draw_on`); the model is not changed. None for a model
+    that takes no key."""
+    if not generator.cfg.key_input:
+        return None
+    bias = generator.tonal_bias.clone()
+    bias[0, [0, 4, 7]] += CLOSING_BIAS
+    bias[1, [0, 3, 7]] += CLOSING_BIAS
+    return bias
 
 
 def _closing(tokens: np.ndarray, key: int | None, piece_metre: tuple, cfg) -> int | None:

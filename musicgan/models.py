@@ -465,19 +465,22 @@ class Generator(nn.Module):
         bias[..., REST] = self.rest_bias
         return bias
 
-    def _tonal_rows(self, z: torch.Tensor, tonal: bool | None = None) -> torch.Tensor | None:
+    def _tonal_rows(self, z: torch.Tensor, tonal: bool | None = None,
+                    tonal_bias: torch.Tensor | None = None) -> torch.Tensor | None:
         """(B, K): each piece's tonal bias on every token (see ``tonal_bias``), from the key in
         its conditioning vector (a blend of keys gets the blend of their biases); None when the
         model takes no key or the bias is all zero. ``tonal``: whether the bias is not all zero,
-        when the caller knows (a CUDA graph's capture may not read the GPU's values)."""
-        if not self.cfg.key_input or not (self.tonal_bias.any() if tonal is None else tonal):
+        when the caller knows (a CUDA graph's capture may not read the GPU's values).
+        ``tonal_bias``: (2, 12), drawn with in place of the model's own (the model is not changed)."""
+        bias = self.tonal_bias if tonal_bias is None else tonal_bias
+        if not self.cfg.key_input or not (bias.any() if tonal is None else tonal):
             return None
         K, low = self.cfg.vocab, self.cfg.pitch_low
         tonic = torch.arange(KEYS, device=z.device) % 12
         mode = torch.arange(KEYS, device=z.device) // 12
         pitch_class = (torch.arange(K - FIRST_PITCH, device=z.device) + low) % 12
         table = z.new_zeros(KEYS, K)  # key -> its bias on every token (rest and hold: none)
-        table[:, FIRST_PITCH:] = self.tonal_bias[mode[:, None], (pitch_class[None] - tonic[:, None]) % 12]
+        table[:, FIRST_PITCH:] = bias[mode[:, None], (pitch_class[None] - tonic[:, None]) % 12]
         return z[:, self.cfg.latent_dim:self.cfg.latent_dim + KEYS] @ table
 
     def _interval_table(self, harmony: bool | None = None) -> torch.Tensor | None:
@@ -731,17 +734,20 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def draw_on(self, state: DrawState, noise: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
-                given: torch.Tensor | None = None) -> tuple[torch.Tensor, DrawState]:
+                given: torch.Tensor | None = None,
+                tonal_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, DrawState]:
         """Free-running generation in parts: the Gumbel-max draw of :meth:`sample` (no autograd)
         of the steps of ``noise`` (B, T, V, K; standard normal) and ``codes`` (B, T), from
         ``state`` (:meth:`begin`, or the state a draw before ended in). Returns the tokens (B, T, V)
         and the state after them: a piece drawn in two parts, the second from the state the first
         ends in, is the piece drawn in one (tested), and a part's candidates can each carry on
         from the one chosen (:func:`musicgan.generate.sample_rolls`). ``given``: (B, T, V) tokens
-        not drawn but given, as in :meth:`sample`."""
+        not drawn but given, as in :meth:`sample`. ``tonal_bias``: (2, 12), the tonal bias to draw
+        these steps with in place of the model's own (see :meth:`_tonal_rows`)."""
         state = replace(state, h=list(state.h), c=list(state.c), codes=list(state.codes))
         with torch.inference_mode():
-            tokens = self._draw_fast(state.z, gumbel_from_normal(noise), codes, temperature, given, state=state)
+            tokens = self._draw_fast(state.z, gumbel_from_normal(noise), codes, temperature, given, state=state,
+                                     tonal_bias=tonal_bias)
         return tokens.clone(), state
 
     def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
@@ -760,7 +766,8 @@ class Generator(nn.Module):
                    given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
                    bass: torch.Tensor | None = None, parallel_bias: float | None = None,
                    tonal: bool | None = None, pitch_temperature: float = 1.0,
-                   harmony: bool | None = None, state: DrawState | None = None, swap_bias: float = 0.0) -> torch.Tensor:
+                   harmony: bool | None = None, state: DrawState | None = None, swap_bias: float = 0.0,
+                   tonal_bias: torch.Tensor | None = None) -> torch.Tensor:
         """Gumbel-max sampling without autograd: the draw of :meth:`sample`, computed step by step
         with plain matrix products instead of one LSTM call per step. On the CPU each small torch
         call costs more than its arithmetic, so the loop is written to make few calls:
@@ -779,7 +786,7 @@ class Generator(nn.Module):
         from the device, so it can be captured as a CUDA graph (:mod:`musicgan.cudagraph`).
 
         ``state``: where the pieces stand (:meth:`draw_on`; ``z`` is its own), moved on in place
-        to where this draw ends; None: they start here."""
+        to where this draw ends; None: they start here. ``tonal_bias``: see :meth:`_tonal_rows`."""
         B, T, V, K = gumbel.shape
         E, H = self.cfg.embed_dim, self.cfg.hidden
         lstm = self.lstm
@@ -817,7 +824,7 @@ class Generator(nn.Module):
         # each head's output bias at each code (with the sampling biases in it)
         bias = self._sampling_bias()
         heads_out = [(head[2].weight.T.contiguous(), head[2].bias + bias[:, v]) for v, head in enumerate(self.heads)]
-        tonal = self._tonal_rows(z, tonal)  # (B, K) or None
+        tonal = self._tonal_rows(z, tonal, tonal_bias)  # (B, K) or None
         table = self._interval_table(harmony)  # (K, K) or None
         noise = [step.unbind(0) for step in gumbel.permute(1, 2, 0, 3).unbind(0)]  # [t][v]: (B, K)
         # [t][v]: (given tokens (B,), where they are given (B,)) on the steps that have any, else None

@@ -86,7 +86,24 @@ def test_leaning_toward_the_tonic_is_a_draw_in_parts_and_nothing_else_when_it_ad
     leaning, _ = generate._draw_on(G, G.begin(z), noise, codes, 1.0, None, {16, 24})
     assert torch.equal(leaning[:, :16], whole[:, :16])  # nothing before the first closing step moves
     assert not torch.equal(leaning, whole)
-    assert torch.equal(G.tonal_bias, api.load_model().generator.tonal_bias)  # the bias is put back
+    assert torch.equal(G.tonal_bias, api.load_model().generator.tonal_bias)  # the model is not changed
+
+
+def test_a_tonal_bias_handed_to_the_draw_draws_as_the_model_would_with_it_as_its_own():
+    model = api.load_model()
+    G, cfg = model.generator, model.model
+    z = generate._conditioned(G, torch.randn(3, cfg.latent_dim, generator=torch.Generator().manual_seed(3)), 7)
+    noise = torch.randn(3, 16, cfg.voices, cfg.vocab, generator=torch.Generator().manual_seed(4))
+    codes = torch.from_numpy(cfg.metre_codes((4, 4), 16)).expand(3, -1)
+    own = G.tonal_bias.clone()
+    leaning = generate.toward_tonic(G)
+    handed, _ = G.draw_on(G.begin(z), noise, codes, tonal_bias=leaning)
+    assert torch.equal(G.tonal_bias, own)
+    G.tonal_bias.copy_(leaning)
+    as_its_own, _ = G.draw_on(G.begin(z), noise, codes)
+    G.tonal_bias.copy_(own)
+    assert torch.equal(handed, as_its_own)
+    assert not torch.equal(handed, G.draw_on(G.begin(z), noise, codes)[0])
 
 
 @pytest.mark.parametrize("path", [None, ROOT / "checkpoints" / "fiddle-tunes"])
