@@ -33,7 +33,7 @@ import torch
 from . import keys, metre as metres
 from .midi import END, PITCH, START, Roll
 from .models import sounding
-from .voices import FIRST_PITCH, HOLD
+from .voices import FIRST_PITCH, HOLD, REST
 
 
 def places(piece_metre, steps_per_beat: int) -> list[int]:
@@ -84,11 +84,14 @@ def _tonic_sounds(sound: np.ndarray, key: int, pitch_low: int) -> bool:
     return tonic_chord(sound[sound >= FIRST_PITCH] - FIRST_PITCH + pitch_low, key)
 
 
-def closed(tokens: np.ndarray, at: int) -> np.ndarray:
-    """``tokens`` (T, V) closing at step ``at``: what sounds there is held to the end (a voice at
-    rest stays at rest), and nothing after it is struck."""
+def closed(tokens: np.ndarray, at: int, end: int | None = None) -> np.ndarray:
+    """``tokens`` (T, V) closing at step ``at``: what sounds there is held to step ``end`` (None:
+    the end; a voice at rest stays at rest), nothing after ``at`` is struck, and from ``end`` on
+    every voice rests (a harmonisation ends with its line's last note)."""
     out = np.array(tokens, copy=True)
     out[at + 1:] = HOLD
+    if end is not None:
+        out[end:] = REST
     return out
 
 

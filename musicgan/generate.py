@@ -310,19 +310,28 @@ def _draw(generator: Generator, seeds: list[int], first: int, k: int, end: int, 
 
 
 def _draw_on(generator: Generator, state: DrawState, step_noise: torch.Tensor, codes: torch.Tensor,
-             temperature: float, given: torch.Tensor | None = None, lean=frozenset()) -> tuple[torch.Tensor, DrawState]:
+             temperature: float, given: torch.Tensor | None = None, lean=frozenset(),
+             **line) -> tuple[torch.Tensor, DrawState]:
     """:meth:`Generator.draw_on`, with the steps ``lean`` (counted from this draw's first) drawn
-    :func:`toward_tonic`: in parts, cut around them (a draw in parts is the draw in one)."""
+    :func:`toward_tonic`: in parts, cut around them (a draw in parts is the draw in one).
+    ``line``: a given line's arguments of ``draw_on`` (``extra`` for these steps, ``bass`` from
+    the piece's first step, the sampling settings)."""
     T = step_noise.shape[1]
     lean = {t for t in lean if 0 <= t < T}
     if not lean:
-        return generator.draw_on(state, step_noise, codes, temperature, given)
+        return generator.draw_on(state, step_noise, codes, temperature, given, **line)
     cuts = sorted({0, T} | lean | {t + 1 for t in lean})
-    leaning = toward_tonic(generator)
+    leaning, s = toward_tonic(generator), state.steps
     parts = []
     for a, b in zip(cuts, cuts[1:]):
+        part = dict(line)
+        if line.get("extra") is not None:
+            part["extra"] = line["extra"][:, a:b]
+        if line.get("bass") is not None:
+            part["bass"] = line["bass"][:, :s + b]
         tokens, state = generator.draw_on(state, step_noise[:, a:b], codes[:, a:b], temperature,
-                                          None if given is None else given[:, a:b], leaning if a in lean else None)
+                                          None if given is None else given[:, a:b], leaning if a in lean else None,
+                                          **part)
         parts.append(tokens)
     return torch.cat(parts, 1), state
 

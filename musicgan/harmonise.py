@@ -47,7 +47,7 @@ from safetensors.torch import load as load_safetensors, save as save_safetensors
 from . import checkpoint as ckpt, keys, metre, midi, voices
 from .midi import Roll
 from .ending import closed, sounds_tonic
-from .generate import _conditioned, candidate_seed, choose, noise_for, parallels_first
+from .generate import _conditioned, _draw_on, candidate_seed, choose, noise_for, parallels_first
 from .given import check_range, whole_bars
 from .models import Discriminator, Generator, LineReader, parallel_rate, sounding
 from .train import parallel_move
@@ -55,7 +55,8 @@ from .voices import HOLD, REST
 
 VOICES = ("top", "bottom")  # the given line: a melody (the top voice), or a bass (the lowest)
 MAX_BARS = 128
-ENDING_ROUNDS = 2  # more rounds of candidates drawn while none closes on the tonic chord (see harmonise_rolls)
+ENDING_BARS = 2  # the bars an ending is drawn again in, when the critic's first choice does not close (see harmonise_rolls)
+ENDING_ROUNDS = 2  # rounds of those bars drawn again while none closes on the tonic chord (see harmonise_rolls)
 NAMES = {"top": "melody", "bottom": "bass"}  # each line's name, and in a sentence:
 WHAT = {"top": "the melody", "bottom": "the bass line"}
 
@@ -193,14 +194,21 @@ def _within(fixed: dict, line: torch.Tensor, V: int) -> dict:
     """``fixed`` (see :func:`_fixed`) for one line (T,), with every voice resting before the line's
     first note and after its last: the piece begins and ends with the line (a melody that opens
     with a pickup written as a rest, a bass that comes in late). Within the line the model is free."""
-    struck, sounds = torch.nonzero(line >= voices.FIRST_PITCH)[:, 0], torch.nonzero(line != REST)[:, 0]
-    if not len(struck):
+    span = _span(np.asarray(line))
+    if span is None:
         return fixed
     given = fixed["given"].clone() if "given" in fixed else torch.full((*line.shape, V), -1, dtype=torch.long)
     outside = torch.ones(line.shape, dtype=torch.bool)
-    outside[int(struck[0]):int(sounds[-1]) + 1] = False  # (a hold sounds on: the last note ends after its holds)
+    outside[span[0]:span[1]] = False
     given[outside] = REST
     return {**fixed, "given": given}
+
+
+def _span(line: np.ndarray) -> tuple[int, int] | None:
+    """The steps of a line (T,) from its first note's start to its last note's end (a hold
+    sounds on: the last note ends after its holds); None for a line without notes."""
+    struck, sounds = np.nonzero(line >= voices.FIRST_PITCH)[0], np.nonzero(line != REST)[0]
+    return (int(struck[0]), int(sounds[-1]) + 1) if len(struck) else None
 
 
 DISSONANT = (1, 2, 6, 10, 11)  # interval classes: seconds, the tritone, sevenths (compound ones too)
@@ -360,10 +368,13 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
     first (:func:`musicgan.generate.parallels_first`).
 
     ``ending``: the harmonisation closes on the tonic chord (:mod:`musicgan.ending`) where the line
-    lets it (its last note in that chord): of the candidates, those whose voices sound the key's
-    tonic chord, the tonic lowest, when the line's last note is struck go first, up to
-    ENDING_ROUNDS more rounds of candidates are drawn while none does, and the voices hold that
-    chord from there to the end. On the 43 held-out chorales' melodies, the pretrained model's
+    lets it (its last note in that chord). When the voices of the critic's choice do not sound the
+    key's tonic chord, the tonic lowest, as the line's last note is struck, its last ENDING_BARS
+    bars are drawn again from where it stands there (a harmonisation drawn in parts is the one
+    drawn in one), that step leaning toward the tonic chord (:func:`musicgan.generate.toward_tonic`):
+    up to ENDING_ROUNDS rounds of candidates, the critic's choice among those that close taken.
+    The voices hold that chord to the end. So all before the cadence is the critic's first choice,
+    as without an ending. On the 43 held-out chorales' melodies, the pretrained model's
     harmonisations ended on the tonic chord in 40% without it (Bach's own: 72%)."""
     if not 0.05 <= temperature <= 5:
         raise ValueError(f"temperature must be between 0.05 and 5 (got {temperature})")
@@ -380,42 +391,59 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
     k = candidates if critic is not None else 1
     first_metre = metre.metre_at(line_roll.time_signatures, 0)
     last = int(line_roll.notes[:, 1].max())  # (the line's last note is struck here)
+    bars = metre.bar_lines(line_roll.time_signatures, T, cfg.steps_per_beat)
+    cadence = int(bars[bars <= last][-ENDING_BARS:][0])  # (an ending is drawn again from here)
     pieces = []
     for seed in (int(s) for s in seeds):
-        def draw(first: int) -> np.ndarray:
-            noise = [noise_for(candidate_seed(seed, j), T, cfg) for j in range(first, first + k)]
-            z = _conditioned(generator, torch.stack([n[0] for n in noise]), key)
-            with torch.no_grad():
-                drawn, _ = generator.sample(z, torch.stack([n[1] for n in noise]), codes.expand(k, -1), temperature,
-                                            extra=None if extra is None else extra.expand(k, -1, -1),
-                                            parallel_bias=beta, pitch_temperature=pitch_temperature,
-                                            swap_bias=swap_bias, **{name: v.expand(k, *v.shape) for name, v in fixed.items()})
-            return drawn.numpy()
+        def draw(first: int, count: int, end: int = T, state=None, lean=frozenset()) -> tuple[np.ndarray, object]:
+            """Candidates first .. first+count-1, from the start, or on from ``state`` (one row: each
+            candidate carries on from it with its own noise), to step ``end``, the steps ``lean``
+            drawn toward the tonic chord: (tokens from where they start, the state they end in)."""
+            noise = [noise_for(candidate_seed(seed, j), T, cfg) for j in range(first, first + count)]
+            if state is None:
+                state = generator.begin(_conditioned(generator, torch.stack([n[0] for n in noise]), key))
+            else:
+                state = state.rows([0] * count)
+            s = state.steps
+            rows = lambda v: v[None].expand(count, *v.shape)  # noqa: E731
+            given, bass = fixed.get("given"), fixed.get("bass")
+            drawn, state = _draw_on(generator, state, torch.stack([n[1][s:end] for n in noise]),
+                                    rows(codes[s:end]), temperature, None if given is None else rows(given[s:end]),
+                                    {t - s for t in lean}, extra=None if extra is None else rows(extra[0, s:end]),
+                                    bass=None if bass is None else rows(bass[:end]), parallel_bias=beta,
+                                    pitch_temperature=pitch_temperature, swap_bias=swap_bias)
+            return drawn.numpy(), state
 
         def as_roll(tokens: np.ndarray) -> Roll:
             return voices.decode(tokens, cfg.pitch_low, name=f"{line_roll.name or WHAT[line.voice]} harmonised, seed {seed}",
                                  steps_per_beat=cfg.steps_per_beat, tempos=line_roll.tempos,
                                  time_signatures=line_roll.time_signatures, program=line_roll.program, key=key)
 
-        for round_ in range(ENDING_ROUNDS + 1 if ending else 1):
-            drawn = draw(round_ * k)
+        def ordered(candidates: np.ndarray, round_: int) -> list[int]:
+            if k == 1:
+                return [0]
+            decoded = functools.cache(lambda j: as_roll(candidates[j]))  # (each candidate read once)
+            return parallels_first(choose(critic, candidates, seed + round_, first_metre), decoded, parallels, seed)
 
-            @functools.cache
-            def decoded(j: int) -> Roll:  # a candidate as music (the ones counted, and the one kept), read once
-                return as_roll(drawn[j])
+        def closes(tokens: np.ndarray) -> bool:
+            in_key = key if key is not None else keys.estimate(as_roll(tokens).notes)
+            return sounds_tonic(tokens, last, in_key, cfg.pitch_low)
 
-            def closes(j: int) -> bool:
-                in_key = key if key is not None else keys.estimate(decoded(j).notes)
-                return ending and sounds_tonic(drawn[j], last, in_key, cfg.pitch_low)
-            order = parallels_first(choose(critic, drawn, seed + round_, first_metre), decoded, parallels, seed) \
-                if k > 1 else [0]
-            if round_ == 0:  # (kept if no round closes)
-                piece = decoded(order[0])
-            closing = [j for j in order if closes(j)]
-            if closing:
-                piece = as_roll(closed(drawn[closing[0]], last))
-                break
-        pieces.append(_with_line(piece, line_roll))
+        candidates, _ = draw(0, k)
+        first = ordered(candidates, 0)[0]
+        chosen = candidates[first]
+        if ending and not closes(chosen):  # its last bars again, from where the chosen one stands there
+            state = draw(first, 1, cadence)[1] if cadence else None
+            for round_ in range(1, ENDING_ROUNDS + 1):
+                endings, _ = draw(round_ * k, k, state=state, lean={last})
+                candidates = np.concatenate([np.repeat(chosen[None, :cadence], k, 0), endings], 1)
+                closing = [j for j in ordered(candidates, round_) if closes(candidates[j])]
+                if closing:
+                    chosen = candidates[closing[0]]
+                    break
+        if ending and closes(chosen):  # (held to the line's end: the harmonisation ends with the line)
+            chosen = closed(chosen, last, _span(line.tokens)[1])
+        pieces.append(_with_line(as_roll(chosen), line_roll))
     return pieces
 
 

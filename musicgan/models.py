@@ -734,8 +734,10 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def draw_on(self, state: DrawState, noise: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
-                given: torch.Tensor | None = None,
-                tonal_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, DrawState]:
+                given: torch.Tensor | None = None, tonal_bias: torch.Tensor | None = None,
+                extra: torch.Tensor | None = None, bass: torch.Tensor | None = None,
+                parallel_bias: float | None = None, pitch_temperature: float = 1.0,
+                swap_bias: float = 0.0) -> tuple[torch.Tensor, DrawState]:
         """Free-running generation in parts: the Gumbel-max draw of :meth:`sample` (no autograd)
         of the steps of ``noise`` (B, T, V, K; standard normal) and ``codes`` (B, T), from
         ``state`` (:meth:`begin`, or the state a draw before ended in). Returns the tokens (B, T, V)
@@ -743,11 +745,15 @@ class Generator(nn.Module):
         ends in, is the piece drawn in one (tested), and a part's candidates can each carry on
         from the one chosen (:func:`musicgan.generate.sample_rolls`). ``given``: (B, T, V) tokens
         not drawn but given, as in :meth:`sample`. ``tonal_bias``: (2, 12), the tonal bias to draw
-        these steps with in place of the model's own (see :meth:`_tonal_rows`)."""
+        these steps with in place of the model's own (see :meth:`_tonal_rows`). ``extra``,
+        ``parallel_bias``, ``pitch_temperature`` and ``swap_bias``: as in :meth:`sample`, for
+        these steps; ``bass``: as there, but from the piece's first step to the last of these
+        (B, state.steps + T): where a bass holds a note into these steps, the voices hear it."""
         state = replace(state, h=list(state.h), c=list(state.c), codes=list(state.codes))
         with torch.inference_mode():
-            tokens = self._draw_fast(state.z, gumbel_from_normal(noise), codes, temperature, given, state=state,
-                                     tonal_bias=tonal_bias)
+            tokens = self._draw_fast(state.z, gumbel_from_normal(noise), codes, temperature, given, extra, bass,
+                                     parallel_bias, pitch_temperature=pitch_temperature, state=state,
+                                     swap_bias=swap_bias, tonal_bias=tonal_bias)
         return tokens.clone(), state
 
     def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
@@ -834,8 +840,9 @@ class Generator(nn.Module):
         head_in = hidden.split(H, 1)
         lower = [hidden[:, (v + 1) * H:] for v in range(V - 1)]
         start = self.begin(z) if state is None else state
-        if start.steps and bass is not None:
-            raise ValueError("a given bass is drawn in one part")
+        s0 = start.steps  # (a given bass is given from the piece's first step: see draw_on)
+        if bass is not None and bass.shape[1] != s0 + T:
+            raise ValueError("a given bass is given from the piece's first step")
         h, c, codes = list(start.h), list(start.c), list(start.codes)
         # (sound and struck kept up with a penalty, a bass or the pitch-class memory only)
         sound, struck, memory = start.sound.clone(), start.struck.clone(), start.memory.clone()
@@ -877,29 +884,30 @@ class Generator(nn.Module):
                 logits = torch.addmm(step_bias, torch.relu(head_in[v]), w_out)
                 if beta and after and v:
                     logits = logits + parallel_penalty(before, sound, struck, v, beta, K, intervals)
-                if beta and t and bass is not None:
-                    logits = logits + bass_parallel_penalty(before[:, v], bass_sound[t - 1], bass_sound[t],
-                                                            bass_struck[t], beta, K)
+                if beta and after and bass is not None:
+                    logits = logits + bass_parallel_penalty(before[:, v], bass_sound[s0 + t - 1], bass_sound[s0 + t],
+                                                            bass_struck[s0 + t], beta, K)
                 if temperature != 1:
                     logits = logits / temperature
                 if pitch_temperature != 1:
                     logits = sharpen_pitches(logits, pitch_temperature)
                 if bass is not None:
                     if v:  # would this voice fall silent? then the one above was the lowest: it takes the bass
-                        swap = bass_swap(logits, noise[t][v], sound[:, v], placed, bass_sound[t], swap_bias)
+                        swap = bass_swap(logits, noise[t][v], sound[:, v], placed, bass_sound[s0 + t], swap_bias)
                         tokens[-1] = torch.where(swap, above_token, tokens[-1])
-                        sound[:, v - 1] = torch.where(swap, bass_sound[t], sound[:, v - 1])
+                        sound[:, v - 1] = torch.where(swap, bass_sound[s0 + t], sound[:, v - 1])
                         struck[:, v - 1] = tokens[-1] >= FIRST_PITCH
                         codes[v - 1] = torch.where(swap, above_token if self.pitch_embed is None else
                                                    next_code[above_code, above_token], codes[v - 1])
                         placed = placed | swap
-                    logits, bass_token = bass_logits(logits, bass_sound[t], bass_struck[t], sound[:, v], placed, v == V - 1)
+                    logits, bass_token = bass_logits(logits, bass_sound[s0 + t], bass_struck[s0 + t], sound[:, v], placed,
+                                                     v == V - 1)
                     above_token, above_code = bass_token, codes[v]
                 index = torch.argmax(logits + noise[t][v], -1)
                 if fixed[t] is not None:
                     index = torch.where(fixed[t][v][1], fixed[t][v][0], index)
                 if bass is not None:
-                    placed = placed | ((index == bass_token) & (bass_sound[t] != REST))
+                    placed = placed | ((index == bass_token) & (bass_sound[s0 + t] != REST))
                 tokens.append(index)
                 if track:
                     struck[:, v] = index >= FIRST_PITCH

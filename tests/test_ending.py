@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from musicgan import api, ending, form, generate
+from musicgan import api, ending, form, generate, harmonise, metre, midi
 from musicgan.voices import HOLD, REST
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,6 +139,16 @@ def test_a_harmonised_melody_closes_on_the_tonic_chord_where_its_last_note_lets_
     piece = api.compose_harmonisation(None, ROOT / "examples" / "bwv253.mid", seed=seed, audio=False)
     on_tonic, beats = ending.ends_closed(piece.roll, piece.roll.key)
     assert on_tonic and beats >= 1, piece.description
+    # ... and only its last bars are drawn again: before them, the critic's first choice stands
+    model = api.load_model()
+    line = harmonise.line_of(model.generator, midi.read(ROOT / "examples" / "bwv253.mid"))
+    closing, first = (harmonise.harmonise_rolls(model.generator, line, [seed], model.harmonisers.get("top"), **model.choice,
+                                                clamped=model.clamped.get("top"), ending=closes)[0] for closes in (True, False))
+    bars = metre.bar_lines(line.roll.time_signatures, line.roll.n_steps, line.roll.steps_per_beat)
+    cadence = bars[bars <= line.roll.notes[:, 1].max()][-harmonise.ENDING_BARS]
+    struck = lambda roll: {(p, s) for p, s, _, _ in roll.notes.tolist() if s < cadence}  # noqa: E731
+    assert struck(closing) == struck(first) and len(struck(first)) > 20
+    assert not ending.ends_closed(first, first.key)[0] and ending.ends_closed(closing, closing.key)[0]
 
 
 def test_sounds_tonic_reads_held_notes():

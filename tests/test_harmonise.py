@@ -351,6 +351,35 @@ def test_the_fast_and_the_step_by_step_sampler_agree_with_a_reader(with_reader):
         assert (fast == slow).float().mean() > 0.9
 
 
+@pytest.mark.parametrize("voice", ["top", "bottom"])
+def test_a_harmonisation_drawn_in_parts_is_the_harmonisation_drawn_in_one(with_reader, voice):
+    # (what lets a harmonisation's last bar be drawn again from where the rest stands)
+    G = with_reader.generator
+    line = harmonise.line_of(G, midi.read(EXAMPLES[0], G.cfg.steps_per_beat), voice)
+    tokens = torch.from_numpy(line.tokens)
+    T = len(tokens)
+    codes = torch.from_numpy(G.cfg.step_codes(line.roll.time_signatures, T)).clamp(min=0)[None].expand(2, -1)
+    fixed = {name: v[None].expand(2, *v.shape)
+             for name, v in harmonise._within(harmonise._fixed(tokens, voice, G.cfg.voices), tokens, G.cfg.voices).items()}
+    reader = with_reader.harmonisers[voice]
+    with torch.no_grad():
+        extra = reader(tokens[None], codes[:1]).expand(2, -1, -1)
+    z = G.condition(torch.randn(2, G.cfg.latent_dim, generator=torch.Generator().manual_seed(0)), torch.tensor([3, 3]))
+    noise = torch.randn(2, T, G.cfg.voices, G.cfg.vocab, generator=torch.Generator().manual_seed(1))
+    how = {"parallel_bias": 1.5, "pitch_temperature": 0.8, "swap_bias": 0.5 if voice == "bottom" else 0.0}
+    with torch.no_grad():
+        whole, _ = G.sample(z, noise, codes, extra=extra, **fixed, **how)
+    cut, given, bass = T // 2 + 3, fixed.get("given"), fixed.get("bass")
+    first, state = G.draw_on(G.begin(z), noise[:, :cut], codes[:, :cut], given=None if given is None else given[:, :cut],
+                             extra=extra[:, :cut], bass=None if bass is None else bass[:, :cut], **how)
+    rest, _ = G.draw_on(state, noise[:, cut:], codes[:, cut:], given=None if given is None else given[:, cut:],
+                        extra=extra[:, cut:], bass=bass, **how)
+    assert torch.equal(torch.cat([first, rest], 1), whole)
+    if bass is not None:  # (a bass is given from the piece's first step)
+        with pytest.raises(ValueError, match="first step"):
+            G.draw_on(state, noise[:, cut:], codes[:, cut:], bass=bass[:, cut:], **how)
+
+
 def test_a_melody_the_model_cannot_take_gets_a_message(model, tmp_path):
     wide = make_midi([[(0, on(30)), (480, off(30)), (0, on(100)), (480, off(100))]])
     with pytest.raises(ValueError, match="this model plays 33 to 93, and no whole octave up or down brings"):
