@@ -151,6 +151,16 @@ def test_a_harmonised_melody_closes_on_the_tonic_chord_where_its_last_note_lets_
     assert not ending.ends_closed(first, first.key)[0] and ending.ends_closed(closing, closing.key)[0]
 
 
+@pytest.mark.parametrize("voice", ["top", "bottom"])
+def test_a_harmonisation_closes_with_its_line_and_nothing_sounds_after_it(voice):
+    # (voices held past a bass that had ended left the upper voices' chord as the last one heard)
+    piece = api.compose_harmonisation(None, ROOT / "examples" / "bwv253.mid", seed=0, voice=voice, audio=False)
+    notes, line = piece.roll.notes, piece.roll.notes[piece.given]
+    assert notes[:, 2].max() == line[:, 2].max()
+    on_tonic, beats = ending.ends_closed(piece.roll, piece.roll.key)
+    assert on_tonic and beats >= 1, piece.description
+
+
 def test_sounds_tonic_reads_held_notes():
     tokens = two_bars((E4, C3), None, hold_middle=True)
     assert ending.sounds_tonic(tokens, 24, 0, LOW) and ending.sounds_tonic(tokens, 16, 0, LOW)
