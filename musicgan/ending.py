@@ -19,8 +19,9 @@ notes are the model's, the way into the last chord its own cadence; the choice a
 lean on the closing steps and the length of the last chord are the ending's.
 
 A continuation closes the same way; a harmonisation, whose last bar is the given line's, closes
-where the line's last note is struck, when that note lets it (:func:`sounds_tonic`;
-:func:`musicgan.harmonise.harmonise_rolls`).
+where the line's last note is struck, when that note lets it (:func:`sounds_tonic`): where the
+critic's first choice does not, its last bars are drawn again, as a new piece's last bar is
+(:func:`musicgan.harmonise.harmonise_rolls`), and the chord is held as long as the line's last note.
 
 The tonic chord: the key's tonic, third and fifth (in a minor key, the major third too: the
 chorales' "Picardy" close), with the tonic lowest. In one voice, the tonic itself.
@@ -30,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import keys, metre as metres
+from . import keys, metre as metres, voices
 from .midi import END, PITCH, START, Roll
 from .models import sounding
 from .voices import FIRST_PITCH, HOLD, REST
@@ -70,6 +71,11 @@ def closing(tokens: np.ndarray, key: int, piece_metre, steps_per_beat: int, pitc
         if _tonic_sounds(sound[last + place], key, pitch_low):
             return last + place
     return None
+
+
+def key_of(tokens: np.ndarray, key: int | None, pitch_low: int) -> int:
+    """``key``, or for a model that takes none (None), the key estimated from the notes of ``tokens`` (T, V)."""
+    return keys.estimate(voices.decode(tokens, pitch_low).notes) if key is None else key
 
 
 def sounds_tonic(tokens: np.ndarray, step: int, key: int, pitch_low: int) -> bool:

@@ -535,11 +535,10 @@ def toward_tonic(generator: Generator) -> torch.Tensor | None:
 
 
 def _closing(tokens: np.ndarray, key: int | None, piece_metre: tuple, cfg) -> int | None:
-    """Where a piece of ``tokens`` can close (:func:`musicgan.ending.closing`) in ``key`` (None, for
-    a model without keys: the key estimated from its notes)."""
-    if key is None:
-        key = keys.estimate(voices.decode(tokens, cfg.pitch_low).notes)
-    return ending_.closing(tokens, key, piece_metre, cfg.steps_per_beat, cfg.pitch_low)
+    """Where a piece of ``tokens`` can close (:func:`musicgan.ending.closing`) in ``key`` (see
+    :func:`musicgan.ending.key_of`)."""
+    return ending_.closing(tokens, ending_.key_of(tokens, key, cfg.pitch_low), piece_metre, cfg.steps_per_beat,
+                           cfg.pitch_low)
 
 
 def segments(critic: Discriminator | None, k: int, n_steps: int, piece_metre: tuple) -> tuple[list[int], int]:

@@ -46,7 +46,7 @@ from safetensors.torch import load as load_safetensors, save as save_safetensors
 
 from . import checkpoint as ckpt, keys, metre, midi, voices
 from .midi import Roll
-from .ending import closed, sounds_tonic
+from .ending import closed, key_of, sounds_tonic
 from .generate import _conditioned, _draw_on, candidate_seed, choose, noise_for, parallels_first
 from .given import check_range, whole_bars
 from .models import Discriminator, Generator, LineReader, parallel_rate, sounding
@@ -426,8 +426,7 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
             return parallels_first(choose(critic, candidates, seed + round_, first_metre), decoded, parallels, seed)
 
         def closes(tokens: np.ndarray) -> bool:
-            in_key = key if key is not None else keys.estimate(as_roll(tokens).notes)
-            return sounds_tonic(tokens, last, in_key, cfg.pitch_low)
+            return sounds_tonic(tokens, last, key_of(tokens, key, cfg.pitch_low), cfg.pitch_low)
 
         candidates, _ = draw(0, k)
         first = ordered(candidates, 0)[0]

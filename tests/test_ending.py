@@ -61,12 +61,22 @@ def test_a_piece_closes_on_the_latest_place_of_its_last_bar_that_sounds_the_toni
     assert ending.closing(two_bars((D4, G3), (E4, C3)), c, (3, 4), 4, LOW) is None  # (step 24: no place in 3/4)
 
 
+def test_a_model_without_keys_closes_in_the_key_its_notes_say():
+    tokens = two_bars((D4, G3), (E4, C3))
+    from musicgan import keys
+    from musicgan.voices import decode
+    assert ending.key_of(tokens, 7, LOW) == 7  # (a model that takes a key: its own)
+    assert ending.key_of(tokens, None, LOW) == keys.estimate(decode(tokens, LOW).notes) == 7  # G: D, G, E, C
+    assert ending.closing(tokens, ending.key_of(tokens, None, LOW), (4, 4), 4, LOW) == 16  # in G: its G chord, not C's
+
+
 def test_a_closed_piece_holds_what_sounds_where_it_closes_and_strikes_nothing_after():
     tokens = two_bars((D4, G3), (E4, C3))
     tokens[24, 1] = REST
     tokens[28] = [tok(G4), tok(C3)]
     closed = ending.closed(tokens, 24)
     assert (closed[:25] == tokens[:25]).all() and (closed[25:] == HOLD).all()
+    assert (ending.closed(tokens, 24, 30)[30:] == REST).all()  # (held to the end of a harmonisation's line)
     from musicgan.voices import decode
     notes = decode(closed, LOW).notes
     assert sorted(notes[notes[:, 2] == 32][:, 0].tolist()) == [E4]  # the bass rests from beat 3 to the end
