@@ -662,7 +662,7 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
                                          given[:P].expand(count, -1, -1))
             opened_tokens = np.repeat(given_tokens[None].astype(np.int64), count, 0)
             after, _ = _draw_in_form(generator, state, step_noise[:, P:], step_codes[:, P:], temperature * heat,
-                                     np.repeat(sources[None], count, 0), opened_tokens, bar, {t - P for t in lean})
+                                     np.repeat(sources[None], count, 0), opened_tokens, bar, lean)
             return np.concatenate([opened_tokens, after], 1)
 
         def as_roll(tokens: np.ndarray) -> Roll:

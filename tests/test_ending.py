@@ -136,10 +136,21 @@ def test_a_form_leaves_a_closing_piece_its_own_last_bar():
     assert form.for_seed(0, forms, 8, ending=True).tolist() == [-1, -1, -1, -1, 0, 1, 2, -1]
 
 
-def test_a_continuation_closes_on_the_openings_tonic_chord():
-    piece = api.compose_continuation(None, ROOT / "examples" / "bwv253.mid", seed=0, bars=4, audio=False)
+@pytest.mark.parametrize("seed", [0, 1])  # (seed 1's continuation repeats bars in a form)
+def test_a_continuation_closes_on_the_openings_tonic_chord_leaning_in_its_last_bar(seed, monkeypatch):
+    model = api.load_model()
+    real, leaning = type(model.generator).draw_on, []
+
+    def draw_on(self, state, noise, codes, temperature=1.0, given=None, tonal_bias=None, **line):
+        if tonal_bias is not None:
+            leaning.append(state.steps)
+        return real(self, state, noise, codes, temperature, given, tonal_bias, **line)
+    monkeypatch.setattr(type(model.generator), "draw_on", draw_on)
+    piece = api.compose_continuation(model, ROOT / "examples" / "bwv253.mid", seed=seed, bars=8, audio=False)
     on_tonic, beats = ending.ends_closed(piece.roll, piece.roll.key)
     assert on_tonic and beats >= 1, piece.description
+    assert ("repeat" in piece.description) == (seed == 1)
+    assert set(leaning) == {piece.roll.n_steps - 16, piece.roll.n_steps - 8}  # (its last bar's downbeat and beat 3)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
