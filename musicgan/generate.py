@@ -629,8 +629,9 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
     ``forms`` (:func:`sample_rolls`): a seed's continuation of an opening in one metre repeats
     its bars, the opening's among them, where its form says (:func:`continuation_form`).
     ``parallels``: as :func:`sample_rolls` (counted in the continuation). ``ending``: as
-    :func:`sample_rolls`, the continuation closes on the opening's tonic chord (its candidates
-    are whole continuations, the closing steps of their last bar drawn toward the tonic)."""
+    :func:`sample_rolls`, the continuation closes on the opening's tonic chord: its last bar is
+    drawn on its own, from where the continuation chosen before it stands, its closing steps
+    leaning toward the tonic chord, a candidate that closes first."""
     _check(bars, temperature)
     cfg = generator.cfg
     opened, given_tokens, last_metre = opening(generator, primer, primer_bars)
@@ -645,57 +646,71 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
     meta = dict(steps_per_beat=cfg.steps_per_beat, tempos=opened.tempos, program=opened.program)
     k = candidates if critic is not None else 1
     pieces = []
-    lean = frozenset(n_steps - bar + p for p in ending_.places(last_metre, cfg.steps_per_beat)) if ending else frozenset()
+    closes_at = frozenset(n_steps - bar + p for p in ending_.places(last_metre, cfg.steps_per_beat))
+    ends = [n_steps - bar, n_steps] if ending and bars > 1 else [n_steps]  # (the last bar drawn on its own)
     for seed in (int(s) for s in seeds):
         sources = None if forms is None else continuation_form(cfg, opened, P, last_metre, bars, seed, forms, ending)
-
-        def draw(first: int, count: int, heat: float = 1.0) -> np.ndarray:
-            noise = [noise_for(candidate_seed(seed, j), n_steps, cfg) for j in range(first, first + count)]
-            z = _conditioned(generator, torch.stack([n[0] for n in noise]), key)
-            step_noise, step_codes = torch.stack([n[1] for n in noise]), codes.expand(count, -1)
-            if sources is None:
-                tokens, _ = _draw_on(generator, generator.begin(z), step_noise, step_codes, temperature * heat,
-                                     given.expand(count, -1, -1), lean)
-                return tokens.numpy()
-            # the opening read as given, then the bars after it drawn in the seed's form
-            _, state = generator.draw_on(generator.begin(z), step_noise[:, :P], step_codes[:, :P], temperature * heat,
-                                         given[:P].expand(count, -1, -1))
-            opened_tokens = np.repeat(given_tokens[None].astype(np.int64), count, 0)
-            after, _ = _draw_in_form(generator, state, step_noise[:, P:], step_codes[:, P:], temperature * heat,
-                                     np.repeat(sources[None], count, 0), opened_tokens, bar, lean)
-            return np.concatenate([opened_tokens, after], 1)
+        chosen, state = given_tokens.astype(np.int64), None  # (the piece so far, and where it stands)
 
         def as_roll(tokens: np.ndarray) -> Roll:
             decoded = voices.decode(tokens, cfg.pitch_low, name=f"{opened.name} continued, seed {seed}",
                                     time_signatures=ts, key=key, **meta)
             return _joined(opened, decoded, P)
 
-        def offer(tokens: np.ndarray, round_: int) -> tuple:
-            @functools.cache
-            def after(j: int) -> Roll:  # candidate j's continuation (read once for both)
-                return _after(as_roll(tokens[j]), P)
+        for segment, end in enumerate(ends):
+            closes_here = ending and end == n_steps
+            lean = closes_at if closes_here else frozenset()
 
-            def copies(j: int) -> bool:
-                return avoid is not None and copyguard.copies(after(j), avoid)
+            def draw(first: int, count: int, heat: float = 1.0) -> tuple[np.ndarray, DrawState]:
+                """Candidates first .. first+count-1 on from the piece so far to step ``end``: (the
+                piece with each (count, end, V), the state each ends in)."""
+                noise = [noise_for(candidate_seed(seed, j), n_steps, cfg) for j in range(first, first + count)]
+                step_noise, step_codes = torch.stack([n[1] for n in noise]), codes.expand(count, -1)
+                if state is None:  # the opening read as given (a draw in parts is the draw in one)
+                    z = _conditioned(generator, torch.stack([n[0] for n in noise]), key)
+                    _, start = generator.draw_on(generator.begin(z), step_noise[:, :P], step_codes[:, :P],
+                                                 temperature * heat, given[:P].expand(count, -1, -1))
+                else:
+                    start = state.rows([0] * count)
+                s, so_far = len(chosen), np.repeat(chosen[None], count, 0)
+                if sources is None:
+                    after, start = _draw_on(generator, start, step_noise[:, s:end], step_codes[:, s:end],
+                                            temperature * heat, None, {t - s for t in lean})
+                    after = after.numpy()
+                else:  # the bars after it drawn in the seed's form
+                    after, start = _draw_in_form(generator, start, step_noise[:, s:end], step_codes[:, s:end],
+                                                 temperature * heat, np.repeat(sources[None], count, 0), so_far, bar, lean)
+                return np.concatenate([so_far, after], 1), start
 
-            @functools.cache
-            def closing_at(j: int) -> int | None:
-                return _closing(tokens[j], key, last_metre, cfg) if ending else None
+            def offer(candidates: tuple, round_: int) -> tuple:
+                """(first, kept) as (tokens, state row) of candidates (their tokens, their states)"""
+                tokens, rows = candidates
 
-            def passed_over(j: int) -> bool:
-                return copies(j) or (ending and closing_at(j) is None)
+                @functools.cache
+                def after(j: int) -> Roll:  # candidate j's continuation (read once for both)
+                    return _after(as_roll(tokens[j]), P)
 
-            def reorder(order: list[int]) -> list[int]:
-                order = parallels_first(order, after, parallels, seed)
-                return sorted(order, key=lambda j: closing_at(j) is None) if ending else order
+                def copies(j: int) -> bool:
+                    return avoid is not None and copyguard.copies(after(j), avoid)
 
-            def closed(j: int) -> np.ndarray:
-                return tokens[j] if closing_at(j) is None else ending_.closed(tokens[j], closing_at(j))
+                @functools.cache
+                def closes(j: int) -> bool:
+                    return _closing(tokens[j], key, last_metre, cfg) is not None
 
-            found = offered(critic, tokens[:, P:], seed + round_, last_metre, passed_over, reorder)
-            return tuple(None if j is None else as_roll(closed(j)) for j in found)
+                def passed_over(j: int) -> bool:
+                    return copies(j) or (closes_here and not closes(j))
 
-        piece = guarded_choice(draw(0, k), draw, offer, k)
+                def reorder(order: list[int]) -> list[int]:
+                    order = parallels_first(order, after, parallels, seed)
+                    return sorted(order, key=lambda j: not closes(j)) if closes_here else order
+
+                found = offered(critic, tokens[:, P:], seed + segment * ROUND_SEEDS + round_, last_metre,
+                                passed_over, reorder)
+                return tuple(None if j is None else (tokens[j], rows.rows([j])) for j in found)
+
+            chosen, state = guarded_choice(draw(0, k), draw, offer, k)
+        at = _closing(chosen, key, last_metre, cfg) if ending else None
+        piece = as_roll(chosen if at is None else ending_.closed(chosen, at))
         pieces.append(piece if whole else _after(piece, P))
     return pieces
 

@@ -153,6 +153,16 @@ def test_a_continuation_closes_on_the_openings_tonic_chord_leaning_in_its_last_b
     assert set(leaning) == {piece.roll.n_steps - 16, piece.roll.n_steps - 8}  # (its last bar's downbeat and beat 3)
 
 
+def test_a_continuations_last_bar_is_drawn_on_from_the_continuation_chosen_before_it():
+    model = api.load_model()
+    opening = midi.read(ROOT / "examples" / "bwv253.mid")
+    closing = generate.continue_rolls(model.generator, opening, [0], bars=6, ending=True, **model.sampling)[0]
+    shorter = generate.continue_rolls(model.generator, opening, [0], bars=5, **model.sampling)[0]
+    struck = lambda roll: {(p, s) for p, s, _, _ in roll.notes.tolist() if s < shorter.n_steps}  # noqa: E731
+    assert struck(closing) == struck(shorter) and closing.n_steps == shorter.n_steps + 16
+    assert ending.ends_closed(closing, closing.key)[0] and not ending.ends_closed(shorter, shorter.key)[0]
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_a_harmonised_melody_closes_on_the_tonic_chord_where_its_last_note_lets_it(seed):
     # bwv253's melody ends on its tonic, A; the critic's first choice for these seeds put another
