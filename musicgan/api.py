@@ -358,24 +358,27 @@ def _to_its_last_bar(roll: Roll) -> Roll:
 def compose_interpolation(model: ckpt.Checkpoint | None, seed_a: int, seed_b: int, steps: int = 5,
                           bars: int = 4, tempo_bpm=None, program=None, temperature: float = 1.0,
                           audio: bool = True, key: int | None = None, metre: tuple | None = None) -> Piece:
-    """``steps`` short pieces morphing from seed_a to seed_b, played one after another."""
+    """``steps`` short pieces morphing from seed_a to seed_b, played one after another, each
+    closing where it can (:func:`musicgan.generate.sample_tokens`)."""
     model = model or load_model()
     tempo, program = _defaults(model, tempo_bpm, program)
     rolls = generate.interpolate_rolls(model.generator, seed_a, seed_b, steps, bars, temperature, tempo, program,
-                                       key=key, metre=metre)
+                                       key=key, metre=metre, ending=True)
     return _piece(generate.concatenate(rolls), f"seed {seed_a} → {seed_b} in {steps} steps of {bars} bars", audio)
 
 
 def compose_variations(model: ckpt.Checkpoint | None, seed: int, n: int = 4, amount: float = 0.3,
                        bars: int = 4, tempo_bpm=None, program=None, temperature: float = 1.0,
                        audio: bool = True, key: int | None = None, metre: tuple | None = None) -> Piece:
-    """The seed's piece followed by ``n`` variations of it."""
+    """The seed's piece followed by ``n`` variations of it, each closing (see
+    :func:`musicgan.generate.sample_tokens`)."""
     model = model or load_model()
     tempo, program = _defaults(model, tempo_bpm, program)
     # the theme without the critic's choice: the variations turn its noise, not a candidate's
-    original = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program, key=key, metre=metre)
+    original = generate.sample_rolls(model.generator, [seed], bars, temperature, tempo, program, key=key, metre=metre,
+                                     ending=True)
     rolls = original + generate.variation_rolls(model.generator, seed, n, amount, bars, temperature, tempo, program,
-                                                key=key, metre=metre)
+                                                key=key, metre=metre, ending=True)
     return _piece(generate.concatenate(rolls), f"seed {seed} and {n} variations", audio)
 
 

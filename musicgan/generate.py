@@ -134,12 +134,39 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_tokens(generator: Generator, z: torch.Tensor, step_noise: torch.Tensor, piece_metre: tuple,
-                  temperature: float = 1.0) -> np.ndarray:
-    """Tokens (B, T, V) of pieces all in ``piece_metre``."""
+                  temperature: float = 1.0, closing_keys: list | None = None, seed: int = 0) -> np.ndarray:
+    """Tokens (B, T, V) of pieces all in ``piece_metre``. ``closing_keys``: each piece's key (None
+    for a model without keys), and the pieces close (:mod:`musicgan.ending`) with no candidates
+    to choose among (short pieces: interpolations, variations): the closing steps of their last
+    bar lean toward the tonic chord (:func:`toward_tonic`); a piece whose voices do not sound it
+    there draws its last bar again from where it stands, with fresh noise (of ``seed``'s
+    candidates), up to GUARD_ROUNDS times, and one that does holds it to the end."""
+    cfg = generator.cfg
     B, T = step_noise.shape[:2]
-    codes = torch.from_numpy(generator.cfg.metre_codes(piece_metre, T))
-    tokens, _ = generator.sample(z, step_noise, codes.expand(B, -1), temperature=temperature)
-    return tokens.numpy()
+    codes = torch.from_numpy(cfg.metre_codes(piece_metre, T)).expand(B, -1)
+    if closing_keys is None:
+        return generator.sample(z, step_noise, codes, temperature=temperature)[0].numpy()
+    last = T - cfg.bar_steps(piece_metre)
+    lean = {p for p in ending_.places(piece_metre, cfg.steps_per_beat)}  # (counted from the last bar)
+    body, state = generator.draw_on(generator.begin(z), step_noise[:, :last], codes[:, :last], temperature)
+    ends = _draw_on(generator, state, step_noise[:, last:], codes[:, last:], temperature, None, lean)[0]
+    tokens = torch.cat([body, ends], 1).numpy()
+    closing = [_closing(piece, key, piece_metre, cfg) for piece, key in zip(tokens, closing_keys)]
+    for round_ in range(1, GUARD_ROUNDS + 1):
+        open_ = [i for i, at in enumerate(closing) if at is None]
+        if not open_:
+            break
+        noise = torch.stack([noise_for(candidate_seed(seed, round_ * B + i), T, cfg)[1][last:] for i in open_])
+        again = _draw_on(generator, state.rows(open_), noise, codes[open_, last:], temperature, None, lean)[0].numpy()
+        for i, bar in zip(open_, again):
+            piece = np.concatenate([tokens[i, :last], bar])
+            at = _closing(piece, closing_keys[i], piece_metre, cfg)
+            if at is not None:
+                tokens[i], closing[i] = piece, at
+    for i, at in enumerate(closing):
+        if at is not None:
+            tokens[i] = ending_.closed(tokens[i], at)
+    return tokens
 
 
 def _roll_meta(cfg, tempo_bpm, program, name, piece_metre, key=None):
@@ -553,10 +580,11 @@ def segments(critic: Discriminator | None, k: int, n_steps: int, piece_metre: tu
 
 def interpolate_rolls(generator: Generator, seed_a: int, seed_b: int, n: int = 5, bars: int = 4,
                       temperature: float = 1.0, tempo_bpm: float = 100.0, program: int = 0,
-                      key: int | None = None, metre: tuple | None = None) -> list[Roll]:
+                      key: int | None = None, metre: tuple | None = None, ending: bool = False) -> list[Roll]:
     """n pieces walking from seed_a to seed_b (both ends included). The key walks with them (the
     model is given a blend of the two seeds' keys) unless ``key`` fixes it; all are in seed_a's
-    metre, or ``metre``."""
+    metre, or ``metre``. ``ending``: each closes where it can (:func:`sample_tokens`), in seed_a's
+    key for the first half of the walk and seed_b's for the rest."""
     _check(bars, temperature)
     if not 2 <= n <= 32:
         raise ValueError("interpolation needs 2 to 32 steps")
@@ -572,7 +600,8 @@ def interpolate_rolls(generator: Generator, seed_a: int, seed_b: int, n: int = 5
         one_hot = F.one_hot(torch.tensor([ka, kb]), KEYS).float()
         z = _conditioned(generator, z, torch.stack([(1 - t) * one_hot[0] + t * one_hot[1] for t in ts]))
     step_noise = torch.stack([slerp(na, nb, t) for t in ts])
-    tokens = sample_tokens(generator, z, step_noise, piece_metre_, temperature)
+    tokens = sample_tokens(generator, z, step_noise, piece_metre_, temperature,
+                           [ka if t < 0.5 else kb for t in ts] if ending else None, seed_a)
     return [voices.decode(tok, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"{seed_a}->{seed_b} {t:.2f}",
                                                            piece_metre_, ka if t < 0.5 else kb))
             for tok, t in zip(tokens, ts)]
@@ -580,9 +609,10 @@ def interpolate_rolls(generator: Generator, seed_a: int, seed_b: int, n: int = 5
 
 def variation_rolls(generator: Generator, seed: int, n: int = 4, amount: float = 0.3, bars: int = 8,
                     temperature: float = 1.0, tempo_bpm: float = 100.0, program: int = 0,
-                    key: int | None = None, metre: tuple | None = None) -> list[Roll]:
+                    key: int | None = None, metre: tuple | None = None, ending: bool = False) -> list[Roll]:
     """n pieces near a seed: its noise turned by ``amount`` (0..1) towards fresh noise; all in
-    the seed's key and metre (or ``key``, ``metre``)."""
+    the seed's key and metre (or ``key``, ``metre``). ``ending``: each closes where it can
+    (:func:`sample_tokens`)."""
     _check(bars, temperature)
     cfg = generator.cfg
     piece_metre_ = piece_metre(seed, generator, metre)
@@ -596,7 +626,8 @@ def variation_rolls(generator: Generator, seed: int, n: int = 4, amount: float =
         ns.append(math.cos(angle) * n0 + math.sin(angle) * ni)
     in_key = piece_key(seed, generator, key)
     z = _conditioned(generator, torch.stack(zs), in_key)
-    tokens = sample_tokens(generator, z, torch.stack(ns), piece_metre_, temperature)
+    tokens = sample_tokens(generator, z, torch.stack(ns), piece_metre_, temperature, [in_key] * n if ending else None,
+                           seed)
     return [voices.decode(tok, cfg.pitch_low, **_roll_meta(cfg, tempo_bpm, program, f"seed {seed} variation {i}",
                                                            piece_metre_, in_key))
             for i, tok in enumerate(tokens, 1)]

@@ -129,6 +129,20 @@ def test_new_pieces_close_on_their_tonic_chord_held_and_the_same_seed_closes_the
     assert np.array_equal(again.roll.notes, pieces[2].roll.notes)
 
 
+def test_variations_and_interpolations_close_and_their_bars_before_the_last_are_as_drawn():
+    G = api.load_model().generator
+    plain, closing = (generate.variation_rolls(G, 3, 3, bars=4, ending=e) for e in (False, True))
+    last = plain[0].n_steps - 16
+    struck = lambda roll: {(p, s) for p, s, _, _ in roll.notes.tolist() if s < last}  # noqa: E731
+    assert all(struck(a) == struck(b) for a, b in zip(plain, closing))
+    assert [ending.ends_closed(r, r.key)[0] for r in closing] == [True] * 3
+    assert not all(ending.ends_closed(r, r.key)[0] for r in plain)
+    walk = generate.interpolate_rolls(G, 0, 100, 5, 4, ending=True)
+    assert sum(ending.ends_closed(r, r.key)[0] for r in walk) >= 4
+    again = generate.interpolate_rolls(G, 0, 100, 5, 4, ending=True)  # (the same seeds, the same music)
+    assert all(np.array_equal(a.notes, b.notes) for a, b in zip(walk, again))
+
+
 def test_a_form_leaves_a_closing_piece_its_own_last_bar():
     forms = np.full((1, form.FORM_BARS), -1, np.int8)
     forms[0, 4:8] = [0, 1, 2, 3]
