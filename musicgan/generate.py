@@ -147,7 +147,7 @@ def sample_tokens(generator: Generator, z: torch.Tensor, step_noise: torch.Tenso
     if closing_keys is None:
         return generator.sample(z, step_noise, codes, temperature=temperature)[0].numpy()
     last = T - cfg.bar_steps(piece_metre)
-    lean = {p for p in ending_.places(piece_metre, cfg.steps_per_beat)}  # (counted from the last bar)
+    lean = set(ending_.places(piece_metre, cfg.steps_per_beat))  # (counted from the last bar)
     body, state = generator.draw_on(generator.begin(z), step_noise[:, :last], codes[:, :last], temperature)
     ends = _draw_on(generator, state, step_noise[:, last:], codes[:, last:], temperature, None, lean)[0]
     tokens = torch.cat([body, ends], 1).numpy()
