@@ -22,6 +22,8 @@ A continuation closes the same way; a harmonisation, whose last bar is the given
 where the line's last note is struck, when that note lets it (:func:`sounds_tonic`): where the
 critic's first choice does not, its last bars are drawn again, as a new piece's last bar is
 (:func:`musicgan.harmonise.harmonise_rolls`), and the chord is held as long as the line's last note.
+Short pieces with no candidates to choose among (interpolations, variations) lean the same way and
+draw their last bar again where it does not close (:func:`musicgan.generate.sample_tokens`).
 
 The tonic chord: the key's tonic, third and fifth (in a minor key, the major third too: the
 chorales' "Picardy" close), with the tonic lowest. In one voice, the tonic itself.
