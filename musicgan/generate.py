@@ -228,17 +228,23 @@ def choose(critic: Discriminator, tokens: np.ndarray, seed: int, piece_metre: tu
 
 
 def offered(critic: Discriminator | None, tokens: np.ndarray, seed: int, piece_metre: tuple,
-            copies, reorder) -> tuple[int, int | None]:
-    """(the first candidate offered, the first offered that does not copy, or None when all do)
-    among one round's candidates (tokens (k, T, V) as the critic judges them, by index): in the
-    critic's order (:func:`choose`, seeded by ``seed``), or as drawn without a critic, as
-    ``reorder`` (a list of them -> the order they are offered in; :func:`parallels_first`) puts
-    it. ``copies(j)``: whether candidate j quotes the training music (the copy guard)."""
+            copies, roll_of, parallels: float | None, piece_seed: int, closes=None) -> tuple[int, int | None]:
+    """(the first candidate offered, the first offered that is not passed over, or None when all
+    are) among one round's candidates (tokens (k, T, V) as the critic judges them, by index): in
+    the critic's order (:func:`choose`, seeded by ``seed``), or as drawn without a critic, those
+    whose music (``roll_of(j)``) comes nearest the music's ``parallels`` first
+    (:func:`parallels_first`, dithered by the piece's seed ``piece_seed``). ``copies(j)``: whether
+    candidate j quotes the training music (the copy guard): it is passed over. ``closes`` (a
+    piece's last bar, :mod:`musicgan.ending`): whether candidate j closes; those that do go
+    first, and one that does not is passed over as one that copies is."""
     first = None
     order = choose(critic, tokens, seed, piece_metre) if critic is not None and len(tokens) > 1 else range(len(tokens))
-    for j in reorder(list(order)):
+    order = parallels_first(list(order), roll_of, parallels, piece_seed)
+    if closes is not None:
+        order = sorted(order, key=lambda j: not closes(j))
+    for j in order:
         first = j if first is None else first
-        if not copies(j):
+        if not copies(j) and (closes is None or closes(j)):
             return first, j
     return first, None
 
@@ -523,14 +529,8 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
                     def closes(j: int) -> bool:
                         return _closing(whole[j], seed_key, piece_metre_, cfg) is not None
 
-                    def passed_over(j: int) -> bool:
-                        return copies(j) or (closes_here and not closes(j))
-
-                    def reorder(order: list[int]) -> list[int]:
-                        order = parallels_first(order, roll_of, parallels, seed)
-                        return sorted(order, key=lambda j: not closes(j)) if closes_here else order
-
-                    found = offered(critic, whole[:, judged:], seed + base + round_, piece_metre_, passed_over, reorder)
+                    found = offered(critic, whole[:, judged:], seed + base + round_, piece_metre_, copies, roll_of,
+                                    parallels, seed, closes if closes_here else None)
                     return tuple(None if j is None else (tokens[j], rows.rows([j])) for j in found)
 
                 tokens, row = guarded_choice((drawn[g], drawn_state.rows(range(g * k, (g + 1) * k))), more, offer, k)
@@ -728,15 +728,8 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
                 def closes(j: int) -> bool:
                     return _closing(tokens[j], key, last_metre, cfg) is not None
 
-                def passed_over(j: int) -> bool:
-                    return copies(j) or (closes_here and not closes(j))
-
-                def reorder(order: list[int]) -> list[int]:
-                    order = parallels_first(order, after, parallels, seed)
-                    return sorted(order, key=lambda j: not closes(j)) if closes_here else order
-
-                found = offered(critic, tokens[:, P:], seed + segment * ROUND_SEEDS + round_, last_metre,
-                                passed_over, reorder)
+                found = offered(critic, tokens[:, P:], seed + segment * ROUND_SEEDS + round_, last_metre, copies, after,
+                                parallels, seed, closes if closes_here else None)
                 return tuple(None if j is None else (tokens[j], rows.rows([j])) for j in found)
 
             chosen, state = guarded_choice(draw(0, k), draw, offer, k)
