@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from musicgan import checkpoint as ckpt, data, ending, form, generate, metre, metrics, voiceleading, voices  # noqa: E402
+from musicgan import checkpoint as ckpt, data, ending, form, generate, keys, metre, metrics, voiceleading, voices  # noqa: E402
 from musicgan.batches import window_config  # noqa: E402
 from musicgan.datasets import COLLECTIONS, UNSEEN  # noqa: E402
 from musicgan.heldout import HeldOut  # noqa: E402
@@ -113,13 +113,28 @@ def project_pieces(model: ckpt.Checkpoint, n: int, bars: int = 16, ending: bool 
     return generate.sample_rolls(model.generator, range(n), bars, ending=ending, **model.sampling)
 
 
+DEGREES = ("1", "b2", "2", "b3", "3", "4", "#4", "5", "b6", "6", "b7", "7")
+
+
 def endings(rolls) -> dict:
     """How whole pieces end (:func:`musicgan.ending.ends_closed`, each in the key estimated from
-    its notes, as a listener hears it): the share whose last chord is the tonic chord, and the
-    median beats that chord sounds for."""
+    its notes alone, as a listener hears the body of it): the share whose last chord is the tonic
+    chord, the median beats that chord sounds for, and the shares of the degrees of that key the
+    piece ends on (its final, :func:`musicgan.keys.final`: a madrigal in G Dorian, heard as D minor,
+    ends on "4"). Where a model ends as its music does, its finals' degrees are shared as the
+    music's (:func:`finals_apart`)."""
     ends = [ending.ends_closed(r) for r in rolls]
+    finals = np.bincount([(keys.final(r.notes) - keys.estimate(r.notes)) % 12 for r in rolls if len(r.notes)],
+                         minlength=12) / max(sum(len(r.notes) > 0 for r in rolls), 1)
     return {"on the tonic chord": float(np.mean([e[0] for e in ends])),
-            "last chord (beats)": float(np.median([e[1] for e in ends]))}
+            "last chord (beats)": float(np.median([e[1] for e in ends])),
+            "final's degree": {DEGREES[d]: round(float(finals[d]), 3) for d in range(12) if finals[d]}}
+
+
+def finals_apart(a: dict, b: dict) -> float:
+    """How differently two sets of pieces' finals fall on the degrees (:func:`endings`): the total
+    variation distance of the two shares, 0 (alike) to 1."""
+    return 0.5 * sum(abs(a.get(d, 0.0) - b.get(d, 0.0)) for d in DEGREES)
 
 
 def opening(roll, bars: int):
@@ -285,6 +300,13 @@ def print_style(style: str, row: dict) -> None:
     print("endings (whole pieces; on the tonic chord, its beats): " + "; ".join(
         f"{label} {row[label]['endings']['on the tonic chord']:.0%}, {row[label]['endings']['last chord (beats)']:g}"
         for label in ("held-out", "real (train split)", "musicgan") if "endings" in row[label]))
+    finals = {label: row[label]["endings"].get("final's degree") for label in ("held-out", "real (train split)", "musicgan")
+              if "endings" in row[label]}
+    if all(finals.values()) and "musicgan" in finals:
+        top = {label: sorted(shares.items(), key=lambda ds: -ds[1])[:3] for label, shares in finals.items()}
+        print("finals, on degrees of the key of the notes: " + "; ".join(
+            f"{label} " + ", ".join(f"{d} {v:.0%}" for d, v in top[label]) for label in finals)
+            + f"; musicgan's apart from the held-out music's: {finals_apart(finals['musicgan'], finals['held-out']):.2f}")
     print(f"metres written: held-out {row['held-out']['metres']}; musicgan {row['musicgan']['metres']}; "
           f"pieces in a metre of the training music: {row['pieces_in_a_training_metre']:.0%}; "
           f"loss on the held-out pieces: {row.get('held_out_loss')}")

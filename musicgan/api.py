@@ -437,7 +437,7 @@ def closeness(model: ckpt.Checkpoint, reference: list[Roll], n: int = 60, bars: 
     for i, roll in enumerate(reference):
         clips = data.clips([roll], bars)
         real += clips
-        real_keys += [keys.estimate(roll.notes)] * len(clips)
+        real_keys += [keys.of_piece(roll.notes)] * len(clips)
         piece_of += [i] * len(clips)
     if len(real) < 5:
         raise ValueError("need at least 5 clips of real music to compare with")

@@ -99,7 +99,7 @@ class InMemory(Batches):
         mine = untransposed[untransposed % world == rank]
         self.untransposed = mine if len(mine) else untransposed
         # the key of each window: its piece's, moved with the window's transposition
-        piece_keys = np.array([keys.estimate(r.notes) for r in rolls], dtype=np.int64)
+        piece_keys = np.array([keys.of_piece(r.notes) for r in rolls], dtype=np.int64)
         index = windows.index
         window_keys = keys.transpose(piece_keys[index[:, 0]], index[:, 2]) if len(index) else np.zeros(0, np.int64)
         self.keys = torch.from_numpy(window_keys).to(device)
@@ -131,7 +131,7 @@ class Streamed(Batches):
         self.windows = StreamingWindows(corpus, config, model, mine if len(mine) else None)
         # counted on at most 1,000 pieces spread over the corpus
         spread = np.unique(np.linspace(0, len(corpus) - 1, min(len(corpus), 1000)).astype(int))
-        key_counts = np.bincount([keys.estimate(corpus.notes(int(i))) for i in spread], minlength=keys.KEYS)
+        key_counts = np.bincount([keys.of_piece(corpus.notes(int(i))) for i in spread], minlength=keys.KEYS)
         self.meta = {"files": len(corpus), "windows": len(self.windows), "bars": round(corpus.report.bars, 1),
                      "tempo_bpm": float(np.median(corpus.tempo_bpm)),
                      "program": int(np.bincount(corpus.table[:, 6], minlength=128).argmax()),

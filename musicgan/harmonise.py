@@ -381,7 +381,7 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
     cfg = generator.cfg
     line_roll, T = line.roll, len(line.tokens)
     codes = torch.from_numpy(cfg.step_codes(line_roll.time_signatures, T)).clamp(min=0)
-    key = keys.estimate(line_roll.notes) if cfg.key_input else None
+    key = keys.of_piece(line_roll.notes) if cfg.key_input else None
     tokens = torch.from_numpy(line.tokens)
     fixed = _within(_fixed(tokens, line.voice, cfg.voices), tokens, cfg.voices)
     with torch.no_grad():

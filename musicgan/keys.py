@@ -8,6 +8,21 @@ The generator is told the key of the piece each training window comes from (shif
 window when it is transposed), so it learns music *in a key*. Without it, a model trained on a
 few files drifted: each bar of its clips had the pitch classes of real bars (6.9 against 6.8),
 but over 4 bars it used one more than the real music did (9.9 against 8.9).
+
+A whole piece is also heard by where it ends (:func:`of_piece`). The profiles alone hear many
+pieces a fifth away from home: 48 of the 430 Bach chorales whose key signature and last bass
+note agree (G major, ending on G) sound "D major" to them, since the chorales dwell on the
+dominant; a madrigal in G Dorian (one flat, ending on G) sounds "D minor", and 35% of Monteverdi's
+held-out madrigals end on the tonic of their estimated key. Told keys like those, a model learns
+to end a fifth away from the tonic it is asked for. So the key of a whole piece prefers the one
+whose tonic is the piece's final, its lowest note at the very end, where that key's profile fits
+within :data:`FINAL_MARGIN` of the best (a correlation of 0.2 less). It names the key signature
+the Bach chorales were written with for 81% of them (the profiles alone: 67%), the string
+quartets' for 76% (61%), the fiddle tunes' as often (82%); the ten example chorales as their
+editors wrote them, where the profiles alone heard five a fifth or a third away (docs/quality.md,
+"The key of a whole piece"; bwv254, in D Dorian written without a flat, is D minor either way). A given line to harmonise
+ends where its piece does, and is read the same way; an opening to continue has no final to go by,
+and is heard by its notes alone.
 """
 from __future__ import annotations
 
@@ -24,14 +39,36 @@ _PROFILES = np.array([np.roll(_MAJOR, t) for t in range(12)] + [np.roll(_MINOR, 
 _PROFILES = (_PROFILES - _PROFILES.mean(1, keepdims=True)) / _PROFILES.std(1, keepdims=True)
 
 
-def estimate(notes: np.ndarray) -> int:
-    """The key of a note array (pitch, start, end, velocity rows); C major when there are no notes."""
+FINAL_MARGIN = 0.2  # how much less well a key whose tonic is the piece's final may fit, and be preferred
+
+
+def estimate(notes: np.ndarray, final: int | None = None) -> int:
+    """The key of a note array (pitch, start, end, velocity rows) by its pitch classes; C major
+    when there are no notes. ``final`` (a pitch class): prefer a key on that tonic where its
+    profile correlates within :data:`FINAL_MARGIN` of the best."""
     if len(notes) == 0:
         return 0
     hist = np.bincount(notes[:, PITCH] % 12, weights=(notes[:, END] - notes[:, START]).astype(float), minlength=12)
     if hist.std() == 0:
-        return 0
-    return int(np.argmax(_PROFILES @ ((hist - hist.mean()) / hist.std())))
+        return 0 if final is None else final % 12
+    fit = _PROFILES @ ((hist - hist.mean()) / hist.std()) / 12  # correlations
+    if final is not None:
+        fit[[final % 12, final % 12 + 12]] += FINAL_MARGIN
+    return int(np.argmax(fit))
+
+
+def final(notes: np.ndarray) -> int | None:
+    """The pitch class a piece ends on: the lowest of the notes sounding at its very end; None
+    when there are no notes."""
+    if len(notes) == 0:
+        return None
+    return int(notes[notes[:, END] == notes[:, END].max(), PITCH].min()) % 12
+
+
+def of_piece(notes: np.ndarray) -> int:
+    """The key of a whole piece (its notes), heard by its pitch classes and where it ends: the
+    key each of a model's training pieces is told to be in."""
+    return estimate(notes, final(notes))
 
 
 def transpose(key, shift):

@@ -264,7 +264,7 @@ class StreamingWindows:
                 int(self.shift_lo[j] + int(u[k, 1] * (self.shift_hi[j] - self.shift_lo[j] + 1)))
             notes = self.corpus.notes(piece)
             if self.piece_keys[j] < 0:
-                self.piece_keys[j] = keys.estimate(notes)
+                self.piece_keys[j] = keys.of_piece(notes)
             out_keys[k] = keys.transpose(self.piece_keys[j], shift)
             out_codes[k] = self.model.step_codes(self._signatures(piece), start + length)[start:]
             notes = notes[(notes[:, midi.START] < start + length) & (notes[:, midi.END] > start)].copy()

@@ -750,6 +750,38 @@ def test_key_estimates_of_scales_and_chorales(rolls):
             keys.parse(bad)
 
 
+def test_a_whole_piece_is_in_the_key_it_ends_in_and_its_windows_are_told_so(rolls):
+    import mido
+
+    from musicgan import keys
+
+    def signed(path):  # the key signature Bach's editors wrote
+        sig = next(m.key for t in mido.MidiFile(path).tracks for m in t if m.type == "key_signature")
+        return keys.parse(sig[:-1] + " minor" if sig.endswith("m") else sig)
+
+    # bwv254 is in D Dorian, written without a flat (as A minor): D minor, its final, either way
+    written = [keys.parse("D minor") if path.stem == "bwv254" else signed(path) for path in EXAMPLES]
+    pieces = [midi.read(path).notes for path in EXAMPLES]
+    # the profiles alone hear half of the example chorales a fifth or a third away (the dominant's, the relative's key)
+    assert sum(keys.estimate(n) == k for n, k in zip(pieces, written)) == 5
+    assert [keys.of_piece(n) for n in pieces] == written  # by where they end, all ten as written
+    assert keys.final(pieces[0]) == keys.estimate(pieces[0], keys.final(pieces[0])) % 12
+    assert keys.final(np.zeros((0, 4), dtype=np.int32)) is None
+
+    def notes(pitches):
+        return np.array([[p, 2 * i, 2 * i + 2, 80] for i, p in enumerate(pitches)], dtype=np.int32)
+
+    scale = [60, 62, 64, 65, 67, 69, 71, 72, 67, 64, 60, 62, 64, 65, 62, 59]
+    assert keys.of_piece(notes(scale + [60])) == keys.parse("C major")
+    assert keys.of_piece(notes(scale + [66])) == keys.parse("C major")  # a final no key of these notes has
+    # what training tells each window: its piece's key, moved with the window
+    trainer = tiny_trainer(rolls)
+    index, told = trainer.data.windows.index, trainer.data.keys.numpy()
+    piece_keys = [keys.of_piece(r.notes) for r in rolls]
+    assert len(index) and all(told[i] == keys.transpose(piece_keys[p], shift) for i, (p, _, shift) in enumerate(index))
+    assert trainer.data_meta["keys"] == np.bincount(piece_keys, minlength=keys.KEYS).tolist()
+
+
 def test_the_key_is_drawn_from_the_training_music_and_can_be_chosen(trained):
     g = ckpt.load(trained).generator
     counts = json.loads((trained / "config.json").read_text())["data"]["keys"]
