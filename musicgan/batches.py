@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import keys, metre
+from . import ending, keys, metre
 from .data import WindowConfig, Windows
+from .midi import Roll
 from .shards import ShardedCorpus, StreamingWindows
 from .voices import window_tokens
 
@@ -108,7 +109,8 @@ class InMemory(Batches):
                      "tempo_bpm": tempos[len(tempos) // 2],
                      "program": int(np.bincount([r.program for r in rolls], minlength=128).argmax()),
                      "keys": [int(k) for k in np.bincount(piece_keys, minlength=keys.KEYS)],
-                     "metres": _metre_meta(metre.bars_per_metre(rolls))}
+                     "metres": _metre_meta(metre.bars_per_metre(rolls)),
+                     **({} if (ends := ending.habit(rolls)) is None else {"ends": ends})}
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -131,11 +133,14 @@ class Streamed(Batches):
         self.windows = StreamingWindows(corpus, config, model, mine if len(mine) else None)
         # counted on at most 1,000 pieces spread over the corpus
         spread = np.unique(np.linspace(0, len(corpus) - 1, min(len(corpus), 1000)).astype(int))
-        key_counts = np.bincount([keys.of_piece(corpus.notes(int(i))) for i in spread], minlength=keys.KEYS)
+        pieces = [Roll(notes=corpus.notes(int(i)), steps_per_beat=corpus.steps_per_beat,
+                       time_signatures=corpus.time_signatures[int(i)]) for i in spread]
+        key_counts = np.bincount([keys.of_piece(r.notes) for r in pieces], minlength=keys.KEYS)
         self.meta = {"files": len(corpus), "windows": len(self.windows), "bars": round(corpus.report.bars, 1),
                      "tempo_bpm": float(np.median(corpus.tempo_bpm)),
                      "program": int(np.bincount(corpus.table[:, 6], minlength=128).argmax()),
-                     "keys": [int(k) for k in key_counts], "metres": _metre_meta(corpus.bars_per_metre())}
+                     "keys": [int(k) for k in key_counts], "metres": _metre_meta(corpus.bars_per_metre()),
+                     **({} if (ends := ending.habit(pieces)) is None else {"ends": ends})}
 
     def __len__(self) -> int:
         return len(self.windows)

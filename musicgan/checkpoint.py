@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors, save as save_safetensors
 
-from . import __version__, copyguard, form, metre
+from . import __version__, copyguard, ending, form, metre
 from .keys import KEYS
 from .models import Discriminator, Generator, LineReader, ModelConfig
 
@@ -283,6 +283,11 @@ def load(path, with_discriminator: bool | None = None) -> Checkpoint:
     if cfg.key_input:
         generator.key_weights.copy_(_key_weights(config, path.name))
     generator.metre_weights.copy_(_metre_weights(config, cfg, path.name))
+    data = config.get("data")
+    try:
+        generator.ends.copy_(ending.ends_of(data.get("ends") if isinstance(data, dict) else None, cfg.metres))
+    except ValueError as e:
+        raise CheckpointError(f"{path.name}: {e}") from None
     for name, key in SAMPLING_BIASES.items():
         bias = tensors.get(key)
         if bias is None:

@@ -27,6 +27,14 @@ draw their last bar again where it does not close (:func:`musicgan.generate.samp
 
 The tonic chord: the key's tonic, third and fifth (in a minor key, the major third too: the
 chorales' "Picardy" close), with the tonic lowest. In one voice, the tonic itself.
+
+Where in its last bar a piece closes, and for how long its last chord sounds, are the music's
+(:func:`habit`, read from the training music and kept in the checkpoint's ``data.ends``): a
+madrigal's final chord is struck on the downbeat and fills the bar (47 of Monteverdi's 48 held-out
+madrigals), a fiddle tune's last note falls in the middle of the bar and is short (half a beat in
+2/4, a beat in 2/2 and 6/8: then the tune goes back to its repeat), and the chorales close on
+either (39% on the downbeat), their last chord 2 beats in 4/4 and 3 in 3/4. A model trained
+before the music was read for it closes on the latest place and holds the chord to the bar's end.
 """
 from __future__ import annotations
 
@@ -39,14 +47,68 @@ from .models import sounding
 from .voices import FIRST_PITCH, HOLD, REST
 
 
-def places(piece_metre, steps_per_beat: int) -> list[int]:
-    """The steps of a bar of ``piece_metre`` on which a piece may close, latest first: its middle,
-    when the bar halves between two of its beats (4/4 on beat 3, 6/8 on its second dotted beat,
-    2/4 on beat 2), and its downbeat."""
+def places(piece_metre, steps_per_beat: int, ends=None) -> list[int]:
+    """The steps of a bar of ``piece_metre`` on which a piece may close, in the order tried: its
+    middle, when the bar halves between two of its beats (4/4 on beat 3, 6/8 on its second
+    dotted beat, 2/4 on beat 2), and its downbeat; the downbeat first where ``ends`` (a model's
+    ``Generator.ends``, see :func:`habit`) says most of its music's pieces close in the first
+    half of a bar."""
     bar = metres.bar_steps(piece_metre, steps_per_beat)
     numerator = piece_metre[0]
     beats = numerator // 3 if numerator % 3 == 0 and numerator > 3 else numerator
-    return [bar // 2, 0] if beats % 2 == 0 else [0]
+    order = [bar // 2, 0] if beats % 2 == 0 else [0]
+    return order[::-1] if ends is not None and float(ends[0]) > 0.5 else order
+
+
+def habit(rolls) -> dict | None:
+    """How the pieces of ``rolls`` (whole pieces, as written) end: {"downbeat": the share whose
+    last chord (the notes that sound at the very end) is struck in the first half of its bar,
+    "beats": {metre name: the median beats it sounds, of the pieces whose last bar is in that
+    metre}}; None when none has notes. By metre: a fiddle tune's last note sounds half a beat in
+    2/4 and a beat in 2/2 and 6/8; a chorale's last chord 2 beats in 4/4 (from beat 3) and 3 in 3/4."""
+    early, beats = [], {}
+    for roll in rolls:
+        notes = roll.notes
+        if not len(notes):
+            continue
+        end = int(notes[:, END].max())
+        struck = int(notes[notes[:, END] == end, START].max())
+        start = max(s for s, _ in metres.bar_spans(roll.time_signatures, max(roll.n_steps, end), roll.steps_per_beat)
+                    if s <= struck)
+        bar_metre = metres.metre_at(roll.time_signatures, start)
+        early.append(struck - start < metres.bar_steps(bar_metre, roll.steps_per_beat) / 2)
+        beats.setdefault(metres.name(bar_metre), []).append((end - struck) / roll.steps_per_beat)
+    if not early:
+        return None
+    return {"downbeat": round(float(np.mean(early)), 3),
+            "beats": {name: float(np.median(b)) for name, b in sorted(beats.items(), key=lambda nb: -len(nb[1]))}}
+
+
+def ends_of(said, model_metres) -> torch.Tensor:
+    """A model's ``Generator.ends`` from what its config says of its music's endings (``data.ends``,
+    :func:`habit`; None: not read): the share closing on a downbeat, then the beats a last chord
+    sounds in each of ``model_metres`` (0 where not said: to the end of its bar); ValueError for
+    anything that is not such a reading."""
+    out = torch.zeros(1 + len(model_metres))
+    if said is None:
+        return out
+    share, beats = (said.get("downbeat"), said.get("beats")) if isinstance(said, dict) else (None, None)
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if not (number(share) and 0 <= share <= 1 and isinstance(beats, dict)
+            and all(number(v) and 0 <= v <= 1000 for v in beats.values())):
+        raise ValueError("data.ends is not a share of pieces closing on a downbeat and the beats of a last chord by metre")
+    out[0] = float(share)
+    for i, m in enumerate(model_metres):
+        out[1 + i] = float(beats.get(metres.name(m), 0))
+    return out
+
+
+def held_to(at: int, n_steps: int, steps_per_beat: int, beats: float = 0.0) -> int | None:
+    """Where a last chord struck at step ``at`` of a piece of ``n_steps`` stops sounding: after
+    ``beats`` (its model's music's, :func:`habit`), or at the end (None) when that is longer,
+    or not said (0)."""
+    stop = at + max(1, round(beats * steps_per_beat)) if beats > 0 else n_steps
+    return stop if stop < n_steps else None
 
 
 def tonic_chord(pitches, key: int) -> bool:
@@ -60,16 +122,17 @@ def tonic_chord(pitches, key: int) -> bool:
     return int(pitches.min()) % 12 == tonic and set((pitches % 12).tolist()) <= chord
 
 
-def closing(tokens: np.ndarray, key: int, piece_metre, steps_per_beat: int, pitch_low: int) -> int | None:
+def closing(tokens: np.ndarray, key: int, piece_metre, steps_per_beat: int, pitch_low: int,
+            ends=None) -> int | None:
     """The step from which a piece of ``tokens`` (T, V; whole bars of ``piece_metre`` on a grid
-    of ``steps_per_beat``) can close: the latest of its last bar's :func:`places` where its voices
-    sound the tonic chord of ``key``; None where none does."""
+    of ``steps_per_beat``) can close: the first of its last bar's :func:`places` (in the order
+    ``ends`` gives them) where its voices sound the tonic chord of ``key``; None where none does."""
     bar = metres.bar_steps(piece_metre, steps_per_beat)
     if len(tokens) < bar:
         return None
     last = len(tokens) - bar
     sound = sounding(torch.from_numpy(np.asarray(tokens, np.int64))).numpy()
-    for place in places(piece_metre, steps_per_beat):
+    for place in places(piece_metre, steps_per_beat, ends):
         if _tonic_sounds(sound[last + place], key, pitch_low):
             return last + place
     return None

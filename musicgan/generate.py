@@ -151,7 +151,7 @@ def sample_tokens(generator: Generator, z: torch.Tensor, step_noise: torch.Tenso
     body, state = generator.draw_on(generator.begin(z), step_noise[:, :last], codes[:, :last], temperature)
     ends = _draw_on(generator, state, step_noise[:, last:], codes[:, last:], temperature, None, lean)[0]
     tokens = torch.cat([body, ends], 1).numpy()
-    closing = [_closing(piece, key, piece_metre, cfg) for piece, key in zip(tokens, closing_keys)]
+    closing = [_closing(piece, key, piece_metre, generator) for piece, key in zip(tokens, closing_keys)]
     for round_ in range(1, GUARD_ROUNDS + 1):
         open_ = [i for i, at in enumerate(closing) if at is None]
         if not open_:
@@ -160,12 +160,12 @@ def sample_tokens(generator: Generator, z: torch.Tensor, step_noise: torch.Tenso
         again = _draw_on(generator, state.rows(open_), noise, codes[open_, last:], temperature, None, lean)[0].numpy()
         for i, bar in zip(open_, again):
             piece = np.concatenate([tokens[i, :last], bar])
-            at = _closing(piece, closing_keys[i], piece_metre, cfg)
+            at = _closing(piece, closing_keys[i], piece_metre, generator)
             if at is not None:
                 tokens[i], closing[i] = piece, at
     for i, at in enumerate(closing):
         if at is not None:
-            tokens[i] = ending_.closed(tokens[i], at)
+            tokens[i] = _closed(tokens[i], at, piece_metre, generator)
     return tokens
 
 
@@ -527,7 +527,7 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
 
                     @functools.cache
                     def closes(j: int) -> bool:
-                        return _closing(whole[j], seed_key, piece_metre_, cfg) is not None
+                        return _closing(whole[j], seed_key, piece_metre_, generator) is not None
 
                     found = offered(critic, whole[:, judged:], seed + base + round_, piece_metre_, copies, roll_of,
                                     parallels, seed, closes if closes_here else None)
@@ -539,9 +539,9 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
             chosen, state = np.concatenate([chosen, np.stack(kept_tokens)], 1), DrawState.cat(kept_states)
         if ending:
             for g, seed_key in enumerate(group_keys):
-                at = _closing(chosen[g], seed_key, piece_metre_, cfg)
+                at = _closing(chosen[g], seed_key, piece_metre_, generator)
                 if at is not None:
-                    chosen[g] = ending_.closed(chosen[g], at)
+                    chosen[g] = _closed(chosen[g], at, piece_metre_, generator)
         for i, seed, seed_key, tokens in zip(where, group, group_keys, chosen):
             pieces[i] = voices.decode(tokens, cfg.pitch_low,
                                       **_roll_meta(cfg, tempo_bpm, program, f"seed {seed}", piece_metre_, seed_key))
@@ -561,11 +561,20 @@ def toward_tonic(generator: Generator) -> torch.Tensor | None:
     return bias
 
 
-def _closing(tokens: np.ndarray, key: int | None, piece_metre: tuple, cfg) -> int | None:
+def _closing(tokens: np.ndarray, key: int | None, piece_metre: tuple, generator: Generator) -> int | None:
     """Where a piece of ``tokens`` can close (:func:`musicgan.ending.closing`) in ``key`` (see
-    :func:`musicgan.ending.key_of`)."""
+    :func:`musicgan.ending.key_of`), on the places its model's music closes on first."""
+    cfg = generator.cfg
     return ending_.closing(tokens, ending_.key_of(tokens, key, cfg.pitch_low), piece_metre, cfg.steps_per_beat,
-                           cfg.pitch_low)
+                           cfg.pitch_low, generator.ends)
+
+
+def _closed(tokens: np.ndarray, at: int, piece_metre: tuple, generator: Generator) -> np.ndarray:
+    """A piece of ``tokens`` closing at step ``at`` (:func:`musicgan.ending.closed`), its last
+    chord sounding as long as its model's music holds one in ``piece_metre``."""
+    cfg = generator.cfg
+    beats = float(generator.ends[1 + cfg.metres.index(piece_metre)]) if piece_metre in cfg.metres else 0.0
+    return ending_.closed(tokens, at, ending_.held_to(at, len(tokens), cfg.steps_per_beat, beats))
 
 
 def segments(critic: Discriminator | None, k: int, n_steps: int, piece_metre: tuple) -> tuple[list[int], int]:
@@ -726,15 +735,15 @@ def continue_rolls(generator: Generator, primer: Roll, seeds, bars: int = 8, pri
 
                 @functools.cache
                 def closes(j: int) -> bool:
-                    return _closing(tokens[j], key, last_metre, cfg) is not None
+                    return _closing(tokens[j], key, last_metre, generator) is not None
 
                 found = offered(critic, tokens[:, P:], seed + segment * ROUND_SEEDS + round_, last_metre, copies, after,
                                 parallels, seed, closes if closes_here else None)
                 return tuple(None if j is None else (tokens[j], rows.rows([j])) for j in found)
 
             chosen, state = guarded_choice(draw(0, k), draw, offer, k)
-        at = _closing(chosen, key, last_metre, cfg) if ending else None
-        piece = as_roll(chosen if at is None else ending_.closed(chosen, at))
+        at = _closing(chosen, key, last_metre, generator) if ending else None
+        piece = as_roll(chosen if at is None else _closed(chosen, at, last_metre, generator))
         pieces.append(piece if whole else _after(piece, P))
     return pieces
 

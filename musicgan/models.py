@@ -417,6 +417,10 @@ class Generator(nn.Module):
         self.register_buffer("key_weights", torch.ones(KEYS), persistent=False)
         # ... and how many bars of each of its metres there are (a seed draws its metre from it)
         self.register_buffer("metre_weights", torch.ones(len(cfg.metres)), persistent=False)
+        # ... and how its pieces end (musicgan.ending.habit): the share whose last chord is struck in
+        # the first half of its bar, then the beats it sounds in each of its metres (zeros: as a
+        # piece's end was made before the music was read for it, on the latest place, to the bar's end)
+        self.register_buffer("ends", torch.zeros(1 + len(cfg.metres)), persistent=False)
         # each step's metrical input, by its code (metre and position in the bar)
         self.register_buffer("frame", frame_table(cfg), persistent=False)
         # sampling only: added to the logits of every new note (onset_bias) and of the rest

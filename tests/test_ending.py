@@ -116,6 +116,62 @@ def test_a_tonal_bias_handed_to_the_draw_draws_as_the_model_would_with_it_as_its
     assert not torch.equal(handed, G.draw_on(G.begin(z), noise, codes)[0])
 
 
+def test_how_a_musics_pieces_end_is_read_from_their_last_chords():
+    def roll(struck, end, metre=(4, 4)):  # a C chord, then the last chord struck at ``struck``
+        notes = np.array([[C3, 0, 16, 80], [E4, 0, 16, 80], [G3, struck, end, 80], [C4, struck, end, 80]], np.int32)
+        return midi.Roll(notes=notes, steps_per_beat=4, time_signatures=((0, *metre),))
+    madrigal = roll(16, 32)  # on the downbeat, a whole bar
+    tune = roll(24, 26)  # in the middle of the bar, half a beat
+    assert ending.habit([madrigal]) == {"downbeat": 1.0, "beats": {"4/4": 4.0}}
+    waltz = roll(16, 20, (3, 4))  # beat 2 of a bar of 3, a beat
+    assert ending.habit([tune, tune, madrigal, waltz]) == {"downbeat": 0.5, "beats": {"4/4": 0.5, "3/4": 1.0}}
+    assert ending.habit([roll(20, 24, (3, 4))])["downbeat"] == 0.0  # its beat 3
+    assert ending.habit([midi.Roll(notes=np.zeros((0, 4), np.int32))]) is None
+    # what a model is told, by its metres; the order of the places, and how long the chord sounds
+    said = ending.habit([tune, tune, madrigal, waltz])
+    assert ending.ends_of(said, [(3, 4), (6, 8), (4, 4)]).tolist() == [0.5, 1.0, 0.0, 0.5]
+    assert ending.ends_of(None, [(4, 4)]).tolist() == [0.0, 0.0]
+    assert ending.places((4, 4), 4, torch.tensor([0.9, 1.0])) == [0, 8]
+    assert ending.places((4, 4), 4, torch.tensor([0.3, 1.0])) == [8, 0] == ending.places((4, 4), 4)
+    assert ending.held_to(16, 32, 4, 1.5) == 22
+    assert ending.held_to(24, 32, 4, 4.0) is None  # (longer than what is left)
+    assert ending.held_to(16, 32, 4) is None
+    for bad in ({"downbeat": 2, "beats": {}}, {"downbeat": 0.5, "beats": {"4/4": "long"}}, [0.5, 1]):
+        with pytest.raises(ValueError, match="data.ends"):
+            ending.ends_of(bad, [(4, 4)])
+
+
+@pytest.mark.parametrize("ends", [(0.98, 4.0, 3.0), (0.1, 0.5, 0.5)])  # a madrigal's close, a fiddle tune's
+def test_a_piece_closes_where_and_as_long_as_its_models_music_does(ends):
+    G = api.load_model().generator
+    seeds, own = list(range(6)), G.ends.clone()
+    try:
+        G.ends.zero_()  # as a model that does not say: the latest place, held to the bar's end
+        before = generate.sample_rolls(G, seeds, 4, metre=(4, 4), ending=True)
+        G.ends.copy_(torch.tensor(ends))
+        after = generate.sample_rolls(G, seeds, 4, metre=(4, 4), ending=True)
+    finally:
+        G.ends.copy_(own)
+    last = 3 * 16
+    struck = lambda roll: {(p, s) for p, s, _, _ in roll.notes.tolist() if s < last}  # noqa: E731
+    finals = [(a.notes[:, 1].max(), b.notes[:, 1].max()) for a, b in zip(before, after)]
+    if ends[0] > 0.5:  # some that closed on beat 3 close on the downbeat now
+        assert any(f == (last + 8, last) for f in finals), finals
+    for a, b in zip(before, after):
+        assert struck(a) == struck(b)  # the same music up to its last bar
+        assert b.n_steps == a.n_steps == 4 * 16  # whole bars
+        on_tonic, beats = ending.ends_closed(b, b.key)
+        if not ending.ends_closed(a, a.key)[0]:
+            continue
+        assert on_tonic
+        final = b.notes[:, 1].max()
+        if ends[0] > 0.5:  # on the downbeat where its tonic chord sounds there, the bar long
+            assert final == last or (final == last + 8 and beats == 2)
+            assert final != last or beats == 4
+        else:  # half a beat, then the voices rest to the end of the bar
+            assert beats == 0.5 and b.notes[:, 2].max() == final + 2
+
+
 @pytest.mark.parametrize("path", [None, ROOT / "checkpoints" / "fiddle-tunes"])
 def test_new_pieces_close_on_their_tonic_chord_held_and_the_same_seed_closes_the_same(path):
     model = api.load_model(path)
@@ -124,7 +180,9 @@ def test_new_pieces_close_on_their_tonic_chord_held_and_the_same_seed_closes_the
         roll = piece.roll
         on_tonic, beats = ending.ends_closed(roll, roll.key)
         assert on_tonic, piece.description
-        assert beats >= 1 and roll.n_steps == 8 * generate.metre.bar_steps(roll.time_signatures[0][1:], roll.steps_per_beat)
+        # (a fiddle tune's last note: half a beat in 2/4, as its music's)
+        assert beats >= 0.5 and roll.n_steps == 8 * generate.metre.bar_steps(roll.time_signatures[0][1:],
+                                                                                      roll.steps_per_beat)
     again = api.compose_many(model, [2], 8)[0]
     assert np.array_equal(again.roll.notes, pieces[2].roll.notes)
 

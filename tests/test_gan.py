@@ -750,6 +750,28 @@ def test_key_estimates_of_scales_and_chorales(rolls):
             keys.parse(bad)
 
 
+def test_a_model_knows_how_its_music_ends_and_a_checkpoint_that_says_otherwise_is_refused(trained, rolls, tmp_path):
+    import shutil
+
+    from musicgan import ending, metre
+
+    config = json.loads((trained / "config.json").read_text())
+    said = ending.habit(rolls)
+    assert config["data"]["ends"] == said and 0 <= said["downbeat"] <= 1 and said["beats"]["4/4"] > 0
+    loaded = ckpt.load(trained)
+    assert loaded.generator.ends.tolist() == pytest.approx(
+        [said["downbeat"]] + [said["beats"].get(metre.name(m), 0) for m in loaded.model.metres])
+    bad = tmp_path / "bad"
+    shutil.copytree(trained, bad)
+    config["data"]["ends"] = {"downbeat": "often", "beats": {"4/4": 1}}
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ckpt.CheckpointError, match="data.ends"):
+        ckpt.load(bad)
+    del config["data"]["ends"]  # a model from before: closes as then
+    (bad / "config.json").write_text(json.dumps(config))
+    assert not ckpt.load(bad).generator.ends.any()
+
+
 def test_a_whole_piece_is_in_the_key_it_ends_in_and_its_windows_are_told_so(rolls):
     import mido
 
