@@ -1,5 +1,5 @@
 """How a piece ends: on its key's tonic chord, struck or sounding on a strong beat of its last
-bar and held to the end, as the music the models learn from ends.
+bar and held as long as the music the model learnt from holds its last chord.
 
 A model learns from windows of a few bars, cut from anywhere in a piece, so nothing tells it that
 the bars it is drawing are the last: its pieces stopped wherever the bar count ran out, in the
@@ -14,7 +14,7 @@ chord of the piece's key, with the tonic in the bass, on the bar's downbeat or, 
 halves between two beats (4/4, 2/4, 6/8), on its middle. On those steps alone the draw leans
 toward the tonic chord (``generate.toward_tonic``): without it a fifth of the chorale model's
 pieces had no candidate that could close, their harmony too far from home by then. The piece then
-closes there (:func:`closed`): the chord is held to the end and nothing after it is struck. The
+closes there (:func:`closed`): the chord is held (:func:`held_to`) and nothing after it is struck. The
 notes are the model's, the way into the last chord its own cadence; the choice among draws, the
 lean on the closing steps and the length of the last chord are the ending's.
 
