@@ -65,7 +65,7 @@ def habit(rolls) -> dict | None:
     last chord (the notes that sound at the very end) is struck in the first half of its bar,
     "beats": {metre name: the median beats it sounds, of the pieces whose last bar is in that
     metre}}; None when none has notes. By metre: a fiddle tune's last note sounds half a beat in
-    2/4 and a beat in 2/2 and 6/8; a chorale's last chord 2 beats in 4/4 (from beat 3) and 3 in 3/4."""
+    2/4 and a beat in 2/2 and 6/8; a chorale's last chord 2 beats in 4/4 and 3 in 3/4."""
     early, beats = [], {}
     for roll in rolls:
         notes = roll.notes
