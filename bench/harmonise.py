@@ -20,7 +20,9 @@
    themselves (Bach's own harmonisations of those melodies, and his continuations): the two-sample
    accuracy (0.50: indistinguishable; mean of ``--splits`` splits), the listener's statistics,
    the voice-leading counts of :mod:`musicgan.voiceleading`, computed the same way for Bach, and
-   the share of whole pieces that end on the tonic chord (:func:`musicgan.ending.ends_closed`).
+   the share of whole pieces that end on the tonic chord (:func:`musicgan.ending.ends_closed`), and
+   of harmonisations that end as Bach's harmonisation of the same line does (his last bass note,
+   his last chord's pitch classes).
    Everything is drawn as the app draws it, ending included (``--no-ending``: as before it).
    The training split against the held-out one is the floor.
 
@@ -74,15 +76,29 @@ def with_harmonisers(model_path: Path, train_rolls, minutes: float | None, out: 
     return ckpt.load(target)
 
 
-def row(name: str, pieces: list, reference_clips: list | None, splits: int, melodies=None) -> dict:
+def last_chord(roll) -> tuple[int, frozenset]:
+    """The pitch class of the lowest note sounding at a piece's very end, and the pitch classes sounding there."""
+    notes = roll.notes
+    chord = notes[notes[:, 2] == notes[:, 2].max(), 0]
+    return int(chord.min()) % 12, frozenset((chord % 12).tolist())
+
+
+def row(name: str, pieces: list, reference_clips: list | None, splits: int, melodies=None, bach=None) -> dict:
     """One column: the pieces' two-sample score against ``reference_clips`` (None: they are the
-    reference), voice-leading counts and statistics."""
+    reference), voice-leading counts and statistics; with ``bach`` (the chorale each piece
+    harmonises a line of, one per piece), how often it ends as Bach's does: on his last bass
+    note, and on his last chord (its pitch classes)."""
     clips = data.clips(pieces, 4)
     out = {"name": name, "pieces": len(pieces), "clips": len(clips),
            "two_sample": None if reference_clips is None else
            metrics.two_sample_accuracy(clips, reference_clips, splits=splits),
            **voiceleading.summary(pieces, melodies), **metrics.summary(clips, metrics.LISTENER),
-           "ends on the tonic chord": float(np.mean([ending.ends_closed(p)[0] for p in pieces]))}
+           "ends on the tonic chord": float(np.mean([ending.ends_closed(p)[0] for p in pieces])),
+           "last bass note as Bach's": None, "last chord as Bach's": None}
+    if bach is not None:
+        ours, his = [last_chord(p) for p in pieces], [last_chord(r) for r in bach]
+        out["last bass note as Bach's"] = float(np.mean([a[0] == b[0] for a, b in zip(ours, his)]))
+        out["last chord as Bach's"] = float(np.mean([a == b for a, b in zip(ours, his)]))
     out.pop("duration histogram", None)
     return out
 
@@ -137,7 +153,7 @@ def main(argv=None) -> int:
     for voice, how in harmonised:
         name = harmonise.NAMES[voice]
         rows.append(row(f"{name} given: {how}", harmonised[voice, how], reference, args.splits,
-                        melodies if voice == "top" else None))
+                        melodies if voice == "top" else None, [r for r in test_rolls for _ in range(args.seeds)]))
     if not args.no_others:
         continued = [p for r, s in zip(test_rolls, seeds)
                      for p in generate.continue_rolls(G, r, s, bars=4, primer_bars=4, whole=False,
