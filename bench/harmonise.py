@@ -44,7 +44,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from musicgan import checkpoint as ckpt, data, ending, generate, harmonise, metrics, voiceleading  # noqa: E402
+from musicgan import checkpoint as ckpt, data, ending, generate, harmonise, metrics, midi, voiceleading  # noqa: E402
 from musicgan.batches import batches_for  # noqa: E402
 from musicgan.train import TrainConfig  # noqa: E402
 
@@ -78,8 +78,7 @@ def with_harmonisers(model_path: Path, train_rolls, minutes: float | None, out: 
 
 def last_chord(roll) -> tuple[int, frozenset]:
     """The pitch class of the lowest note sounding at a piece's very end, and the pitch classes sounding there."""
-    notes = roll.notes
-    chord = notes[notes[:, 2] == notes[:, 2].max(), 0]
+    chord = midi.last_chord(roll.notes)[:, midi.PITCH]
     return int(chord.min()) % 12, frozenset((chord % 12).tolist())
 
 

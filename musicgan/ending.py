@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from . import keys, metre as metres, voices
-from .midi import END, PITCH, START, Roll
+from .midi import END, PITCH, START, Roll, last_chord
 from .models import sounding
 from .voices import FIRST_PITCH, HOLD, REST
 
@@ -71,8 +71,8 @@ def habit(rolls) -> dict | None:
         notes = roll.notes
         if not len(notes):
             continue
-        end = int(notes[:, END].max())
-        struck = int(notes[notes[:, END] == end, START].max())
+        chord = last_chord(notes)
+        end, struck = int(chord[0, END]), int(chord[:, START].max())
         start = max(s for s, _ in metres.bar_spans(roll.time_signatures, max(roll.n_steps, end), roll.steps_per_beat)
                     if s <= struck)
         bar_metre = metres.metre_at(roll.time_signatures, start)
@@ -175,6 +175,5 @@ def ends_closed(roll: Roll, key: int | None = None) -> tuple[bool, float]:
     if not len(notes):
         return False, 0.0
     key = keys.estimate(notes) if key is None else key
-    end = int(notes[:, END].max())
-    chord = notes[notes[:, END] == end]
-    return tonic_chord(chord[:, PITCH], key), float(end - chord[:, START].max()) / roll.steps_per_beat
+    chord = last_chord(notes)
+    return tonic_chord(chord[:, PITCH], key), float(chord[0, END] - chord[:, START].max()) / roll.steps_per_beat

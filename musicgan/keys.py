@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .midi import END, PITCH, START
+from .midi import END, PITCH, START, last_chord
 
 KEYS = 24
 _TONICS = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -62,7 +62,7 @@ def final(notes: np.ndarray) -> int | None:
     when there are no notes."""
     if len(notes) == 0:
         return None
-    return int(notes[notes[:, END] == notes[:, END].max(), PITCH].min()) % 12
+    return int(last_chord(notes)[:, PITCH].min()) % 12
 
 
 def of_piece(notes: np.ndarray) -> int:

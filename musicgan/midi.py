@@ -221,6 +221,13 @@ def sounding_counts(notes: np.ndarray) -> np.ndarray:
     return np.cumsum(count)[:-1]
 
 
+def last_chord(notes: np.ndarray) -> np.ndarray:
+    """The notes (rows of a note array) that sound at the very end of a piece: its last chord as
+    a listener hears it (empty for no notes)."""
+    notes = np.asarray(notes).reshape(-1, 4)
+    return notes[notes[:, END] == notes[:, END].max()] if len(notes) else notes
+
+
 def _sorted_notes(notes: np.ndarray) -> np.ndarray:
     if len(notes) == 0:
         return notes.reshape(0, 4).astype(np.int32)
