@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from musicgan import checkpoint as ckpt, data, ending, form, generate, keys, metre, metrics, voiceleading, voices  # noqa: E402
+from musicgan import checkpoint as ckpt, data, ending, form, generate, keys, metre, metrics, upbeat, voiceleading, voices  # noqa: E402
 from musicgan.batches import window_config  # noqa: E402
 from musicgan.datasets import COLLECTIONS, UNSEEN  # noqa: E402
 from musicgan.heldout import HeldOut  # noqa: E402
@@ -107,10 +107,10 @@ def held_out_loss(model: ckpt.Checkpoint, rolls) -> float | None:
     return round(held.loss(model.generator, contextlib.nullcontext()), 4) if held.windows else None
 
 
-def project_pieces(model: ckpt.Checkpoint, n: int, bars: int = 16, ending: bool = True) -> list:
+def project_pieces(model: ckpt.Checkpoint, n: int, bars: int = 16, ending: bool = True, opening: bool = True) -> list:
     """Pieces as the app makes them (tempo and instrument aside; ``ending``: closing on the tonic
-    chord, :mod:`musicgan.ending`)."""
-    return generate.sample_rolls(model.generator, range(n), bars, ending=ending, **model.sampling)
+    chord, :mod:`musicgan.ending`; ``opening``: with a pickup as often as the music, :mod:`musicgan.upbeat`)."""
+    return generate.sample_rolls(model.generator, range(n), bars, ending=ending, opening=opening, **model.sampling)
 
 
 DEGREES = ("1", "b2", "2", "b3", "3", "4", "#4", "5", "b6", "6", "b7", "7")
@@ -214,6 +214,8 @@ def main(argv=None) -> int:
                         help="a generator without the pitch-class memory input (the ablation)")
     parser.add_argument("--no-ending", action="store_true",
                         help="pieces that end where their last bar runs out, as before musicgan.ending")
+    parser.add_argument("--no-opening", action="store_true",
+                        help="pieces that all begin on their first downbeat, as before musicgan.upbeat")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)  # the budget is "2 CPU cores", whatever this machine has
 
@@ -243,7 +245,8 @@ def main(argv=None) -> int:
         model = with_parallels(with_forms(ckpt.load(out), args.forms, train_rolls), train_rolls)
         reference = data.clips(test_rolls, CLIP_BARS)
         train4 = [r.on_grid(4) for r in train_rolls]
-        pieces = [p.on_grid(4) for p in project_pieces(model, args.pieces, PIECE_BARS, not args.no_ending)]
+        pieces = [p.on_grid(4) for p in project_pieces(model, args.pieces, PIECE_BARS, not args.no_ending,
+                                                       not args.no_opening)]
         known = set(metre.bars_per_metre(train_rolls))
         row.update({
             "model": {"voices": model.model.voices, "parallels": model.parallels, "metres": [metre.name(m) for m in model.model.metres],
@@ -263,8 +266,14 @@ def main(argv=None) -> int:
             row[label]["repeated bars"] = float(np.mean([metrics.repeated_bars(opening(r, PIECE_BARS)) for r in whole]))
             row[label]["voice leading"] = voiceleading.summary([opening(r, PIECE_BARS) for r in whole])
             row[label]["endings"] = endings(whole)
+            row[label]["openings"] = upbeat.habit(whole)
             if label != "musicgan":
                 row[label]["repeated bars (whole pieces)"] = float(np.mean([metrics.repeated_bars(r) for r in whole]))
+        # the first bars of whole pieces against the held-out pieces' own first bars (a pickup and
+        # what it leads to)
+        row["musicgan"]["first 4 bars"] = metrics.two_sample_accuracy(
+            [opening(p, CLIP_BARS) for p in pieces], [opening(r.on_grid(4), CLIP_BARS) for r in test_rolls],
+            splits=args.splits)
         row["held-out"].pop("duration histogram", None)
         results[style] = row
         args.out.mkdir(parents=True, exist_ok=True)
@@ -307,6 +316,11 @@ def print_style(style: str, row: dict) -> None:
         print("finals, on degrees of the key of the notes: " + "; ".join(
             f"{label} " + ", ".join(f"{d} {v:.0%}" for d, v in top[label]) for label in finals)
             + f"; musicgan's apart from the held-out music's: {finals_apart(finals['musicgan'], finals['held-out']):.2f}")
+    opens = {label: row[label].get("openings") for label in ("held-out", "real (train split)", "musicgan")}
+    if all(opens.values()):
+        print("openings (whole pieces; with a pickup, its beats by metre): " + "; ".join(
+            f"{label} {o['pickup']:.0%}, " + ", ".join(f"{m} {b:g}" for m, b in list(o["beats"].items())[:3])
+            for label, o in opens.items()) + f"; first {CLIP_BARS} bars' two-sample: {row['musicgan']['first 4 bars']:.3f}")
     print(f"metres written: held-out {row['held-out']['metres']}; musicgan {row['musicgan']['metres']}; "
           f"pieces in a metre of the training music: {row['pieces_in_a_training_metre']:.0%}; "
           f"loss on the held-out pieces: {row.get('held_out_loss')}")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import (checkpoint as ckpt, data, form, generate, given as given_music, harmonise, keys, metre as metres, metrics,
-               midi, pickup, render, swing, zerogpu)
+               midi, pickup, render, swing, upbeat, zerogpu)
 from .midi import Roll
 from .train import Budget, TrainConfig, Trainer, TrainingError, device_label, pick_device
 
@@ -100,14 +100,20 @@ def compose_many(model: ckpt.Checkpoint | None, seeds, bars: int = 16, tempo_bpm
     model = model or load_model()
     tempo, program = _defaults(model, tempo_bpm, program)
     rolls = generate.sample_rolls(model.generator, seeds, bars, temperature, tempo, program, key=key, metre=metre,
-                                  ending=True, **model.sampling)
+                                  ending=True, opening=True, **model.sampling)
     pieces = []
     for seed, roll in zip(seeds, rolls):
         in_key = generate.piece_key(seed, model.generator, key)
         key_text = "" if in_key is None else f" · {keys.name(in_key)}"
-        in_metre = metres.name(generate.piece_metre(seed, model.generator, metre))
-        phrases = "" if model.forms is None else form.describe(form.for_seed(seed, model.forms, bars, ending=True))
-        pieces.append(_piece(roll, f"seed {seed} · {bars} bars of {in_metre} · {tempo:g} bpm{key_text}"
+        seed_metre = generate.piece_metre(seed, model.generator, metre)
+        in_metre = metres.name(seed_metre)
+        up = generate.piece_pickup(seed, model.generator, seed_metre, bars)
+        phrases = "" if model.forms is None else \
+            form.describe(generate.piece_form(seed, model.forms, bars, True, up))
+        up = upbeat.pickup(roll)[1]  # (as drawn: where its first note came)
+        up_text = f" · a pickup of {pickup.beats_text(up / roll.steps_per_beat)}" if up else ""
+        # (a pickup: written, drawn and played from its first note, in a short first bar)
+        pieces.append(_piece(midi.with_pickup_bar(roll), f"seed {seed} · {bars} bars of {in_metre}{up_text} · {tempo:g} bpm{key_text}"
                                    + (f" · {phrases}" if phrases else ""), audio=False))
     return pieces
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import ending, keys, metre
+from . import ending, keys, metre, upbeat
 from .data import WindowConfig, Windows
 from .midi import Roll
 from .shards import ShardedCorpus, StreamingWindows
@@ -110,7 +110,8 @@ class InMemory(Batches):
                      "program": int(np.bincount([r.program for r in rolls], minlength=128).argmax()),
                      "keys": [int(k) for k in np.bincount(piece_keys, minlength=keys.KEYS)],
                      "metres": _metre_meta(metre.bars_per_metre(rolls)),
-                     **({} if (ends := ending.habit(rolls)) is None else {"ends": ends})}
+                     **({} if (ends := ending.habit(rolls)) is None else {"ends": ends}),
+                     **({} if (opens := upbeat.habit(rolls)) is None else {"opens": opens})}
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -140,7 +141,8 @@ class Streamed(Batches):
                      "tempo_bpm": float(np.median(corpus.tempo_bpm)),
                      "program": int(np.bincount(corpus.table[:, 6], minlength=128).argmax()),
                      "keys": [int(k) for k in key_counts], "metres": _metre_meta(corpus.bars_per_metre()),
-                     **({} if (ends := ending.habit(pieces)) is None else {"ends": ends})}
+                     **({} if (ends := ending.habit(pieces)) is None else {"ends": ends}),
+                     **({} if (opens := upbeat.habit(pieces)) is None else {"opens": opens})}
 
     def __len__(self) -> int:
         return len(self.windows)

@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors, save as save_safetensors
 
-from . import __version__, copyguard, ending, form, metre
+from . import __version__, copyguard, ending, form, metre, upbeat
 from .keys import KEYS
 from .models import Discriminator, Generator, LineReader, ModelConfig
 
@@ -202,10 +202,12 @@ def with_sampling(directory, generator: Generator, clamped: dict) -> Path:
                   json.dumps(meta, indent=2, sort_keys=True).encode())
 
 
-def with_music(directory, forms: np.ndarray | None, parallels: float | None) -> Path:
+def with_music(directory, forms: np.ndarray | None, parallels: float | None, habits: dict | None = None) -> Path:
     """Write what generation reads of a model's music into the checkpoint folder ``directory``,
-    in place of its own: its forms (:mod:`musicgan.form`; None: none) and its parallels per 100
-    beats (:attr:`Checkpoint.parallels`; None: not said); all else stays as it is."""
+    in place of its own: its forms (:mod:`musicgan.form`; None: none), its parallels per 100
+    beats (:attr:`Checkpoint.parallels`; None: not said) and ``habits``, how its pieces end and
+    begin (``data.ends``, :func:`musicgan.ending.habit`, and ``data.opens``,
+    :func:`musicgan.upbeat.habit`, as a trainer reads them; None: as they were); all else stays as it is."""
     directory = Path(directory)
     weights, config = _read_pair(directory)
     tensors = {k: v for k, v in load_safetensors(weights).items() if k != FORMS}
@@ -215,6 +217,12 @@ def with_music(directory, forms: np.ndarray | None, parallels: float | None) -> 
     meta.setdefault("sampling", {}).pop("parallels", None)
     if parallels is not None:
         meta["sampling"]["parallels"] = parallels
+    if habits is not None:
+        said = meta.setdefault("data", {})
+        for name in ("ends", "opens"):
+            said.pop(name, None)
+            if habits.get(name) is not None:
+                said[name] = habits[name]
     return _write(directory, save_safetensors(tensors, metadata={"format": FORMAT}),
                   json.dumps(meta, indent=2, sort_keys=True).encode())
 
@@ -286,6 +294,7 @@ def load(path, with_discriminator: bool | None = None) -> Checkpoint:
     data = config.get("data")
     try:
         generator.ends.copy_(ending.ends_of(data.get("ends") if isinstance(data, dict) else None, cfg.metres))
+        generator.opens.copy_(upbeat.opens_of(data.get("opens") if isinstance(data, dict) else None, cfg.metres))
     except ValueError as e:
         raise CheckpointError(f"{path.name}: {e}") from None
     for name, key in SAMPLING_BIASES.items():

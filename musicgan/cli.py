@@ -10,8 +10,8 @@
     add-harmoniser CKPT PATH...         train a model's harmoniser on its training music (--minutes M,
                                         --voice top|bottom, --device)
     recalibrate CKPT PATH...            fit a model's sampling biases again on its training music and
-                                        read its forms and parallels (--music-only: those alone); its
-                                        weights stay
+                                        read its forms, parallels, endings and openings (--music-only:
+                                        those alone); its weights stay
     evaluate [CKPT] --reference PATH... generated vs. real music, in numbers
 """
 from __future__ import annotations
@@ -299,12 +299,15 @@ def cmd_recalibrate(args) -> int:
     trainer = Trainer(corpus.rolls, model=model.model, config=config, device="cpu", budget=Budget(steps=1))
     trainer.start_from(model)
     forms, parallels = trainer.forms(), trainer.parallels()
+    habits = {name: trainer.data_meta.get(name) for name in ("ends", "opens")}
     repeats = "in none of its pieces" if forms is None else \
         f"{(forms >= 0).sum(1).mean():.1f} of the first {form.FORM_BARS} bars of a piece, on average"
-    read = f"phrases that come back: {repeats}; parallel fifths and octaves: {parallels:.2f} per 100 beats"
+    opens = habits["opens"]
+    read = (f"phrases that come back: {repeats}; parallel fifths and octaves: {parallels:.2f} per 100 beats"
+            + ("" if opens is None else f"; pieces opening with a pickup: {opens['pickup']:.0%}"))
     if args.music_only:
-        ckpt.with_music(args.checkpoint, forms, parallels)
-        print(f"{args.checkpoint}: the forms and parallels of its music read ({read}); its weights "
+        ckpt.with_music(args.checkpoint, forms, parallels, habits)
+        print(f"{args.checkpoint}: the forms, parallels, endings and openings of its music read ({read}); its weights "
               "and sampling biases are as they were")
         return 0
     print(f"fitting the sampling biases of {Path(args.checkpoint).name} on {len(corpus.rolls)} pieces ...", flush=True)
@@ -312,9 +315,9 @@ def cmd_recalibrate(args) -> int:
     # (a harmoniser keeps how it draws: fitted again on top of the interval bias, the chorale
     # model's harmonised melodies scored 0.576 against 0.551 as they were; docs/quality.md)
     ckpt.with_sampling(args.checkpoint, trainer.G, trainer.clamped)
-    ckpt.with_music(args.checkpoint, forms, parallels)
+    ckpt.with_music(args.checkpoint, forms, parallels, habits)
     print(f"{args.checkpoint}: sampling biases fitted again (onset rates within {gap:.3f} of the music's; "
-          f"parallels penalty {float(trainer.G.parallel_bias):.2f}), and the forms and parallels of its music "
+          f"parallels penalty {float(trainer.G.parallel_bias):.2f}), and the forms, parallels, endings and openings of its music "
           f"read ({read}); its weights are as they were")
     return 0
 
@@ -347,12 +350,12 @@ def cmd_generate(args) -> int:
         key = keys.parse(args.key)
     chosen = metre.parse(args.metre) if args.metre else None
     rolls = generate.sample_rolls(model.generator, seeds, args.bars, args.temperature, tempo, program,
-                                  key=key, metre=chosen, ending=True, **model.sampling)
+                                  key=key, metre=chosen, ending=True, opening=True, **model.sampling)
     out = Path(args.out)
     for i, roll in enumerate(rolls):
         path = out if args.num == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        midi.write(roll, path)
+        midi.write(midi.with_pickup_bar(roll), path)
         in_key = generate.piece_key(seeds[i], model.generator, key)
         key_text = "" if in_key is None else f", {keys.name(in_key)}"
         in_metre = metre.name(generate.piece_metre(seeds[i], model.generator, chosen))
@@ -482,8 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint folder: its biases are replaced")
     p.add_argument("paths", nargs="+", help="the music the model was trained on (MIDI files, folders, zips)")
     p.add_argument("--music-only", "--forms-only", dest="music_only", action="store_true",
-                   help="only read the forms of the music (which phrases come back; musicgan.form) and its "
-                        "parallel fifths and octaves: the sampling biases stay as they are")
+                   help="only read the forms of the music (which phrases come back; musicgan.form), its "
+                        "parallel fifths and octaves, and how its pieces end and begin (musicgan.ending, "
+                        "musicgan.upbeat): the sampling biases stay as they are")
     add_bars_flag(p)
     p.set_defaults(func=cmd_recalibrate)
 

@@ -123,17 +123,18 @@ def tonic_chord(pitches, key: int) -> bool:
 
 
 def closing(tokens: np.ndarray, key: int, piece_metre, steps_per_beat: int, pitch_low: int,
-            ends=None) -> int | None:
+            ends=None, short: int = 0) -> int | None:
     """The step from which a piece of ``tokens`` (T, V; whole bars of ``piece_metre`` on a grid
     of ``steps_per_beat``) can close: the first of its last bar's :func:`places` (in the order
-    ``ends`` gives them) where its voices sound the tonic chord of ``key``; None where none does."""
+    ``ends`` gives them, before its last ``short`` steps: a piece that opened with a pickup ends
+    that much early) where its voices sound the tonic chord of ``key``; None where none does."""
     bar = metres.bar_steps(piece_metre, steps_per_beat)
     if len(tokens) < bar:
         return None
     last = len(tokens) - bar
     sound = sounding(torch.from_numpy(np.asarray(tokens, np.int64))).numpy()
     for place in places(piece_metre, steps_per_beat, ends):
-        if _tonic_sounds(sound[last + place], key, pitch_low):
+        if place < bar - short and _tonic_sounds(sound[last + place], key, pitch_low):
             return last + place
     return None
 

@@ -47,13 +47,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt, copyguard, data, ending as ending_, form, keys, metre, midi, voiceleading, voices
+from . import checkpoint as ckpt, copyguard, data, ending as ending_, form, keys, metre, midi, upbeat, voiceleading, voices
 from .batches import window_steps
 from .given import check_range, whole_bars
 from .keys import KEYS
 from .midi import Roll
 from .models import Discriminator, DrawState, Generator, sounding
-from .voices import HOLD, REST
+from .voices import FIRST_PITCH, HOLD, REST
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "bach-chorales"
 MAX_BARS = 256
@@ -111,6 +111,22 @@ def piece_metre(seed: int, generator: Generator, chosen: tuple | None = None) ->
         known = ", ".join(metre.name(m) for m in generator.cfg.metres)
         raise ValueError(f"this model knows the metres {known}, not {metre.name(chosen)}")
     return chosen
+
+
+def piece_pickup(seed: int, generator: Generator, piece_metre_: tuple, bars: int) -> int:
+    """The steps of the pickup a new piece of ``seed`` in ``piece_metre_`` opens with (0: none;
+    :func:`musicgan.upbeat.pickup_for`); a piece of one bar has none."""
+    cfg = generator.cfg
+    return upbeat.pickup_for(seed, generator.opens, cfg.metres, piece_metre_, cfg.steps_per_beat) if bars > 1 else 0
+
+
+def piece_form(seed: int, forms: np.ndarray, bars: int, ending: bool, pickup: int) -> np.ndarray:
+    """The sources of a seed's piece (:func:`musicgan.form.for_seed`), where it opens with a
+    ``pickup``, less the repeats of its first bar: a pickup's bar, mostly rest, is no bar to play again."""
+    sources = form.for_seed(seed, forms, bars, ending)
+    if pickup:
+        sources[sources == 0] = -1
+    return sources
 
 def _conditioned(generator: Generator, z: torch.Tensor, key) -> torch.Tensor:
     """z (B, latent) with the key appended where the model takes one (:meth:`Generator.condition`):
@@ -312,7 +328,8 @@ def guarded_choice(first_round, more, offer, k: int):
 
 def _draw(generator: Generator, seeds: list[int], first: int, k: int, end: int, temperature: float,
           seed_keys: list, piece_metre: tuple, state: DrawState | None = None, sources: np.ndarray | None = None,
-          before: np.ndarray | None = None, lean: frozenset = frozenset()) -> tuple[np.ndarray, DrawState]:
+          before: np.ndarray | None = None, lean: frozenset = frozenset(),
+          rests: list | None = None) -> tuple[np.ndarray, DrawState]:
     """Candidates first .. first+k-1 of every seed, in one batch, all in ``piece_metre``: (their
     tokens (seeds, k, steps, V) from where ``state`` stands (the start when None) to step
     ``end``, the state each ends in (seed-major rows)). Each candidate draws with its own noise;
@@ -322,9 +339,11 @@ def _draw(generator: Generator, seeds: list[int], first: int, k: int, end: int, 
     not drawn but repeats that bar of the candidate's piece: of ``before`` (seeds, steps so far,
     V), the seed's piece up to ``state``, or of what the candidate drew since. The model reads a
     repeated bar as its own, and draws on from there. ``lean``: the steps (counted in the piece)
-    drawn :func:`toward_tonic`."""
+    drawn :func:`toward_tonic`. ``rests``: each seed's steps from the piece's start that every
+    voice is given a rest in (a pickup's bar, :mod:`musicgan.upbeat`; None: none)."""
     cfg = generator.cfg
     start = 0 if state is None else state.steps
+    given = _resting(rests, k, start, end, cfg.voices)
     noise = [noise_for(candidate_seed(s, j), end, cfg) for s in seeds for j in range(first, first + k)]
     if state is None:
         state = generator.begin(_conditioned(generator, torch.stack([n[0] for n in noise]),
@@ -334,12 +353,25 @@ def _draw(generator: Generator, seeds: list[int], first: int, k: int, end: int, 
     step_noise = torch.stack([n[1][start:] for n in noise])
     codes = torch.from_numpy(cfg.metre_codes(piece_metre, end)[start:]).expand(len(noise), -1)
     if sources is None:
-        tokens, state = _draw_on(generator, state, step_noise, codes, temperature, None, {t - start for t in lean})
+        tokens, state = _draw_on(generator, state, step_noise, codes, temperature,
+                                 None if given is None else torch.from_numpy(given), {t - start for t in lean})
         return tokens.numpy().reshape(len(seeds), k, end - start, cfg.voices), state
     before = np.zeros((len(seeds), start, cfg.voices), np.int64) if before is None else before
     tokens, state = _draw_in_form(generator, state, step_noise, codes, temperature, np.repeat(sources, k, 0),
-                                  np.repeat(before, k, 0), cfg.bar_steps(piece_metre), lean)
+                                  np.repeat(before, k, 0), cfg.bar_steps(piece_metre), lean, given)
     return tokens.reshape(len(seeds), k, end - start, cfg.voices), state
+
+
+def _resting(rests: list | None, k: int, start: int, end: int, voices_: int) -> np.ndarray | None:
+    """The given tokens (seeds * k, end - start, V) of a draw from step ``start`` to ``end`` where
+    each seed's ``rests`` first steps of the piece are a rest in every voice (-1 elsewhere: drawn),
+    for each of its k candidates; None where none is given."""
+    if not rests or max(rests) <= start:
+        return None
+    given = np.full((len(rests) * k, end - start, voices_), -1, np.int64)
+    for i, rest in enumerate(np.repeat(rests, k)):
+        given[i, :max(0, rest - start)] = REST
+    return given
 
 
 def _draw_on(generator: Generator, state: DrawState, step_noise: torch.Tensor, codes: torch.Tensor,
@@ -371,18 +403,20 @@ def _draw_on(generator: Generator, state: DrawState, step_noise: torch.Tensor, c
 
 def _draw_in_form(generator: Generator, state: DrawState, step_noise: torch.Tensor, codes: torch.Tensor,
                   temperature: float, sources: np.ndarray, piece: np.ndarray, bar: int,
-                  lean=frozenset()) -> tuple[np.ndarray, DrawState]:
+                  lean=frozenset(), rests: np.ndarray | None = None) -> tuple[np.ndarray, DrawState]:
     """The draw of :meth:`Generator.draw_on` from ``state`` (a row per piece; ``piece`` (rows,
     steps so far, V): their tokens up to it, whole bars of ``bar`` steps), with each piece's bars
     that have a source in ``sources`` (rows, bars; :mod:`musicgan.form`) not drawn but repeated
     (:func:`repeated`): (the tokens (rows, T, V), the state after them). ``lean``: as :func:`_draw_on`,
-    the steps counted in the piece."""
+    the steps counted in the piece. ``rests``: tokens given besides (rows, T, V; -1: not given), a
+    pickup's rest (:func:`_resting`)."""
     start = piece.shape[1]
     for b0, b1 in form.parts(sources, start // bar, start // bar + step_noise.shape[1] // bar):
-        given = np.full((len(sources), (b1 - b0) * bar, piece.shape[2]), -1, np.int64)
+        s0, s1 = b0 * bar - start, b1 * bar - start
+        given = np.full((len(sources), (b1 - b0) * bar, piece.shape[2]), -1, np.int64) if rests is None \
+            else rests[:, s0:s1].copy()
         for r in np.nonzero(sources[:, b0] >= 0)[0]:
             given[r] = repeated(piece[r], sources[r, b0:b1], bar)
-        s0, s1 = b0 * bar - start, b1 * bar - start
         tokens, state = _draw_on(generator, state, step_noise[:, s0:s1], codes[:, s0:s1], temperature,
                                  torch.from_numpy(given) if (given >= 0).any() else None,
                                  {t - b0 * bar for t in lean})
@@ -438,7 +472,7 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
                  tempo_bpm: float = 100.0, program: int = 0, critic: Discriminator | None = None,
                  candidates: int = 1, avoid: np.ndarray | None = None, key: int | list | None = None,
                  metre: tuple | list | None = None, forms: np.ndarray | None = None,
-                 parallels: float | None = None, ending: bool = False) -> list[Roll]:
+                 parallels: float | None = None, ending: bool = False, opening: bool = False) -> list[Roll]:
     """One piece per seed; with a ``critic``, each the critic's choice among ``candidates`` draws,
     made a window at a time for a piece longer than its window (:func:`segments`): each window's
     candidates carry on from the state the one chosen before them ended in, and the critic judges
@@ -471,7 +505,16 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
     the tonic chord (:func:`toward_tonic`), and of its candidates one that closes goes first; when none of a round does, further rounds are drawn as the copy guard's
     are (a candidate that does not close is passed over as one that copies is). The piece closes
     where that candidate can; if no candidate of any round can, it ends as drawn. Off for clips
-    cut from the middle of a piece (the benches' 4-bar clips)."""
+    cut from the middle of a piece (the benches' 4-bar clips).
+
+    ``opening``: a piece opens with a pickup as often as the model's music does, of its music's
+    length (:func:`musicgan.upbeat.pickup_for`): every voice is given a rest up to it (its first
+    bar is a pickup's, held as the music's are: a whole bar whose music comes at its end), a bar
+    its form does not repeat, and the piece ends as much before the end of its last bar (the
+    last bar and the first make one whole bar); it closes on a place of its last bar before that.
+    A candidate that rests through its pickup too, opening on a bar of silence, is passed over as
+    one that copies is.
+    Off for clips, as ``ending``."""
     _check(bars, temperature)
     cfg = generator.cfg
     seeds = [int(s) for s in seeds]
@@ -487,9 +530,12 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
     for piece_metre_, where in by_metre(seeds, seed_metres).items():
         n_steps = bars * cfg.bar_steps(piece_metre_)
         group, group_keys = [seeds[i] for i in where], [seed_keys[i] for i in where]
-        sources = None if forms is None else np.stack([form.for_seed(s, forms, bars, ending) for s in group])
-        ends, window = segments(critic, k, n_steps, piece_metre_)
         bar = cfg.bar_steps(piece_metre_)
+        pickups = [piece_pickup(s, generator, piece_metre_, bars) if opening else 0 for s in group]
+        rests = [bar - p if p else 0 for p in pickups]
+        sources = None if forms is None else \
+            np.stack([piece_form(s, forms, bars, ending, p) for s, p in zip(group, pickups)])
+        ends, window = segments(critic, k, n_steps, piece_metre_)
         last_bar = n_steps - bar
         if ending and last_bar > 0 and last_bar not in ends:  # (the last bar drawn on its own)
             ends = sorted(ends + [last_bar])
@@ -500,16 +546,18 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
             judged, guarded = max(0, end - window), max(0, start - 7 * cfg.steps_per_beat)
             base = segment * ROUND_SEEDS  # (a round past the 3rd orders other candidates with a seed of the next segment's)
             closes_here = ending and end == n_steps
+            opens_here = start == 0 and any(rests)
             lean = frozenset(n_steps - bar + p for p in ending_.places(piece_metre_, cfg.steps_per_beat)) \
                 if closes_here else frozenset()
             drawn, drawn_state = _draw(generator, group, 0, k, end, temperature, group_keys, piece_metre_, state,
-                                       sources, chosen, lean)
+                                       sources, chosen, lean, rests)
             kept_tokens, kept_states = [], []
             for g, (seed, seed_key) in enumerate(zip(group, group_keys)):
                 def more(done: int, size: int, heat: float) -> tuple:
                     tokens, rows = _draw(generator, [seed], done, size, end, temperature * heat, [seed_key], piece_metre_,
                                          None if state is None else state.rows([g]),
-                                         None if sources is None else sources[g:g + 1], chosen[g:g + 1], lean)
+                                         None if sources is None else sources[g:g + 1], chosen[g:g + 1], lean,
+                                         rests[g:g + 1])
                     return tokens[0], rows
 
                 def offer(candidates: tuple, round_: int) -> tuple:
@@ -525,11 +573,14 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
                     def copies(j: int) -> bool:
                         return avoid is not None and copyguard.copies(data.cut(roll_of(j), guarded, end - guarded), avoid)
 
+                    def passed_over(j: int) -> bool:  # it copies, or it would open on a bar of silence
+                        return (opens_here and rests[g] > 0 and not (whole[j, :bar] >= FIRST_PITCH).any()) or copies(j)
+
                     @functools.cache
                     def closes(j: int) -> bool:
-                        return _closing(whole[j], seed_key, piece_metre_, generator) is not None
+                        return _closing(whole[j], seed_key, piece_metre_, generator, pickups[g]) is not None
 
-                    found = offered(critic, whole[:, judged:], seed + base + round_, piece_metre_, copies, roll_of,
+                    found = offered(critic, whole[:, judged:], seed + base + round_, piece_metre_, passed_over, roll_of,
                                     parallels, seed, closes if closes_here else None)
                     return tuple(None if j is None else (tokens[j], rows.rows([j])) for j in found)
 
@@ -539,11 +590,11 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
             chosen, state = np.concatenate([chosen, np.stack(kept_tokens)], 1), DrawState.cat(kept_states)
         if ending:
             for g, seed_key in enumerate(group_keys):
-                at = _closing(chosen[g], seed_key, piece_metre_, generator)
+                at = _closing(chosen[g], seed_key, piece_metre_, generator, pickups[g])
                 if at is not None:
-                    chosen[g] = _closed(chosen[g], at, piece_metre_, generator)
-        for i, seed, seed_key, tokens in zip(where, group, group_keys, chosen):
-            pieces[i] = voices.decode(tokens, cfg.pitch_low,
+                    chosen[g] = _closed(chosen[g], at, piece_metre_, generator, pickups[g])
+        for i, seed, seed_key, tokens, short in zip(where, group, group_keys, chosen, pickups):
+            pieces[i] = voices.decode(tokens[:n_steps - short], cfg.pitch_low,
                                       **_roll_meta(cfg, tempo_bpm, program, f"seed {seed}", piece_metre_, seed_key))
     return pieces
 
@@ -561,20 +612,24 @@ def toward_tonic(generator: Generator) -> torch.Tensor | None:
     return bias
 
 
-def _closing(tokens: np.ndarray, key: int | None, piece_metre: tuple, generator: Generator) -> int | None:
+def _closing(tokens: np.ndarray, key: int | None, piece_metre: tuple, generator: Generator,
+             short: int = 0) -> int | None:
     """Where a piece of ``tokens`` can close (:func:`musicgan.ending.closing`) in ``key`` (see
-    :func:`musicgan.ending.key_of`), on the places its model's music closes on first."""
+    :func:`musicgan.ending.key_of`), on the places its model's music closes on first, before
+    the last ``short`` steps (a piece that opened with a pickup of that length ends early by it)."""
     cfg = generator.cfg
     return ending_.closing(tokens, ending_.key_of(tokens, key, cfg.pitch_low), piece_metre, cfg.steps_per_beat,
-                           cfg.pitch_low, generator.ends)
+                           cfg.pitch_low, generator.ends, short)
 
 
-def _closed(tokens: np.ndarray, at: int, piece_metre: tuple, generator: Generator) -> np.ndarray:
+def _closed(tokens: np.ndarray, at: int, piece_metre: tuple, generator: Generator, short: int = 0) -> np.ndarray:
     """A piece of ``tokens`` closing at step ``at`` (:func:`musicgan.ending.closed`), its last
-    chord sounding as long as its model's music holds one in ``piece_metre``."""
+    chord sounding as long as its model's music holds one in ``piece_metre``, at most until the
+    last ``short`` steps."""
     cfg = generator.cfg
     beats = float(generator.ends[1 + cfg.metres.index(piece_metre)]) if piece_metre in cfg.metres else 0.0
-    return ending_.closed(tokens, at, ending_.held_to(at, len(tokens), cfg.steps_per_beat, beats))
+    end = len(tokens) - short
+    return ending_.closed(tokens, at, ending_.held_to(at, end, cfg.steps_per_beat, beats) or (end if short else None))
 
 
 def segments(critic: Discriminator | None, k: int, n_steps: int, piece_metre: tuple) -> tuple[list[int], int]:

@@ -421,6 +421,9 @@ class Generator(nn.Module):
         # the first half of its bar, then the beats it sounds in each of its metres (zeros: as a
         # piece's end was made before the music was read for it, on the latest place, to the bar's end)
         self.register_buffer("ends", torch.zeros(1 + len(cfg.metres)), persistent=False)
+        # ... and how they begin (musicgan.upbeat.habit): the share opening with a pickup, then its
+        # beats in each of its metres (zeros: every piece begins on its first downbeat, as before)
+        self.register_buffer("opens", torch.zeros(1 + len(cfg.metres)), persistent=False)
         # each step's metrical input, by its code (metre and position in the bar)
         self.register_buffer("frame", frame_table(cfg), persistent=False)
         # sampling only: added to the logits of every new note (onset_bias) and of the rest

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt, copyguard, ending, form, heldout, metre, voiceleading
+from . import checkpoint as ckpt, copyguard, ending, form, heldout, metre, upbeat, voiceleading
 from .batches import Batch, batches_for, window_steps
 from .cudagraph import Draw, Step, capturable_adam, set_rate
 from .models import MAX_METRES, Discriminator, Generator, ModelConfig, interval_counts, parallel_rate
@@ -457,6 +457,7 @@ class Trainer:
         bars = self.data_meta.get("metres", {})
         G.metre_weights.copy_(torch.tensor([max(bars.get(metre.name(m), 0.0), 1e-3) for m in self.model.metres]))
         G.ends.copy_(ending.ends_of(self.data_meta.get("ends"), self.model.metres))
+        G.opens.copy_(upbeat.opens_of(self.data_meta.get("opens"), self.model.metres))
 
     # ---------------------------------------------------------------- one step
 
@@ -750,7 +751,7 @@ class Trainer:
         biases, for drawing (on the CPU, like :mod:`musicgan.generate`)."""
         G = Generator(self.model)
         G.load_state_dict({k: v.detach().float().cpu() for k, v in self.G.state_dict().items()})
-        for name in ("key_weights", "metre_weights", "ends", *ckpt.SAMPLING_BIASES):
+        for name in ("key_weights", "metre_weights", "ends", "opens", *ckpt.SAMPLING_BIASES):
             getattr(G, name).copy_(getattr(self.G, name).cpu())
         return G.eval()
 

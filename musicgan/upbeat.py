@@ -1,0 +1,89 @@
+"""How a piece begins: on its first downbeat, or with an upbeat (a pickup) before it, as the music
+the model learnt from begins.
+
+Most chorales and fiddle tunes begin before their first downbeat: 72% of the Bach chorales' training
+split (a beat in 4/4 for most) and 74% of the fiddle tunes' (half a beat to three beats). A model
+learns from windows cut at bar lines anywhere in a piece, and its own pieces began on the
+downbeat: 3 of 40 of the chorale model's and 1 of 40 of the fiddle model's opened otherwise. A
+piece that begins on a pickup also ends a pickup early: its first and last bars together make one
+whole bar, so a chorale whose last chord is struck on the downbeat holds it 3 beats, not 4.
+
+So the trainer reads how the music begins (:func:`habit`, kept in the checkpoint's ``data.opens``),
+and a new piece opens with a pickup as often as its music does (:func:`pickup_for`, by a stream of
+the piece's seed), of the length the music's pickups have in its metre: the voices are given a rest
+up to the pickup, as the music's first bar rests before its own, and the model draws on from there.
+Its last bar ends the pickup's length early (:func:`musicgan.generate.sample_rolls`). A roll holds
+a pickup as the music's are held, a whole first bar whose music comes at its end (see
+:class:`musicgan.midi.Roll`); a file writes it as notation does, a short first bar in a time
+signature of its own (:func:`musicgan.midi.with_pickup_bar`), so that it plays from its first note.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import metre as metres
+
+
+def pickup(roll) -> tuple[tuple, int]:
+    """(the metre of a piece's first bar, the steps of music in that bar before its second bar
+    begins, where its first note is struck after the bar's downbeat; else 0)."""
+    first = metres.metre_at(roll.time_signatures, 0)
+    bar = metres.bar_steps(first, roll.steps_per_beat)
+    start = int(roll.notes[:, 1].min()) if len(roll.notes) else 0
+    return first, (bar - start if 0 < start < bar else 0)
+
+
+def habit(rolls) -> dict | None:
+    """How the pieces of ``rolls`` (whole pieces, as read: a pickup is the end of a whole first bar)
+    begin: {"pickup": the share whose first note comes after their first downbeat, "beats":
+    {metre name: the median beats of those pickups, of the pieces that open in that metre}}; None
+    when none has notes."""
+    has, beats = [], {}
+    for roll in rolls:
+        if not len(roll.notes):
+            continue
+        first, steps = pickup(roll)
+        has.append(steps > 0)
+        if steps:
+            beats.setdefault(metres.name(first), []).append(steps / roll.steps_per_beat)
+    if not has:
+        return None
+    return {"pickup": round(float(np.mean(has)), 3),
+            "beats": {name: float(np.median(b)) for name, b in sorted(beats.items(), key=lambda nb: -len(nb[1]))}}
+
+
+def opens_of(said, model_metres) -> torch.Tensor:
+    """A model's ``Generator.opens`` from what its config says of how its music begins
+    (``data.opens``, :func:`habit`; None: not read): the share opening with a pickup, then the
+    beats of a pickup in each of ``model_metres`` (0 where not said: no pickup in that metre);
+    ValueError for anything that is not such a reading."""
+    out = torch.zeros(1 + len(model_metres))
+    if said is None:
+        return out
+    share, beats = (said.get("pickup"), said.get("beats")) if isinstance(said, dict) else (None, None)
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if not (number(share) and 0 <= share <= 1 and isinstance(beats, dict)
+            and all(number(v) and 0 <= v <= 1000 for v in beats.values())):
+        raise ValueError("data.opens is not a share of pieces opening with a pickup and its beats by metre")
+    out[0] = float(share)
+    for i, m in enumerate(model_metres):
+        out[1 + i] = float(beats.get(metres.name(m), 0))
+    return out
+
+
+PICKUP_STREAM = 7177  # the seed's stream that decides whether its piece opens with a pickup
+
+
+def pickup_for(seed: int, opens: torch.Tensor, model_metres, piece_metre, steps_per_beat: int) -> int:
+    """The steps of the pickup a new piece of ``seed`` in ``piece_metre`` opens with (0: none), by
+    ``opens`` (a model's ``Generator.opens``): one as often as its music's pieces open with one, of
+    their length in that metre, shorter than a bar and a whole number of steps (at least one)."""
+    share = float(opens[0])
+    if share <= 0 or piece_metre not in model_metres:
+        return 0
+    beats = float(opens[1 + list(model_metres).index(piece_metre)])
+    steps = max(1, round(beats * steps_per_beat)) if beats > 0 else 0
+    if not 0 < steps < metres.bar_steps(piece_metre, steps_per_beat):
+        return 0
+    return steps if np.random.default_rng([int(seed) & 0xFFFFFFFF, PICKUP_STREAM]).random() < share else 0
