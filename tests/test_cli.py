@@ -103,6 +103,11 @@ def test_recalibrate_fits_the_biases_again_and_keeps_the_weights(trained, tmp_pa
     from musicgan import voiceleading
     assert ckpt.load(copy).parallels == round(voiceleading.pooled_parallels(data.load(EXAMPLES, cache_dir=False).rolls), 3)
     assert f"parallel fifths and octaves: {ckpt.load(copy).parallels:.2f} per 100 beats" in result.stdout
+    from musicgan import ending, upbeat  # ... and how its pieces end and begin, as a trainer reads them
+    said = ckpt.load(copy).meta["data"]
+    assert said["ends"] == ending.habit(data.load(EXAMPLES, cache_dir=False).rolls)
+    assert said["opens"] == upbeat.habit(data.load(EXAMPLES, cache_dir=False).rolls) and said["opens"]["pickup"] > 0.5
+    assert f"pieces opening with a pickup: {said['opens']['pickup']:.0%}" in result.stdout
 
 
 def test_resume_continues_the_run(trained, tmp_path):

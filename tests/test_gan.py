@@ -753,7 +753,7 @@ def test_key_estimates_of_scales_and_chorales(rolls):
 def test_a_model_knows_how_its_music_ends_and_a_checkpoint_that_says_otherwise_is_refused(trained, rolls, tmp_path):
     import shutil
 
-    from musicgan import ending, metre
+    from musicgan import ending, metre, upbeat
 
     config = json.loads((trained / "config.json").read_text())
     said = ending.habit(rolls)
@@ -770,6 +770,19 @@ def test_a_model_knows_how_its_music_ends_and_a_checkpoint_that_says_otherwise_i
     del config["data"]["ends"]  # a model from before: closes as then
     (bad / "config.json").write_text(json.dumps(config))
     assert not ckpt.load(bad).generator.ends.any()
+    # ... and how it begins: the example chorales mostly open with a pickup of a beat
+    opens = upbeat.habit(rolls)
+    assert json.loads((trained / "config.json").read_text())["data"]["opens"] == opens
+    assert opens["pickup"] > 0.5 and opens["beats"]["4/4"] == 1.0
+    assert loaded.generator.opens.tolist() == pytest.approx(
+        [opens["pickup"]] + [opens["beats"].get(metre.name(m), 0) for m in loaded.model.metres])
+    config["data"]["opens"] = {"pickup": 0.5, "beats": {"4/4": -1}}
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ckpt.CheckpointError, match="data.opens"):
+        ckpt.load(bad)
+    del config["data"]["opens"]  # a model from before: every piece opens on its downbeat
+    (bad / "config.json").write_text(json.dumps(config))
+    assert not ckpt.load(bad).generator.opens.any()
 
 
 def test_a_whole_piece_is_in_the_key_it_ends_in_and_its_windows_are_told_so(rolls):
