@@ -16,6 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import metre
 from .midi import END, PITCH, START, VELOCITY, Roll
 
 SAMPLE_RATE = 22050
@@ -150,9 +151,17 @@ def _numpy_synth(roll: Roll, tempo_bpm, sample_rate) -> np.ndarray:
     return out
 
 
+def bar_unit(roll: Roll) -> int:
+    """The steps of a bar of the metre most of ``roll`` is in: the piano roll's unit of time (a
+    pickup's short first bar is not its bar)."""
+    stretches = metre.segments(roll.time_signatures, roll.n_steps)
+    return metre.bar_steps(max(stretches, key=lambda s: s[1] - s[0])[2], roll.steps_per_beat)
+
+
 def piano_roll_png(roll: Roll, title: str = "", pitch_range: tuple | None = None,
                    width: float = 10.0, height: float = 3.2) -> bytes:
-    """A piano-roll image (PNG bytes): time in bars across, pitch up, bar lines, note names."""
+    """A piano-roll image (PNG bytes): time in bars across (bars of the metre most of the piece is
+    in), pitch up, bar lines where its bars begin (a pickup's short bar, a change of metre), note names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,7 +170,7 @@ def piano_roll_png(roll: Roll, title: str = "", pitch_range: tuple | None = None
 
     notes = roll.notes
     fig, ax = plt.subplots(figsize=(width, height), dpi=100)
-    bar = roll.steps_per_bar
+    bar = bar_unit(roll)
     n_steps = max(roll.n_steps, bar)
     if pitch_range is None:
         lo, hi = (int(notes[:, PITCH].min()) - 2, int(notes[:, PITCH].max()) + 2) if len(notes) else (48, 72)
@@ -174,8 +183,8 @@ def piano_roll_png(roll: Roll, title: str = "", pitch_range: tuple | None = None
     shade = 0.35 + 0.65 * notes[:, VELOCITY] / 127 if len(notes) else []
     ax.add_collection(PolyCollection(boxes, facecolors=matplotlib.colormaps["viridis"](shade),
                                      edgecolors="#1b1b2f", linewidths=0.4))
-    for b in range(0, n_steps // bar + 1):
-        ax.axvline(b, color="#888", lw=0.6 if b % 4 else 1.1, zorder=0)
+    for b, line in enumerate(metre.bar_lines(roll.time_signatures, n_steps + 1, roll.steps_per_beat).tolist()):
+        ax.axvline(line / bar, color="#888", lw=0.6 if b % 4 else 1.1, zorder=0)
     for c in range(lo - lo % 12, hi + 1, 12):
         ax.axhspan(c - 0.5, c + 0.5, color="#eee", zorder=-1)
     ax.set_xlim(0, n_steps / bar)

@@ -53,6 +53,9 @@ def test_a_pickup_is_written_as_a_short_first_bar_and_read_back_as_it_was():
     assert midi.with_pickup_bar(roll(14)).time_signatures == ((0, 1, 8), (2, 4, 4))  # an eighth of 4/4
     for same in (roll(0), roll(16), midi.Roll(notes=np.zeros((0, 4), np.int32))):
         assert midi.with_pickup_bar(same) is same
+    from musicgan import render  # the piano roll counts bars of 4/4, the pickup's a quarter of one
+    assert render.bar_unit(written) == 16 and render.bar_unit(roll(0, ((0, 3, 4), (12, 4, 4)), length=80)) == 16
+    assert render.piano_roll_png(written).startswith(b"\x89PNG")
     third = midi.Roll(notes=np.array([[60, 44, 48, 80]], np.int32), steps_per_beat=12)  # a third of a beat
     assert midi.with_pickup_bar(third) is third
 
