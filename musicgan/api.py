@@ -107,14 +107,14 @@ def compose_many(model: ckpt.Checkpoint | None, seeds, bars: int = 16, tempo_bpm
         key_text = "" if in_key is None else f" · {keys.name(in_key)}"
         seed_metre = generate.piece_metre(seed, model.generator, metre)
         in_metre = metres.name(seed_metre)
-        up = generate.piece_pickup(seed, model.generator, seed_metre, bars)
-        phrases = "" if model.forms is None else \
-            form.describe(generate.piece_form(seed, model.forms, bars, True, up))
-        up = upbeat.pickup(roll)[1]  # (as drawn: where its first note came)
-        up_text = f" · a pickup of {pickup.beats_text(up / roll.steps_per_beat)}" if up else ""
+        phrases = "" if model.forms is None else form.describe(generate.piece_form(
+            seed, model.forms, bars, True, generate.piece_pickup(seed, model.generator, seed_metre, bars)))
+        drawn = upbeat.pickup(roll)[1]  # (the pickup as drawn: where its first note came)
+        up_text = f" · a pickup of {pickup.beats_text(drawn / roll.steps_per_beat)}" if drawn else ""
         # (a pickup: written, drawn and played from its first note, in a short first bar)
-        pieces.append(_piece(midi.with_pickup_bar(roll), f"seed {seed} · {bars} bars of {in_metre}{up_text} · {tempo:g} bpm{key_text}"
-                                   + (f" · {phrases}" if phrases else ""), audio=False))
+        pieces.append(_piece(midi.with_pickup_bar(roll), f"seed {seed} · {bars} bars of {in_metre}{up_text} · "
+                                                         f"{tempo:g} bpm{key_text}" + (f" · {phrases}" if phrases else ""),
+                             audio=False))
     return pieces
 
 

@@ -128,6 +128,7 @@ def piece_form(seed: int, forms: np.ndarray, bars: int, ending: bool, pickup: in
         sources[sources == 0] = -1
     return sources
 
+
 def _conditioned(generator: Generator, z: torch.Tensor, key) -> torch.Tensor:
     """z (B, latent) with the key appended where the model takes one (:meth:`Generator.condition`):
     key is one int for all rows, a list of ints, or (B, 24) weights; None for a model without keys."""

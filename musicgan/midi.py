@@ -483,13 +483,14 @@ def with_pickup_bar(roll: Roll) -> Roll:
     """``roll`` as notation writes a pickup, where its first note comes after its first downbeat
     and before its second bar: its music from that note on, in a first bar of its own time
     signature as long as the pickup (a beat of 4/4: 1/4; an eighth of 6/8: 1/8), then the bars
-    as they were; :func:`read` gives the roll back. A roll that begins on its downbeat, or
-    whose pickup no time signature measures (a third of a beat), is returned as it is."""
+    as they were; :func:`read` gives the roll back. A roll that begins on its downbeat, whose
+    pickup no time signature measures (a third of a beat), or whose second bar is in another metre
+    (read back, the pickup would lead into a bar of that one), is returned as it is."""
     rows = tuple(roll.time_signatures) or ((0, 4, 4),)
     first = tuple(int(x) for x in rows[0][1:])
     bar = bar_steps(first, roll.steps_per_beat)
     start = int(roll.notes[:, START].min()) if len(roll.notes) else 0
-    if not 0 < start < bar or (len(rows) > 1 and rows[1][0] < bar):
+    if not 0 < start < bar or (len(rows) > 1 and rows[1][0] <= bar):
         return roll
     pickup = bar - start
     short = next(((n, d) for d in sorted({first[1], 4, 8, 16, 32}, key=lambda d: (d != first[1], d))
@@ -497,9 +498,7 @@ def with_pickup_bar(roll: Roll) -> Roll:
     if short is None:
         return roll
     moved = roll.later(-start)
-    after = moved.time_signatures[1:]
-    opening = ((0, int(short[0]), short[1]),) + (() if after and after[0][0] == pickup else ((pickup, *first),))
-    return replace(moved, time_signatures=opening + after)
+    return replace(moved, time_signatures=((0, int(short[0]), short[1]), (pickup, *first), *moved.time_signatures[1:]))
 
 
 def _resolve_overlaps(notes: np.ndarray) -> np.ndarray:
