@@ -26,7 +26,10 @@ first 16 bars of the held-out and training pieces; results.json also has all of 
 share of bars that repeat one of the 8 before them note for note (``metrics.repeated_bars``: a
 phrase that comes back, which no 4-bar clip shows) and the voice leading a teacher marks
 (:mod:`musicgan.voiceleading`: parallel fifths and octaves, non-chord tones on strong beats)
-and how they end (:func:`endings`: on the tonic chord or not, and for how long it sounds).
+and how they end (:func:`endings`: on the tonic chord or not, and for how long it sounds) and
+begin (:func:`musicgan.upbeat.habit`: with a pickup or not, and how long it is), with the
+two-sample accuracy of the pieces' first 4 bars and last 4 bars against the held-out pieces' own
+first and last 4 (a 4-bar clip cut from anywhere seldom holds either).
 ``--forms``: the forms the pieces take
 (:mod:`musicgan.form`). The summary lists the statistics within 10% of the
 held-out music's, and in brackets those that miss it but are within 10% of the training split's
@@ -141,6 +144,13 @@ def opening(roll, bars: int):
     """The first ``bars`` bars of a roll (all of it when it is shorter)."""
     spans = metre.bar_spans(roll.time_signatures, roll.n_steps, roll.steps_per_beat)
     return data.cut(roll, 0, spans[min(bars, len(spans)) - 1][1]) if spans else roll
+
+
+def closing_bars(roll, bars: int):
+    """The last ``bars`` bars of a roll (all of it when it is shorter), to where it ends."""
+    spans = metre.bar_spans(roll.time_signatures, roll.n_steps, roll.steps_per_beat)
+    start = spans[-min(bars, len(spans))][0] if spans else 0
+    return data.cut(roll, start, roll.n_steps - start)
 
 
 def with_forms(model: ckpt.Checkpoint, how: str, train_rolls) -> ckpt.Checkpoint:
@@ -269,11 +279,12 @@ def main(argv=None) -> int:
             row[label]["openings"] = upbeat.habit(whole)
             if label != "musicgan":
                 row[label]["repeated bars (whole pieces)"] = float(np.mean([metrics.repeated_bars(r) for r in whole]))
-        # the first bars of whole pieces against the held-out pieces' own first bars (a pickup and
-        # what it leads to)
-        row["musicgan"]["first 4 bars"] = metrics.two_sample_accuracy(
-            [opening(p, CLIP_BARS) for p in pieces], [opening(r.on_grid(4), CLIP_BARS) for r in test_rolls],
-            splits=args.splits)
+        # the first and last bars of whole pieces against the held-out pieces' own (a pickup and
+        # what it leads to; a cadence and the last chord)
+        held = [r.on_grid(4) for r in test_rolls]
+        for name, cut in (("first", opening), ("last", closing_bars)):
+            row["musicgan"][f"{name} 4 bars"] = metrics.two_sample_accuracy(
+                [cut(p, CLIP_BARS) for p in pieces], [cut(r, CLIP_BARS) for r in held], splits=args.splits)
         row["held-out"].pop("duration histogram", None)
         results[style] = row
         args.out.mkdir(parents=True, exist_ok=True)
@@ -320,7 +331,8 @@ def print_style(style: str, row: dict) -> None:
     if all(opens.values()):
         print("openings (whole pieces; with a pickup, its beats by metre): " + "; ".join(
             f"{label} {o['pickup']:.0%}, " + ", ".join(f"{m} {b:g}" for m, b in list(o["beats"].items())[:3])
-            for label, o in opens.items()) + f"; first {CLIP_BARS} bars' two-sample: {row['musicgan']['first 4 bars']:.3f}")
+            for label, o in opens.items()) + f"; first {CLIP_BARS} bars' two-sample: {row['musicgan']['first 4 bars']:.3f}"
+            + (f", last {CLIP_BARS}: {row['musicgan']['last 4 bars']:.3f}" if "last 4 bars" in row["musicgan"] else ""))
     print(f"metres written: held-out {row['held-out']['metres']}; musicgan {row['musicgan']['metres']}; "
           f"pieces in a metre of the training music: {row['pieces_in_a_training_metre']:.0%}; "
           f"loss on the held-out pieces: {row.get('held_out_loss')}")
