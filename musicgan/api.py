@@ -70,7 +70,11 @@ def load_model(path=None) -> ckpt.Checkpoint:
 
 def _piece(roll: Roll, description: str, audio: bool, given: np.ndarray | None = None) -> Piece:
     """The roll with its MIDI, and its audio (:func:`sounded`) when asked for. Every maker sets the
-    roll's tempo and instrument to the ones it plays at."""
+    roll's tempo and instrument to the ones it plays at. A piece that opens with a pickup (a new
+    piece's, an opening's or a melody's) is written, drawn and played from its first note, in a
+    short first bar (:func:`musicgan.midi.with_pickup_bar`), not after a rest: read back, it is
+    the roll it was."""
+    roll = midi.with_pickup_bar(roll)  # (its notes keep their order: ``given`` still marks them)
     piece = Piece(roll=roll, midi=midi.to_midi_bytes(roll, given=given), audio=None, description=description,
                   given=given)
     return sounded(piece) if audio else piece
@@ -111,8 +115,7 @@ def compose_many(model: ckpt.Checkpoint | None, seeds, bars: int = 16, tempo_bpm
             seed, model.forms, bars, True, generate.piece_pickup(seed, model.generator, seed_metre, bars)))
         drawn = upbeat.pickup(roll)[1]  # (the pickup as drawn: where its first note came)
         up_text = f" · a pickup of {pickup.beats_text(drawn / roll.steps_per_beat)}" if drawn else ""
-        # (a pickup: written, drawn and played from its first note, in a short first bar)
-        pieces.append(_piece(midi.with_pickup_bar(roll), f"seed {seed} · {bars} bars of {in_metre}{up_text} · "
+        pieces.append(_piece(roll, f"seed {seed} · {bars} bars of {in_metre}{up_text} · "
                                                          f"{tempo:g} bpm{key_text}" + (f" · {phrases}" if phrases else ""),
                              audio=False))
     return pieces

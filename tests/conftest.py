@@ -46,6 +46,18 @@ def file_beats(data: bytes) -> float:
     return max(sum(m.time for m in track) for track in parsed.tracks) / parsed.ticks_per_beat
 
 
+def pickup_rest(roll) -> int:
+    """The steps of rest a piece written from its pickup (a short first bar, ``midi.with_pickup_bar``)
+    leaves out of its first bar; 0 for a piece that begins on its downbeat."""
+    from musicgan import metre
+
+    rows = roll.time_signatures
+    if len(rows) < 2:
+        return 0
+    short, whole = (metre.bar_steps(row[1:], roll.steps_per_beat) for row in rows[:2])
+    return whole - short if rows[1][0] == short and whole > short else 0
+
+
 def scale_midi(n=8, beat=480, ch=0, first=60, **kw) -> bytes:
     """n quarter notes going up from ``first``."""
     events = []

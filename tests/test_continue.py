@@ -6,7 +6,7 @@ import pytest
 from musicgan import api, cli, generate, midi
 from musicgan.models import Generator, ModelConfig
 
-from conftest import EXAMPLES, ROOT, file_beats, make_midi, meta, off, on
+from conftest import EXAMPLES, ROOT, file_beats, make_midi, meta, off, on, pickup_rest
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,10 @@ def test_the_opening_comes_out_note_for_note_and_the_piece_goes_on(model, exampl
     assert roll.time_signatures[0][1:] == opening.time_signatures[0][1:]
     # 8 more bars, with music in them; the file lasts all 12 bars (its last beat may rest)
     assert 11 * bar < roll.n_steps <= 12 * bar and (roll.notes[:, 1] >= P).sum() > 20
-    assert piece.roll.n_steps == 12 * bar and file_beats(piece.midi) * opening.steps_per_beat == 12 * bar
+    # (an opening with a pickup is written from it, in a short first bar: the rest before it left out)
+    rest = pickup_rest(piece.roll)
+    assert rest == (opening.notes[:, 1].min() if example == 3 else 0)
+    assert piece.roll.n_steps == 12 * bar - rest and file_beats(piece.midi) * opening.steps_per_beat == 12 * bar - rest
     assert roll.tempo_bpm == pytest.approx(opening.tempo_bpm, rel=0.01)
     # the opening keeps a track of its own in the MIDI file
     import io
@@ -53,7 +56,8 @@ def test_the_same_file_model_and_seed_give_the_same_bytes_and_the_continuation_a
     other = api.compose_continuation(model, EXAMPLES[1], seed=3, bars=4, audio=False)
     assert first.midi == again.midi and first.midi != other.midi
     alone = api.compose_continuation(model, EXAMPLES[1], seed=2, bars=4, audio=False, whole=False)
-    whole, new = first.roll, alone.roll
+    whole, new = midi.read(first.midi, 4), alone.roll  # (read back: the opening's pickup bar whole again)
+    assert pickup_rest(first.roll) == 12 and pickup_rest(new) == 0
     P = whole.n_steps - 4 * whole.steps_per_bar
     assert new.n_steps == 4 * whole.steps_per_bar
     later = whole.notes[whole.notes[:, 1] >= P].copy()
@@ -69,7 +73,8 @@ def test_an_opening_in_2_2_goes_on_as_in_4_4_and_stays_in_2_2(model):
     as_written = api.compose_continuation(model, opening, seed=3, bars=4, audio=False)
     read_as = api.compose_continuation(model, cut_time, seed=3, bars=4, audio=False)
     assert np.array_equal(read_as.roll.notes, as_written.roll.notes)
-    assert {ts[1:] for ts in read_as.roll.time_signatures} == {(2, 2)}
+    # (written from its pickup: a bar of 1/4, then its own bars)
+    assert read_as.roll.time_signatures[0][1:] == (1, 4) and {ts[1:] for ts in read_as.roll.time_signatures[1:]} == {(2, 2)}
     assert "4 bars of 2/2 (its 2/2 read as 4/4)" in read_as.description
     mixed = dataclasses.replace(opening, time_signatures=((0, 4, 4), (32, 2, 2)))  # (2/2 from bar 3)
     alone = api.compose_continuation(model, mixed, seed=3, bars=4, whole=False, audio=False)
@@ -87,9 +92,11 @@ def test_an_opening_in_2_4_goes_on_two_bars_as_one_of_4_4_and_stays_in_2_4(model
     for earlier, opening_bars, phrases in ((0, 8, "bars 13-20 repeat 3-10"), (8, 7, "bars 12-19 repeat 2-9")):
         in_2_4 = dataclasses.replace(opening, time_signatures=((0, 2, 4),)).later(-earlier)
         piece = api.compose_continuation(model, in_2_4, seed=1, bars=16, opening_bars=opening_bars, audio=False)
-        assert np.array_equal(piece.roll.notes, as_written.roll.later(-earlier).notes)
+        # (read back: each written from its pickup, a short first bar, is the roll drawn)
+        read, written = midi.read(piece.midi, 4), midi.read(as_written.midi, 4)
+        assert np.array_equal(read.notes, written.later(-earlier).notes)
         assert np.array_equal(piece.given, as_written.given)
-        assert piece.roll.time_signatures == ((0, 2, 4),)
+        assert read.time_signatures == ((0, 2, 4),)
         assert f"opening and 16 bars of 2/4 (its 2/4 read as 4/4, two bars as one) · 120 bpm · {phrases}" in \
             piece.description
     alone = api.compose_continuation(model, in_2_4, seed=1, bars=16, opening_bars=7, whole=False, audio=False)

@@ -17,7 +17,7 @@ from musicgan.batches import batches_for
 from musicgan.models import LineReader
 from musicgan.train import TrainConfig
 
-from conftest import EXAMPLES, ROOT, make_midi, meta, off, on
+from conftest import EXAMPLES, ROOT, make_midi, meta, off, on, pickup_rest
 
 
 def run_cli(*args):
@@ -57,13 +57,14 @@ def test_the_melody_comes_out_note_for_note_as_the_top_voice(model, with_reader,
     checkpoint = with_reader if reader else dataclasses.replace(model, harmonisers={})  # (clamped)
     piece = api.compose_harmonisation(checkpoint, source, seed=4, audio=False)
     line = harmonise.line_of(checkpoint.generator, midi.read(source, checkpoint.model.steps_per_beat)).roll
+    line = line.later(-pickup_rest(piece.roll))  # (a pickup: the piece written from it, in a short first bar)
     roll = midi.read(piece.midi, checkpoint.model.steps_per_beat)
     tracks = mido.MidiFile(file=io.BytesIO(piece.midi)).tracks
     names = [next((m.name for m in t if m.type == "track_name"), None) for t in tracks[1:]]
     assert names == ["given", "musicgan"]  # the melody keeps a track of its own
     assert np.array_equal(melody_notes(piece.roll.notes[piece.given]), melody_notes(line.notes))  # note for note
     if source == MELODY:  # a file that is all melody: every note of it
-        assert np.array_equal(melody_notes(line.notes), melody_notes(midi.read(MELODY).notes))
+        assert np.array_equal(melody_notes(line.notes), melody_notes(midi.read(MELODY).later(-pickup_rest(piece.roll)).notes))
     assert len(line.notes) > 20 and (~piece.given).sum() > 2 * len(line.notes)  # voices below it, written
     drawn = piece.roll.notes[~piece.given]
     assert (drawn[:, 0] <= line.notes[:, 0].max()).mean() > 0.95  # ... below it
@@ -78,8 +79,11 @@ def test_a_bass_comes_out_note_for_note_as_the_lowest_voice(model, with_reader, 
     source = EXAMPLES[9]
     piece = api.compose_harmonisation(checkpoint, source, seed=4, audio=False, voice="bottom")
     line = harmonise.line_of(checkpoint.generator, midi.read(source, checkpoint.model.steps_per_beat), "bottom").roll
-    # (bwv306: a one-beat pickup, written as a whole first bar, 15 bars, and a short last bar)
+    # (bwv306: a one-beat pickup, written as a whole first bar, 15 bars, and a short last bar; the
+    # harmonisation written from its pickup, in a bar of 1/4)
     assert ("clamped" in piece.description) != reader and "a bass line of 17 bars" in piece.description
+    assert piece.roll.time_signatures[0][1:] == (1, 4) and pickup_rest(piece.roll) == 8
+    line = line.later(-pickup_rest(piece.roll))
     assert np.array_equal(melody_notes(piece.roll.notes[piece.given]), melody_notes(line.notes))
     T = piece.roll.n_steps
     lowest, bass = np.full(T, 1000), np.full(T, -1)
@@ -423,12 +427,15 @@ def test_a_melody_in_2_4_or_6_4_is_read_in_bars_of_the_models_4_4_or_3_4_and_wri
         by_hand = api.compose_harmonisation(model, dataclasses.replace(melody, time_signatures=((0, *known),))
                                             .later(read_rest), seed=2, audio=False)
         piece = api.compose_harmonisation(model, given, seed=2, audio=False)
-        assert np.array_equal(piece.roll.notes, by_hand.roll.later(rest - read_rest).notes)
+        # (each written from its pickup, in a short first bar: read back, the pickup's bar is whole again)
+        read, by_hand_read = midi.read(piece.midi), midi.read(by_hand.midi)
+        assert piece.roll.time_signatures == ((0, 1, 4), (metre.bar_steps(own, 4) - rest, *own))  # (a beat's pickup)
+        assert np.array_equal(read.notes, by_hand_read.later(rest - read_rest).notes)
         assert np.array_equal(piece.given, by_hand.given) and piece.given.sum() == len(melody.notes)
-        assert piece.roll.time_signatures == ((0, *own),) and f"({words})" in piece.description
-        assert midi.read(piece.midi).time_signatures == ((0, *own),)
-        bar = metre.bar_steps(own, piece.roll.steps_per_beat)  # (it ends with the bar its last note is in)
-        assert piece.roll.n_steps == -(-int(piece.roll.notes[:, 2].max()) // bar) * bar
+        assert read.time_signatures == ((0, *own),) and f"({words})" in piece.description
+        bar = metre.bar_steps(own, read.steps_per_beat)  # (it ends with the bar its last note is in)
+        whole = piece.roll.n_steps + pickup_rest(piece.roll)  # (counted with its pickup's bar whole)
+        assert whole == -(-int(read.notes[:, 2].max()) // bar) * bar
 
 
 def test_a_line_above_or_below_the_models_range_is_read_whole_octaves_into_it(model):

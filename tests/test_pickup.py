@@ -10,7 +10,7 @@ import torch
 from musicgan import api, data, midi, pickup
 from musicgan.midi import Roll
 
-from conftest import EXAMPLES, ROOT
+from conftest import EXAMPLES, ROOT, pickup_rest
 
 
 def written_without_the_rest(path, folder):
@@ -134,8 +134,9 @@ def test_a_line_whose_file_does_not_mark_its_pickup_is_harmonised_in_its_bars(tm
     model = api.load_model()
     piece = api.compose_harmonisation(model, path, seed=2, audio=False, voice=voice)
     assert "(its pickup of 1 beat found)" in piece.description
-    given = piece.roll.notes[piece.given]
-    assert given[:, 1].min() == rest and piece.roll.notes[:, 1].min() == rest  # the first bar: a rest, then the pickup
+    # written from the pickup found, in a short first bar; read back, the first bar: a rest, then the pickup
+    assert piece.roll.notes[piece.given][:, 1].min() == 0 == piece.roll.notes[:, 1].min() and pickup_rest(piece.roll) == rest
+    assert midi.read(piece.midi).notes[:, 1].min() == rest
     as_written = api.compose_harmonisation(model, path, seed=2, audio=False, voice=voice, find_pickups=False)
     assert "pickup" not in as_written.description and as_written.roll.notes[:, 1].min() == 0
 
@@ -143,4 +144,5 @@ def test_a_line_whose_file_does_not_mark_its_pickup_is_harmonised_in_its_bars(tm
 def test_an_opening_whose_file_does_not_mark_its_pickup_is_continued_in_its_bars(tmp_path):
     path, rest = written_without_the_rest(EXAMPLES[2], tmp_path)
     piece = api.compose_continuation(None, path.read_bytes(), seed=1, bars=2, audio=False)
-    assert "(its pickup of 1 beat found)" in piece.description and piece.roll.notes[:, 1].min() == rest
+    assert "(its pickup of 1 beat found)" in piece.description and pickup_rest(piece.roll) == rest
+    assert piece.roll.notes[:, 1].min() == 0 and midi.read(piece.midi).notes[:, 1].min() == rest

@@ -102,7 +102,9 @@ def test_a_jig_opening_goes_on_in_6_8_and_a_slip_jig_is_harmonised_in_9_8(model)
     assert alone.roll.time_signatures == ((0, 6, 8),) and alone.roll.n_steps == 4 * 12
     assert np.array_equal(alone.roll.notes[:, :3], piece.roll.notes[piece.roll.notes[:, 1] >= 48][:, :3] - [0, 48, 48])
     slip = api.compose_harmonisation(model, SLIP_JIG, seed=1, audio=False)
-    assert "(its 9/8 read as 3/4 in swing)" in slip.description and slip.roll.time_signatures == ((0, 9, 8),)
+    # (the slip jig opens with a pickup of an eighth: written from it, a bar of 1/8, then its 9/8)
+    assert "(its 9/8 read as 3/4 in swing)" in slip.description and slip.roll.time_signatures == ((0, 1, 8), (2, 9, 8))
+    assert midi.read(slip.midi).time_signatures == ((0, 9, 8),)
 
 
 def test_a_few_short_bars_are_named_where_they_are(model):
