@@ -334,7 +334,7 @@ def data_for(model, paths, find_pickups: bool = True):
 
 
 def cmd_generate(args) -> int:
-    from . import generate, keys, metre, midi
+    from . import api, generate, keys, metre
 
     model = generate.load_model(args.checkpoint)
     tempo, program = generate.defaults(model)
@@ -349,13 +349,13 @@ def cmd_generate(args) -> int:
             raise CliError("this model was trained without keys; --key needs a model trained with this version")
         key = keys.parse(args.key)
     chosen = metre.parse(args.metre) if args.metre else None
-    rolls = generate.sample_rolls(model.generator, seeds, args.bars, args.temperature, tempo, program,
-                                  key=key, metre=chosen, ending=True, opening=True, **model.sampling)
+    pieces = api.compose_many(model, seeds, args.bars, tempo, program, args.temperature, key, chosen)
     out = Path(args.out)
-    for i, roll in enumerate(rolls):
+    for i, piece in enumerate(pieces):
+        roll = piece.roll
         path = out if args.num == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        midi.write(midi.with_pickup_bar(roll), path)
+        path.write_bytes(piece.midi)
         in_key = generate.piece_key(seeds[i], model.generator, key)
         key_text = "" if in_key is None else f", {keys.name(in_key)}"
         in_metre = metre.name(generate.piece_metre(seeds[i], model.generator, chosen))

@@ -89,18 +89,9 @@ def ends_of(said, model_metres) -> torch.Tensor:
     :func:`habit`; None: not read): the share closing on a downbeat, then the beats a last chord
     sounds in each of ``model_metres`` (0 where not said: to the end of its bar); ValueError for
     anything that is not such a reading."""
-    out = torch.zeros(1 + len(model_metres))
-    if said is None:
-        return out
-    share, beats = (said.get("downbeat"), said.get("beats")) if isinstance(said, dict) else (None, None)
-    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-    if not (number(share) and 0 <= share <= 1 and isinstance(beats, dict)
-            and all(number(v) and 0 <= v <= 1000 for v in beats.values())):
-        raise ValueError("data.ends is not a share of pieces closing on a downbeat and the beats of a last chord by metre")
-    out[0] = float(share)
-    for i, m in enumerate(model_metres):
-        out[1 + i] = float(beats.get(metres.name(m), 0))
-    return out
+    return torch.tensor(metres.reading(
+        said, "downbeat", model_metres,
+        "data.ends is not a share of pieces closing on a downbeat and the beats of a last chord by metre"))
 
 
 def held_to(at: int, n_steps: int, steps_per_beat: int, beats: float = 0.0) -> int | None:

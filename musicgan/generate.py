@@ -547,7 +547,6 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
             judged, guarded = max(0, end - window), max(0, start - 7 * cfg.steps_per_beat)
             base = segment * ROUND_SEEDS  # (a round past the 3rd orders other candidates with a seed of the next segment's)
             closes_here = ending and end == n_steps
-            opens_here = start == 0 and any(rests)
             lean = frozenset(n_steps - bar + p for p in ending_.places(piece_metre_, cfg.steps_per_beat)) \
                 if closes_here else frozenset()
             drawn, drawn_state = _draw(generator, group, 0, k, end, temperature, group_keys, piece_metre_, state,
@@ -575,7 +574,7 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
                         return avoid is not None and copyguard.copies(data.cut(roll_of(j), guarded, end - guarded), avoid)
 
                     def passed_over(j: int) -> bool:  # it copies, or it would open on a bar of silence
-                        return (opens_here and rests[g] > 0 and not (whole[j, :bar] >= FIRST_PITCH).any()) or copies(j)
+                        return (start == 0 and rests[g] > 0 and not (whole[j, :bar] >= FIRST_PITCH).any()) or copies(j)
 
                     @functools.cache
                     def closes(j: int) -> bool:

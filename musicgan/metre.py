@@ -27,6 +27,21 @@ def bar_steps(metre, steps_per_beat: int) -> int:
     return max(1, round(numerator * 4 / denominator * steps_per_beat))
 
 
+def reading(said, share: str, model_metres, refusal: str) -> list[float]:
+    """What a model's config says of a habit of its music (``said``: {``share``: a share of its
+    pieces, "beats": {metre name: beats}}; None: not read) as [the share, then the beats in each
+    of ``model_metres``, 0 where not said]; all zeros for None. ValueError(``refusal``) for
+    anything that is not such a reading (a checkpoint's config is untrusted)."""
+    if said is None:
+        return [0.0] * (1 + len(model_metres))
+    part, beats = (said.get(share), said.get("beats")) if isinstance(said, dict) else (None, None)
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if not (number(part) and 0 <= part <= 1 and isinstance(beats, dict)
+            and all(number(v) and 0 <= v <= 1000 for v in beats.values())):
+        raise ValueError(refusal)
+    return [float(part)] + [float(beats.get(name(m), 0)) for m in model_metres]
+
+
 def name(metre) -> str:
     return f"{metre[0]}/{metre[1]}"
 

@@ -30,7 +30,7 @@ from typing import BinaryIO, Union
 
 import numpy as np
 
-from .metre import bar_steps
+from .metre import bar_steps, metre_at
 
 Source = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
 
@@ -479,6 +479,14 @@ def _whole_first_bar(roll: Roll) -> Roll:
     return replace(moved, time_signatures=((0, *rows[1][1:]), *moved.time_signatures[2:]))
 
 
+def pickup_steps(roll: Roll) -> int:
+    """The steps of music in a roll's first bar before its second bar begins, where its first note
+    is struck after that bar's downbeat (a pickup, held as rolls hold one); else 0."""
+    bar = bar_steps(metre_at(roll.time_signatures, 0), roll.steps_per_beat)
+    start = int(roll.notes[:, START].min()) if len(roll.notes) else 0
+    return bar - start if 0 < start < bar else 0
+
+
 def with_pickup_bar(roll: Roll) -> Roll:
     """``roll`` as notation writes a pickup, where its first note comes after its first downbeat
     and before its second bar: its music from that note on, in a first bar of its own time
@@ -486,13 +494,12 @@ def with_pickup_bar(roll: Roll) -> Roll:
     as they were; :func:`read` gives the roll back. A roll that begins on its downbeat, whose
     pickup no time signature measures (a third of a beat), or whose second bar is in another metre
     (read back, the pickup would lead into a bar of that one), is returned as it is."""
-    rows = tuple(roll.time_signatures) or ((0, 4, 4),)
-    first = tuple(int(x) for x in rows[0][1:])
-    bar = bar_steps(first, roll.steps_per_beat)
-    start = int(roll.notes[:, START].min()) if len(roll.notes) else 0
-    if not 0 < start < bar or (len(rows) > 1 and rows[1][0] <= bar):
+    rows = tuple(roll.time_signatures)
+    first = metre_at(rows, 0)
+    bar, pickup = bar_steps(first, roll.steps_per_beat), pickup_steps(roll)
+    if not pickup or (len(rows) > 1 and rows[1][0] <= bar):
         return roll
-    pickup = bar - start
+    start = bar - pickup
     short = next(((n, d) for d in sorted({first[1], 4, 8, 16, 32}, key=lambda d: (d != first[1], d))
                   if (n := pickup * d / (4 * roll.steps_per_beat)) == int(n) and 1 <= n <= 32), None)
     if short is None:

@@ -23,15 +23,12 @@ import numpy as np
 import torch
 
 from . import metre as metres
+from .midi import pickup_steps
 
 
 def pickup(roll) -> tuple[tuple, int]:
-    """(the metre of a piece's first bar, the steps of music in that bar before its second bar
-    begins, where its first note is struck after the bar's downbeat; else 0)."""
-    first = metres.metre_at(roll.time_signatures, 0)
-    bar = metres.bar_steps(first, roll.steps_per_beat)
-    start = int(roll.notes[:, 1].min()) if len(roll.notes) else 0
-    return first, (bar - start if 0 < start < bar else 0)
+    """(the metre of a piece's first bar, the steps of its pickup: :func:`musicgan.midi.pickup_steps`)."""
+    return metres.metre_at(roll.time_signatures, 0), pickup_steps(roll)
 
 
 def habit(rolls) -> dict | None:
@@ -58,18 +55,8 @@ def opens_of(said, model_metres) -> torch.Tensor:
     (``data.opens``, :func:`habit`; None: not read): the share opening with a pickup, then the
     beats of a pickup in each of ``model_metres`` (0 where not said: no pickup in that metre);
     ValueError for anything that is not such a reading."""
-    out = torch.zeros(1 + len(model_metres))
-    if said is None:
-        return out
-    share, beats = (said.get("pickup"), said.get("beats")) if isinstance(said, dict) else (None, None)
-    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-    if not (number(share) and 0 <= share <= 1 and isinstance(beats, dict)
-            and all(number(v) and 0 <= v <= 1000 for v in beats.values())):
-        raise ValueError("data.opens is not a share of pieces opening with a pickup and its beats by metre")
-    out[0] = float(share)
-    for i, m in enumerate(model_metres):
-        out[1 + i] = float(beats.get(metres.name(m), 0))
-    return out
+    return torch.tensor(metres.reading(
+        said, "pickup", model_metres, "data.opens is not a share of pieces opening with a pickup and its beats by metre"))
 
 
 PICKUP_STREAM = 7177  # the seed's stream that decides whether its piece opens with a pickup

@@ -48,14 +48,10 @@ def file_beats(data: bytes) -> float:
 
 def pickup_rest(roll) -> int:
     """The steps of rest a piece written from its pickup (a short first bar, ``midi.with_pickup_bar``)
-    leaves out of its first bar; 0 for a piece that begins on its downbeat."""
-    from musicgan import metre
+    leaves out of its first bar, as the reader puts it back; 0 for a piece that begins on its downbeat."""
+    from musicgan import midi
 
-    rows = roll.time_signatures
-    if len(rows) < 2:
-        return 0
-    short, whole = (metre.bar_steps(row[1:], roll.steps_per_beat) for row in rows[:2])
-    return whole - short if rows[1][0] == short and whole > short else 0
+    return midi._whole_first_bar(roll).n_steps - roll.n_steps
 
 
 def scale_midi(n=8, beat=480, ch=0, first=60, **kw) -> bytes:
