@@ -6,7 +6,8 @@ them, and the model's pieces almost never do (``metrics.repeated_bars``; docs/qu
 that come back"): its training windows are 4 to 8 bars, shorter than the distance at which music
 repeats. So a piece takes its form from the training music, as it takes its metre and key: a
 seed draws one training piece's form (for each of its first :data:`FORM_BARS` bars, the first
-earlier bar it repeats note for note as part of a phrase that comes back, or none) and its piece
+earlier bar it repeats note for note as part of a phrase that comes back or as a figure, or
+none) and its piece
 repeats its own bars where that piece did. The notes are the model's; which bars return is the music's. (A template piece's
 repetition structure imposed on generated music: Lattner, Grachten and Widmer, "Imposing
 higher-level structure in polyphonic music generation using convolutional restricted Boltzmann
@@ -14,15 +15,17 @@ machines and constraints", 2018.)
 
 A form is an int8 array of each bar's *source*: the bar it repeats (the first occurrence of its
 notes, which is itself no repeat), or -1 for a bar of its own (and for every bar after the piece
-ends). Only phrases count: bars that come back together, in order (:func:`of`).
+ends). Phrases count, bars that come back together, in order, and figures that come back alone
+(:func:`of`).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from . import metre
 from .metrics import bar_keys
-from .midi import Roll
+from .midi import START, Roll
 
 FORM_BARS = 64  # the bars of a piece's form that are kept; later bars of a generated piece are its own
 MAX_FORMS = 2048  # forms kept of a model's music (spread evenly over its pieces)
@@ -33,21 +36,34 @@ def of(roll: Roll) -> np.ndarray:
     """(FORM_BARS,) the source of each of the roll's first bars (by its own bar lines; see the
     module's note). A bar with notes that sounded note for note in an earlier bar of the same
     length (held notes cut at the bar lines, as ``metrics.repeated_bars`` reads them) repeats
-    the first such bar, when it is part of a phrase that comes back: at least PHRASE_BARS bars in a
-    row that repeat bars in a row. A bar that comes back alone (a held chord, a figure played
-    twice) is the model's to write: measured on the training splits of ``bench/styles.py``, the
-    first 16 bars of the Trecento pieces repeat 9% of their bars, and 1% in phrases; the chorales
-    15% and 15%, the fiddle tunes 55% and 44%."""
+    the first such bar, when it is part of a phrase that comes back (at least PHRASE_BARS bars in a
+    row that repeat bars in a row) or is a figure (:func:`figures`). A held chord or a bar of long
+    notes that comes back alone is the model's to write: it writes them by itself. Measured on the
+    training splits of ``bench/styles.py``, of the first 16 bars of the Trecento pieces 1% repeat
+    in phrases and 8% alone, nearly all (97%) struck less than once a beat; of the fiddle tunes'
+    41% and 13%, nearly all (99.7%) figures, struck twice a beat like their other bars."""
     sources = np.full(FORM_BARS, -1, np.int64)
     first: dict = {}
     for b, key in enumerate(bar_keys(roll)[:FORM_BARS]):
         if key is not None:
             sources[b] = first.setdefault(key, b)
     sources[sources == np.arange(FORM_BARS)] = -1
+    figure = figures(roll)
     out = np.full(FORM_BARS, -1, np.int8)
     for s, e in phrases(sources):
-        if e - s >= PHRASE_BARS:
+        if e - s >= PHRASE_BARS or figure[s]:
             out[s:e] = sources[s:e]
+    return out
+
+
+def figures(roll: Roll) -> np.ndarray:
+    """(FORM_BARS,) bool: which of the roll's first bars (by its own bar lines) are figures, bars
+    that strike notes at least once a beat (as many times with an onset as the bar has beats): a
+    tune's figure that comes back alone is heard as its form, a held chord is not."""
+    out = np.zeros(FORM_BARS, bool)
+    starts = np.unique(roll.notes[:, START])
+    for b, (a, e) in enumerate(metre.bar_spans(roll.time_signatures, roll.n_steps, roll.steps_per_beat)[:FORM_BARS]):
+        out[b] = np.searchsorted(starts, e) - np.searchsorted(starts, a) >= (e - a) / roll.steps_per_beat
     return out
 
 

@@ -38,6 +38,15 @@ def test_a_note_held_over_the_bar_line_is_cut_there_as_repeated_bars_reads_it():
     assert form.of(alone)[:4].tolist() == [-1, -1, -1, -1]  # bar 3 is bar 2 again, but alone
 
 
+def test_a_figure_that_comes_back_alone_is_part_of_the_form_and_a_held_bar_is_not():
+    F = [(60, 0, 1), (62, 1, 1), (64, 2, 1), (65, 3, 0.5), (67, 3.5, 0.5)]  # struck 5 times in 4 beats
+    H = [(60, 0, 3), (64, 3, 1)]  # struck twice: long notes
+    assert form.figures(_bars(A, F, H, B))[:4].tolist() == [False, True, False, False]
+    sources = form.of(_bars(F, A, H, F, B, H, C))
+    assert sources[:7].tolist() == [-1, -1, -1, 0, -1, -1, -1]  # the figure comes back; the held bar is the model's
+    assert form.build([_bars(A, F, C, F)]) is not None
+
+
 def test_a_form_counted_in_other_bars_names_the_same_repeats():
     sources = np.array([-1, -1, 0, 1])  # (bars of 16 steps: bars 3-4 repeat 1-2)
     assert form.rebarred(sources, 16, [0, 16, 32, 48]).tolist() == sources.tolist()
