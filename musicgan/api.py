@@ -147,7 +147,7 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     what = "opening and" if whole else "after the opening:"
     opened_end = how.own_step(len(opened_tokens) - how.lead) if whole else 0  # (where the opening ends in the piece)
     given = piece.notes[:, 1] < opened_end if whole else None
-    if whole and how.music is not None:  # (read in swing: the opening as it was, not as heard)
+    if whole and how.music is not None:  # (read in another time: the opening as it was, not as heard)
         piece, given = how.with_own(piece, given, how.music.notes, opened_end)
     lines = metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat)
     bars = int((lines >= opened_end).sum())
@@ -199,7 +199,7 @@ class Read:
     """How the music a person gave was read: the pickup found in it (``pickup.Found`` or None), its
     metres read as ones the model knows (:func:`musicgan.given.in_known_metres`), its own time
     signatures (after the pickup, in the time it is read in), the steps it was moved later for
-    its opening's metre (``lead``, :func:`musicgan.given.lead`), the metres read in swing
+    its opening's metre (``lead``, :func:`musicgan.given.lead`), the metres read in another time
     (:mod:`musicgan.swing`) and then the music itself, as it was before."""
     found: object = None
     read_as: dict = dataclasses.field(default_factory=dict)
@@ -273,7 +273,7 @@ class Read:
         return math.ceil((n * metres.quarters(self._read_in(mine)) + lead) / metres.quarters(other))
 
     def _read_in(self, mine) -> tuple:
-        """The metre ``mine`` is in as read: its simple metre where it is read in swing."""
+        """The metre ``mine`` is in as read: its simple metre where it is read in another time (in swing, or at half its note values)."""
         return swing.simple(mine) if mine in self.swung else mine
 
     def said(self, roll: Roll) -> str:
@@ -285,7 +285,7 @@ class Read:
             if mine in used:
                 longer = metres.quarters(other) / metres.quarters(self._read_in(mine))
                 how = "" if longer == 1 else ", two bars as one" if longer > 1 else ", a bar as two"
-                swung = " in swing" if mine in self.swung else ""
+                swung = swing.words(mine) if mine in self.swung else ""
                 words.append(f"its {metres.name(mine)} read as {metres.name(other)}{swung}{how}")
         if self.shift:
             octaves = abs(self.shift) // 12
@@ -344,7 +344,7 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     piece = dataclasses.replace(piece, tempos=((0, tempo),), program=program)
     piece = _to_its_last_bar(how.written_back(piece))
     given = dataclasses.replace(line, roll=how.written_back(line.roll)).mask(piece)  # (the line's notes)
-    if how.music is not None:  # (read in swing: the line as it was, not as heard)
+    if how.music is not None:  # (read in another time: the line as it was, not as heard)
         piece, given = how.with_own(piece, given, harmonise.line_notes(how.music, voice))
     named = "a melody" if voice == "top" else "a bass line"
     clamped = "" if reader is not None else f" (clamped: this model has no harmoniser for {named})"

@@ -46,16 +46,17 @@ def in_known_metres(cfg: ModelConfig, roll: Roll) -> tuple[Roll, dict, int, tupl
     """(``roll`` with each of its metres that the model does not know read as one it does
     (:func:`musicgan.metre.read_as`: a hymn in 2/2 for a model of 4/4, a polka in 2/4 two bars to
     one), or failing that, a compound metre read in swing (:mod:`musicgan.swing`: a jig's 6/8 as
-    2/4, and so as 4/4 two bars to one); what was read as what; the steps its music was moved
+    2/4, and so as 4/4 two bars to one) or a metre of half notes at half its note values (a
+    hymn's 3/2 as 3/4); what was read as what; the steps its music was moved
     later for it (:func:`lead`); its time signatures as written, in the time it is read in; the
-    metres read in swing). Metres with none to be read as are left for :func:`whole_bars` to
+    metres read in another time). Metres with none to be read as are left for :func:`whole_bars` to
     refuse in words."""
     written = roll.time_signatures
     if not cfg.metre_input:
         return roll, {}, 0, written, frozenset()
     own = {(int(n), int(d)) for _, n, d in written} - set(cfg.metres)
     unread = {m for m in own if metre.read_as(m, cfg.metres) is None}
-    swung = frozenset(m for m in unread if swing.readable(cfg.steps_per_beat) and swing.simple(m) is not None
+    swung = frozenset(m for m in unread if swing.readable(m, cfg.steps_per_beat)
                       and (swing.simple(m) in cfg.metres or metre.read_as(swing.simple(m), cfg.metres)))
     if swung:
         roll, written = swing.swung(roll, swung)

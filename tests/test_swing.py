@@ -1,5 +1,6 @@
 """Compound time read in swing (musicgan.swing): a jig's 6/8 harmonised and continued by the
-chorale model, which knows 4/4 and 3/4, with its bars, beats and notes where they were."""
+chorale model, which knows 4/4 and 3/4, with its bars, beats and notes where they were; and a
+hymn's 3/2 at half its note values."""
 import dataclasses
 
 import numpy as np
@@ -22,10 +23,49 @@ def model():
     return api.load_model()
 
 
-def test_which_metres_are_read_in_swing():
+def test_which_metres_are_read_in_swing_or_at_half_their_note_values():
     assert [swing.simple(m) for m in ((6, 8), (9, 8), (12, 8))] == [(2, 4), (3, 4), (4, 4)]
     assert [swing.simple(m) for m in ((3, 8), (6, 4), (2, 4), (5, 8))] == [None] * 4
-    assert swing.readable(4) and swing.readable(12) and not swing.readable(6)
+    assert swing.readable((6, 8), 4) and swing.readable((6, 8), 12) and not swing.readable((6, 8), 6)
+    assert swing.simple((3, 2)) == (3, 4) and swing.readable((3, 2), 6) and not swing.readable((3, 4), 4)
+    assert swing.words((3, 2)) == ", its halves as quarters" and swing.words((6, 8)) == " in swing"
+
+
+def test_half_notes_as_quarters_and_back_is_the_music_again():
+    """Bars of 3/2 are read at half their note values (a bar of 24 steps as one of 12), a bar of
+    9/8 after them in swing, and the notes come back where they were."""
+    rows = ((0, 3, 2), (48, 9, 8))
+    starts = [0, 2, 4, 8, 16, 24, 30, 32, 40, 48, 52, 54, 60, 66]
+    notes = np.array([[60 + i % 7, s, starts[i + 1] if i + 1 < len(starts) else 72, 80] for i, s in enumerate(starts)],
+                     np.int32)
+    roll = Roll(notes, 4, time_signatures=rows, tempos=((0, 100.0), (24, 90.0)))
+    read, written = swing.swung(roll, {(3, 2), (9, 8)})
+    assert read.time_signatures == ((0, 3, 4), (24, 3, 4)) and written == ((0, 3, 2), (24, 9, 8))
+    assert read.tempos == ((0, 100.0), (12, 90.0)) and read.notes[:10, 1].tolist() == [0, 1, 2, 4, 8, 12, 15, 16, 20, 24]
+    back = swing.unswung(dataclasses.replace(read, time_signatures=written), {(3, 2), (9, 8)})
+    assert np.array_equal(back.notes, roll.notes) and back.time_signatures == rows and back.tempos == roll.tempos
+
+
+def test_a_chorale_in_3_2_is_harmonised_and_continued_as_itself_in_3_4(model):
+    """The chorale model knows 3/4, not 3/2. A chorale in 3/4 written at twice its note values in
+    3/2 (as hymn books write many) is harmonised and continued as the 3/4 chorale is, note for
+    note at twice the note values, and written in 3/2."""
+    chorale = midi.read(ROOT / "examples" / "bwv122.6.mid", 4)
+    assert chorale.time_signatures == ((0, 3, 4),)
+    in_3_2 = chorale.retimed(lambda t: np.asarray(t) * 2, ((0, 3, 2),))
+    for voice in ("top", "bottom"):
+        piece = api.compose_harmonisation(model, in_3_2, seed=3, voice=voice, audio=False)
+        assert "(its 3/2 read as 3/4, its halves as quarters)" in piece.description
+        alike = midi.read(api.compose_harmonisation(model, chorale, seed=3, voice=voice, audio=False).midi, 4)
+        written = midi.read(piece.midi, 4)
+        assert written.time_signatures == ((0, 3, 2),)
+        assert np.array_equal(written.notes[:, :3], alike.notes[:, :3] * [1, 2, 2])
+    going_on = api.compose_continuation(model, in_3_2, seed=1, bars=4, audio=False)
+    alike = midi.read(api.compose_continuation(model, chorale, seed=1, bars=4, audio=False).midi, 4)
+    assert going_on.description.startswith("seed 1 · opening and 4 bars of 3/2 (its 3/2 read as 3/4, its halves")
+    assert np.array_equal(midi.read(going_on.midi, 4).notes[:, :3], alike.notes[:, :3] * [1, 2, 2])
+    with pytest.raises(ValueError, match=r"^the melody is in 5/2; this model knows 4/4, 3/4$"):
+        api.compose_harmonisation(model, in_3_2.retimed(lambda t: t, ((0, 5, 2),)), audio=False)
 
 
 @pytest.mark.parametrize("steps_per_beat", [4, 12])
