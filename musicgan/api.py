@@ -115,7 +115,7 @@ def compose_many(model: ckpt.Checkpoint | None, seeds, bars: int = 16, tempo_bpm
             seed, model.forms, bars, True, generate.piece_pickup(seed, model.generator, seed_metre, bars)))
         drawn = upbeat.pickup(roll)[1]  # (the pickup as drawn: where its first note came)
         up_text = f" · a pickup of {pickup.beats_text(drawn / roll.steps_per_beat)}" if drawn else ""
-        description = f"seed {seed} · {bars} bars of {in_metre}{up_text} · {tempo:g} bpm{key_text}"
+        description = f"seed {seed} · {_bars(bars)} of {in_metre}{up_text} · {tempo:g} bpm{key_text}"
         pieces.append(_piece(roll, description + (f" · {phrases}" if phrases else ""), audio=False))
     return pieces
 
@@ -156,7 +156,7 @@ def compose_continuation(model: ckpt.Checkpoint | None, opening, seed: int = 0, 
     if sources is not None:  # (phrases counted in the music's own bars, their lines as read)
         sources = form.rebarred(sources, model.model.bar_steps(last_metre), how.read_steps(lines, piece) + how.lead)
     phrases = "" if sources is None else f" · {form.describe(sources)}"
-    return _piece(piece, f"seed {seed} · {what} {bars} bars of {metres.name(piece.time_signatures[-1][1:])}"
+    return _piece(piece, f"seed {seed} · {what} {_bars(bars)} of {metres.name(piece.time_signatures[-1][1:])}"
                          f"{how.said(piece)} · {tempo:g} bpm{phrases}", audio, given)
 
 
@@ -192,6 +192,11 @@ def takers(kind: str, models: dict, **arguments) -> list:
     """The names of ``models`` (name -> checkpoint path) whose model takes the music a person gave
     for ``kind`` (:func:`refusal` says None), in their order: what a refusal names instead."""
     return [name for name, path in models.items() if refusal(kind, path, **arguments) is None]
+
+
+def _bars(n: int) -> str:
+    """A count of bars in words: "1 bar", "16 bars"."""
+    return f"{n} bar" + ("" if n == 1 else "s")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,7 +354,7 @@ def compose_harmonisation(model: ckpt.Checkpoint | None, melody, seed: int = 0, 
     named = "a melody" if voice == "top" else "a bass line"
     clamped = "" if reader is not None else f" (clamped: this model has no harmoniser for {named})"
     bars = len(metres.bar_lines(piece.time_signatures, piece.n_steps, piece.steps_per_beat))
-    return _piece(piece, f"seed {seed} · {named} of {bars} bars harmonised{clamped}{how.said(piece)} · "
+    return _piece(piece, f"seed {seed} · {named} of {_bars(bars)} harmonised{clamped}{how.said(piece)} · "
                          f"{tempo:g} bpm", audio, given)
 
 
@@ -372,7 +377,7 @@ def compose_interpolation(model: ckpt.Checkpoint | None, seed_a: int, seed_b: in
     tempo, program = _defaults(model, tempo_bpm, program)
     rolls = generate.interpolate_rolls(model.generator, seed_a, seed_b, steps, bars, temperature, tempo, program,
                                        key=key, metre=metre, ending=True)
-    return _piece(generate.concatenate(rolls), f"seed {seed_a} → {seed_b} in {steps} steps of {bars} bars", audio)
+    return _piece(generate.concatenate(rolls), f"seed {seed_a} → {seed_b} in {steps} steps of {_bars(bars)}", audio)
 
 
 def compose_variations(model: ckpt.Checkpoint | None, seed: int, n: int = 4, amount: float = 0.3,

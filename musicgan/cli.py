@@ -356,10 +356,7 @@ def cmd_generate(args) -> int:
         path = out if args.num == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(piece.midi)
-        in_key = generate.piece_key(seeds[i], model.generator, key)
-        key_text = "" if in_key is None else f", {keys.name(in_key)}"
-        in_metre = metre.name(generate.piece_metre(seeds[i], model.generator, chosen))
-        print(f"{path}: {len(roll.notes)} notes, {args.bars} bars of {in_metre}, seed {seeds[i]}{key_text}")
+        print(f"{path}: {len(roll.notes)} notes; {piece.description}")
     return 0
 
 

@@ -64,6 +64,8 @@ def test_a_chorale_in_3_2_is_harmonised_and_continued_as_itself_in_3_4(model):
     alike = midi.read(api.compose_continuation(model, chorale, seed=1, bars=4, audio=False).midi, 4)
     assert going_on.description.startswith("seed 1 · opening and 4 bars of 3/2 (its 3/2 read as 3/4, its halves")
     assert np.array_equal(midi.read(going_on.midi, 4).notes[:, :3], alike.notes[:, :3] * [1, 2, 2])
+    first_bar = dataclasses.replace(in_3_2, notes=in_3_2.notes[in_3_2.notes[:, 1] < 24], length=24)
+    assert "a melody of 1 bar harmonised (its 3/2" in api.compose_harmonisation(model, first_bar, audio=False).description
     with pytest.raises(ValueError, match=r"^the melody is in 5/2; this model knows 4/4, 3/4$"):
         api.compose_harmonisation(model, in_3_2.retimed(lambda t: t, ((0, 5, 2),)), audio=False)
 
