@@ -366,12 +366,14 @@ def _draw(generator: Generator, seeds: list[int], first: int, k: int, end: int, 
 def _resting(rests: list | None, k: int, start: int, end: int, voices_: int) -> np.ndarray | None:
     """The given tokens (seeds * k, end - start, V) of a draw from step ``start`` to ``end`` where
     each seed's ``rests`` first steps of the piece are a rest in every voice (-1 elsewhere: drawn),
-    for each of its k candidates; None where none is given."""
-    if not rests or max(rests) <= start:
+    for each of its k candidates; None where none is given. A seed's rests may be one count for
+    every voice or a count for each (its voices' entries, :func:`musicgan.upbeat.entries`)."""
+    if not rests or max(np.max(r) for r in rests) <= start:
         return None
     given = np.full((len(rests) * k, end - start, voices_), -1, np.int64)
-    for i, rest in enumerate(np.repeat(rests, k)):
-        given[i, :max(0, rest - start)] = REST
+    for i, rest in enumerate(np.repeat(np.stack([np.broadcast_to(r, (voices_,)) for r in rests]), k, 0)):
+        for v in range(voices_):
+            given[i, :max(0, rest[v] - start), v] = REST
     return given
 
 
@@ -473,7 +475,8 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
                  tempo_bpm: float = 100.0, program: int = 0, critic: Discriminator | None = None,
                  candidates: int = 1, avoid: np.ndarray | None = None, key: int | list | None = None,
                  metre: tuple | list | None = None, forms: np.ndarray | None = None,
-                 parallels: float | None = None, ending: bool = False, opening: bool = False) -> list[Roll]:
+                 parallels: float | None = None, ending: bool = False, opening: bool = False,
+                 entries: np.ndarray | None = None) -> list[Roll]:
     """One piece per seed; with a ``critic``, each the critic's choice among ``candidates`` draws,
     made a window at a time for a piece longer than its window (:func:`segments`): each window's
     candidates carry on from the state the one chosen before them ended in, and the critic judges
@@ -515,7 +518,9 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
     last bar and the first make one whole bar); it closes on a place of its last bar before that.
     A candidate that rests through its pickup too, opening on a bar of silence, is passed over as
     one that copies is.
-    Off for clips, as ``ending``."""
+    Off for clips, as ``ending``. ``entries`` (pieces, V; :func:`musicgan.upbeat.entries`), with
+    ``opening``: each seed's voices come in as one of those pieces' do, a voice given rests from its
+    first note until its entry (a madrigal's top voice alone for a bar, then two ...). None: all at once."""
     _check(bars, temperature)
     cfg = generator.cfg
     seeds = [int(s) for s in seeds]
@@ -533,7 +538,9 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
         group, group_keys = [seeds[i] for i in where], [seed_keys[i] for i in where]
         bar = cfg.bar_steps(piece_metre_)
         pickups = [piece_pickup(s, generator, piece_metre_, bars) if opening else 0 for s in group]
-        rests = [bar - p if p else 0 for p in pickups]
+        rests = [np.full(cfg.voices, bar - p if p else 0) for p in pickups]
+        if entries is not None and opening:
+            rests = [r + upbeat.entries_for(s, entries, cfg.steps_per_beat) for r, s in zip(rests, group)]
         sources = None if forms is None else \
             np.stack([piece_form(s, forms, bars, ending, p) for s, p in zip(group, pickups)])
         ends, window = segments(critic, k, n_steps, piece_metre_)
@@ -574,7 +581,7 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
                         return avoid is not None and copyguard.copies(data.cut(roll_of(j), guarded, end - guarded), avoid)
 
                     def passed_over(j: int) -> bool:  # it copies, or it would open on a bar of silence
-                        return (start == 0 and rests[g] > 0 and not (whole[j, :bar] >= FIRST_PITCH).any()) or copies(j)
+                        return (start == 0 and pickups[g] > 0 and not (whole[j, :bar] >= FIRST_PITCH).any()) or copies(j)
 
                     @functools.cache
                     def closes(j: int) -> bool:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import metre as metres
-from .midi import pickup_steps
+from .midi import END, START, pickup_steps, sounding_counts
 
 
 def pickup(roll) -> tuple[tuple, int]:
@@ -74,3 +74,37 @@ def pickup_for(seed: int, opens: torch.Tensor, model_metres, piece_metre, steps_
     if not 0 < steps < metres.bar_steps(piece_metre, steps_per_beat):
         return 0
     return steps if np.random.default_rng([int(seed) & 0xFFFFFFFF, PICKUP_STREAM]).random() < share else 0
+
+
+OPENING_BARS = 8  # the bars of a piece's opening that its voices' entries are read from
+ENTRIES_STREAM = 7178  # (the stream of a seed that draws the entries of its piece)
+
+
+def entries(roll, voices: int) -> np.ndarray:
+    """(voices,) when each of a piece's voices comes in, in beats after its first note: how many
+    beats the piece plays before k notes first sound together (k = 1 .. voices, a skyline's
+    voices from the top, :mod:`musicgan.voices`), up to its usual texture (the median count of
+    notes sounding in its first OPENING_BARS bars, where it sounds); the voices past that come in
+    with the last of those. A chorale's four voices all come in on its first note (zeros); a
+    madrigal's enter one by one."""
+    notes = roll.notes
+    out = np.zeros(voices)
+    if not len(notes):
+        return out
+    first = int(notes[:, START].min())
+    span = OPENING_BARS * metres.bar_steps(metres.metre_at(roll.time_signatures, 0), roll.steps_per_beat)
+    shifted = notes.copy()
+    shifted[:, START:END + 1] -= first
+    counts = np.minimum(sounding_counts(shifted)[:span], voices)
+    usual = int(np.ceil(np.median(counts[counts > 0]))) if (counts > 0).any() else 1
+    for k in range(1, usual + 1):
+        out[k - 1] = np.argmax(counts >= k) / roll.steps_per_beat
+    out[usual:] = out[usual - 1]
+    return np.maximum.accumulate(out)
+
+
+def entries_for(seed: int, table: np.ndarray, steps_per_beat: int) -> np.ndarray:
+    """(V,) the steps after its first note at which each voice of a seed's piece comes in: the
+    entries of one of ``table`` (pieces, V; :func:`entries`), drawn by a stream of the seed."""
+    row = table[np.random.default_rng([int(seed) & 0xFFFFFFFF, ENTRIES_STREAM]).integers(len(table))]
+    return np.round(row * steps_per_beat).astype(np.int64)

@@ -99,3 +99,35 @@ def test_a_pickups_rest_is_given_to_every_candidate_and_only_up_to_it():
     assert (given[:2, :12] == REST).all() and (given[:2, 12:] == -1).all() and (given[2:] == -1).all()
     assert (generate._resting([12, 0], 2, 8, 32, 3)[:2, :4] == REST).all()  # a draw from step 8
     assert generate._resting([12, 0], 2, 16, 32, 3) is None and generate._resting(None, 2, 0, 32, 3) is None
+
+
+def test_voices_come_in_as_the_musics_do():
+    """A piece's entries: the beats after its first note at which 1, 2, 3 ... notes first sound
+    together, up to its usual texture; a chorale's voices all come in on its first note."""
+    one_by_one = midi.Roll(notes=np.array([[67, 4, 64, 80], [60, 12, 64, 80], [55, 20, 64, 80]], np.int32),
+                           steps_per_beat=4, time_signatures=((0, 4, 4),))
+    assert upbeat.entries(one_by_one, 4).tolist() == [0, 2, 4, 4]  # (the first note a beat in: a pickup)
+    chord = midi.Roll(notes=np.array([[67, 0, 16, 80], [60, 0, 16, 80], [52, 0, 8, 80]], np.int32), steps_per_beat=4)
+    assert upbeat.entries(chord, 5).tolist() == [0] * 5
+    table = np.array([[0, 2, 4, 4], [0, 0, 0, 0]])
+    drawn = {tuple(upbeat.entries_for(s, table, 4)) for s in range(20)}
+    assert drawn == {(0, 8, 16, 16), (0, 0, 0, 0)} and tuple(upbeat.entries_for(3, table, 4)) in drawn
+
+
+def test_each_voice_rests_until_its_entry_and_the_pieces_stay_the_seeds():
+    given = generate._resting([np.array([4, 8, 12]), np.zeros(3, int)], 1, 0, 16, 3)
+    assert (given[0, :4] == REST).all() and (given[0, 4:8, 1:] == REST).all() and (given[0, 8:12, 2] == REST).all()
+    assert (given[0, 4:, 0] == -1).all() and (given[0, 8:, 1] == -1).all() and (given[0, 12:] == -1).all()
+    assert (given[1] == -1).all()
+    model = api.load_model()
+    table = np.array([[0, 4, 8, 8, 8]], float)  # the top voice alone for 4 beats, then two for 4
+    pieces = generate.sample_rolls(model.generator, range(4), 4, metre=(4, 4), ending=True, opening=True,
+                                   entries=table, **model.sampling)
+    again = generate.sample_rolls(model.generator, range(4), 4, metre=(4, 4), ending=True, opening=True,
+                                  entries=table, **model.sampling)
+    assert [midi.to_midi_bytes(r) for r in pieces] == [midi.to_midi_bytes(r) for r in again]
+    for piece in pieces:
+        first = int(piece.notes[:, 1].min())
+        counts = midi.sounding_counts(piece.notes)
+        assert counts[first:first + 16].max() <= 1 and counts[first + 16:first + 32].max() <= 2
+        assert counts[first + 32:].max() >= 3
