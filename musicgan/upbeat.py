@@ -16,6 +16,11 @@ Its last bar ends the pickup's length early (:func:`musicgan.generate.sample_rol
 a pickup as the music's are held, a whole first bar whose music comes at its end (see
 :class:`musicgan.midi.Roll`); a file writes it as notation does, a short first bar in a time
 signature of its own (:func:`musicgan.midi.with_pickup_bar`), so that it plays from its first note.
+
+How a piece's voices come in (:func:`entries`: a madrigal's one by one, a chorale's together) is
+read here too, and ``sample_rolls(..., entries=)`` can give each voice rests until its entry; it is
+measured (``bench/styles.py --entries``), not yet kept in a checkpoint (docs/quality.md, "Voices
+that come in one by one").
 """
 from __future__ import annotations
 
