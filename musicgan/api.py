@@ -278,7 +278,8 @@ class Read:
         return math.ceil((n * metres.quarters(self._read_in(mine)) + lead) / metres.quarters(other))
 
     def _read_in(self, mine) -> tuple:
-        """The metre ``mine`` is in as read: its simple metre where it is read in another time (in swing, or at half its note values)."""
+        """The metre ``mine`` is in as read: its simple metre where it is read in another time (in
+        swing, or at half its note values)."""
         return swing.simple(mine) if mine in self.swung else mine
 
     def said(self, roll: Roll) -> str:

@@ -40,7 +40,7 @@ def simple(metre) -> tuple | None:
     in swing (6/8: 2/4, 9/8: 3/4, 12/8: 4/4), a metre of half notes at half its note values (3/2:
     3/4); None for any other."""
     numerator, denominator = metre
-    if denominator == 2:
+    if halved(metre):
         return (numerator, 4)
     return (numerator // 3, 4) if denominator == 8 and numerator % 3 == 0 and numerator > 3 else None
 
@@ -108,9 +108,7 @@ def _segments(time_signatures, n_steps: int, steps_per_beat: int, which: set, fo
 def _within(offset: np.ndarray, kind, steps_per_beat: int, forward: bool) -> np.ndarray:
     """Steps from the start of a stretch read as ``kind`` (``offset``) in the other time."""
     offset = np.asarray(offset, np.int64)
-    out = offset.copy()
-    halves = kind == HALVED
-    out = np.where(halves, offset // 2 if forward else offset * 2, out)
+    out = np.where(kind == HALVED, offset // 2 if forward else offset * 2, offset)
     swung_ = kind == SWUNG
     if np.any(swung_):
         u = steps_per_beat // 4  # steps of a sixteenth
