@@ -31,9 +31,9 @@ begin (:func:`musicgan.upbeat.habit`: with a pickup or not, and how long it is),
 two-sample accuracy of the pieces' first 4 bars and last 4 bars against the held-out pieces' own
 first and last 4 (a 4-bar clip cut from anywhere seldom holds either).
 ``--forms``: the forms the pieces take
-(:mod:`musicgan.form`). ``--entries``: each piece's voices come in one by one as one of the
-training pieces' do (:func:`musicgan.upbeat.entries`, read from the training split here: not yet
-kept in a checkpoint). The summary lists the statistics within 10% of the
+(:mod:`musicgan.form`). ``--entries``: how the pieces' voices come in (:func:`musicgan.upbeat.entering`:
+one by one as often as the music's do): as the model's checkpoint says, read from the training
+split, or all at once. The summary lists the statistics within 10% of the
 held-out music's, and in brackets those that miss it but are within 10% of the training split's
 (where the two splits differ and the model writes what it learned). Results go to OUT/results.json.
 
@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import sys
@@ -112,13 +113,11 @@ def held_out_loss(model: ckpt.Checkpoint, rolls) -> float | None:
     return round(held.loss(model.generator, contextlib.nullcontext()), 4) if held.windows else None
 
 
-def project_pieces(model: ckpt.Checkpoint, n: int, bars: int = 16, ending: bool = True, opening: bool = True,
-                   entries=None) -> list:
+def project_pieces(model: ckpt.Checkpoint, n: int, bars: int = 16, ending: bool = True, opening: bool = True) -> list:
     """Pieces as the app makes them (tempo and instrument aside; ``ending``: closing on the tonic
-    chord, :mod:`musicgan.ending`; ``opening``: with a pickup as often as the music, :mod:`musicgan.upbeat`;
-    ``entries``: their voices coming in as one of the training pieces' do, :func:`musicgan.upbeat.entries`)."""
-    return generate.sample_rolls(model.generator, range(n), bars, ending=ending, opening=opening, entries=entries,
-                                 **model.sampling)
+    chord, :mod:`musicgan.ending`; ``opening``: with a pickup as often as the music, its voices
+    coming in as the music's do, :mod:`musicgan.upbeat`)."""
+    return generate.sample_rolls(model.generator, range(n), bars, ending=ending, opening=opening, **model.sampling)
 
 
 DEGREES = ("1", "b2", "2", "b3", "3", "4", "#4", "5", "b6", "6", "b7", "7")
@@ -165,6 +164,17 @@ def with_forms(model: ckpt.Checkpoint, how: str, train_rolls) -> ckpt.Checkpoint
         return model
     return dataclasses.replace(model, forms=form.build(r.on_grid(model.model.steps_per_beat) for r in train_rolls)
                                if how == "train" else None)
+
+
+def with_entries(model: ckpt.Checkpoint, how: str, train_rolls) -> ckpt.Checkpoint:
+    """The model with its voices coming in as ``how`` says: "saved" (its own: a model trained
+    before entries were read has them all come in at once), "train" (read from the training split,
+    as training reads them now) or "none" (all at once). The generator is a copy."""
+    if how == "saved":
+        return model
+    generator = copy.deepcopy(model.generator)
+    generator.entering = upbeat.entering(train_rolls, model.model.voices) if how == "train" else None
+    return dataclasses.replace(model, generator=generator)
 
 
 def with_parallels(model: ckpt.Checkpoint, train_rolls) -> ckpt.Checkpoint:
@@ -231,9 +241,10 @@ def main(argv=None) -> int:
                         help="pieces that end where their last bar runs out, as before musicgan.ending")
     parser.add_argument("--no-opening", action="store_true",
                         help="pieces that all begin on their first downbeat, as before musicgan.upbeat")
-    parser.add_argument("--entries", action="store_true",
-                        help="each piece's voices come in as one of the training pieces' do (musicgan.upbeat.entries;"
-                             " not yet kept in checkpoints)")
+    parser.add_argument("--entries", choices=("saved", "train", "none"), default="saved",
+                        help="how the pieces' voices come in (musicgan.upbeat.entering): as the model's own music's "
+                             "(the default), read from the training split (for a model trained before entries), "
+                             "or all at once")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)  # the budget is "2 CPU cores", whatever this machine has
 
@@ -260,12 +271,12 @@ def main(argv=None) -> int:
                                     dropout=args.dropout, transpose=args.transpose,
                                     **({"hidden": args.hidden} if args.hidden else {}),
                                     **({"pitch_memory": False} if args.no_pitch_memory else {}))
-        model = with_parallels(with_forms(ckpt.load(out), args.forms, train_rolls), train_rolls)
+        model = with_parallels(with_entries(with_forms(ckpt.load(out), args.forms, train_rolls), args.entries,
+                                            train_rolls), train_rolls)
         reference = data.clips(test_rolls, CLIP_BARS)
         train4 = [r.on_grid(4) for r in train_rolls]
-        entries = np.stack([upbeat.entries(r, model.model.voices) for r in train_rolls]) if args.entries else None
         pieces = [p.on_grid(4) for p in project_pieces(model, args.pieces, PIECE_BARS, not args.no_ending,
-                                                       not args.no_opening, entries)]
+                                                       not args.no_opening)]
         known = set(metre.bars_per_metre(train_rolls))
         row.update({
             "model": {"voices": model.model.voices, "parallels": model.parallels, "metres": [metre.name(m) for m in model.model.metres],

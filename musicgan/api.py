@@ -115,6 +115,9 @@ def compose_many(model: ckpt.Checkpoint | None, seeds, bars: int = 16, tempo_bpm
             seed, model.forms, bars, True, generate.piece_pickup(seed, model.generator, seed_metre, bars)))
         drawn = upbeat.pickup(roll)[1]  # (the pickup as drawn: where its first note came)
         up_text = f" · a pickup of {pickup.beats_text(drawn / roll.steps_per_beat)}" if drawn else ""
+        entry = upbeat.entries_for(seed, model.generator.entering, model.model.steps_per_beat)
+        if entry is not None and entry.max():
+            up_text += f" · voices entering over {pickup.beats_text(entry.max() / model.model.steps_per_beat)}"
         description = f"seed {seed} · {_bars(bars)} of {in_metre}{up_text} · {tempo:g} bpm{key_text}"
         pieces.append(_piece(roll, description + (f" · {phrases}" if phrases else ""), audio=False))
     return pieces

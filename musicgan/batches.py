@@ -111,7 +111,8 @@ class InMemory(Batches):
                      "keys": [int(k) for k in np.bincount(piece_keys, minlength=keys.KEYS)],
                      "metres": _metre_meta(metre.bars_per_metre(rolls)),
                      **({} if (ends := ending.habit(rolls)) is None else {"ends": ends}),
-                     **({} if (opens := upbeat.habit(rolls)) is None else {"opens": opens})}
+                     **({} if (opens := upbeat.habit(rolls)) is None else {"opens": opens}),
+                     **({} if (entries := upbeat.entering(rolls, model.voices)) is None else {"entries": entries})}
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -142,7 +143,8 @@ class Streamed(Batches):
                      "program": int(np.bincount(corpus.table[:, 6], minlength=128).argmax()),
                      "keys": [int(k) for k in key_counts], "metres": _metre_meta(corpus.bars_per_metre()),
                      **({} if (ends := ending.habit(pieces)) is None else {"ends": ends}),
-                     **({} if (opens := upbeat.habit(pieces)) is None else {"opens": opens})}
+                     **({} if (opens := upbeat.habit(pieces)) is None else {"opens": opens}),
+                     **({} if (entries := upbeat.entering(pieces, model.voices)) is None else {"entries": entries})}
 
     def __len__(self) -> int:
         return len(self.windows)

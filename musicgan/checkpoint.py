@@ -206,8 +206,9 @@ def with_music(directory, forms: np.ndarray | None, parallels: float | None, hab
     """Write what generation reads of a model's music into the checkpoint folder ``directory``,
     in place of its own: its forms (:mod:`musicgan.form`; None: none), its parallels per 100
     beats (:attr:`Checkpoint.parallels`; None: not said) and ``habits``, how its pieces end and
-    begin (``data.ends``, :func:`musicgan.ending.habit`, and ``data.opens``,
-    :func:`musicgan.upbeat.habit`, as a trainer reads them; None: as they were); all else stays as it is."""
+    begin (``data.ends``, :func:`musicgan.ending.habit`, ``data.opens``, :func:`musicgan.upbeat.habit`,
+    and ``data.entries``, :func:`musicgan.upbeat.entering`, as a trainer reads them; None: as they
+    were); all else stays as it is."""
     directory = Path(directory)
     weights, config = _read_pair(directory)
     tensors = {k: v for k, v in load_safetensors(weights).items() if k != FORMS}
@@ -219,7 +220,7 @@ def with_music(directory, forms: np.ndarray | None, parallels: float | None, hab
         meta["sampling"]["parallels"] = parallels
     if habits is not None:
         said = meta.setdefault("data", {})
-        for name in ("ends", "opens"):
+        for name in ("ends", "opens", "entries"):
             said.pop(name, None)
             if habits.get(name) is not None:
                 said[name] = habits[name]
@@ -295,6 +296,7 @@ def load(path, with_discriminator: bool | None = None) -> Checkpoint:
     try:
         generator.ends.copy_(ending.ends_of(data.get("ends") if isinstance(data, dict) else None, cfg.metres))
         generator.opens.copy_(upbeat.opens_of(data.get("opens") if isinstance(data, dict) else None, cfg.metres))
+        generator.entering = upbeat.entering_of(data.get("entries") if isinstance(data, dict) else None, cfg.voices)
     except ValueError as e:
         raise CheckpointError(f"{path.name}: {e}") from None
     for name, key in SAMPLING_BIASES.items():

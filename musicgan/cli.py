@@ -299,12 +299,13 @@ def cmd_recalibrate(args) -> int:
     trainer = Trainer(corpus.rolls, model=model.model, config=config, device="cpu", budget=Budget(steps=1))
     trainer.start_from(model)
     forms, parallels = trainer.forms(), trainer.parallels()
-    habits = {name: trainer.data_meta.get(name) for name in ("ends", "opens")}
+    habits = {name: trainer.data_meta.get(name) for name in ("ends", "opens", "entries")}
     repeats = "in none of its pieces" if forms is None else \
         f"{(forms >= 0).sum(1).mean():.1f} of the first {form.FORM_BARS} bars of a piece, on average"
-    opens = habits["opens"]
+    opens, entries = habits["opens"], habits["entries"]
     read = (f"phrases that come back: {repeats}; parallel fifths and octaves: {parallels:.2f} per 100 beats"
-            + ("" if opens is None else f"; pieces opening with a pickup: {opens['pickup']:.0%}"))
+            + ("" if opens is None else f"; pieces opening with a pickup: {opens['pickup']:.0%}")
+            + ("" if entries is None else f"; pieces whose voices come in one by one: {entries['share']:.0%}"))
     if args.music_only:
         ckpt.with_music(args.checkpoint, forms, parallels, habits)
         print(f"{args.checkpoint}: the forms, parallels, endings and openings of its music read ({read}); its weights "

@@ -35,6 +35,10 @@ bar is given to the model (``given``), which reads it as its own and draws on fr
 Endings. The app's pieces and continuations close on their tonic chord (``ending``;
 :mod:`musicgan.ending`): the last bar is drawn on its own, its closing steps leaning toward the
 tonic chord (:func:`toward_tonic`), and a candidate that closes goes first.
+
+Openings. A new piece opens with a pickup, and its voices come in one by one, as often as its
+model's music does (``opening``; :mod:`musicgan.upbeat`): the voices are given rests until they
+come in, and a voice coming in is given ``STRIKE``, a note the model chooses.
 """
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ from .batches import window_steps
 from .given import check_range, whole_bars
 from .keys import KEYS
 from .midi import Roll
-from .models import Discriminator, DrawState, Generator, sounding
+from .models import STRIKE, Discriminator, DrawState, Generator, sounding
 from .voices import FIRST_PITCH, HOLD, REST
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "bach-chorales"
@@ -367,14 +371,19 @@ def _resting(rests: list | None, k: int, start: int, end: int, voices_: int) -> 
     """The given tokens (seeds * k, end - start, V) of a draw from step ``start`` to ``end`` where
     each seed's ``rests`` first steps of the piece are a rest in every voice (-1 elsewhere: drawn),
     for each of its k candidates; None where none is given. A seed's rests may be one count for
-    every voice or a count for each (its voices' entries, :func:`musicgan.upbeat.entries`)."""
-    if not rests or max(np.max(r) for r in rests) <= start:
+    every voice or a count for each (its voices' entries, :func:`musicgan.upbeat.entries`): where
+    they differ, each voice strikes a note as its rest ends (``STRIKE``: the model draws its pitch),
+    so that it does come in there. (A pickup's rest is the same for every voice: the model draws on
+    from it as it will.)"""
+    if not rests or max(np.max(r) for r in rests) < start:
         return None
     given = np.full((len(rests) * k, end - start, voices_), -1, np.int64)
     for i, rest in enumerate(np.repeat(np.stack([np.broadcast_to(r, (voices_,)) for r in rests]), k, 0)):
         for v in range(voices_):
             given[i, :max(0, rest[v] - start), v] = REST
-    return given
+            if rest.max() > rest.min() and start <= rest[v] < end:
+                given[i, rest[v] - start, v] = STRIKE
+    return None if (given == -1).all() else given
 
 
 def _draw_on(generator: Generator, state: DrawState, step_noise: torch.Tensor, codes: torch.Tensor,
@@ -421,7 +430,7 @@ def _draw_in_form(generator: Generator, state: DrawState, step_noise: torch.Tens
         for r in np.nonzero(sources[:, b0] >= 0)[0]:
             given[r] = repeated(piece[r], sources[r, b0:b1], bar)
         tokens, state = _draw_on(generator, state, step_noise[:, s0:s1], codes[:, s0:s1], temperature,
-                                 torch.from_numpy(given) if (given >= 0).any() else None,
+                                 torch.from_numpy(given) if (given != -1).any() else None,
                                  {t - b0 * bar for t in lean})
         piece = np.concatenate([piece, tokens.numpy()], 1)
     return piece[:, start:], state
@@ -475,8 +484,7 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
                  tempo_bpm: float = 100.0, program: int = 0, critic: Discriminator | None = None,
                  candidates: int = 1, avoid: np.ndarray | None = None, key: int | list | None = None,
                  metre: tuple | list | None = None, forms: np.ndarray | None = None,
-                 parallels: float | None = None, ending: bool = False, opening: bool = False,
-                 entries: np.ndarray | None = None) -> list[Roll]:
+                 parallels: float | None = None, ending: bool = False, opening: bool = False) -> list[Roll]:
     """One piece per seed; with a ``critic``, each the critic's choice among ``candidates`` draws,
     made a window at a time for a piece longer than its window (:func:`segments`): each window's
     candidates carry on from the state the one chosen before them ended in, and the critic judges
@@ -518,9 +526,10 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
     last bar and the first make one whole bar); it closes on a place of its last bar before that.
     A candidate that rests through its pickup too, opening on a bar of silence, is passed over as
     one that copies is.
-    Off for clips, as ``ending``. ``entries`` (pieces, V; :func:`musicgan.upbeat.entries`), with
-    ``opening``: each seed's voices come in as one of those pieces' do, a voice given rests from its
-    first note until its entry (a madrigal's top voice alone for a bar, then two ...). None: all at once."""
+    Off for clips, as ``ending``. With ``opening`` too, a piece's voices come in one by one as often
+    as its model's music's do (``Generator.entering``; :func:`musicgan.upbeat.entries_for`): a
+    voice is given rests from the piece's first note until its entry, where it strikes a note (a
+    madrigal's top voice alone for a bar, then two ...)."""
     _check(bars, temperature)
     cfg = generator.cfg
     seeds = [int(s) for s in seeds]
@@ -539,8 +548,9 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
         bar = cfg.bar_steps(piece_metre_)
         pickups = [piece_pickup(s, generator, piece_metre_, bars) if opening else 0 for s in group]
         rests = [np.full(cfg.voices, bar - p if p else 0) for p in pickups]
-        if entries is not None and opening:
-            rests = [r + upbeat.entries_for(s, entries, cfg.steps_per_beat) for r, s in zip(rests, group)]
+        if opening:
+            rests = [r if (entry := upbeat.entries_for(s, generator.entering, cfg.steps_per_beat)) is None
+                     else r + entry for r, s in zip(rests, group)]
         sources = None if forms is None else \
             np.stack([piece_form(s, forms, bars, ending, p) for s, p in zip(group, pickups)])
         ends, window = segments(critic, k, n_steps, piece_metre_)

@@ -39,6 +39,10 @@ from .metre import bar_steps as metre_bar_steps, positions as metre_positions
 from .settings import setting
 from .voices import FIRST_PITCH, HOLD, REST, vocab_size
 
+# in a draw's given tokens: the model draws, among pitches only (a voice that must strike a note
+# here: a voice coming in, musicgan.upbeat.entries); -1 (any other negative): the model draws freely
+STRIKE = -2
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -307,6 +311,16 @@ def sharpen_pitches(logits: torch.Tensor, temperature: float) -> torch.Tensor:
                       torch.logsumexp(pitches, -1, keepdim=True) + torch.log_softmax(pitches / temperature, -1)], -1)
 
 
+def strike(logits: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """(B, K) ``logits`` of one voice at one step, with its rest and hold ruled out where ``where``
+    (B,): there the voice strikes a note (a given STRIKE)."""
+    if not where.any():
+        return logits
+    silent = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    silent[[REST, HOLD]] = True
+    return logits.masked_fill(where[:, None] & silent, float("-inf"))
+
+
 def bass_logits(logits: torch.Tensor, bass: torch.Tensor, bass_struck: torch.Tensor, sound: torch.Tensor,
                 placed: torch.Tensor, last: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """A given bass line, for one voice about to choose at a step: (its logits (B, K) with the bass
@@ -424,6 +438,9 @@ class Generator(nn.Module):
         # ... and how they begin (musicgan.upbeat.habit): the share opening with a pickup, then its
         # beats in each of its metres (zeros: every piece begins on its first downbeat, as before)
         self.register_buffer("opens", torch.zeros(1 + len(cfg.metres)), persistent=False)
+        # ... and how their voices come in (musicgan.upbeat.entering: the share of pieces whose voices
+        # come in one by one, and some of their entries; None: together, as before)
+        self.entering: dict | None = None
         # each step's metrical input, by its code (metre and position in the bar)
         self.register_buffer("frame", frame_table(cfg), persistent=False)
         # sampling only: added to the logits of every new note (onset_bias) and of the rest
@@ -634,8 +651,9 @@ class Generator(nn.Module):
         Returns (tokens (B, T, V) long, one_hot (B, T, V, K) float). With ``tau`` set the one-hot
         is straight-through Gumbel-softmax (hard forward, soft gradient) for adversarial training;
         without it nothing is differentiable and sampling is a plain Gumbel-max draw.
-        ``given``: (B, T, V) tokens that are not drawn but given (-1 where the model draws): the
-        model reads them as its own, so given opening steps set its state as teacher forcing does.
+        ``given``: (B, T, V) tokens that are not drawn but given (-1 where the model draws; STRIKE
+        where it draws a pitch, not a rest or a hold): the model reads them as its own, so given
+        opening steps set its state as teacher forcing does.
         ``extra``: (B, T, V * H), added to each head's hidden layer (see :meth:`head_logits`).
         ``bass``: (B, T) tokens of a given bottom line: where it sounds, it is the lowest note, and
         the voices draw above it (see :func:`bass_logits`). ``parallel_bias``: the parallels penalty
@@ -699,6 +717,8 @@ class Generator(nn.Module):
                     logits, bass_token = bass_logits(logits, bass_sound[:, t], bass_struck[:, t], sound[:, v], placed,
                                                      v == V - 1)
                     above_token, above_sounds = bass_token, sounds[v]
+                if given is not None:
+                    logits = strike(logits, given[:, t, v] == STRIKE)
                 y = logits + gumbel[:, t, v]
                 index = y.argmax(-1)
                 if given is not None:
@@ -842,7 +862,8 @@ class Generator(nn.Module):
         noise = [step.unbind(0) for step in gumbel.permute(1, 2, 0, 3).unbind(0)]  # [t][v]: (B, K)
         # [t][v]: (given tokens (B,), where they are given (B,)) on the steps that have any, else None
         fixed = [None] * T if given is None else \
-            [[(g, g >= 0) for g in step.unbind(1)] if (step >= 0).any() else None for step in given.unbind(1)]
+            [[(g, g >= 0, g == STRIKE) for g in step.unbind(1)] if (step >= 0).any() or (step == STRIKE).any()
+             else None for step in given.unbind(1)]
         hidden = torch.empty(B, V * H, device=z.device)  # every head's first layer, refilled each step
         head_in = hidden.split(H, 1)
         lower = [hidden[:, (v + 1) * H:] for v in range(V - 1)]
@@ -910,6 +931,8 @@ class Generator(nn.Module):
                     logits, bass_token = bass_logits(logits, bass_sound[s0 + t], bass_struck[s0 + t], sound[:, v], placed,
                                                      v == V - 1)
                     above_token, above_code = bass_token, codes[v]
+                if fixed[t] is not None:
+                    logits = strike(logits, fixed[t][v][2])
                 index = torch.argmax(logits + noise[t][v], -1)
                 if fixed[t] is not None:
                     index = torch.where(fixed[t][v][1], fixed[t][v][0], index)

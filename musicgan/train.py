@@ -458,6 +458,7 @@ class Trainer:
         G.metre_weights.copy_(torch.tensor([max(bars.get(metre.name(m), 0.0), 1e-3) for m in self.model.metres]))
         G.ends.copy_(ending.ends_of(self.data_meta.get("ends"), self.model.metres))
         G.opens.copy_(upbeat.opens_of(self.data_meta.get("opens"), self.model.metres))
+        G.entering = upbeat.entering_of(self.data_meta.get("entries"), self.model.voices)
 
     # ---------------------------------------------------------------- one step
 
@@ -753,6 +754,7 @@ class Trainer:
         G.load_state_dict({k: v.detach().float().cpu() for k, v in self.G.state_dict().items()})
         for name in ("key_weights", "metre_weights", "ends", "opens", *ckpt.SAMPLING_BIASES):
             getattr(G, name).copy_(getattr(self.G, name).cpu())
+        G.entering = self.G.entering
         return G.eval()
 
     @torch.no_grad()

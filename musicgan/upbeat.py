@@ -18,9 +18,10 @@ a pickup as the music's are held, a whole first bar whose music comes at its end
 signature of its own (:func:`musicgan.midi.with_pickup_bar`), so that it plays from its first note.
 
 How a piece's voices come in (:func:`entries`: a madrigal's one by one, a chorale's together) is
-read here too, and ``sample_rolls(..., entries=)`` can give each voice rests until its entry; it is
-measured (``bench/styles.py --entries``), not yet kept in a checkpoint (docs/quality.md, "Voices
-that come in one by one").
+read here too. The trainer keeps how often its music's voices come in one by one, and some of
+those pieces' entries (:func:`entering`, ``data.entries`` in the checkpoint, ``Generator.entering``);
+a new piece's voices come in so as often (:func:`entries_for`): each voice is given a rest until
+its entry and strikes a note there (docs/quality.md, "Voices that come in one by one").
 """
 from __future__ import annotations
 
@@ -108,8 +109,52 @@ def entries(roll, voices: int) -> np.ndarray:
     return np.maximum.accumulate(out)
 
 
-def entries_for(seed: int, table: np.ndarray, steps_per_beat: int) -> np.ndarray:
-    """(V,) the steps after its first note at which each voice of a seed's piece comes in: the
-    entries of one of ``table`` (pieces, V; :func:`entries`), drawn by a stream of the seed."""
-    row = table[np.random.default_rng([int(seed) & 0xFFFFFFFF, ENTRIES_STREAM]).integers(len(table))]
-    return np.round(row * steps_per_beat).astype(np.int64)
+MOST_ENTRIES = 64  # the most pieces' entries a model keeps (spread across its music)
+HEARD_APART = 1.0  # the beats by which a piece's last voice comes in after its first, at least, to be heard
+# coming in one by one (a chorale's fourth voice half a beat after the others, out of a unison, is not)
+
+
+def entering(rolls, voices: int) -> dict | None:
+    """How the voices of a model's music come in (``data.entries`` in its checkpoint): {"share":
+    the share of its pieces whose voices come in one by one (the last HEARD_APART beats or more after
+    the first note), "beats":
+    the entries of up to MOST_ENTRIES of those pieces (:func:`entries`), taken evenly across them};
+    None when every piece's voices come in together (a chorale's, a fiddle tune's one voice)."""
+    rows = [entries(r, voices) for r in rolls if len(r.notes)]
+    apart = [row for row in rows if row.max() >= HEARD_APART]
+    if not apart:
+        return None
+    keep = np.unique(np.linspace(0, len(apart) - 1, min(len(apart), MOST_ENTRIES)).astype(int))
+    return {"share": round(len(apart) / len(rows), 3),
+            "beats": [[round(float(b), 3) for b in apart[i]] for i in keep]}
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
+
+
+def entering_of(said, voices: int) -> dict | None:
+    """``data.entries`` of a checkpoint (:func:`entering`; None: its voices come in together),
+    checked: ValueError for anything that is not such a reading for a model of ``voices`` voices."""
+    if said is None:
+        return None
+    share, beats = (said.get("share"), said.get("beats")) if isinstance(said, dict) else (None, None)
+    if not (_number(share) and 0 <= share <= 1 and isinstance(beats, list) and 0 < len(beats) <= MOST_ENTRIES
+            and all(isinstance(row, list) and len(row) == voices and all(_number(b) and 0 <= b <= 1000 for b in row)
+                    for row in beats)):
+        raise ValueError(f"data.entries is not a share of pieces whose {voices} voices come in one by one "
+                         "and their entries in beats")
+    return {"share": float(share), "beats": [[float(b) for b in row] for row in beats]}
+
+
+def entries_for(seed: int, said: dict | None, steps_per_beat: int) -> np.ndarray | None:
+    """(V,) the steps after its first note at which each voice of a seed's piece comes in, by a
+    stream of the seed: as often as its model's music's voices come in one by one (``said``,
+    :func:`entering`), one of those pieces' entries; None: all at once."""
+    if not said:
+        return None
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, ENTRIES_STREAM])
+    if rng.random() >= said["share"]:
+        return None
+    row = np.asarray(said["beats"][rng.integers(len(said["beats"]))])
+    return np.maximum.accumulate(np.round(row * steps_per_beat).astype(np.int64))

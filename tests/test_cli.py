@@ -108,6 +108,9 @@ def test_recalibrate_fits_the_biases_again_and_keeps_the_weights(trained, tmp_pa
     assert said["ends"] == ending.habit(data.load(EXAMPLES, cache_dir=False).rolls)
     assert said["opens"] == upbeat.habit(data.load(EXAMPLES, cache_dir=False).rolls) and said["opens"]["pickup"] > 0.5
     assert f"pieces opening with a pickup: {said['opens']['pickup']:.0%}" in result.stdout
+    entering = upbeat.entering(data.load(EXAMPLES, cache_dir=False).rolls, ckpt.load(copy).model.voices)
+    assert said.get("entries") == entering and ckpt.load(copy).generator.entering == entering
+    assert entering is None or f"pieces whose voices come in one by one: {entering['share']:.0%}" in result.stdout
 
 
 def test_resume_continues_the_run(trained, tmp_path):

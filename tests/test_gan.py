@@ -444,6 +444,35 @@ def test_given_tokens_are_kept_and_set_the_state_as_the_models_own_draws_do():
     assert torch.equal(held[:, :, 0], b[:, :, 0])
 
 
+def test_a_voice_given_strike_draws_a_note_there_on_both_sampling_paths():
+    """STRIKE in the given tokens: the model draws that voice's note there (a voice coming in,
+    musicgan.upbeat), among pitches only; where it struck a note anyway, the draw is its own."""
+    from musicgan.models import STRIKE, Generator
+
+    torch.manual_seed(1)
+    g = Generator(ModelConfig(pitch_low=40, pitch_high=70, **TINY)).eval()
+    g.rest_bias.fill_(4.0)  # a model that would rather rest
+    z, step_a, _, codes = two_draws(g)
+    with torch.no_grad():
+        plain, _ = g.sample(z, step_a, codes)
+        given = torch.full_like(plain, -1)
+        given[:, :8] = REST
+        given[:, 8, 1] = STRIKE
+        given[:, 12] = STRIKE
+        fast, _ = g.sample(z, step_a, codes, given=given)
+        on, _ = g.draw_on(g.begin(z), step_a, codes, given=given)
+    with torch.enable_grad():
+        slow, _ = g.sample(z, step_a, codes, given=given)
+    assert (plain[:, 8, 1] < FIRST_PITCH).any() and (plain[:, 12] < FIRST_PITCH).any()  # it would not have
+    for drawn in (fast, slow, on):
+        assert (drawn[:, :8] == REST).all() and (drawn[:, 8, 1] >= FIRST_PITCH).all() and (drawn[:, 12] >= FIRST_PITCH).all()
+    assert torch.equal(fast, on) and (fast == slow).float().mean() > 0.9
+    struck = plain >= FIRST_PITCH
+    again = torch.where(struck, STRIKE, -1)
+    with torch.no_grad():
+        assert torch.equal(g.sample(z, step_a, codes, given=again)[0], plain)
+
+
 def test_a_given_bass_is_the_lowest_voice_on_both_sampling_paths():
     """Harmonising a bass: the voices split each step highest first, so the bass is whichever voice
     sounds lowest. Where the given bass sounds, the drawn voices play above it until one takes it,
@@ -783,6 +812,17 @@ def test_a_model_knows_how_its_music_ends_and_a_checkpoint_that_says_otherwise_i
     del config["data"]["opens"]  # a model from before: every piece opens on its downbeat
     (bad / "config.json").write_text(json.dumps(config))
     assert not ckpt.load(bad).generator.opens.any()
+    # ... and how its voices come in (the example chorales': together, or one by one now and then)
+    entering = upbeat.entering(rolls, loaded.model.voices)
+    assert json.loads((trained / "config.json").read_text())["data"].get("entries") == entering
+    assert loaded.generator.entering == entering
+    config["data"]["entries"] = {"share": 0.5, "beats": [[0.0]]}  # one voice's entries, for a model of more
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ckpt.CheckpointError, match="data.entries"):
+        ckpt.load(bad)
+    config["data"]["entries"] = {"share": 0.5, "beats": [[0.0] + [2.0] * (loaded.model.voices - 1)]}
+    (bad / "config.json").write_text(json.dumps(config))
+    assert ckpt.load(bad).generator.entering == config["data"]["entries"]
 
 
 def test_a_whole_piece_is_in_the_key_it_ends_in_and_its_windows_are_told_so(rolls):

@@ -82,4 +82,5 @@ def test_training_streams_windows_from_a_prepared_corpus(tmp_path):
     assert trainer.data_meta["keys"] == in_memory.data_meta["keys"]  # pieces in each key
     assert trainer.data_meta["ends"] == in_memory.data_meta["ends"]  # and how they end
     assert trainer.data_meta["opens"] == in_memory.data_meta["opens"]  # ... and begin
+    assert trainer.data_meta.get("entries") == in_memory.data_meta.get("entries")  # ... and their voices come in
     assert all(torch.isfinite(p).all() for p in trainer.G.parameters())

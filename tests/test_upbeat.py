@@ -1,10 +1,16 @@
 """Openings: a new piece begins with a pickup as often as its model's music does, ends as much
 early, and is written and played from its first note."""
+import copy
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from musicgan import api, generate, metre, midi, upbeat
+from conftest import EXAMPLES
+from musicgan import api, checkpoint as ckpt, data, generate, metre, midi, upbeat
+from musicgan.models import STRIKE
+from musicgan.train import Budget, TrainConfig, Trainer, model_config_for
 from musicgan.voices import REST
 
 
@@ -103,31 +109,72 @@ def test_a_pickups_rest_is_given_to_every_candidate_and_only_up_to_it():
 
 def test_voices_come_in_as_the_musics_do():
     """A piece's entries: the beats after its first note at which 1, 2, 3 ... notes first sound
-    together, up to its usual texture; a chorale's voices all come in on its first note."""
+    together, up to its usual texture; a chorale's voices all come in on its first note. A model
+    keeps the share of its pieces whose voices come in one by one and their entries, and a seed
+    draws them as often."""
     one_by_one = midi.Roll(notes=np.array([[67, 4, 64, 80], [60, 12, 64, 80], [55, 20, 64, 80]], np.int32),
                            steps_per_beat=4, time_signatures=((0, 4, 4),))
     assert upbeat.entries(one_by_one, 4).tolist() == [0, 2, 4, 4]  # (the first note a beat in: a pickup)
     chord = midi.Roll(notes=np.array([[67, 0, 16, 80], [60, 0, 16, 80], [52, 0, 8, 80]], np.int32), steps_per_beat=4)
     assert upbeat.entries(chord, 5).tolist() == [0] * 5
-    table = np.array([[0, 2, 4, 4], [0, 0, 0, 0]])
-    drawn = {tuple(upbeat.entries_for(s, table, 4)) for s in range(20)}
-    assert drawn == {(0, 8, 16, 16), (0, 0, 0, 0)} and tuple(upbeat.entries_for(3, table, 4)) in drawn
+    said = upbeat.entering([one_by_one, chord, chord, chord], 4)
+    assert said == {"share": 0.25, "beats": [[0.0, 2.0, 4.0, 4.0]]} and upbeat.entering([chord], 4) is None
+    assert upbeat.entering_of(json.loads(json.dumps(said)), 4) == said and upbeat.entering_of(None, 4) is None
+    for bad in ({"share": 0.25, "beats": [[0, 2, 4]]}, {"share": 2, "beats": [[0, 2, 4, 4]]}, [0, 2, 4, 4],
+                {"share": 0.25, "beats": [[0, 2, "4", 4]]}, {"share": 0.25, "beats": []}):
+        with pytest.raises(ValueError, match="data.entries"):
+            upbeat.entering_of(bad, 4)
+    drawn = [upbeat.entries_for(s, said, 4) for s in range(400)]
+    apart = [d for d in drawn if d is not None]
+    assert all(d.tolist() == [0, 8, 16, 16] for d in apart) and 0.2 < len(apart) / 400 < 0.3
+    assert all(upbeat.entries_for(s, None, 4) is None for s in range(20))
+    assert [str(upbeat.entries_for(s, said, 4)) for s in range(20)] == [str(d) for d in drawn[:20]]
 
 
-def test_each_voice_rests_until_its_entry_and_the_pieces_stay_the_seeds():
+def test_each_voice_rests_until_its_entry_strikes_there_and_the_pieces_stay_the_seeds():
     given = generate._resting([np.array([4, 8, 12]), np.zeros(3, int)], 1, 0, 16, 3)
     assert (given[0, :4] == REST).all() and (given[0, 4:8, 1:] == REST).all() and (given[0, 8:12, 2] == REST).all()
-    assert (given[0, 4:, 0] == -1).all() and (given[0, 8:, 1] == -1).all() and (given[0, 12:] == -1).all()
-    assert (given[1] == -1).all()
+    # each voice strikes a note at its entry, then draws freely; a piece whose voices come in together does not
+    assert given[0, 4, 0] == STRIKE and given[0, 8, 1] == STRIKE and given[0, 12, 2] == STRIKE
+    assert (given[0, 5:, 0] == -1).all() and (given[0, 9:, 1] == -1).all() and (given[0, 13:] == -1).all()
+    assert (given[1] == -1).all() and (generate._resting([np.full(3, 4)], 1, 0, 16, 3)[0, 4:] == -1).all()
+    assert generate._resting([np.array([4, 8, 12])], 1, 12, 16, 3)[0, 0].tolist() == [-1, -1, STRIKE]
+    assert generate._resting([np.array([4, 8, 12])], 1, 13, 16, 3) is None
     model = api.load_model()
-    table = np.array([[0, 4, 8, 8, 8]], float)  # the top voice alone for 4 beats, then two for 4
-    pieces = generate.sample_rolls(model.generator, range(4), 4, metre=(4, 4), ending=True, opening=True,
-                                   entries=table, **model.sampling)
-    again = generate.sample_rolls(model.generator, range(4), 4, metre=(4, 4), ending=True, opening=True,
-                                  entries=table, **model.sampling)
+    generator = copy.deepcopy(model.generator)
+    generator.entering = {"share": 1.0, "beats": [[0, 4, 8, 8, 8]]}  # the top voice alone for 4 beats, then two for 4
+    pieces = generate.sample_rolls(generator, range(4), 4, metre=(4, 4), ending=True, opening=True, **model.sampling)
+    again = generate.sample_rolls(generator, range(4), 4, metre=(4, 4), ending=True, opening=True, **model.sampling)
     assert [midi.to_midi_bytes(r) for r in pieces] == [midi.to_midi_bytes(r) for r in again]
-    for piece in pieces:
+    for seed, piece in enumerate(pieces):
         first = int(piece.notes[:, 1].min())
+        drawn = generate.piece_pickup(seed, generator, (4, 4), 4)
+        assert first == (16 - drawn if drawn else 0)  # the top voice strikes at the piece's start (after its pickup's rest)
         counts = midi.sounding_counts(piece.notes)
         assert counts[first:first + 16].max() <= 1 and counts[first + 16:first + 32].max() <= 2
         assert counts[first + 32:].max() >= 3
+        starts = set(piece.notes[:, 1].tolist())
+        assert {first + 16, first + 32} <= starts  # the second voice strikes a note at its entry, the third at its
+
+
+def test_a_trainer_reads_how_its_musics_voices_come_in_and_its_checkpoint_keeps_it(tmp_path):
+    chorales = data.load(EXAMPLES[:4], cache_dir=False).rolls
+    motet = midi.Roll(notes=np.array([[72, 0, 64, 80], [67, 8, 64, 80], [60, 16, 64, 80], [48, 24, 64, 80]],
+                                     np.int32), steps_per_beat=4, time_signatures=((0, 4, 4),))
+    rolls = chorales + [motet]
+    config = TrainConfig(batch_size=8, window_bars=2)
+    trainer = Trainer(rolls, model_config_for(rolls, latent_dim=8, embed_dim=8, hidden=32, layers=1, d_hidden=16,
+                                              d_embed=16), config, device="cpu", budget=Budget(steps=1))
+    said = upbeat.entering(rolls, trainer.model.voices)
+    assert said["share"] == 0.2 and said["beats"][0][:4] == [0.0, 2.0, 4.0, 6.0]
+    assert trainer.data_meta["entries"] == said and trainer.G.entering == said
+    trainer.save(tmp_path / "model")
+    assert ckpt.load(tmp_path / "model").generator.entering == said
+    assert trainer._cpu_generator().entering == said
+    model = ckpt.load(tmp_path / "model")
+    seeds = range(12)
+    apart = [upbeat.entries_for(s, said, model.model.steps_per_beat) for s in seeds]
+    assert 0 < sum(a is not None for a in apart) < len(apart)
+    for entry, piece in zip(apart, api.compose_many(model, seeds, 4, metre=(4, 4))):
+        # a piece whose voices come in one by one says so (the motet's last voice comes in 6 beats after its first)
+        assert ("voices entering over 6 beats" in piece.description) == (entry is not None), piece.description
