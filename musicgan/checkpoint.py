@@ -37,7 +37,7 @@ READERS = {"top": ("harmoniser", "harmoniser."), "bottom": ("bass_harmoniser", "
 # the generator's sampling biases (Generator.onset_bias, .rest_bias): not weights, saved beside them
 SAMPLING_BIASES = {"onset_bias": "sampling.onset_bias", "rest_bias": "sampling.rest_bias",
                    "tonal_bias": "sampling.tonal_bias", "parallel_bias": "sampling.parallel_bias",
-                   "interval_bias": "sampling.interval_bias"}
+                   "interval_bias": "sampling.interval_bias", "pitch_temperature": "sampling.pitch_temperature"}
 
 
 class CheckpointError(ValueError):
@@ -305,7 +305,8 @@ def load(path, with_discriminator: bool | None = None) -> Checkpoint:
             continue
         mine = getattr(generator, name)
         if bias.shape != mine.shape or bias.dtype != torch.float32 or \
-                not torch.isfinite(bias).all() or bias.abs().max() > 10:
+                not torch.isfinite(bias).all() or bias.abs().max() > 10 or \
+                (name == "pitch_temperature" and not 0.25 <= float(bias) <= 4):
             raise CheckpointError(f"{path.name}: {key} is not a sampling bias for this model")
         mine.copy_(bias)
     discriminator = None

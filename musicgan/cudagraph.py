@@ -11,7 +11,7 @@ an H100 the critic step ran 4.5x faster at batch 64 and 2.9x at 512 (``bench/gpu
 A replay runs the same kernels on the same memory: the weights are read where they live, so a
 graph stays right while the optimiser updates them in place, and the draw's inputs are copied
 into the graph's own tensors first. What picks the loop's path on the host (the shapes, the
-parallels penalty, whether a tonal or interval bias is set) is part of the graph's key: when it changes (the
+parallels penalty, whether a tonal or interval bias is set, the pitch temperature) is part of the graph's key: when it changes (the
 calibration at the switch to the adversarial phase), the draw is recorded again.
 
 The likelihood step was bound the same way: after the embedding fix
@@ -54,10 +54,11 @@ class Draw:
         if not self.on(z):
             return self.G.sample(z, noise, codes)[0]
         G = self.G
-        beta, tonal, harmony = float(G.parallel_bias), bool(G.tonal_bias.any()), bool(G.interval_bias.any())
-        key = (tuple(z.shape), tuple(noise.shape), tuple(codes.shape), z.dtype, beta, tonal, harmony)
+        settings = (float(G.parallel_bias), bool(G.tonal_bias.any()), bool(G.interval_bias.any()),
+                    float(G.pitch_temperature))
+        key = (tuple(z.shape), tuple(noise.shape), tuple(codes.shape), z.dtype, settings)
         if key != self.key:
-            self._record(z, noise, codes, beta, tonal, harmony)
+            self._record(z, noise, codes, settings)
             self.key = key
         self.z.copy_(z)
         self.noise.copy_(noise)
@@ -65,11 +66,12 @@ class Draw:
         self.graph.replay()
         return self.tokens.clone()
 
-    def _draw(self, beta: float, tonal: bool, harmony: bool) -> torch.Tensor:
-        return self.G._draw_fast(self.z, gumbel_from_normal(self.noise), self.codes, 1.0,
-                                 parallel_bias=beta, tonal=tonal, harmony=harmony)
+    def _draw(self, settings: tuple) -> torch.Tensor:
+        beta, tonal, harmony, pitch_temperature = settings
+        return self.G._draw_fast(self.z, gumbel_from_normal(self.noise), self.codes, 1.0, parallel_bias=beta,
+                                 tonal=tonal, harmony=harmony, pitch_temperature=pitch_temperature)
 
-    def _record(self, z, noise, codes, beta: float, tonal: bool, harmony: bool) -> None:
+    def _record(self, z, noise, codes, settings: tuple) -> None:
         self.graph = None  # (frees the last graph's memory first)
         self.z, self.noise, self.codes = z.clone(), noise.clone(), codes.clone()
         # a few eager runs on a side stream first, as torch.cuda.graph asks (libraries set up their
@@ -78,11 +80,11 @@ class Draw:
         side.wait_stream(torch.cuda.current_stream(z.device))
         with torch.cuda.stream(side):
             for _ in range(2):
-                self._draw(beta, tonal, harmony)
+                self._draw(settings)
         torch.cuda.current_stream(z.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.tokens = self._draw(beta, tonal, harmony)
+            self.tokens = self._draw(settings)
         self.captures += 1
 
 

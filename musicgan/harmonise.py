@@ -387,7 +387,7 @@ def harmonise_rolls(generator: Generator, line: Line, seeds, reader: LineReader 
     with torch.no_grad():
         extra = None if reader is None else reader(tokens[None], codes[None])
     beta, pitch_temperature, swap_bias = (reader.parallel_bias, reader.pitch_temperature, reader.swap_bias) \
-        if reader is not None else clamped if clamped is not None else (None, 1.0, 0.0)
+        if reader is not None else clamped if clamped is not None else (None, None, 0.0)
     k = candidates if critic is not None else 1
     first_metre = metre.metre_at(line_roll.time_signatures, 0)
     last = int(line_roll.notes[:, 1].max())  # (the line's last note is struck here)

@@ -463,6 +463,11 @@ class Generator(nn.Module):
         # intervals of the music as often as it does (see interval_counts). Harmonisations draw with
         # it too (on the chorales it took a harmonised melody from 0.589 to 0.551, a bass from 0.726 to 0.688)
         self.register_buffer("interval_bias", torch.zeros(12), persistent=False)
+        # ... and the temperature of every free draw's choice among pitches (sharpen_pitches; 1: the
+        # model's own odds): fitted so that its draws use as many pitch classes in a window as the
+        # music does. Drawn at 1, the pieces of every polyphonic style wandered through more of them
+        # than their music (a madrigal model's 4-bar clips 8.5 against 7.6; docs/quality.md)
+        self.register_buffer("pitch_temperature", torch.ones(1), persistent=False)
         # each token's pitch class (rest and hold: none), for the pitch-class memory
         self.register_buffer("pitch_classes", pitch_class_table(cfg), persistent=False)
         self.lstm = nn.LSTM(V * E + cfg.cond_dim + cfg.frame_dim + cfg.memory_dim, H, cfg.layers, batch_first=True)
@@ -642,7 +647,7 @@ class Generator(nn.Module):
 
     def sample(self, z: torch.Tensor, noise: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
                tau: float | None = None, given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
-               bass: torch.Tensor | None = None, parallel_bias: float | None = None, pitch_temperature: float = 1.0,
+               bass: torch.Tensor | None = None, parallel_bias: float | None = None, pitch_temperature: float | None = None,
                swap_bias: float = 0.0):
         """Free-running generation.
 
@@ -658,13 +663,16 @@ class Generator(nn.Module):
         ``bass``: (B, T) tokens of a given bottom line: where it sounds, it is the lowest note, and
         the voices draw above it (see :func:`bass_logits`). ``parallel_bias``: the parallels penalty
         to draw with, in place of the model's own (a harmoniser fits its own). ``pitch_temperature``:
-        the temperature of the choice among pitches alone (see :func:`sharpen_pitches`).
+        the temperature of the choice among pitches alone (see :func:`sharpen_pitches`), in place of
+        the model's own (``Generator.pitch_temperature``; None: its own).
         ``swap_bias``: with a bass, how readily the voice above one that would fall silent takes it
         (see :func:`bass_swap`).
         """
         B, T, V, K = noise.shape
         E = self.cfg.embed_dim
         gumbel = gumbel_from_normal(noise)
+        if pitch_temperature is None:
+            pitch_temperature = float(self.pitch_temperature)
         if tau is None and not torch.is_grad_enabled():
             return self._sample_fast(z, gumbel, codes, temperature, given, extra, bass, parallel_bias, pitch_temperature,
                                      swap_bias)
@@ -763,7 +771,7 @@ class Generator(nn.Module):
     def draw_on(self, state: DrawState, noise: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0,
                 given: torch.Tensor | None = None, tonal_bias: torch.Tensor | None = None,
                 extra: torch.Tensor | None = None, bass: torch.Tensor | None = None,
-                parallel_bias: float | None = None, pitch_temperature: float = 1.0,
+                parallel_bias: float | None = None, pitch_temperature: float | None = None,
                 swap_bias: float = 0.0) -> tuple[torch.Tensor, DrawState]:
         """Free-running generation in parts: the Gumbel-max draw of :meth:`sample` (no autograd)
         of the steps of ``noise`` (B, T, V, K; standard normal) and ``codes`` (B, T), from
@@ -786,7 +794,7 @@ class Generator(nn.Module):
     def _sample_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
                      given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
                      bass: torch.Tensor | None = None, parallel_bias: float | None = None,
-                     pitch_temperature: float = 1.0, swap_bias: float = 0.0):
+                     pitch_temperature: float | None = None, swap_bias: float = 0.0):
         # inference mode makes each of the loop's many small calls cheaper (no version counters);
         # the tokens leave it as an ordinary tensor, which a discriminator may then learn from
         with torch.inference_mode():
@@ -798,7 +806,7 @@ class Generator(nn.Module):
     def _draw_fast(self, z: torch.Tensor, gumbel: torch.Tensor, codes: torch.Tensor, temperature: float,
                    given: torch.Tensor | None = None, extra: torch.Tensor | None = None,
                    bass: torch.Tensor | None = None, parallel_bias: float | None = None,
-                   tonal: bool | None = None, pitch_temperature: float = 1.0,
+                   tonal: bool | None = None, pitch_temperature: float | None = None,
                    harmony: bool | None = None, state: DrawState | None = None, swap_bias: float = 0.0,
                    tonal_bias: torch.Tensor | None = None) -> torch.Tensor:
         """Gumbel-max sampling without autograd: the draw of :meth:`sample`, computed step by step
@@ -814,14 +822,16 @@ class Generator(nn.Module):
         * the heads' first layers write into one buffer whose per-voice views are made once;
           biases ride in ``addmm``; the tokens are stacked once at the end.
 
-        With ``parallel_bias``, ``tonal`` and ``harmony`` given (see :meth:`_tonal_rows` and
-        :meth:`_interval_table`) it reads no value back
+        With ``parallel_bias``, ``tonal``, ``harmony`` and ``pitch_temperature`` given (see
+        :meth:`_tonal_rows` and :meth:`_interval_table`) it reads no value back
         from the device, so it can be captured as a CUDA graph (:mod:`musicgan.cudagraph`).
 
         ``state``: where the pieces stand (:meth:`draw_on`; ``z`` is its own), moved on in place
         to where this draw ends; None: they start here. ``tonal_bias``: see :meth:`_tonal_rows`."""
         B, T, V, K = gumbel.shape
         E, H = self.cfg.embed_dim, self.cfg.hidden
+        if pitch_temperature is None:
+            pitch_temperature = float(self.pitch_temperature)
         lstm = self.lstm
         if self.pitch_embed is None:
             coded = self.embed  # (K, E): the code is the token

@@ -1019,6 +1019,39 @@ def test_the_sampling_biases_are_saved_loaded_and_checked(trained, tmp_path, nam
             ckpt.load(copy)
 
 
+def test_a_calibrated_model_draws_its_pitches_at_its_pitch_temperature(trained, tmp_path):
+    """Calibration fits the biases on draws at a pitch temperature of 1, then gives the model
+    PITCH_TEMPERATURE (its free draws' choice among pitches, kept in the checkpoint); a checkpoint
+    from before has none and draws at 1; one that says something else is refused."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from musicgan.train import PITCH_TEMPERATURE
+
+    loaded = ckpt.load(trained)
+    G = loaded.generator
+    assert float(G.pitch_temperature) == pytest.approx(PITCH_TEMPERATURE) and PITCH_TEMPERATURE != 1
+    noise = [generate.noise_for(s, 32, G.cfg) for s in range(8)]
+    z = G.condition(torch.stack([n[0] for n in noise]), torch.arange(8) % 24)
+    step_noise, codes = torch.stack([n[1] for n in noise]), torch.from_numpy(G.cfg.metre_codes(G.cfg.metres[0], 32))
+    with torch.no_grad():
+        own, _ = G.sample(z, step_noise, codes.expand(8, -1))
+        said, _ = G.sample(z, step_noise, codes.expand(8, -1), pitch_temperature=PITCH_TEMPERATURE)
+        plain, _ = G.sample(z, step_noise, codes.expand(8, -1), pitch_temperature=1.0)
+    assert torch.equal(own, said) and not torch.equal(own, plain)
+    tensors = load_file(trained / "model.safetensors")
+    key = ckpt.SAMPLING_BIASES["pitch_temperature"]
+    before = tmp_path / "before"
+    shutil.copytree(trained, before)
+    save_file({k: v for k, v in tensors.items() if k != key}, before / "model.safetensors")
+    assert float(ckpt.load(before).generator.pitch_temperature) == 1.0
+    for bad in (torch.tensor([0.1]), torch.tensor([6.0]), torch.tensor([0.0])):
+        save_file({**tensors, key: bad}, before / "model.safetensors")
+        with pytest.raises(ckpt.CheckpointError, match="not a sampling bias"):
+            ckpt.load(before)
+
+
 def test_parallel_targets_name_the_note_that_would_move_in_parallel_fifths_or_octaves():
     from musicgan.models import parallel_rate, parallel_targets
 
