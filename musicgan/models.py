@@ -464,9 +464,10 @@ class Generator(nn.Module):
         # it too (on the chorales it took a harmonised melody from 0.589 to 0.551, a bass from 0.726 to 0.688)
         self.register_buffer("interval_bias", torch.zeros(12), persistent=False)
         # ... and the temperature of every free draw's choice among pitches (sharpen_pitches; 1: the
-        # model's own odds): fitted so that its draws use as many pitch classes in a window as the
-        # music does. Drawn at 1, the pieces of every polyphonic style wandered through more of them
-        # than their music (a madrigal model's 4-bar clips 8.5 against 7.6; docs/quality.md)
+        # model's own odds, as a checkpoint from before draws): given by calibration, after the
+        # biases (musicgan.train.PITCH_TEMPERATURE). Drawn at 1, the pieces of every polyphonic style
+        # wandered through more pitch classes than their music (a madrigal model's 4-bar clips 8.5
+        # against 7.6; docs/quality.md, "A sharper choice among pitches")
         self.register_buffer("pitch_temperature", torch.ones(1), persistent=False)
         # each token's pitch class (rest and hold: none), for the pitch-class memory
         self.register_buffer("pitch_classes", pitch_class_table(cfg), persistent=False)

@@ -116,10 +116,10 @@ HEARD_APART = 1.0  # the beats by which a piece's last voice comes in after its 
 
 def entering(rolls, voices: int) -> dict | None:
     """How the voices of a model's music come in (``data.entries`` in its checkpoint): {"share":
-    the share of its pieces whose voices come in one by one (the last HEARD_APART beats or more after
-    the first note), "beats":
-    the entries of up to MOST_ENTRIES of those pieces (:func:`entries`), taken evenly across them};
-    None when every piece's voices come in together (a chorale's, a fiddle tune's one voice)."""
+    the share of its pieces whose voices come in one by one (the last HEARD_APART beats or more
+    after the first note), "beats": the entries of up to MOST_ENTRIES of those pieces
+    (:func:`entries`), taken evenly across them}; None when every piece's voices come in together
+    (a chorale's, a fiddle tune's one voice)."""
     rows = [entries(r, voices) for r in rolls if len(r.notes)]
     apart = [row for row in rows if row.max() >= HEARD_APART]
     if not apart:
