@@ -822,14 +822,11 @@ class Trainer:
                 G.interval_bias.add_(torch.from_numpy(move).float().clamp(-1, 1)).clamp_(-4, 4)
             # parallel fifths and octaves: a penalty, raised while draws make more than the music
             G.parallel_bias.fill_(parallel_move(float(G.parallel_bias), real_parallels, parallel_rate(tokens), step))
-        G.pitch_temperature.fill_(PITCH_TEMPERATURE)  # (the biases fitted at 1: see PITCH_TEMPERATURE)
-        fitted = zip(biases + [G.pitch_temperature],
-                     ("onset_bias", "rest_bias", "parallel_bias", "interval_bias", "tonal_bias")[:len(biases)]
-                     + ("pitch_temperature",))
-        for bias, name in fitted:
+        for bias, name in zip(biases, ("onset_bias", "rest_bias", "parallel_bias", "interval_bias", "tonal_bias")):
             if share:  # every rank generates with rank 0's biases
                 bias.copy_(self.ranks.from_rank0(bias))
             getattr(self.G, name).copy_(bias)
+        self.G.pitch_temperature.fill_(PITCH_TEMPERATURE)  # (the biases fitted at 1: see PITCH_TEMPERATURE)
         self.clamped = self._fit_clamped(G, share)
         self._calibrated_for = self.step_count
         self.callback({"event": "calibrated", "step": self.step_count, "gap": gap})
