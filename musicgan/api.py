@@ -111,8 +111,9 @@ def compose_many(model: ckpt.Checkpoint | None, seeds, bars: int = 16, tempo_bpm
         key_text = "" if in_key is None else f" · {keys.name(in_key)}"
         seed_metre = generate.piece_metre(seed, model.generator, metre)
         in_metre = metres.name(seed_metre)
+        rests = generate.piece_opening(seed, model.generator, seed_metre, bars)[1]
         phrases = "" if model.forms is None else form.describe(generate.piece_form(
-            seed, model.forms, bars, True, generate.piece_pickup(seed, model.generator, seed_metre, bars)))
+            seed, model.forms, bars, True, generate.opening_bars(rests, model.model.bar_steps(seed_metre))))
         drawn = upbeat.pickup(roll)[1]  # (the pickup as drawn: where its first note came)
         up_text = f" · a pickup of {pickup.beats_text(drawn / roll.steps_per_beat)}" if drawn else ""
         entry = upbeat.entries_for(seed, model.generator.entering, model.model.steps_per_beat)

@@ -124,12 +124,32 @@ def piece_pickup(seed: int, generator: Generator, piece_metre_: tuple, bars: int
     return upbeat.pickup_for(seed, generator.opens, cfg.metres, piece_metre_, cfg.steps_per_beat) if bars > 1 else 0
 
 
-def piece_form(seed: int, forms: np.ndarray, bars: int, ending: bool, pickup: int) -> np.ndarray:
-    """The sources of a seed's piece (:func:`musicgan.form.for_seed`), where it opens with a
-    ``pickup``, less the repeats of its first bar: a pickup's bar, mostly rest, is no bar to play again."""
+def piece_opening(seed: int, generator: Generator, piece_metre_: tuple, bars: int) -> tuple[int, np.ndarray]:
+    """How a new piece of ``seed`` opens: (the steps of its pickup (:func:`piece_pickup`), (V,) the
+    steps each voice rests from the piece's start): up to its pickup, and a voice past that until
+    its entry where its voices come in one by one (:func:`musicgan.upbeat.entries_for`)."""
+    cfg = generator.cfg
+    pickup = piece_pickup(seed, generator, piece_metre_, bars)
+    rests = np.full(cfg.voices, cfg.bar_steps(piece_metre_) - pickup if pickup else 0, np.int64)
+    entry = upbeat.entries_for(seed, generator.entering, cfg.steps_per_beat)
+    return pickup, rests if entry is None else rests + entry
+
+
+def opening_bars(rests: np.ndarray, bar: int) -> int:
+    """The bars of ``bar`` steps a piece's opening lies in (``rests``, :func:`piece_opening`): up to
+    the one its last voice comes in (a pickup's: 1; 0 for a piece that opens on its first step)."""
+    last = int(np.max(rests))
+    return last // bar + 1 if last else 0
+
+
+def piece_form(seed: int, forms: np.ndarray, bars: int, ending: bool, opened: int = 0) -> np.ndarray:
+    """The sources of a seed's piece (:func:`musicgan.form.for_seed`), its first ``opened`` bars
+    (:func:`opening_bars`) neither repeating a bar nor repeated: a pickup's bar, mostly rest, is no
+    bar to play again, a repeat there would silence a voice's entry, and a repeat of it would bring
+    the thin opening back."""
     sources = form.for_seed(seed, forms, bars, ending)
-    if pickup:
-        sources[sources == 0] = -1
+    sources[:opened] = -1
+    sources[sources < opened] = -1
     return sources
 
 
@@ -546,13 +566,11 @@ def sample_rolls(generator: Generator, seeds, bars: int = 16, temperature: float
         n_steps = bars * cfg.bar_steps(piece_metre_)
         group, group_keys = [seeds[i] for i in where], [seed_keys[i] for i in where]
         bar = cfg.bar_steps(piece_metre_)
-        pickups = [piece_pickup(s, generator, piece_metre_, bars) if opening else 0 for s in group]
-        rests = [np.full(cfg.voices, bar - p if p else 0) for p in pickups]
-        if opening:
-            rests = [r if (entry := upbeat.entries_for(s, generator.entering, cfg.steps_per_beat)) is None
-                     else r + entry for r, s in zip(rests, group)]
+        opened = [piece_opening(s, generator, piece_metre_, bars) if opening else (0, np.zeros(cfg.voices, np.int64))
+                  for s in group]
+        pickups, rests = [p for p, _ in opened], [r for _, r in opened]
         sources = None if forms is None else \
-            np.stack([piece_form(s, forms, bars, ending, p) for s, p in zip(group, pickups)])
+            np.stack([piece_form(s, forms, bars, ending, opening_bars(r, bar)) for s, r in zip(group, rests)])
         ends, window = segments(critic, k, n_steps, piece_metre_)
         last_bar = n_steps - bar
         if ending and last_bar > 0 and last_bar not in ends:  # (the last bar drawn on its own)

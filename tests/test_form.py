@@ -186,8 +186,8 @@ def test_the_pretrained_model_repeats_the_chorales_phrases_and_says_so():
     model = api.load_model()
     assert model.forms is not None and len(model.forms) == 387  # the training split's chorales
     def sources(s):  # (a piece that opens with a pickup repeats no pickup's bar: musicgan.upbeat)
-        return generate.piece_form(s, model.forms, 16, True, generate.piece_pickup(s, model.generator,
-                                                                                   generate.metre_for(s, model.generator), 16))
+        rests = generate.piece_opening(s, model.generator, generate.metre_for(s, model.generator), 16)[1]
+        return generate.piece_form(s, model.forms, 16, True, generate.opening_bars(rests, 16))
     seed = next(s for s in range(50) if (sources(s) >= 0).any() and generate.piece_pickup(
         s, model.generator, generate.metre_for(s, model.generator), 16))
     piece = api.compose(model, seed=seed, audio=False)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import EXAMPLES
-from musicgan import api, checkpoint as ckpt, data, generate, metre, midi, upbeat
+from musicgan import api, checkpoint as ckpt, data, form, generate, metre, midi, upbeat
 from musicgan.models import STRIKE
 from musicgan.train import Budget, TrainConfig, Trainer, model_config_for
 from musicgan.voices import REST
@@ -155,6 +155,26 @@ def test_each_voice_rests_until_its_entry_strikes_there_and_the_pieces_stay_the_
         assert counts[first + 32:].max() >= 3
         starts = set(piece.notes[:, 1].tolist())
         assert {first + 16, first + 32} <= starts  # the second voice strikes a note at its entry, the third at its
+
+
+def test_a_pieces_opening_bars_neither_repeat_nor_come_back_so_its_voices_come_in_as_drawn():
+    forms = np.full((1, form.FORM_BARS), -1, np.int8)
+    forms[0, 2:4], forms[0, 5:7] = [1, 1], [0, 1]  # the second bar twice again, then the first two
+    assert generate.opening_bars(np.array([12, 12, 12]), 16) == 1  # a pickup of a beat: its bar alone
+    assert generate.opening_bars(np.array([0, 16, 40]), 16) == 3 and generate.opening_bars(np.zeros(3, int), 16) == 0
+    assert generate.piece_form(0, forms, 8, False, 0).tolist() == [-1, -1, 1, 1, -1, 0, 1, -1]
+    assert generate.piece_form(0, forms, 8, False, 1).tolist() == [-1, -1, 1, 1, -1, -1, 1, -1]
+    assert generate.piece_form(0, forms, 8, False, 3).tolist() == [-1] * 8
+    model = api.load_model()
+    generator = copy.deepcopy(model.generator)
+    generator.entering = {"share": 1.0, "beats": [[0, 4, 8, 8, 8]]}  # bars 1, 2 and 3 each bring a voice in
+    sampling = {**model.sampling, "forms": forms, "metre": (4, 4), "ending": True, "opening": True}
+    for seed, piece in enumerate(generate.sample_rolls(generator, range(3), 8, **sampling)):
+        first = int(piece.notes[:, 1].min())
+        counts, starts = midi.sounding_counts(piece.notes), set(piece.notes[:, 1].tolist())
+        assert counts[first:first + 16].max() <= 1 and counts[first + 16:first + 32].max() <= 2
+        # each voice strikes at its entry: no repeat of the second bar (a voice alone) silences the third's three
+        assert {first + 16, first + 32} <= starts and counts[first + 32] >= 3
 
 
 def test_a_trainer_reads_how_its_musics_voices_come_in_and_its_checkpoint_keeps_it(tmp_path):
