@@ -980,7 +980,7 @@ class LineReader(nn.Module):
         # the parallels penalty to draw with (see Generator.parallel_bias), fitted on the harmoniser's
         # own draws (musicgan.harmonise.fit_sampling); None: the model's own
         self.parallel_bias: float | None = None
-        self.pitch_temperature = 1.0  # the same: the temperature of its choice among pitches (sharpen_pitches)
+        self.pitch_temperature: float | None = None  # the same: the temperature of its choice among pitches (sharpen_pitches)
         self.swap_bias = 0.0  # the same: how readily a bass takes the voice above one that falls silent (bass_swap)
         nn.init.zeros_(self.out.weight)  # untrained, it adds nothing: the model draws as it did
         nn.init.zeros_(self.out.bias)

@@ -195,7 +195,7 @@ def test_of_the_critics_candidates_one_nearest_the_musics_parallels_is_taken(mod
     reel = ROOT / "examples" / "tunes" / "ryansMammoth-7thRegimentReel.mid"
 
     def counts():
-        return [voiceleading.parallels(api.compose_harmonisation(model, reel, seed=s, audio=False).roll) for s in range(4)]
+        return [voiceleading.parallels(api.compose_harmonisation(model, reel, seed=s, audio=False).roll) for s in range(8)]
     with pytest.MonkeyPatch.context() as patch:  # (the ending's choice aside: no candidate closes)
         patch.setattr(harmonise, "sounds_tonic", lambda *args: False)
         patch.setattr(harmonise, "ENDING_ROUNDS", 0)
