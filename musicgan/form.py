@@ -152,11 +152,19 @@ def rebarred(sources, bar: int, lines) -> np.ndarray:
     return out
 
 
-def describe(sources: np.ndarray) -> str:
+def describe(sources: np.ndarray, most: int = 3) -> str:
     """The phrases that come back in a piece of these ``sources``, in words: "bars 5-8 repeat
-    1-4" (counted from 1); "" when none does."""
+    1-4" (counted from 1); "" when none does. The longest ``most`` are named, in the piece's
+    order, and the bars of any others counted ("and 5 more bars repeat earlier ones"): a fiddle
+    tune's form named bar by bar ran to seven phrases, more than a listener reads under a player."""
+    found = phrases(sources)
+    named = sorted(sorted(found, key=lambda p: p[0] - p[1])[:most])  # (the longest, first come first)
     said = []
-    for b, e in phrases(sources):
+    for b, e in named:
         n, a = e - b, int(sources[b])
         said.append(f"bar {b + 1} repeats {a + 1}" if n == 1 else f"bars {b + 1}-{e} repeat {a + 1}-{a + n}")
+    rest = sum(e - b for b, e in found) - sum(e - b for b, e in named)
+    if rest:
+        said.append(f"and {rest} more bar{'s' if rest > 1 else ''} repeat{'' if rest > 1 else 's'} earlier "
+                    f"one{'s' if rest > 1 else ''}")
     return ", ".join(said)

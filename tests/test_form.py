@@ -178,6 +178,12 @@ def test_the_phrases_that_come_back_are_told_in_words():
     assert form.describe(sources) == "bars 5-8 repeat 1-4, bars 13-14 repeat 9-10"
     sources[15] = 2
     assert form.describe(sources).endswith(", bar 16 repeats 3")
+    # a tune that repeats bar after bar: its three longest phrases named, in order, the rest counted
+    tune = np.array([-1, -1, -1, 1, -1, -1, 2, 1, -1, 1, 2, 1, 4, 5, 2, -1])
+    assert form.describe(tune) == ("bar 4 repeats 2, bars 10-11 repeat 2-3, bars 13-14 repeat 5-6, "
+                                   "and 4 more bars repeat earlier ones")
+    tune[12:15] = -1
+    assert form.describe(tune, most=9).count("repeat") == 5 and "more" not in form.describe(tune, most=9)
 
 
 def test_the_pretrained_model_repeats_the_chorales_phrases_and_says_so():
