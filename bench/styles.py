@@ -19,7 +19,8 @@ voices, ternary metres) and string quartets (four instruments, wide range, fast 
 Printed per style: the two-sample accuracy (mean over ``--splits`` random splits; 0.50: a
 classifier cannot tell the clips from held-out ones), the listener's statistics (polyphony rate,
 notes per beat, pitch classes and range per clip, scale consistency, onsets on downbeats, groove
-consistency), the metres written, how the onsets fall over the bar against the music's
+consistency), the metres written and the notes a beat in each (with the held-out music's at the
+model's metres: a style's metres differ in density several times over), how the onsets fall over the bar against the music's
 (correlation), and the copy check (the longest run of bars found verbatim in the training split,
 and the share of clips with 2 bars or more), and of whole pieces (the 16-bar pieces made, and the
 first 16 bars of the held-out and training pieces; results.json also has all of their bars) the
@@ -197,10 +198,31 @@ def markov_clips(model: ckpt.Checkpoint, rolls, n: int, seed: int = 0) -> list:
                           time_signatures=((0, *main),)) for _ in range(n)]
 
 
+def density_by_metre(clips: list) -> dict:
+    """Notes a beat of the clips in each metre (their first time signature's): a style's metres
+    differ several times over (a quartet's 2/4 movements strike 6.7 notes a beat, its 2/2 ones
+    3.3), so a model that writes more of one metre than the music's bars hold reads as denser or
+    sparser in all when it is not within any."""
+    by: dict = {}
+    for clip in clips:
+        by.setdefault(metre.name(metre.metre_at(clip.time_signatures, 0)), []).append(metrics.notes_per_beat(clip))
+    return {name: round(float(np.mean(v)), 3) for name, v in sorted(by.items())}
+
+
+def at_metres(density: dict, shares: dict) -> float | None:
+    """Notes a beat of music with ``density`` (:func:`density_by_metre`) in the metres ``shares``
+    (:func:`musicgan.metrics.metres_written`) of another set: the held-out music at a model's
+    metres. None where the model writes a metre the music lacks."""
+    if not shares or any(name not in density for name in shares):
+        return None
+    return float(sum(density[name] * share for name, share in shares.items()) / sum(shares.values()))
+
+
 def score(clips: list, reference: list, training_rolls, splits: int, copies: bool = True) -> dict:
     clips = spread(clips)
     out = {"clips": len(clips), "two_sample": metrics.two_sample_accuracy(clips, spread(reference), splits=splits),
            **metrics.summary(clips, metrics.LISTENER), "metres": metrics.metres_written(clips),
+           "notes per beat by metre": density_by_metre(clips),
            "profile_correlation": metrics.profile_correlation(clips, reference)}
     out.pop("duration histogram", None)
     if copies:
@@ -284,7 +306,8 @@ def main(argv=None) -> int:
             "held_out_loss": held_out_loss(model, data.load(test_paths, "auto", find_pickups=False).rolls),
             "pieces_in_a_training_metre": float(np.mean([metre.metre_at(p.time_signatures, 0) in known for p in pieces])),
             "held-out": {**metrics.summary(spread(reference), metrics.LISTENER),
-                         "metres": metrics.metres_written(reference), "clips": len(reference)},
+                         "metres": metrics.metres_written(reference), "clips": len(reference),
+                         "notes per beat by metre": density_by_metre(spread(reference))},
             "real (train split)": score(data.clips(train4, CLIP_BARS), reference, train4, args.splits, False),
             "Markov chain (order 2)": score([c.on_grid(4) for c in markov_clips(model, train_rolls, len(reference))],
                                             reference, train4, args.splits),
@@ -353,6 +376,12 @@ def print_style(style: str, row: dict) -> None:
             f"{label} {o['pickup']:.0%}, " + ", ".join(f"{m} {b:g}" for m, b in list(o["beats"].items())[:3])
             for label, o in opens.items()) + f"; first {CLIP_BARS} bars' two-sample: {row['musicgan']['first 4 bars']:.3f}"
             + (f", last {CLIP_BARS}: {row['musicgan']['last 4 bars']:.3f}" if "last 4 bars" in row["musicgan"] else ""))
+    dense = {label: row[label].get("notes per beat by metre") for label in ("held-out", "musicgan")}
+    if all(dense.values()):
+        level = at_metres(dense["held-out"], row["musicgan"]["metres"])
+        print("notes a beat by metre, held-out / musicgan: " + ", ".join(
+            f"{name} {dense['held-out'].get(name, float('nan')):.2f} / {v:.2f}" for name, v in dense["musicgan"].items())
+            + ("" if level is None else f"; the held-out music at musicgan's metres: {level:.2f}"))
     print(f"metres written: held-out {row['held-out']['metres']}; musicgan {row['musicgan']['metres']}; "
           f"pieces in a metre of the training music: {row['pieces_in_a_training_metre']:.0%}; "
           f"loss on the held-out pieces: {row.get('held_out_loss')}")
