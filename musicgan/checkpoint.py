@@ -37,7 +37,8 @@ READERS = {"top": ("harmoniser", "harmoniser."), "bottom": ("bass_harmoniser", "
 # the generator's sampling biases (Generator.onset_bias, .rest_bias): not weights, saved beside them
 SAMPLING_BIASES = {"onset_bias": "sampling.onset_bias", "rest_bias": "sampling.rest_bias",
                    "tonal_bias": "sampling.tonal_bias", "parallel_bias": "sampling.parallel_bias",
-                   "interval_bias": "sampling.interval_bias", "pitch_temperature": "sampling.pitch_temperature"}
+                   "interval_bias": "sampling.interval_bias", "pitch_temperature": "sampling.pitch_temperature",
+                   "echo_bias": "sampling.echo_bias"}
 
 
 class CheckpointError(ValueError):

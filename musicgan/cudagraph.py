@@ -55,7 +55,7 @@ class Draw:
             return self.G.sample(z, noise, codes)[0]
         G = self.G
         settings = (float(G.parallel_bias), bool(G.tonal_bias.any()), bool(G.interval_bias.any()),
-                    float(G.pitch_temperature))
+                    float(G.pitch_temperature), float(G.echo_bias))
         key = (tuple(z.shape), tuple(noise.shape), tuple(codes.shape), z.dtype, settings)
         if key != self.key:
             self._record(z, noise, codes, settings)
@@ -67,9 +67,9 @@ class Draw:
         return self.tokens.clone()
 
     def _draw(self, settings: tuple) -> torch.Tensor:
-        beta, tonal, harmony, pitch_temperature = settings
+        beta, tonal, harmony, pitch_temperature, echo = settings
         return self.G._draw_fast(self.z, gumbel_from_normal(self.noise), self.codes, 1.0, parallel_bias=beta,
-                                 tonal=tonal, harmony=harmony, pitch_temperature=pitch_temperature)
+                                 tonal=tonal, harmony=harmony, pitch_temperature=pitch_temperature, echo_bias=echo)
 
     def _record(self, z, noise, codes, settings: tuple) -> None:
         self.graph = None  # (frees the last graph's memory first)

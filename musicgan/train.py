@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt, copyguard, ending, form, heldout, metre, upbeat, voiceleading
+from . import checkpoint as ckpt, copyguard, echo, ending, form, heldout, metre, upbeat, voiceleading
 from .batches import Batch, batches_for, window_steps
 from .cudagraph import Draw, Step, capturable_adam, set_rate
 from .models import MAX_METRES, Discriminator, Generator, ModelConfig, interval_counts, parallel_rate
@@ -795,8 +795,10 @@ class Trainer:
         target_tonal = _tonal_shares(real_tokens, real_keys, m.pitch_low)
         real_parallels = parallel_rate(real_tokens)
         target_intervals = _shares(interval_counts(real_tokens))
+        target_echo = echo.log_odds(real_tokens, real_codes, m.longest_bar)
         G = self._cpu_generator()
-        biases = [G.onset_bias, G.rest_bias, G.parallel_bias, G.interval_bias] + ([G.tonal_bias] if m.key_input else [])
+        biases = [G.onset_bias, G.rest_bias, G.parallel_bias, G.interval_bias, G.echo_bias] + \
+            ([G.tonal_bias] if m.key_input else [])
         for bias in biases:
             bias.zero_()
         G.pitch_temperature.fill_(1.0)
@@ -822,7 +824,10 @@ class Trainer:
                 G.interval_bias.add_(torch.from_numpy(move).float().clamp(-1, 1)).clamp_(-4, 4)
             # parallel fifths and octaves: a penalty, raised while draws make more than the music
             G.parallel_bias.fill_(parallel_move(float(G.parallel_bias), real_parallels, parallel_rate(tokens), step))
-        for bias, name in zip(biases, ("onset_bias", "rest_bias", "parallel_bias", "interval_bias", "tonal_bias")):
+            # the rhythm of a bar kept in the next: raised while the draws keep it less than the music
+            G.echo_bias.fill_(echo.move(float(G.echo_bias), target_echo, echo.log_odds(tokens, codes, m.longest_bar), step))
+        for bias, name in zip(biases, ("onset_bias", "rest_bias", "parallel_bias", "interval_bias", "echo_bias",
+                                       "tonal_bias")):
             if share:  # every rank generates with rank 0's biases
                 bias.copy_(self.ranks.from_rank0(bias))
             getattr(self.G, name).copy_(bias)

@@ -125,6 +125,7 @@ def test_graph_draws_are_the_eager_draws_as_the_weights_move(rolls):
                       budget=Budget(steps=100))
     G = trainer.G
     G.parallel_bias.fill_(1.5)  # the paths a calibrated model draws through
+    G.echo_bias.fill_(0.5)
     G.tonal_bias.normal_(0, 0.3)
     for moves in range(3):
         real = trainer._batch(untransposed=True)

@@ -355,6 +355,7 @@ def test_fast_sampling_draws_what_the_step_by_step_loop_draws(layers, temperatur
     g.rest_bias.normal_(0, 1)
     g.tonal_bias.normal_(0, 1)
     g.interval_bias.normal_(0, 1)
+    g.echo_bias.fill_(0.8)  # (reads what each voice did a bar before, in each piece's own metre)
     seeds = range(16)
     noise = [generate.noise_for(s, 32, g.cfg) for s in seeds]
     z, step_noise = torch.stack([n[0] for n in noise]), torch.stack([n[1] for n in noise])
@@ -383,6 +384,7 @@ def test_a_piece_drawn_in_parts_is_the_piece_drawn_in_one(layers, sounding_input
     for bias in (g.onset_bias, g.rest_bias, g.tonal_bias, g.interval_bias):
         bias.normal_(0, 1)
     g.parallel_bias.fill_(2.0)  # the penalty reads the step before: across a join too
+    g.echo_bias.fill_(3.0)  # and the echo what each voice did a bar before: across the joins (5, 16) too
     with torch.no_grad():  # what a piece drew steers its next step, as in a trained model (else the noise decides)
         for weight in [g.embed] + [p for p in (g.pitch_embed,) if p is not None] + [h[2].weight for h in g.heads]:
             weight.mul_(20)
