@@ -8,8 +8,9 @@ against "struck a bar before", over every place in the bar (each metre's) and ev
 how often each place is struck at all (the onset biases' business) does not enter it. 1: a bar's
 rhythm says nothing of the next one's.
 
-A model drawing freely keeps its rhythm less than its music: the chorale model's voices 1.42
-against Bach's 1.77 (its windows of 4 bars, drawn with its sampling biases). ``Generator.echo_bias`` is fitted with the other sampling biases
+A model drawing freely keeps its rhythm less than its music: a model of 20 string-quartet
+movements 1.10 against their 11.5, the pretrained fiddle model 4.1 against its tunes' 4.9 (windows
+of 4 bars, drawn with their sampling biases). ``Generator.echo_bias`` is fitted with the other sampling biases
 (``Trainer.calibrate``) to bring the draws' ratio to the music's. Bars that repeat the bar before
 them note for note are left out of the count: a piece's form makes those (:mod:`musicgan.form`),
 and the bias is for the bars that are drawn.

@@ -776,7 +776,8 @@ class Trainer:
         on 50 chorales): exposure bias. And a model that fills every voice it has sounds busy in
         music whose voices rest and enter one by one. With keys, the share of new notes on each
         pitch class of the piece's key (counted from its tonic, in major and in minor) is fitted
-        too: drawn music strayed from the key more than the music does. The biases are fitted on
+        too: drawn music strayed from the key more than the music does. So is how firmly each voice
+        keeps its rhythm from one bar to the next (:mod:`musicgan.echo`). The biases are fitted on
         draws at a pitch temperature of 1; the model then draws at PITCH_TEMPERATURE.
 
         Starting from no bias, each round draws ``clips`` windows (each seed in its own key and
