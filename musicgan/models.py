@@ -765,12 +765,12 @@ class Generator(nn.Module):
         tokens = torch.stack(tokens, 1).view(B, T, V)
         return tokens, torch.stack(one_hots, 1).view(B, T, V, K)
 
-    def _echo(self, z: torch.Tensor, echo: torch.Tensor | None, echo_bias: float | None = None):
+    def _echo(self, z: torch.Tensor, echo: torch.Tensor, echo_bias: float | None = None):
         """For a draw with the echo bias (see ``echo_bias``): (what each voice did the last time
         each piece stood at each code, (B, codes, V), a copy of ``echo``; the bias as a term of
         the new notes' logits, (K,); each piece's row number). All None without the bias."""
         g = float(self.echo_bias) if echo_bias is None else echo_bias
-        if not g or echo is None:
+        if not g:
             return None, None, None
         term = torch.zeros(self.cfg.vocab, dtype=z.dtype, device=z.device)
         term[FIRST_PITCH:] = g
