@@ -53,7 +53,7 @@ def test_the_fit_moves_the_bias_toward_the_musics_ratio_within_bounds():
     assert echo.move(0.0, 0.6, 0.2, 0.5) == pytest.approx(0.2)
     assert echo.move(0.5, 0.2, 0.6, 0.5) == pytest.approx(0.3)
     assert echo.move(2.9, 9.0, 0.0, 0.7) == echo.MOST
-    assert echo.move(0.1, 0.0, 2.0, 0.7) == 0.0  # never below 0: the count underrates music of repeated bars
+    assert echo.move(0.1, 0.0, 2.0, 0.7) == 0.0  # never below 0 (see echo.move)
 
 
 def test_the_echo_bias_keeps_a_drawn_rhythm_in_the_next_bar():
